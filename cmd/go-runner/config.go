@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the process-wide settings, all from the environment. APISIX
+// passes a variable to the runner only when nginx_config.envs lists it.
+type config struct {
+	listenAddress  string        // APISIX_LISTEN_ADDRESS, set by APISIX: unix:/path.sock
+	confExpire     time.Duration // APISIX_CONF_EXPIRE_TIME, set by APISIX, seconds
+	logLevel       slog.Level    // RUNNER_LOG_LEVEL: debug, info, warn (default), error
+	signingKeyFile string        // RUNNER_SIGNING_KEY_FILE: PEM private key(s); "" = ephemeral key
+	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
+	redisURL       string        // REDIS_URL: "" = in-process cache only
+	keycloak       keycloakConfig
+	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 5s
+}
+
+type keycloakConfig struct {
+	url            string        // KEYCLOAK_URL: base URL, e.g. https://sso.example.org
+	realm          string        // KEYCLOAK_REALM
+	clientID       string        // KEYCLOAK_CLIENT_ID: the runner's service-account client
+	clientSecret   string        // KEYCLOAK_CLIENT_SECRET or the file named by KEYCLOAK_CLIENT_SECRET_FILE
+	timeout        time.Duration // KEYCLOAK_TIMEOUT: per admin call, default 3s
+	eventsInterval time.Duration // KEYCLOAK_EVENTS_INTERVAL: admin-event poll period, default 2s; 0s = off
+}
+
+// enabled is true when the admin API is configured (orgsync needs it).
+func (k keycloakConfig) enabled() bool { return k.url != "" }
+
+// envVars lists every variable the runner reads, for `go-runner env` and the
+// test that checks conf/config.yaml's nginx_config.envs.
+var envVars = []string{
+	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_SIGNING_KEY_FILE",
+	"RUNNER_METRICS_ADDR", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
+	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
+	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET",
+}
+
+func loadConfig(getenv func(string) string) (*config, error) {
+	c := &config{
+		listenAddress:  getenv("APISIX_LISTEN_ADDRESS"),
+		signingKeyFile: getenv("RUNNER_SIGNING_KEY_FILE"),
+		metricsAddr:    getenv("RUNNER_METRICS_ADDR"),
+		redisURL:       getenv("REDIS_URL"),
+		keycloak: keycloakConfig{
+			url:      strings.TrimSuffix(getenv("KEYCLOAK_URL"), "/"),
+			realm:    getenv("KEYCLOAK_REALM"),
+			clientID: getenv("KEYCLOAK_CLIENT_ID"),
+		},
+	}
+	if !strings.HasPrefix(c.listenAddress, "unix:") || len(c.listenAddress) == len("unix:") {
+		return nil, fmt.Errorf("APISIX_LISTEN_ADDRESS %q: want unix:/path/to/socket (APISIX sets it when it starts the runner)", c.listenAddress)
+	}
+	var err error
+	if c.confExpire, err = seconds(getenv, "APISIX_CONF_EXPIRE_TIME", 3600*time.Second); err != nil {
+		return nil, err
+	}
+	switch v := strings.ToLower(getenv("RUNNER_LOG_LEVEL")); v {
+	case "debug":
+		c.logLevel = slog.LevelDebug
+	case "info":
+		c.logLevel = slog.LevelInfo
+	case "", "warn", "warning":
+		c.logLevel = slog.LevelWarn
+	case "error":
+		c.logLevel = slog.LevelError
+	default:
+		return nil, fmt.Errorf("RUNNER_LOG_LEVEL %q: want debug, info, warn or error", v)
+	}
+	if c.signingKeyFile != "" {
+		if _, err := os.Stat(c.signingKeyFile); err != nil {
+			return nil, fmt.Errorf("RUNNER_SIGNING_KEY_FILE: %w", err)
+		}
+	}
+	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", 5*time.Second); err != nil {
+		return nil, err
+	}
+	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
+		return nil, fmt.Errorf("REDIS_URL %q: want a URL such as redis://host:6379/0", c.redisURL)
+	}
+	k := &c.keycloak
+	if k.timeout, err = duration(getenv, "KEYCLOAK_TIMEOUT", 3*time.Second); err != nil {
+		return nil, err
+	}
+	if k.eventsInterval, err = duration(getenv, "KEYCLOAK_EVENTS_INTERVAL", 2*time.Second); err != nil {
+		return nil, err
+	}
+	secret := getenv("KEYCLOAK_CLIENT_SECRET")
+	if file := getenv("KEYCLOAK_CLIENT_SECRET_FILE"); file != "" {
+		if secret != "" {
+			return nil, fmt.Errorf("KEYCLOAK_CLIENT_SECRET and KEYCLOAK_CLIENT_SECRET_FILE are both set: keep one")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("KEYCLOAK_CLIENT_SECRET_FILE: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	k.clientSecret = secret
+	if k.url != "" {
+		if !strings.HasPrefix(k.url, "http://") && !strings.HasPrefix(k.url, "https://") {
+			return nil, fmt.Errorf("KEYCLOAK_URL %q: want an http(s) URL", k.url)
+		}
+		for name, v := range map[string]string{"KEYCLOAK_REALM": k.realm, "KEYCLOAK_CLIENT_ID": k.clientID,
+			"KEYCLOAK_CLIENT_SECRET": k.clientSecret} {
+			if v == "" {
+				return nil, fmt.Errorf("%s is required when KEYCLOAK_URL is set", name)
+			}
+		}
+	}
+	return c, nil
+}
+
+func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s %q: want a duration such as \"2s\"", name, v)
+	}
+	return d, nil
+}
+
+func seconds(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s %q: want a positive number of seconds", name, v)
+	}
+	return time.Duration(n) * time.Second, nil
+}

@@ -1,0 +1,306 @@
+// Package userinfo is the runner plugin that verifies APISIX's X-Userinfo
+// against a signed access token, removes forged identity headers, and passes
+// trusted headers and a signed identity assertion upstream.
+package userinfo
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+)
+
+// Name is the plugin name used in APISIX route config.
+const Name = "userinfo"
+
+// Values of on_invalid.
+const (
+	OnInvalidReject    = "reject"
+	OnInvalidAnonymous = "anonymous"
+)
+
+// Conf is the route config of userinfo, the JSON in the "value" of
+// {"name":"userinfo","value":"..."}.
+type Conf struct {
+	// JWKS turns the route into the assertion key endpoint: GET answers the
+	// public keys that verify X-Identity-Assertion. No other key may be set.
+	JWKS bool `json:"jwks,omitempty"`
+	// Issuer is the Keycloak realm URL tokens must come from, such as
+	// "https://sso.example.org/realms/olapps". Required when verify_token is true.
+	Issuer string `json:"issuer,omitempty"`
+	// JWKSURI is where the issuer's signing keys are. Default
+	// "<issuer>/protocol/openid-connect/certs".
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// VerifyToken requires X-Access-Token to be a valid token of issuer whose
+	// sub equals X-Userinfo's. Default true. false trusts X-Userinfo as it is:
+	// safe only on APISIX 3.17+ with openid-connect on the same route.
+	VerifyToken *bool `json:"verify_token,omitempty"`
+	// Audience, when set, must be in the token's aud (or be its azp).
+	// Default "" (not checked).
+	Audience string `json:"audience,omitempty"`
+	// OnInvalid is what a request with an identity that fails verification gets:
+	// "reject" (401 with the reason, upstream not called) or "anonymous" (all
+	// identity headers removed, request passed on). Default "reject".
+	OnInvalid string `json:"on_invalid,omitempty"`
+	// RequireUser refuses (401) requests that carry no identity at all.
+	// Default false: they pass as anonymous.
+	RequireUser bool `json:"require_user,omitempty"`
+	// ClaimHeaders maps an upstream header to the claim it carries; lists are
+	// joined with ",", organization gives the aliases. Default
+	// {"X-User-Id":"sub","X-User-Email":"email","X-User-Orgs":"organization"};
+	// {} sets none.
+	ClaimHeaders map[string]string `json:"claim_headers,omitempty"`
+	// Assertion configures the signed identity assertion. Default: none.
+	Assertion *AssertionConf `json:"assertion,omitempty"`
+	// Leeway tolerates clock skew when checking token times. Default "30s";
+	// between "0s" and "5m".
+	Leeway conf.Duration `json:"leeway,omitempty"`
+	// MaxUserinfoBytes bounds the X-Userinfo header decoded. Default 32768;
+	// between 1024 and 1048576.
+	MaxUserinfoBytes int `json:"max_userinfo_bytes,omitempty"`
+
+	// err is a config error: the route then answers 500 rather than being
+	// skipped by the runner (which would let requests through unchecked).
+	err      error
+	verifier *keycloak.TokenVerifier
+	strip    *identity.StripRule
+	headers  []claimHeader
+	verify   bool
+}
+
+// AssertionConf configures the signed identity assertion.
+type AssertionConf struct {
+	// Header carries the assertion. Default "X-Identity-Assertion".
+	Header string `json:"header,omitempty"`
+	// Audience is the aud of the assertion: the app that is to accept it.
+	// Required.
+	Audience string `json:"audience"`
+	// Issuer is the iss of the assertion. Default "apisix-identity-runner".
+	Issuer string `json:"issuer,omitempty"`
+	// TTL is how long an assertion is valid (exp - iat). Default "60s";
+	// between "1s" and "1h".
+	TTL conf.Duration `json:"ttl,omitempty"`
+}
+
+type claimHeader struct {
+	header, claim string
+}
+
+// Plugin is the userinfo plugin.
+type Plugin struct {
+	plugin.DefaultPlugin
+}
+
+var _ plugin.Plugin = (*Plugin)(nil)
+
+func init() {
+	if err := plugin.RegisterPlugin(&Plugin{}); err != nil {
+		panic(fmt.Sprintf("userinfo: register: %v", err))
+	}
+}
+
+func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
+
+// Name is the plugin name.
+func (*Plugin) Name() string { return Name }
+
+// ParseConf never returns an error: the runner would skip the plugin and pass
+// the route's requests on unchecked. A bad config is kept and refused at
+// request time with 500, and logged here, once per route config.
+func (*Plugin) ParseConf(in []byte) (any, error) {
+	c, err := parse(in)
+	if err != nil {
+		logger().Error("route config refused; the route answers 500 until it is fixed", "error", err)
+		metricConfigErrors.Inc()
+		return &Conf{err: err}, nil
+	}
+	return c, nil
+}
+
+func parse(in []byte) (*Conf, error) {
+	c := &Conf{}
+	if err := conf.DecodeStrict(in, c); err != nil {
+		return nil, fmt.Errorf("userinfo: %w", err)
+	}
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("userinfo: %w", err)
+	}
+	c.derive()
+	return c, nil
+}
+
+func (c *Conf) setDefaults() {
+	if c.JWKS {
+		return
+	}
+	if c.VerifyToken == nil {
+		t := true
+		c.VerifyToken = &t
+	}
+	if c.OnInvalid == "" {
+		c.OnInvalid = OnInvalidReject
+	}
+	if c.ClaimHeaders == nil {
+		c.ClaimHeaders = map[string]string{
+			identity.HeaderUserID:    identity.ClaimSubject,
+			identity.HeaderUserEmail: identity.ClaimEmail,
+			identity.HeaderUserOrgs:  identity.ClaimOrganization,
+		}
+	}
+	if c.Leeway == 0 {
+		c.Leeway = conf.Duration(30 * time.Second)
+	}
+	if c.MaxUserinfoBytes == 0 {
+		c.MaxUserinfoBytes = identity.DefaultMaxUserinfoBytes
+	}
+	if c.JWKSURI == "" && c.Issuer != "" {
+		c.JWKSURI = keycloak.JWKSURL(c.Issuer)
+	}
+	if a := c.Assertion; a != nil {
+		if a.Header == "" {
+			a.Header = identity.HeaderAssertion
+		}
+		if a.Issuer == "" {
+			a.Issuer = "apisix-identity-runner"
+		}
+		if a.TTL == 0 {
+			a.TTL = conf.Duration(60 * time.Second)
+		}
+	}
+}
+
+func (c *Conf) validate() error {
+	if c.JWKS {
+		if c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.OnInvalid != "" ||
+			c.RequireUser || c.ClaimHeaders != nil || c.Assertion != nil || c.Leeway != 0 || c.MaxUserinfoBytes != 0 {
+			return errors.New(`"jwks": true serves the assertion keys and takes no other key`)
+		}
+		return nil
+	}
+	if *c.VerifyToken {
+		if c.Issuer == "" {
+			return errors.New(`"issuer" is required when "verify_token" is true`)
+		}
+		if err := checkURL("issuer", c.Issuer); err != nil {
+			return err
+		}
+		if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
+			return err
+		}
+	}
+	switch c.OnInvalid {
+	case OnInvalidReject, OnInvalidAnonymous:
+	default:
+		return fmt.Errorf(`"on_invalid" %q: want "reject" or "anonymous"`, c.OnInvalid)
+	}
+	if c.Leeway < 0 || c.Leeway.Std() > 5*time.Minute {
+		return fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway)
+	}
+	if c.MaxUserinfoBytes < 1024 || c.MaxUserinfoBytes > 1<<20 {
+		return fmt.Errorf(`"max_userinfo_bytes" %d: want between 1024 and 1048576`, c.MaxUserinfoBytes)
+	}
+	seen := map[string]string{}
+	reserved := map[string]bool{}
+	for _, n := range append(identity.OIDCHeaders, identity.HeaderOrgsSource) {
+		reserved[identity.NormalizeName(n)] = true
+	}
+	if a := c.Assertion; a != nil {
+		if a.Audience == "" {
+			return errors.New(`"assertion.audience" is required: name the app that accepts the assertion`)
+		}
+		if err := checkHeaderName("assertion.header", a.Header); err != nil {
+			return err
+		}
+		if reserved[identity.NormalizeName(a.Header)] {
+			return fmt.Errorf(`"assertion.header" %q is an input header`, a.Header)
+		}
+		seen[identity.NormalizeName(a.Header)] = "assertion.header"
+		if a.TTL.Std() < time.Second || a.TTL.Std() > time.Hour {
+			return fmt.Errorf(`"assertion.ttl" %q: want between "1s" and "1h"`, a.TTL)
+		}
+	}
+	for header, claim := range c.ClaimHeaders {
+		key := fmt.Sprintf("claim_headers.%s", header)
+		if err := checkHeaderName(key, header); err != nil {
+			return err
+		}
+		if claim == "" {
+			return fmt.Errorf("%q: claim name is empty", key)
+		}
+		norm := identity.NormalizeName(header)
+		if reserved[norm] {
+			return fmt.Errorf("%q: %s is an input header and cannot carry a claim", key, header)
+		}
+		if other, dup := seen[norm]; dup {
+			return fmt.Errorf("%q: same header as %q once case and _/- are folded", key, other)
+		}
+		seen[norm] = key
+	}
+	return nil
+}
+
+func (c *Conf) derive() {
+	if c.JWKS {
+		return
+	}
+	c.verify = *c.VerifyToken
+	if c.verify {
+		c.verifier = keycloak.DefaultVerifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
+	}
+	// Everything this plugin emits is removed first in every spelling, so a
+	// client can never hand the upstream a value that looks like ours.
+	emitted := []string{identity.HeaderAssertion, identity.HeaderOrgsSource,
+		identity.HeaderUserID, identity.HeaderUserEmail, identity.HeaderUserOrgs}
+	for header, claim := range c.ClaimHeaders {
+		emitted = append(emitted, header)
+		c.headers = append(c.headers, claimHeader{header: http.CanonicalHeaderKey(header), claim: claim})
+	}
+	if c.Assertion != nil {
+		emitted = append(emitted, c.Assertion.Header)
+	}
+	c.strip = identity.NewStripRule(emitted...)
+}
+
+func checkURL(key, v string) error {
+	if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") {
+		return fmt.Errorf("%q %q: want an http(s) URL", key, v)
+	}
+	return nil
+}
+
+func checkHeaderName(key, name string) error {
+	if name == "" {
+		return fmt.Errorf("%q: header name is empty", key)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
+		}
+	}
+	return nil
+}
+
+// Err is the config error a route answers 500 with, nil when the config is good.
+func (c *Conf) Err() error { return c.err }
+
+// RequestFilter runs the plugin; see userinfo.go.
+func (*Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
+	c, ok := v.(*Conf)
+	if !ok || c == nil {
+		identity.Refuse(w, http.StatusInternalServerError, "misconfigured", "userinfo: no config")
+		return
+	}
+	c.serve(w, r)
+}
