@@ -1,0 +1,418 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	// ErrMiss: no value is cached for the key (Peek, GetState).
+	ErrMiss = errors.New("cache: miss")
+	// ErrLockHeld: another holder owns the lease now (returned, wrapped, by Lease.Release).
+	ErrLockHeld = errors.New("cache: held by another owner")
+)
+
+// Source tells where a Get result came from.
+type Source int
+
+const (
+	// SourceLocal: a fresh value from the in-process tier.
+	SourceLocal Source = iota
+	// SourceRedis: a fresh value from Redis (possibly filled by another process).
+	SourceRedis
+	// SourceLoader: this process just called the loader.
+	SourceLoader
+	// SourceStale: a value past its fresh age, served because a refresh is running
+	// (Result.Refreshing) or because the loader failed (Result.LoadErr).
+	SourceStale
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceLocal:
+		return "local"
+	case SourceRedis:
+		return "redis"
+	case SourceLoader:
+		return "loader"
+	case SourceStale:
+		return "stale"
+	}
+	return fmt.Sprintf("Source(%d)", int(s))
+}
+
+// Entry is a cached value and the time its loader produced it. Value is shared: do not modify it.
+type Entry struct {
+	Value     []byte
+	FetchedAt time.Time
+}
+
+// Age is how long ago the value was fetched.
+func (e Entry) Age(now time.Time) time.Duration { return now.Sub(e.FetchedAt) }
+
+// Policy sets the ages at which a value stops being fresh and stops being servable without a load.
+// Values younger than Fresh are served as they are; values in [Fresh, Stale) are served while one
+// background refresh runs; older values are reloaded first (and still served if that load fails,
+// up to Options.Retention). Stale < Fresh counts as Stale == Fresh.
+type Policy struct {
+	Fresh, Stale time.Duration
+}
+
+// Result is the answer of Get.
+type Result struct {
+	Entry
+	Source     Source
+	Refreshing bool  // a background refresh was started or is running
+	LoadErr    error // set with SourceStale when the loader failed
+}
+
+// Cache is a two-tier cache: a bounded in-process LRU in front of Redis. It is safe for concurrent use.
+type Cache struct {
+	opts    Options
+	id      string // identifies this process on the invalidation channel
+	local   *local
+	rdb     redis.UniversalClient // nil: in-process only
+	up      atomic.Bool           // Redis answered the last command
+	closed  atomic.Bool
+	flights group
+	gens    [256]atomic.Uint64 // invalidation counters, by key hash
+	onInv   atomic.Pointer[func([]string)]
+	mem     memStore // leases, state and feeds without Redis
+
+	closeCtx context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	psMu     sync.Mutex
+	ps       *redis.PubSub
+}
+
+// New builds a Cache. A bad option is an error; an unreachable Redis is not: the cache then logs
+// once, runs on the in-process tier and the loader, and reconnects by itself.
+func New(ctx context.Context, opts *Options) (*Cache, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{opts: o, id: randomToken(), local: newLocal(o.LocalSize)}
+	c.flights.m = make(map[string]*call)
+	c.closeCtx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if o.RedisURL == "" {
+		return c, nil
+	}
+	if c.rdb, err = newRedisClient(o.RedisURL); err != nil {
+		return nil, err
+	}
+	c.up.Store(true)
+	redisUp.Set(1)
+	pctx, cancel := c.opCtx(ctx)
+	err = c.rdb.Ping(pctx).Err()
+	cancel()
+	c.observe(ctx, err)
+	if err == nil {
+		// Wait for the subscription to be confirmed, so that an invalidation published
+		// right after New returns reaches this process.
+		c.ps = c.rdb.Subscribe(ctx, c.opts.Channel)
+		sctx, cancel := context.WithTimeout(ctx, max(c.opts.OpTimeout, time.Second))
+		msg, err := c.ps.Receive(sctx)
+		cancel()
+		if _, ok := msg.(*redis.Subscription); !ok || err != nil {
+			_ = c.ps.Close()
+			c.ps = nil
+		}
+	}
+	c.wg.Add(2)
+	go c.probe()
+	go c.subscribe(c.ps != nil)
+	return c, nil
+}
+
+// Close stops background work and closes the Redis client. In-flight loads are cancelled.
+func (c *Cache) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.cancel()
+	c.psMu.Lock()
+	if c.ps != nil {
+		_ = c.ps.Close()
+	}
+	c.psMu.Unlock()
+	c.wg.Wait()
+	if c.rdb != nil {
+		if err := c.rdb.Close(); err != nil {
+			return fmt.Errorf("cache: close redis: %w", err)
+		}
+	}
+	return nil
+}
+
+// gen returns the invalidation counter that covers key.
+func (c *Cache) gen(key string) *atomic.Uint64 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &c.gens[h%uint32(len(c.gens))]
+}
+
+// candidate is a value found in a tier; lastResort marks a local copy that Redis no longer has,
+// usable only when the loader fails.
+type candidate struct {
+	Entry
+	src        Source
+	lastResort bool
+}
+
+// Get returns the value for key, loading it with load when no tier has a usable one.
+//
+//   - age < p.Fresh: returned from the in-process tier or Redis.
+//   - p.Fresh <= age < p.Stale: returned as SourceStale with Refreshing set; one background refresh
+//     per key runs.
+//   - miss or age >= p.Stale: loaded now. One load per key runs in this process at a time
+//     (concurrent callers share it), and a Redis lock (LockTTL) lets one process of the fleet load
+//     while the others wait up to LockWait for its value before loading themselves.
+//
+// When the load fails and an older value exists (up to Retention), Get returns it as SourceStale
+// with LoadErr set and a nil error; otherwise it returns the load error. Redis failures never fail
+// a Get. A load runs at most LockTTL, detached from ctx's cancellation so that callers that give up
+// do not cancel it for the others.
+func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx context.Context) ([]byte, error)) (Result, error) {
+	if p.Stale < p.Fresh {
+		p.Stale = p.Fresh
+	}
+	now := time.Now()
+	var cand *candidate
+	if le, ok := c.local.get(key); ok {
+		age := now.Sub(le.fetched)
+		switch {
+		case age >= c.opts.Retention:
+			c.local.remove(key)
+		case age < p.Fresh && now.Sub(le.storedAt) < c.opts.LocalTTL:
+			hitsLocal.Inc()
+			return Result{Entry: Entry{Value: le.value, FetchedAt: le.fetched}, Source: SourceLocal}, nil
+		default:
+			cand = &candidate{Entry: Entry{Value: le.value, FetchedAt: le.fetched}, src: SourceLocal}
+		}
+	}
+
+	if c.redisUsable() {
+		e, err := c.redisGet(ctx, key)
+		switch {
+		case err == nil:
+			c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now})
+			if cand == nil || e.FetchedAt.After(cand.FetchedAt) {
+				cand = &candidate{Entry: e, src: SourceRedis}
+			}
+		case errors.Is(err, ErrMiss):
+			// Redis is the shared truth: a local copy it does not have was invalidated
+			// (message missed) or lost with Redis; keep it only as a last resort.
+			if cand != nil {
+				cand.lastResort = true
+			}
+		}
+	}
+
+	if cand != nil && !cand.lastResort {
+		age := now.Sub(cand.FetchedAt)
+		if age < p.Fresh {
+			if cand.src == SourceRedis {
+				hitsRedis.Inc()
+			} else {
+				hitsLocal.Inc()
+			}
+			return Result{Entry: cand.Entry, Source: cand.src}, nil
+		}
+		if age < p.Stale {
+			staleRefreshing.Inc()
+			c.startFill(ctx, key, load, &cand.Entry)
+			return Result{Entry: cand.Entry, Source: SourceStale, Refreshing: true}, nil
+		}
+	}
+
+	missesTotal.Inc()
+	var prev *Entry
+	if cand != nil {
+		prev = &cand.Entry
+	}
+	cl := c.startFill(ctx, key, load, prev)
+	var err error
+	select {
+	case <-cl.done:
+		if cl.err == nil {
+			return Result{Entry: cl.entry, Source: cl.src}, nil
+		}
+		err = cl.err
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if cand != nil && now.Sub(cand.FetchedAt) < c.opts.Retention {
+		staleLoadErr.Inc()
+		return Result{Entry: cand.Entry, Source: SourceStale, LoadErr: err}, nil
+	}
+	return Result{}, fmt.Errorf("cache: load %s: %w", key, err)
+}
+
+// startFill joins the running fill of key or starts one.
+func (c *Cache) startFill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry) *call {
+	cl, started := c.flights.join(key)
+	if !started {
+		return cl
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.LockTTL)
+		stop := context.AfterFunc(c.closeCtx, cancel)
+		defer func() {
+			stop()
+			cancel()
+		}()
+		e, src, err := c.fill(fctx, key, load, prev)
+		c.flights.finish(key, cl, e, src, err)
+	}()
+	return cl
+}
+
+// fill loads key under the fleet-wide lock and stores the result in both tiers.
+func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry) (Entry, Source, error) {
+	gen := c.gen(key)
+	g := gen.Load()
+	if c.redisUsable() {
+		lk, token := c.lockKey(key), randomToken()
+		got, err := c.tryLock(ctx, lk, token, c.opts.LockTTL)
+		switch {
+		case err == nil && got:
+			defer func() { _, _ = c.unlock(context.WithoutCancel(ctx), lk, token) }()
+		case err == nil && !got:
+			if e, ok := c.waitFill(ctx, key, prev); ok {
+				waitFilled.Inc()
+				c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
+				return e, SourceRedis, nil
+			}
+			waitTimeout.Inc()
+		}
+	}
+	v, err := load(ctx)
+	if err != nil {
+		loadsErr.Inc()
+		return Entry{}, 0, err
+	}
+	loadsOK.Inc()
+	if v == nil {
+		v = []byte{}
+	}
+	e := Entry{Value: v, FetchedAt: time.Now()}
+	// Store only if no invalidation of this key arrived while loading: the load may predate it.
+	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
+		c.redisUsable() {
+		_ = c.redisSet(ctx, key, e)
+	}
+	return e, SourceLoader, nil
+}
+
+// waitFill polls Redis for a value of key newer than prev while another process holds the fill lock,
+// for at most LockWait. It gives up early when the lock disappears without a new value.
+func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, bool) {
+	deadline := time.Now().Add(c.opts.LockWait)
+	pause := 10 * time.Millisecond
+	for {
+		t := time.NewTimer(min(pause, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Entry{}, false
+		case <-t.C:
+		}
+		// Lock first, then value: the holder stores before it unlocks, so "no lock" followed by
+		// "no new value" means the holder failed.
+		held, herr := c.lockHeld(ctx, key)
+		e, err := c.redisGet(ctx, key)
+		if err == nil && (prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
+			return e, true
+		}
+		if herr != nil || !held || (err != nil && !errors.Is(err, ErrMiss)) || !time.Now().Before(deadline) {
+			return Entry{}, false
+		}
+		pause = min(pause*2, 100*time.Millisecond)
+	}
+}
+
+// Peek returns the newest cached value of key without loading: the in-process tier while its copy
+// is younger than LocalTTL, else Redis, else (Redis down) the in-process copy. ErrMiss when none.
+func (c *Cache) Peek(ctx context.Context, key string) (Entry, error) {
+	now := time.Now()
+	le, lok := c.local.get(key)
+	if lok && now.Sub(le.fetched) >= c.opts.Retention {
+		c.local.remove(key)
+		lok = false
+	}
+	if lok && now.Sub(le.storedAt) < c.opts.LocalTTL {
+		return Entry{Value: le.value, FetchedAt: le.fetched}, nil
+	}
+	if c.redisUsable() {
+		e, err := c.redisGet(ctx, key)
+		if err == nil {
+			c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now})
+			if !lok || !le.fetched.After(e.FetchedAt) {
+				return e, nil
+			}
+		} else if errors.Is(err, ErrMiss) {
+			return Entry{}, fmt.Errorf("cache: peek %s: %w", key, ErrMiss)
+		}
+	}
+	if lok {
+		return Entry{Value: le.value, FetchedAt: le.fetched}, nil
+	}
+	return Entry{}, fmt.Errorf("cache: peek %s: %w", key, ErrMiss)
+}
+
+// Set stores value for key in both tiers with FetchedAt = now. Other processes see it once their
+// in-process copy is older than LocalTTL; use Invalidate to drop their copies at once. A Redis
+// failure is returned, but the in-process tier keeps the value.
+func (c *Cache) Set(ctx context.Context, key string, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	e := Entry{Value: value, FetchedAt: time.Now()}
+	c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt})
+	if c.rdb == nil || c.closed.Load() {
+		return nil
+	}
+	if err := c.redisSet(ctx, key, e); err != nil {
+		return fmt.Errorf("cache: set %s: %w", key, err)
+	}
+	return nil
+}
+
+// OnInvalidate registers fn, called with the keys of each invalidation received from another
+// process (after they were dropped here). Invalidate calls made in this process do not call it.
+// fn runs on the subscription goroutine: keep it short. A later call replaces fn; nil removes it.
+func (c *Cache) OnInvalidate(fn func(keys []string)) {
+	if fn == nil {
+		c.onInv.Store(nil)
+		return
+	}
+	c.onInv.Store(&fn)
+}
+
+// dropLocal forgets keys in this process and makes running loads of them skip storing.
+func (c *Cache) dropLocal(keys []string) {
+	for _, k := range keys {
+		c.gen(k).Add(1)
+		c.local.remove(k)
+	}
+}
+
+// flushLocal forgets every key in this process.
+func (c *Cache) flushLocal() {
+	for i := range c.gens {
+		c.gens[i].Add(1)
+	}
+	c.local.flush()
+}

@@ -1,0 +1,179 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func init() {
+	// Recover quickly in tests.
+	probeInterval = 100 * time.Millisecond
+}
+
+// needEnv returns the variable, or stops the test: t.Fatal under CI=true, t.Skip otherwise.
+func needEnv(t testing.TB, name string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not set (required under CI)", name)
+		}
+		t.Skipf("%s is not set; e.g. redis-server --port 6390 --save '' --appendonly no --daemonize yes and REDIS_TEST_URL=redis://127.0.0.1:6390/0", name)
+	}
+	return v
+}
+
+// testPrefix isolates one test's keys and channel on a shared Redis.
+func testPrefix(t testing.TB) string {
+	return fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+}
+
+func newTestCache(t testing.TB, o Options) *Cache {
+	t.Helper()
+	c, err := New(context.Background(), &o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// rawClient is a plain go-redis client to look at what the cache stored.
+func rawClient(t testing.TB, url string) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(o)
+	t.Cleanup(func() { _ = rc.Close() })
+	return rc
+}
+
+// counter is a loader that counts its calls and returns "<prefix><n>".
+type counter struct {
+	n     atomic.Int64
+	delay time.Duration
+	fail  atomic.Bool
+}
+
+func (l *counter) load(prefix string) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		n := l.n.Add(1)
+		if l.delay > 0 {
+			select {
+			case <-time.After(l.delay):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if l.fail.Load() {
+			return nil, errLoader
+		}
+		return []byte(prefix + strconv.FormatInt(n, 10)), nil
+	}
+}
+
+var errLoader = fmt.Errorf("keycloak down")
+
+// ownRedis is a redis-server this test starts, kills and restarts.
+type ownRedis struct {
+	t    testing.TB
+	port int
+	cmd  *exec.Cmd
+}
+
+func startOwnRedis(t testing.TB) *ownRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is not on PATH (required under CI)")
+		}
+		t.Skip("redis-server is not on PATH")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	r := &ownRedis{t: t, port: port}
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *ownRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+func (r *ownRedis) start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), 100*time.Millisecond)
+		if err == nil {
+			_ = conn.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.t.Fatal("own redis-server did not start")
+}
+
+func (r *ownRedis) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// eventually polls cond every 5ms until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Small assertions (testify's require pulls a module go.mod does not list yet).
+
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func equal[T any](t testing.TB, got, want T, what ...any) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: got %#v, want %#v", fmt.Sprint(what...), got, want)
+	}
+}
+
+func isTrue(t testing.TB, cond bool, what ...any) {
+	t.Helper()
+	if !cond {
+		t.Fatalf("expected: %s", fmt.Sprint(what...))
+	}
+}

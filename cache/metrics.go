@@ -1,0 +1,60 @@
+package cache
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+const (
+	namespace = "apisix_identity"
+	subsystem = "cache"
+)
+
+var (
+	hitsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "hits_total",
+		Help: "Fresh values served from a cache tier, by tier (local or redis).",
+	}, []string{"tier"})
+	missesTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "misses_total",
+		Help: "Gets that found no usable value in any tier and had to load synchronously.",
+	})
+	loadsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "loads_total",
+		Help: "Loader calls made by this process, by result (ok or error).",
+	}, []string{"result"})
+	staleTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "stale_served_total",
+		Help: "Values served past their fresh age, by reason (refreshing or load_error).",
+	}, []string{"reason"})
+	redisErrorsTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "redis_errors_total",
+		Help: "Redis commands that failed (timeouts and connection errors included).",
+	})
+	redisUp = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "redis_up",
+		Help: "1 while Redis answers, 0 while the cache runs without it.",
+	})
+	invalidationsTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "invalidations_received_total",
+		Help: "Invalidation messages received from other processes over pub/sub.",
+	})
+	flushesTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "local_flushes_total",
+		Help: "Flushes of the in-process tier after the invalidation subscription was (re)established.",
+	})
+	lockWaitsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "fill_waits_total",
+		Help: "Waits for another process's fill, by outcome (filled or timeout).",
+	}, []string{"outcome"})
+
+	// Resolved children, so the hot path does no label lookup.
+	hitsLocal       = hitsTotal.WithLabelValues("local")
+	hitsRedis       = hitsTotal.WithLabelValues("redis")
+	loadsOK         = loadsTotal.WithLabelValues("ok")
+	loadsErr        = loadsTotal.WithLabelValues("error")
+	staleRefreshing = staleTotal.WithLabelValues("refreshing")
+	staleLoadErr    = staleTotal.WithLabelValues("load_error")
+	waitFilled      = lockWaitsTotal.WithLabelValues("filled")
+	waitTimeout     = lockWaitsTotal.WithLabelValues("timeout")
+)

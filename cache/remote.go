@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// probeInterval is how often a Cache pings Redis while it considers Redis down.
+var probeInterval = time.Second
+
+func logger() *slog.Logger { return slog.Default().With("component", "cache") }
+
+// Redis value envelope: 1 version byte, 8 bytes big-endian unix milliseconds of the fetch, the value.
+const (
+	envelopeVersion = 1
+	envelopeHeader  = 9
+)
+
+func encodeEntry(e Entry) []byte {
+	b := make([]byte, envelopeHeader+len(e.Value))
+	b[0] = envelopeVersion
+	binary.BigEndian.PutUint64(b[1:9], uint64(e.FetchedAt.UnixMilli()))
+	copy(b[envelopeHeader:], e.Value)
+	return b
+}
+
+func decodeEntry(b []byte) (Entry, bool) {
+	if len(b) < envelopeHeader || b[0] != envelopeVersion {
+		return Entry{}, false
+	}
+	ms := int64(binary.BigEndian.Uint64(b[1:9]))
+	return Entry{Value: b[envelopeHeader:], FetchedAt: time.UnixMilli(ms)}, true
+}
+
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// Key layout under KeyPrefix.
+func (c *Cache) valueKey(k string) string { return c.opts.KeyPrefix + "v:" + k }
+func (c *Cache) lockKey(k string) string  { return c.opts.KeyPrefix + "lock:" + k }
+func (c *Cache) leaseKey(n string) string { return c.opts.KeyPrefix + "lease:" + n }
+func (c *Cache) stateKey(n string) string { return c.opts.KeyPrefix + "state:" + n }
+func (c *Cache) feedKey(s string) string  { return c.opts.KeyPrefix + "feed:" + s }
+func (c *Cache) redisUsable() bool        { return c.rdb != nil && c.up.Load() && !c.closed.Load() }
+func (c *Cache) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opts.OpTimeout)
+}
+
+// observe records the outcome of a Redis command: success (redis.Nil included) marks Redis up,
+// a failure marks it down, unless the caller's own context ended first.
+func (c *Cache) observe(parent context.Context, err error) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		if !c.up.Load() && c.up.CompareAndSwap(false, true) {
+			redisUp.Set(1)
+			logger().Info("redis recovered")
+		}
+		return
+	}
+	if parent.Err() != nil || c.closed.Load() {
+		return
+	}
+	redisErrorsTotal.Inc()
+	if c.up.CompareAndSwap(true, false) {
+		redisUp.Set(0)
+		logger().Warn("redis unavailable; serving from the in-process tier and the loader", "error", err)
+	}
+}
+
+// probe pings Redis every probeInterval while it is marked down, so the cache recovers by itself.
+func (c *Cache) probe() {
+	defer c.wg.Done()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closeCtx.Done():
+			return
+		case <-t.C:
+			if c.up.Load() {
+				continue
+			}
+			ctx, cancel := c.opCtx(c.closeCtx)
+			err := c.rdb.Ping(ctx).Err()
+			cancel()
+			c.observe(c.closeCtx, err)
+		}
+	}
+}
+
+// redisGet reads key's value from Redis. ErrMiss when absent (or unreadable).
+func (c *Cache) redisGet(ctx context.Context, key string) (Entry, error) {
+	octx, cancel := c.opCtx(ctx)
+	b, err := c.rdb.Get(octx, c.valueKey(key)).Bytes()
+	cancel()
+	c.observe(ctx, err)
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, ErrMiss
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	e, ok := decodeEntry(b)
+	if !ok {
+		return Entry{}, ErrMiss
+	}
+	return e, nil
+}
+
+func (c *Cache) redisSet(ctx context.Context, key string, e Entry) error {
+	octx, cancel := c.opCtx(ctx)
+	err := c.rdb.Set(octx, c.valueKey(key), encodeEntry(e), c.opts.Retention).Err()
+	cancel()
+	c.observe(ctx, err)
+	return err
+}
+
+// Lua: delete KEYS[1] only while it holds ARGV[1]. 1 deleted, 0 absent, -1 held by another token.
+var releaseScript = redis.NewScript(`
+local v = redis.call("GET", KEYS[1])
+if v == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+if v then return -1 end
+return 0`)
+
+// Lua: extend KEYS[1] to ARGV[2] ms only while it holds ARGV[1]. 1 renewed, 0 not ours.
+var renewScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 0`)
+
+// tryLock sets key to token for ttl if nobody holds it.
+func (c *Cache) tryLock(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	octx, cancel := c.opCtx(ctx)
+	ok, err := c.rdb.SetNX(octx, key, token, ttl).Result()
+	cancel()
+	c.observe(ctx, err)
+	return ok, err
+}
+
+// unlock deletes key if it still holds token. It returns the script's answer (1, 0 or -1).
+func (c *Cache) unlock(ctx context.Context, key, token string) (int64, error) {
+	octx, cancel := c.opCtx(ctx)
+	n, err := releaseScript.Run(octx, c.rdb, []string{key}, token).Int64()
+	cancel()
+	c.observe(ctx, err)
+	return n, err
+}
+
+// lockHeld reports whether the fill lock of key exists.
+func (c *Cache) lockHeld(ctx context.Context, key string) (bool, error) {
+	octx, cancel := c.opCtx(ctx)
+	n, err := c.rdb.Exists(octx, c.lockKey(key)).Result()
+	cancel()
+	c.observe(ctx, err)
+	return n > 0, err
+}
