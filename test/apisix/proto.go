@@ -217,6 +217,12 @@ func (e *rpcError) Error() string {
 	return fmt.Sprintf("unknown err %d", e.Code)
 }
 
+// Is matches another rpcError with the same code.
+func (e *rpcError) Is(target error) bool {
+	t, ok := target.(*rpcError)
+	return ok && t.Code == e.Code
+}
+
 func decodeError(buf []byte) (err error) {
 	defer recoverDecode("error frame", &err)
 	return &rpcError{Code: A6Err.GetRootAsResp(buf, 0).Code()}
