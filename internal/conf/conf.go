@@ -83,19 +83,25 @@ func locate(data []byte, t reflect.Type, prefix string) (string, error) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		raw, ok := fields[name]
-		if name == "" || name == "-" || !ok {
+		if name == "" || name == "-" {
 			continue
 		}
-		if key, err := locate(raw, f.Type, prefix+name+"."); key != "" {
-			return key, err
-		}
-		if err := json.Unmarshal(raw, reflect.New(f.Type).Interface()); err != nil {
-			var typeErr *json.UnmarshalTypeError
-			if errors.As(err, &typeErr) {
-				return prefix + name, fmt.Errorf("expected %s, got %s", typeName(typeErr.Type.String()), typeErr.Value)
+		// encoding/json also fills a field from a key that differs only in
+		// case ("Fresh_TTL"), so look at those keys too.
+		for key, raw := range fields {
+			if key != name && !strings.EqualFold(key, name) {
+				continue
 			}
-			return prefix + name, err
+			if k, err := locate(raw, f.Type, prefix+key+"."); k != "" {
+				return k, err
+			}
+			if err := json.Unmarshal(raw, reflect.New(f.Type).Interface()); err != nil {
+				var typeErr *json.UnmarshalTypeError
+				if errors.As(err, &typeErr) {
+					return prefix + key, fmt.Errorf("expected %s, got %s", typeName(typeErr.Type.String()), typeErr.Value)
+				}
+				return prefix + key, err
+			}
 		}
 	}
 	return "", nil
