@@ -1,0 +1,113 @@
+package userinfo
+
+import (
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"net/http/httptest"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		json    string
+		wantErr string
+	}{
+		{"issue example", `{"issuer":"https://sso.example.org/realms/olapps","verify_token":true,"audience":"","on_invalid":"reject",
+			"require_user":false,"claim_headers":{"X-User-Id":"sub","X-User-Email":"email","X-User-Orgs":"organization"},
+			"assertion":{"header":"X-Identity-Assertion","audience":"mitxonline","ttl":"60s"}}`, ""},
+		{"minimal", `{"issuer":"https://sso.example.org/realms/olapps"}`, ""},
+		{"jwks route", `{"jwks":true}`, ""},
+		{"no verification", `{"verify_token":false}`, ""},
+		{"unknown key", `{"issuer":"https://sso.example.org/realms/olapps","isuser":"x"}`, `unknown key "isuser"`},
+		{"missing issuer", `{}`, `"issuer" is required`},
+		{"issuer not a URL", `{"issuer":"sso.example.org"}`, `"issuer"`},
+		{"bad on_invalid", `{"issuer":"https://sso.example.org/r","on_invalid":"allow"}`, `"on_invalid" "allow"`},
+		{"verify_token wrong type", `{"issuer":"https://sso.example.org/r","verify_token":"yes"}`, `verify_token`},
+		{"ttl as number", `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","ttl":60}}`, `assertion.ttl`},
+		{"ttl too long", `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","ttl":"2h"}}`, `"assertion.ttl" "2h0m0s"`},
+		{"assertion without audience", `{"issuer":"https://sso.example.org/r","assertion":{}}`, `"assertion.audience" is required`},
+		{"assertion header is an input header", `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","header":"X_Userinfo"}}`, `"assertion.header"`},
+		{"claim header over X-Userinfo", `{"issuer":"https://sso.example.org/r","claim_headers":{"x-userinfo":"sub"}}`, `claim_headers.x-userinfo`},
+		{"claim header duplicate after folding", `{"issuer":"https://sso.example.org/r","claim_headers":{"X-A":"sub","x_a":"email"}}`, `same header`},
+		{"claim header bad name", `{"issuer":"https://sso.example.org/r","claim_headers":{"X A":"sub"}}`, `may hold only`},
+		{"empty claim", `{"issuer":"https://sso.example.org/r","claim_headers":{"X-A":""}}`, `claim name is empty`},
+		{"jwks with other keys", `{"jwks":true,"issuer":"https://sso.example.org/r"}`, `takes no other key`},
+		{"leeway too big", `{"issuer":"https://sso.example.org/r","leeway":"1h"}`, `"leeway"`},
+		{"max_userinfo_bytes too small", `{"issuer":"https://sso.example.org/r","max_userinfo_bytes":10}`, `"max_userinfo_bytes" 10`},
+		{"not an object", `[]`, `JSON object`},
+		{"empty", ``, `empty config`},
+		{"trailing", `{"issuer":"https://sso.example.org/r"} {}`, `unexpected data`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse([]byte(tc.json))
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				require.NotNil(t, c)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantErr)
+			assert.True(t, strings.HasPrefix(err.Error(), "userinfo: "), err.Error())
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","assertion":{"audience":"mitxonline"}}`))
+	require.NoError(t, err)
+	assert.True(t, *c.VerifyToken)
+	assert.Equal(t, OnInvalidReject, c.OnInvalid)
+	assert.Equal(t, "https://sso.example.org/realms/olapps/protocol/openid-connect/certs", c.JWKSURI)
+	assert.Equal(t, map[string]string{"X-User-Id": "sub", "X-User-Email": "email", "X-User-Orgs": "organization"}, c.ClaimHeaders)
+	assert.Equal(t, "X-Identity-Assertion", c.Assertion.Header)
+	assert.Equal(t, 60*time.Second, c.Assertion.TTL.Std())
+	assert.Equal(t, 30*time.Second, c.Leeway.Std())
+
+	c, err = parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","claim_headers":{}}`))
+	require.NoError(t, err)
+	assert.Empty(t, c.ClaimHeaders, "{} means no claim headers")
+}
+
+// A bad config must not be skipped by the runner (that passes requests on
+// unchecked): ParseConf succeeds and every request answers 500 naming the key.
+func TestBadConfigFailsClosed(t *testing.T) {
+	p := &Plugin{}
+	v, err := p.ParseConf([]byte(`{"issuer":"https://sso.example.org/r","on_invalid":"pass"}`))
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		w := httptest.NewRecorder()
+		p.RequestFilter(v, w, runnertest.NewRequest(uint32(i), 1, map[string]string{"x-userinfo": "e30="}))
+		assert.Equal(t, http.StatusInternalServerError, w.Code)
+		assert.Contains(t, w.Body.String(), "on_invalid")
+	}
+}
+
+// The README documents every config key (the table is checked against the
+// struct so the two cannot drift).
+func TestReadmeDocumentsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	for _, typ := range []reflect.Type{reflect.TypeOf(Conf{}), reflect.TypeOf(AssertionConf{})} {
+		prefix := ""
+		if typ.Name() == "AssertionConf" {
+			prefix = "assertion."
+		}
+		for i := 0; i < typ.NumField(); i++ {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			assert.Contains(t, string(readme), "| "+prefix+tag+" |", "README.md lacks a row for %s%s", prefix, tag)
+		}
+	}
+}
