@@ -108,6 +108,7 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	if c.rdb, err = newRedisClient(o.RedisURL); err != nil {
 		return nil, err
 	}
+	setRedisLogger.Do(func() { redis.SetLogger(redisLog{}) })
 	c.up.Store(true)
 	redisUp.Set(1)
 	pctx, cancel := c.opCtx(ctx)
@@ -206,7 +207,7 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 		switch {
 		case err == nil:
 			c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now})
-			if cand == nil || e.FetchedAt.After(cand.FetchedAt) {
+			if cand == nil || !e.FetchedAt.Before(cand.FetchedAt) {
 				cand = &candidate{Entry: e, src: SourceRedis}
 			}
 		case errors.Is(err, ErrMiss):
@@ -307,7 +308,7 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	if v == nil {
 		v = []byte{}
 	}
-	e := Entry{Value: v, FetchedAt: time.Now()}
+	e := Entry{Value: v, FetchedAt: fetchTime()}
 	// Store only if no invalidation of this key arrived while loading: the load may predate it.
 	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
 		c.redisUsable() {
@@ -379,7 +380,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	e := Entry{Value: value, FetchedAt: time.Now()}
+	e := Entry{Value: value, FetchedAt: fetchTime()}
 	c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt})
 	if c.rdb == nil || c.closed.Load() {
 		return nil
@@ -416,3 +417,6 @@ func (c *Cache) flushLocal() {
 	}
 	c.local.flush()
 }
+
+// fetchTime is now at the millisecond precision Redis keeps, so both tiers agree on a value's age.
+func fetchTime() time.Time { return time.Now().Truncate(time.Millisecond) }

@@ -62,6 +62,7 @@ func (c *Cache) subscribe(confirmed bool) {
 	backoff := 50 * time.Millisecond
 	pinged := false
 	broken := false
+	ever := confirmed // a subscription was established at least once
 	for ctx.Err() == nil {
 		c.psMu.Lock()
 		if c.ps == nil && !c.closed.Load() {
@@ -88,7 +89,9 @@ func (c *Cache) subscribe(confirmed bool) {
 			redisErrorsTotal.Inc()
 			if !broken {
 				broken = true
-				logger().Warn("redis invalidation subscription lost; reconnecting", "error", err)
+				if ever {
+					logger().Warn("redis invalidation subscription lost; reconnecting", "error", err)
+				}
 			}
 			c.psMu.Lock()
 			_ = ps.Close()
@@ -118,11 +121,11 @@ func (c *Cache) subscribe(confirmed bool) {
 					flushesTotal.Inc()
 					c.flushLocal()
 				}
-				if broken {
+				if ever {
 					logger().Info("redis invalidation subscription restored; in-process tier flushed")
 				}
 			}
-			confirmed, broken = true, false
+			confirmed, broken, ever = true, false, true
 		case *redis.Message:
 			c.receive(m.Payload)
 		}

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,6 +18,18 @@ import (
 var probeInterval = time.Second
 
 func logger() *slog.Logger { return slog.Default().With("component", "cache") }
+
+// redisLog sends go-redis's own log lines (a failed dial, once per attempt) to slog at Debug, so
+// an outage is logged once per state change by this package instead of once per attempt.
+type redisLog struct{}
+
+func (redisLog) Printf(ctx context.Context, format string, v ...any) {
+	if l := slog.Default(); l.Enabled(ctx, slog.LevelDebug) {
+		l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "redis")
+	}
+}
+
+var setRedisLogger sync.Once
 
 // Redis value envelope: 1 version byte, 8 bytes big-endian unix milliseconds of the fetch, the value.
 const (
