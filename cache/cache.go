@@ -87,6 +87,7 @@ type Cache struct {
 
 	closeCtx context.Context
 	cancel   context.CancelFunc
+	bgMu     sync.Mutex // orders wg.Add in startFill against Close
 	wg       sync.WaitGroup
 	psMu     sync.Mutex
 	ps       *redis.PubSub
@@ -118,8 +119,8 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	if err == nil {
 		// Wait for the subscription to be confirmed, so that an invalidation published
 		// right after New returns reaches this process.
-		c.ps = c.rdb.Subscribe(ctx, c.opts.Channel)
-		sctx, cancel := context.WithTimeout(ctx, max(c.opts.OpTimeout, time.Second))
+		c.ps = c.rdb.Subscribe(c.closeCtx, c.opts.Channel)
+		sctx, cancel := context.WithTimeout(c.closeCtx, max(c.opts.OpTimeout, time.Second))
 		msg, err := c.ps.Receive(sctx)
 		cancel()
 		if _, ok := msg.(*redis.Subscription); !ok || err != nil {
@@ -135,7 +136,10 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 
 // Close stops background work and closes the Redis client. In-flight loads are cancelled.
 func (c *Cache) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	c.bgMu.Lock()
+	already := c.closed.Swap(true)
+	c.bgMu.Unlock()
+	if already {
 		return nil
 	}
 	c.cancel()
@@ -265,9 +269,16 @@ func (c *Cache) startFill(ctx context.Context, key string, load func(context.Con
 	if !started {
 		return cl
 	}
-	c.wg.Add(1)
+	c.bgMu.Lock()
+	tracked := !c.closed.Load()
+	if tracked {
+		c.wg.Add(1)
+	}
+	c.bgMu.Unlock()
 	go func() {
-		defer c.wg.Done()
+		if tracked {
+			defer c.wg.Done()
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.LockTTL)
 		stop := context.AfterFunc(c.closeCtx, cancel)
 		defer func() {

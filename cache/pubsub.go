@@ -3,9 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -79,8 +77,7 @@ func (c *Cache) subscribe(confirmed bool) {
 			return
 		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged && confirmed {
+			if isTimeout(err) && !pinged && confirmed {
 				pinged = true
 				if perr := ps.Ping(ctx); perr == nil {
 					continue

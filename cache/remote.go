@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -84,10 +85,19 @@ func (c *Cache) observe(parent context.Context, err error) {
 		return
 	}
 	redisErrorsTotal.Inc()
+	var reply redis.Error
+	if errors.As(err, &reply) && !isTimeout(err) {
+		return // Redis answered (WRONGTYPE, READONLY, ...): it is up, this command failed
+	}
 	if c.up.CompareAndSwap(true, false) {
 		redisUp.Set(0)
 		logger().Warn("redis unavailable; serving from the in-process tier and the loader", "error", err)
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // probe pings Redis every probeInterval while it is marked down, so the cache recovers by itself.

@@ -1,0 +1,85 @@
+// Package cache is a two-tier cache for values a process fetches from a slow source (orgsync: a
+// user's organizations from Keycloak): a bounded in-process LRU in front of Redis, so a fleet of
+// gateways shares one view and one fetch per cold key.
+//
+// # Tiers
+//
+// Every value carries the time its loader produced it (Entry.FetchedAt, millisecond precision).
+// The caller's Policy says how old a value may be: younger than Fresh it is served; between Fresh
+// and Stale it is served while one background refresh runs; older, it is reloaded first. The
+// in-process tier answers alone for LocalTTL after it stored or confirmed a value, then asks Redis
+// again, so an invalidation missed by this process lingers at most LocalTTL. Redis keeps values for
+// Retention, the horizon of the "last known value" served when the loader fails.
+//
+// Without Options.RedisURL the in-process tier runs alone: the process is the fleet.
+//
+// # Stampede control
+//
+// One load per key runs in a process at a time; concurrent Gets share it. Across processes, the
+// process that wins a short Redis lock (SET NX PX LockTTL) loads and stores; the others poll Redis
+// for its value for up to LockWait, then load themselves. A load runs at most LockTTL and is not
+// cancelled when the caller that started it gives up.
+//
+// # Redis outages
+//
+// Every Redis command has OpTimeout. When one fails the cache logs "redis unavailable" once,
+// stops asking Redis on the Get path, serves from the in-process tier and the loader, and pings
+// every second until Redis answers ("redis recovered"). No Get fails because of Redis. Operations
+// that only make sense with Redis (Invalidate's fan-out, leases, state, feed) return the error.
+// New installs a go-redis logger that sends go-redis's own lines to slog at Debug level, so that a
+// dead Redis does not log once per dial attempt.
+//
+// # Invalidation
+//
+// Invalidate deletes keys here and in Redis and publishes them on Options.Channel; every other
+// process drops its in-process copy when the message arrives (milliseconds). Loads of those keys
+// that were running when the invalidation arrived do not store their results. When the
+// subscription breaks and comes back, the process flushes its in-process tier, since messages may
+// have been missed in between.
+//
+// # URL forms
+//
+//	redis://[user:pass@]host:port[/db][?opts]                        one server; rediss:// for TLS
+//	redis+sentinel://[user:pass@]h1:p1[,h2:p2...]/MASTER[/db][?opts] Sentinel
+//	redis+cluster://[user:pass@]h1:p1[,h2:p2...][?opts]               Cluster seed nodes
+//
+// rediss+sentinel:// and rediss+cluster:// use TLS. For Sentinel, user:pass authenticates to the
+// sentinels and, unless username= or password= parameters are given, to the master too. opts are
+// go-redis URL options (redis.ParseURL, ParseFailoverURL, ParseClusterURL: dial_timeout=1s,
+// pool_size=20, skip_verify=true, ...); unknown options are errors. Errors never repeat the URL.
+//
+// # Redis keys (under Options.KeyPrefix, default "apisix-identity:")
+//
+//	v:<key>        value: 1 version byte (1), 8-byte big-endian unix ms of the fetch, the value; PX Retention
+//	lock:<key>     fill lock: random token; PX LockTTL
+//	lease:<name>   lease: random token; PX the lease ttl
+//	state:<name>   small string state, no expiry
+//	feed:<stream>  capped stream (XADD MAXLEN ~)
+//	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}
+//
+// Each Lua script touches one key, so everything works on Redis Cluster.
+//
+// # Metrics
+//
+//   - apisix_identity_cache_hits_total{tier="local|redis"}: fresh values served from a tier
+//   - apisix_identity_cache_misses_total: Gets that loaded synchronously
+//   - apisix_identity_cache_loads_total{result="ok|error"}: loader calls by this process
+//   - apisix_identity_cache_stale_served_total{reason="refreshing|load_error"}
+//   - apisix_identity_cache_redis_errors_total
+//   - apisix_identity_cache_redis_up: 1 while Redis answers
+//   - apisix_identity_cache_invalidations_received_total: messages from other processes
+//   - apisix_identity_cache_local_flushes_total: flushes after a resubscription
+//   - apisix_identity_cache_fill_waits_total{outcome="filled|timeout"}: waits for another process's fill
+//
+// # Limits
+//
+//   - A load in another process that started before an invalidation and stores after the message
+//     was handled there can put the old value back in Redis; it is then served until its age passes
+//     the caller's Fresh. Keep Fresh short enough for that (orgsync: fresh_ttl).
+//   - While Redis is down, processes do not see each other's invalidations: another process keeps
+//     serving its copy until the copy's age passes the caller's Fresh (up to Retention if the loader
+//     fails as well).
+//   - Stale values are served past Fresh by design, up to Stale, and up to Retention while the
+//     loader fails.
+//   - The feed's cap is approximate with Redis (whole blocks of about 100 entries).
+package cache
