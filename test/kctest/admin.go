@@ -1,0 +1,261 @@
+package kctest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+var (
+	adminMu      sync.Mutex
+	adminToken   string
+	adminExpires time.Time
+)
+
+// AdminToken returns an access token of the master realm's admin user (admin-cli), cached.
+func AdminToken(t testing.TB) string {
+	t.Helper()
+	s := Env(t)
+	adminMu.Lock()
+	defer adminMu.Unlock()
+	if adminToken != "" && time.Now().Before(adminExpires) {
+		return adminToken
+	}
+	form := url.Values{
+		"grant_type": {"password"},
+		"client_id":  {"admin-cli"},
+		"username":   {s.AdminUser},
+		"password":   {s.AdminPassword},
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	doJSON(t, http.MethodPost, s.URL+"/realms/master/protocol/openid-connect/token", "", "application/x-www-form-urlencoded",
+		strings.NewReader(form.Encode()), http.StatusOK, &tok)
+	adminToken = tok.AccessToken
+	adminExpires = time.Now().Add(time.Duration(tok.ExpiresIn)*time.Second - 10*time.Second)
+	return adminToken
+}
+
+// ServiceAccountToken returns a client-credentials token of the runner's
+// service account (identity-runner), fetched anew.
+func ServiceAccountToken(t testing.TB) string {
+	t.Helper()
+	s := Env(t)
+	form := url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {s.SAClientID},
+		"client_secret": {s.SAClientSecret},
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	doJSON(t, http.MethodPost, s.Issuer+"/protocol/openid-connect/token", "", "application/x-www-form-urlencoded",
+		strings.NewReader(form.Encode()), http.StatusOK, &tok)
+	return tok.AccessToken
+}
+
+func adminURL(t testing.TB, path string) string {
+	s := Env(t)
+	return s.URL + "/admin/realms/" + url.PathEscape(s.Realm) + "/" + path
+}
+
+// TestUser is a user made by CreateUser.
+type TestUser struct {
+	ID       string
+	Username string
+	Password string
+	Email    string
+}
+
+// CreateUser makes a fresh, enabled user with a unique username that starts
+// with prefix, a password, a verified email and a name, and deletes it when
+// the test ends.
+func CreateUser(t testing.TB, prefix string) *TestUser {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
+	u := &TestUser{Username: name, Password: name + "-password", Email: name + "@example.org"}
+	body, _ := json.Marshal(map[string]any{
+		"username":      u.Username,
+		"enabled":       true,
+		"email":         u.Email,
+		"emailVerified": true,
+		"firstName":     "Test",
+		"lastName":      name,
+		"credentials":   []map[string]any{{"type": "password", "value": u.Password, "temporary": false}},
+	})
+	resp := send(t, http.MethodPost, adminURL(t, "users"), AdminToken(t), "application/json", bytes.NewReader(body))
+	if resp.status != http.StatusCreated {
+		t.Fatalf("kctest: create user %s: status %d: %s", name, resp.status, resp.body)
+	}
+	loc := resp.header.Get("Location")
+	u.ID = loc[strings.LastIndex(loc, "/")+1:]
+	t.Cleanup(func() {
+		r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(u.ID)), AdminToken(t), "", nil)
+		if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
+			t.Errorf("kctest: delete user %s: status %d", u.Username, r.status)
+		}
+	})
+	return u
+}
+
+// UserIDByUsername returns the id of the user with exactly that username.
+func UserIDByUsername(t testing.TB, username string) string {
+	t.Helper()
+	var users []struct {
+		ID       string `json:"id"`
+		Username string `json:"username"`
+	}
+	q := url.Values{"username": {username}, "exact": {"true"}}
+	doJSON(t, http.MethodGet, adminURL(t, "users?"+q.Encode()), AdminToken(t), "", nil, http.StatusOK, &users)
+	for _, u := range users {
+		if strings.EqualFold(u.Username, username) {
+			return u.ID
+		}
+	}
+	t.Fatalf("kctest: no user %q", username)
+	return ""
+}
+
+// OrgIDByAlias returns the id of the organization with that alias.
+func OrgIDByAlias(t testing.TB, alias string) string {
+	t.Helper()
+	var orgs []struct {
+		ID    string `json:"id"`
+		Alias string `json:"alias"`
+	}
+	// search matches names and domains, not aliases: list them all.
+	doJSON(t, http.MethodGet, adminURL(t, "organizations?first=0&max=1000&briefRepresentation=true"), AdminToken(t), "", nil, http.StatusOK, &orgs)
+	for _, o := range orgs {
+		if o.Alias == alias {
+			return o.ID
+		}
+	}
+	t.Fatalf("kctest: no organization with alias %q", alias)
+	return ""
+}
+
+// orgID accepts an alias or an id.
+func orgID(t testing.TB, org string) string {
+	if looksLikeUUID(org) {
+		return org
+	}
+	return OrgIDByAlias(t, org)
+}
+
+func looksLikeUUID(s string) bool {
+	return len(s) == 36 && strings.Count(s, "-") == 4
+}
+
+// AddMember adds userID to org (alias or id) the way MITx Online does: POST
+// organizations/{org}/members with the bare user id as the JSON body.
+func AddMember(t testing.TB, org, userID string) {
+	t.Helper()
+	r := send(t, http.MethodPost, adminURL(t, "organizations/"+url.PathEscape(orgID(t, org))+"/members"),
+		AdminToken(t), "application/json", strings.NewReader(userID))
+	if r.status != http.StatusCreated {
+		t.Fatalf("kctest: add %s to organization %s: status %d: %s", userID, org, r.status, r.body)
+	}
+}
+
+// RemoveMember removes userID from org (alias or id).
+func RemoveMember(t testing.TB, org, userID string) {
+	t.Helper()
+	r := send(t, http.MethodDelete, adminURL(t, "organizations/"+url.PathEscape(orgID(t, org))+"/members/"+url.PathEscape(userID)),
+		AdminToken(t), "", nil)
+	if r.status != http.StatusNoContent {
+		t.Fatalf("kctest: remove %s from organization %s: status %d: %s", userID, org, r.status, r.body)
+	}
+}
+
+// DisableUser disables the user.
+func DisableUser(t testing.TB, userID string) { t.Helper(); setEnabled(t, userID, false) }
+
+// EnableUser enables the user.
+func EnableUser(t testing.TB, userID string) { t.Helper(); setEnabled(t, userID, true) }
+
+func setEnabled(t testing.TB, userID string, enabled bool) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"enabled": enabled})
+	r := send(t, http.MethodPut, adminURL(t, "users/"+url.PathEscape(userID)), AdminToken(t), "application/json", bytes.NewReader(body))
+	if r.status != http.StatusNoContent {
+		t.Fatalf("kctest: set enabled=%v on user %s: status %d: %s", enabled, userID, r.status, r.body)
+	}
+}
+
+// DeleteUser deletes the user.
+func DeleteUser(t testing.TB, userID string) {
+	t.Helper()
+	r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(userID)), AdminToken(t), "", nil)
+	if r.status != http.StatusNoContent {
+		t.Fatalf("kctest: delete user %s: status %d: %s", userID, r.status, r.body)
+	}
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func send(t testing.TB, method, u, token, contentType string, body io.Reader) result {
+	t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatalf("kctest: %s %s: %v", method, u, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("kctest: %s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("kctest: %s %s: read body: %v", method, u, err)
+	}
+	return result{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func do(t testing.TB, method, u, token, contentType string, body io.Reader, want int) []byte {
+	t.Helper()
+	r := send(t, method, u, token, contentType, body)
+	if r.status != want {
+		t.Fatalf("kctest: %s %s: status %d, want %d: %s", method, redact(u), r.status, want, r.body)
+	}
+	return r.body
+}
+
+func doJSON(t testing.TB, method, u, token, contentType string, body io.Reader, want int, out any) {
+	t.Helper()
+	b := do(t, method, u, token, contentType, body, want)
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("kctest: %s %s: decode: %v", method, redact(u), err)
+	}
+}
+
+func redact(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
