@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
 )
 
@@ -70,6 +71,11 @@ func run() int {
 	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
+	// The library has closed its listener; calls already in a plugin finish
+	// before the clients they use are closed.
+	if !inflight.Wait(cfg.shutdownGrace) {
+		slog.Warn("go-runner stopping with calls still under way", "calls", inflight.Count())
+	}
 	slog.Warn("go-runner stopping")
 	return 0
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
@@ -297,6 +298,7 @@ func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see userinfo.go.
 func (*Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
+	defer inflight.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
 		identity.Refuse(w, http.StatusInternalServerError, "misconfigured", "userinfo: no config")

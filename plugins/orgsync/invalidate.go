@@ -1,0 +1,233 @@
+package orgsync
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+)
+
+// Reasons the invalidation endpoint refuses a call.
+const (
+	ReasonBadSignature = "bad_signature"
+	ReasonBadRequest   = "bad_request"
+)
+
+// Sources of an invalidation (metric label, log field).
+const (
+	InvalidatedByWebhook = "webhook"
+	InvalidatedByEvents  = "admin_events"
+)
+
+// maxInvalidateBody bounds the body read by the endpoint.
+const maxInvalidateBody = 1 << 20
+
+// invalidateRequest is the endpoint's own body, or a keycloak-events webhook
+// payload (an admin event).
+type invalidateRequest struct {
+	UserIDs        []string `json:"user_ids"`
+	OrganizationID string   `json:"organization_id"`
+
+	// keycloak-events (p2-inc) admin event fields.
+	Type           string            `json:"type"`
+	OperationType  string            `json:"operationType"`
+	ResourceType   string            `json:"resourceType"`
+	ResourcePath   string            `json:"resourcePath"`
+	Representation string            `json:"representation"`
+	Details        map[string]string `json:"details"`
+}
+
+func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
+	metricRequests.WithLabelValues(outcomeInvalidate).Inc()
+	if r.Method() != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		identity.Refuse(w, http.StatusMethodNotAllowed, ReasonBadRequest, "the invalidation endpoint answers POST")
+		return
+	}
+	body, err := r.Body()
+	if err != nil {
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest, "request body could not be read")
+		return
+	}
+	if len(body) > maxInvalidateBody {
+		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBadRequest, "body too large")
+		return
+	}
+	if !c.signatureValid(r.Header().Get(c.SignatureHeader), body) {
+		metricInvalidationsRefused.Inc()
+		logger().Warn("invalidation refused: bad signature", "header", c.SignatureHeader)
+		identity.Refuse(w, http.StatusUnauthorized, ReasonBadSignature,
+			fmt.Sprintf("%s must be the hex HMAC-SHA256 of the body", c.SignatureHeader))
+		return
+	}
+	var req invalidateRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&req); err != nil {
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest, "body must be a JSON object")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	var users []string
+	switch {
+	case len(req.UserIDs) > 0 || req.OrganizationID != "":
+		users = append(users, req.UserIDs...)
+		if req.OrganizationID != "" {
+			members, err := d.Keycloak.OrganizationMemberIDs(ctx, req.OrganizationID)
+			if err != nil {
+				identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError,
+					fmt.Sprintf("members of organization %s: %v", req.OrganizationID, err))
+				return
+			}
+			users = append(users, members...)
+		}
+	case req.ResourceType != "" || req.Type != "":
+		ev := req.adminEvent()
+		users, err = affectedUsers(ctx, d.Keycloak, ev)
+		if err != nil {
+			identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError, err.Error())
+			return
+		}
+	default:
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest,
+			`want {"user_ids":[...]}, {"organization_id":"..."} or a keycloak-events admin event`)
+		return
+	}
+	users = dedupe(users)
+	if err := invalidateUsers(ctx, d, users, InvalidatedByWebhook); err != nil {
+		identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError, err.Error())
+		return
+	}
+	out, _ := json.Marshal(map[string]any{"invalidated": map[string]any{"user_ids": nonNil(users)}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+}
+
+func (c *Conf) signatureValid(header string, body []byte) bool {
+	header = strings.TrimSpace(header)
+	header = strings.TrimPrefix(header, "sha256=")
+	got, err := hex.DecodeString(header)
+	if err != nil || len(got) != sha256.Size {
+		return false
+	}
+	mac := hmac.New(sha256.New, c.secret)
+	mac.Write(body)
+	return hmac.Equal(got, mac.Sum(nil))
+}
+
+// adminEvent reads a keycloak-events payload, whose "type" looks like
+// "admin.ORGANIZATION_MEMBERSHIP-CREATE" when the separate fields are absent.
+func (req *invalidateRequest) adminEvent() keycloak.AdminEvent {
+	ev := keycloak.AdminEvent{OperationType: req.OperationType, ResourceType: req.ResourceType,
+		ResourcePath: req.ResourcePath, Representation: req.Representation, Details: req.Details}
+	if rest, ok := strings.CutPrefix(req.Type, "admin."); ok && (ev.ResourceType == "" || ev.OperationType == "") {
+		if i := strings.LastIndexByte(rest, '-'); i > 0 {
+			ev.ResourceType, ev.OperationType = rest[:i], rest[i+1:]
+		}
+	}
+	return ev
+}
+
+// affectedUsers resolves an admin event to the users whose cached claims it
+// makes wrong.
+func affectedUsers(ctx context.Context, kc *keycloak.Client, ev keycloak.AdminEvent) ([]string, error) {
+	parts := strings.Split(strings.Trim(ev.ResourcePath, "/"), "/")
+	switch ev.ResourceType {
+	case keycloak.ResourceOrganizationMembership:
+		// DELETE: organizations/{org}/members/{user}. CREATE:
+		// organizations/{org}/members, the member is the body (the bare
+		// user id, maybe quoted) or, failing that, details.username.
+		if len(parts) == 4 && parts[0] == "organizations" && parts[2] == "members" {
+			return []string{parts[3]}, nil
+		}
+		if id := bareUserID(ev.Representation); id != "" {
+			return []string{id}, nil
+		}
+		if name := ev.Details["username"]; name != "" {
+			id, err := kc.UserIDByUsername(ctx, name)
+			if errors.Is(err, keycloak.ErrUserNotFound) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("orgsync: user id of %s: %w", name, err)
+			}
+			return []string{id}, nil
+		}
+		return nil, nil
+	case keycloak.ResourceOrganization:
+		if len(parts) >= 2 && parts[0] == "organizations" {
+			members, err := kc.OrganizationMemberIDs(ctx, parts[1])
+			if errors.Is(err, keycloak.ErrOrganizationNotFound) {
+				// Deleted with its members: they are not listed any more; the
+				// fresh_ttl backstop covers them.
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("orgsync: members of organization %s: %w", parts[1], err)
+			}
+			return members, nil
+		}
+	case keycloak.ResourceUser, keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping:
+		// users/{user}[/groups/{group} | /role-mappings/realm]
+		if len(parts) >= 2 && parts[0] == "users" {
+			return []string{parts[1]}, nil
+		}
+	}
+	return nil, nil
+}
+
+// bareUserID reads the body Keycloak recorded for an add-member call: the
+// user id, raw or as a JSON string.
+func bareUserID(rep string) string {
+	rep = strings.TrimSpace(rep)
+	var s string
+	if json.Unmarshal([]byte(rep), &s) == nil {
+		rep = s
+	}
+	if rep == "" || strings.ContainsAny(rep, "{}[]\" /") || len(rep) > 64 {
+		return ""
+	}
+	return rep
+}
+
+// invalidateUsers drops every cached snapshot of the users, on every runner.
+func invalidateUsers(ctx context.Context, d *Deps, users []string, source string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(users)*8)
+	for _, u := range users {
+		keys = append(keys, userKeys(u)...)
+	}
+	if err := d.Cache.Invalidate(ctx, keys...); err != nil {
+		return fmt.Errorf("orgsync: invalidating %d users: %w", len(users), err)
+	}
+	metricInvalidations.WithLabelValues(source).Add(float64(len(users)))
+	logger().Info("cached memberships invalidated", "users", users, "source", source)
+	return nil
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

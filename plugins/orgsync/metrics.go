@@ -1,0 +1,45 @@
+package orgsync
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	metricRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "requests_total",
+		Help: "Requests seen by orgsync, by outcome: the organizations' source (keycloak, cache, stale, token), or anonymous, refused, denied, misconfigured, invalidate.",
+	}, []string{"outcome"})
+	metricStaleServes = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "stale_serves_total",
+		Help: "Requests served a cached list past stale_ttl because Keycloak failed.",
+	})
+	metricKeycloakErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "keycloak_unavailable_total",
+		Help: "Requests for which Keycloak could not be asked and nothing was cached.",
+	})
+	metricChanges = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "membership_changes_total",
+		Help: "Membership changes detected (one per user and fetch that differs from the last known list).",
+	})
+	metricInvalidations = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "invalidations_total",
+		Help: "Users whose cached claims were invalidated, by source (webhook, admin_events).",
+	}, []string{"source"})
+	metricInvalidationsRefused = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "invalidations_refused_total",
+		Help: "Invalidation calls refused for a bad signature.",
+	})
+	metricWatcherLag = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_lag_seconds",
+		Help: "Age of the newest admin event processed when it was processed (0 when idle).",
+	})
+	metricWatcherPolls = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_polls_total",
+		Help: "Admin event polls, by result (ok, error, not_leader).",
+	}, []string{"result"})
+	metricConfigErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
+		Help: "Route configs refused by orgsync (those routes answer 500).",
+	})
+)

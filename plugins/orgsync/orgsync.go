@@ -1,0 +1,340 @@
+package orgsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+)
+
+// Reasons orgsync refuses a request.
+const (
+	ReasonMisconfigured      = "misconfigured"
+	ReasonNoVerifiedIdentity = "userinfo_missing_before_orgsync"
+	ReasonAccountUnknown     = "account_unknown"
+	ReasonAccountDisabled    = "account_disabled"
+	ReasonKeycloakError      = "keycloak_unavailable"
+)
+
+// Values of X-User-Orgs-Source.
+const (
+	SourceKeycloak = "keycloak"
+	SourceCache    = "cache"
+	SourceStale    = "stale"
+	SourceToken    = "token"
+)
+
+const (
+	outcomeMisconfigured = "misconfigured"
+	outcomeAnonymous     = "anonymous"
+	outcomeRefused       = "refused"
+	outcomeDenied        = "denied"
+	outcomeInvalidate    = "invalidate"
+)
+
+// Account states recorded with a user's memberships.
+const (
+	accountActive   = "active"
+	accountDisabled = "disabled"
+	accountUnknown  = "unknown"
+)
+
+// FeedStream is the Redis stream (under the cache's key prefix) holding the
+// membership change feed.
+const FeedStream = "orgsync:changes"
+
+// feedMaxLen caps the change feed.
+const feedMaxLen = 10000
+
+// snapshot is what the cache holds for a user: what Keycloak said, at once.
+type snapshot struct {
+	Account string `json:"account"`
+	Orgs    []org  `json:"orgs"`
+	// Groups and Roles are nil when the route does not refresh them.
+	Groups []string `json:"groups,omitempty"`
+	Roles  []string `json:"roles,omitempty"`
+}
+
+type org struct {
+	ID         string              `json:"id"`
+	Alias      string              `json:"alias"`
+	Attributes map[string][]string `json:"attributes,omitempty"`
+}
+
+func (s *snapshot) organizations(shape identity.Shape) identity.Organizations {
+	out := identity.Organizations{Shape: shape, List: make([]identity.Organization, 0, len(s.Orgs))}
+	for _, o := range s.Orgs {
+		out.List = append(out.List, identity.Organization{Alias: o.Alias, ID: o.ID, Attributes: o.Attributes})
+	}
+	return out
+}
+
+// cacheKey names a user's snapshot. What the snapshot holds depends on the
+// route (account check, groups, roles), so the variant is part of the key.
+func cacheKey(sub string, checkAccount, groups, roles bool) string {
+	var b strings.Builder
+	b.WriteString("orgsync:user:")
+	b.WriteString(sub)
+	b.WriteString(":o")
+	if checkAccount {
+		b.WriteByte('a')
+	}
+	if groups {
+		b.WriteByte('g')
+	}
+	if roles {
+		b.WriteByte('r')
+	}
+	return b.String()
+}
+
+// userKeys lists every variant of a user's snapshot, for invalidation.
+func userKeys(sub string) []string {
+	keys := make([]string, 0, 8)
+	for _, a := range []bool{false, true} {
+		for _, g := range []bool{false, true} {
+			for _, r := range []bool{false, true} {
+				keys = append(keys, cacheKey(sub, a, g, r))
+			}
+		}
+	}
+	return keys
+}
+
+// lastKnownKey holds the aliases last seen for a user, for the change feed;
+// invalidation leaves it alone so that the next fetch can be compared.
+func lastKnownKey(sub string) string { return "orgsync:last:" + sub }
+
+func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
+	h := identity.DefaultChains.Take(r)
+	if h == nil {
+		// userinfo verified nothing on this request. If identity headers are
+		// still here, userinfo is not before us in the chain: refuse rather
+		// than pass an unverified X-Userinfo on.
+		if r.Header().Get(identity.HeaderUserinfo) != "" || r.Header().Get(identity.HeaderAccessToken) != "" {
+			metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
+			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity,
+				"orgsync must follow userinfo in the same ext-plugin-post-req list")
+			return
+		}
+		metricRequests.WithLabelValues(outcomeAnonymous).Inc()
+		return
+	}
+	id := h.Identity
+	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout.Std())
+	defer cancel()
+
+	snap, source, err := c.lookup(ctx, d, id)
+	if err != nil {
+		metricKeycloakErrors.Inc()
+		if c.OnKeycloakError == OnErrorDeny {
+			metricRequests.WithLabelValues(outcomeDenied).Inc()
+			identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError, "current organizations cannot be read")
+			return
+		}
+		// Keycloak down and nothing cached: the token's own claim, marked.
+		source = SourceToken
+		snap = nil
+	}
+	if snap != nil && c.checkAccount {
+		switch snap.Account {
+		case accountUnknown:
+			metricRequests.WithLabelValues(outcomeRefused).Inc()
+			identity.Refuse(w, http.StatusUnauthorized, ReasonAccountUnknown, "the user no longer exists in Keycloak")
+			return
+		case accountDisabled:
+			metricRequests.WithLabelValues(outcomeRefused).Inc()
+			identity.Refuse(w, http.StatusUnauthorized, ReasonAccountDisabled, "the user is disabled in Keycloak")
+			return
+		}
+	}
+	if snap != nil {
+		c.apply(id, snap)
+	}
+	id.OrgsSource = source
+	metricRequests.WithLabelValues(source).Inc()
+	if err := h.Emitter.Emit(r, id); err != nil {
+		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured, err.Error())
+	}
+}
+
+// apply replaces the claims with Keycloak's view.
+func (c *Conf) apply(id *identity.Identity, snap *snapshot) {
+	shape := c.shape
+	if shape == identity.ShapeAbsent {
+		shape = id.Orgs.Shape
+		if shape == identity.ShapeAbsent || shape == identity.ShapeEmptyObject {
+			shape = identity.ShapeMap
+		}
+	}
+	id.Orgs = snap.organizations(shape)
+	if c.groups || c.roles {
+		id.Claims = id.Claims.Clone()
+	}
+	if c.groups {
+		id.Claims[identity.ClaimGroups] = mustJSON(nonNil(snap.Groups))
+	}
+	if c.roles {
+		id.Claims["realm_access"] = mustJSON(map[string][]string{"roles": nonNil(snap.Roles)})
+	}
+}
+
+// lookup returns the user's snapshot and where it came from. An error means
+// Keycloak could not be asked and nothing was cached.
+func (c *Conf) lookup(ctx context.Context, d *Deps, id *identity.Identity) (*snapshot, string, error) {
+	key := cacheKey(id.Subject, c.checkAccount, c.groups, c.roles)
+	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std()}
+	res, err := d.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
+		return c.load(ctx, d, id)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	var snap snapshot
+	if err := json.Unmarshal(res.Value, &snap); err != nil {
+		return nil, "", fmt.Errorf("orgsync: cached snapshot of %s: %w", id.Subject, err)
+	}
+	source := SourceCache
+	switch {
+	case res.Source == cache.SourceLoader:
+		source = SourceKeycloak
+	case res.Source == cache.SourceStale && res.LoadErr != nil:
+		source = SourceStale
+		metricStaleServes.Inc()
+	}
+	return &snap, source, nil
+}
+
+// load asks Keycloak for the user's current memberships (and account state).
+func (c *Conf) load(ctx context.Context, d *Deps, id *identity.Identity) ([]byte, error) {
+	kc := d.Keycloak
+	snap := snapshot{Account: accountActive}
+	if c.checkAccount {
+		user, err := kc.User(ctx, id.Subject)
+		switch {
+		case errors.Is(err, keycloak.ErrUserNotFound):
+			snap.Account = accountUnknown
+			return json.Marshal(snap)
+		case err != nil:
+			return nil, fmt.Errorf("orgsync: account of %s: %w", id.Subject, err)
+		case !user.Enabled:
+			snap.Account = accountDisabled
+			return json.Marshal(snap)
+		}
+	}
+	orgs, err := kc.UserOrganizations(ctx, id.Subject)
+	switch {
+	case errors.Is(err, keycloak.ErrUserNotFound):
+		snap.Account = accountUnknown
+		return json.Marshal(snap)
+	case err != nil:
+		return nil, fmt.Errorf("orgsync: member organizations of %s: %w", id.Subject, err)
+	}
+	snap.Orgs = make([]org, 0, len(orgs))
+	for _, o := range orgs {
+		// A disabled organization grants nothing, so it is not a membership
+		// to report.
+		if !o.Enabled {
+			continue
+		}
+		snap.Orgs = append(snap.Orgs, org{ID: o.ID, Alias: o.Alias, Attributes: o.Attributes})
+	}
+	sort.Slice(snap.Orgs, func(i, j int) bool { return snap.Orgs[i].Alias < snap.Orgs[j].Alias })
+	if c.groups {
+		if snap.Groups, err = kc.UserGroups(ctx, id.Subject); err != nil {
+			return nil, fmt.Errorf("orgsync: groups of %s: %w", id.Subject, err)
+		}
+	}
+	if c.roles {
+		if snap.Roles, err = kc.UserRealmRoles(ctx, id.Subject); err != nil {
+			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject, err)
+		}
+	}
+	recordChange(ctx, d.Cache, id, &snap)
+	return json.Marshal(snap)
+}
+
+// recordChange compares the fetched aliases with the last ones seen (or, the
+// first time, with the token's claim) and, when they differ, logs one line and
+// appends to the change feed so apps can reconcile at once.
+func recordChange(ctx context.Context, c *cache.Cache, id *identity.Identity, snap *snapshot) {
+	now := make([]string, 0, len(snap.Orgs))
+	for _, o := range snap.Orgs {
+		now = append(now, o.Alias)
+	}
+	var before []string
+	if e, err := c.Peek(ctx, lastKnownKey(id.Subject)); err == nil {
+		_ = json.Unmarshal(e.Value, &before)
+	} else {
+		before = id.Orgs.Aliases()
+	}
+	added, removed := diff(before, now)
+	if len(added) == 0 && len(removed) == 0 {
+		if len(before) == 0 && len(now) == 0 {
+			return
+		}
+		_ = c.Set(ctx, lastKnownKey(id.Subject), mustJSON(nonNil(now)))
+		return
+	}
+	_ = c.Set(ctx, lastKnownKey(id.Subject), mustJSON(nonNil(now)))
+	at := time.Now().UTC()
+	metricChanges.Inc()
+	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
+		"source", SourceKeycloak)
+	err := c.AppendFeed(ctx, FeedStream, feedMaxLen, map[string]string{
+		"user":    id.Subject,
+		"added":   string(mustJSON(nonNil(added))),
+		"removed": string(mustJSON(nonNil(removed))),
+		"source":  SourceKeycloak,
+		"at":      at.Format(time.RFC3339Nano),
+	})
+	if err != nil {
+		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
+	}
+}
+
+func diff(before, now []string) (added, removed []string) {
+	had := map[string]bool{}
+	for _, a := range before {
+		had[a] = true
+	}
+	has := map[string]bool{}
+	for _, a := range now {
+		has[a] = true
+		if !had[a] {
+			added = append(added, a)
+		}
+	}
+	for _, a := range before {
+		if !has[a] {
+			removed = append(removed, a)
+		}
+	}
+	return added, removed
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}

@@ -1,0 +1,211 @@
+package orgsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+)
+
+// Names in the shared cache of the watcher's lease and position.
+const (
+	watcherLease    = "orgsync:events:lease"
+	watcherPosition = "orgsync:events:position"
+)
+
+// watchedResources are the admin events that change a cached claim. Groups
+// and role mappings are watched whatever the routes refresh: the watcher is
+// one per fleet, and an unneeded invalidation costs one refetch.
+var watchedResources = []string{
+	keycloak.ResourceOrganizationMembership, keycloak.ResourceOrganization, keycloak.ResourceUser,
+	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
+}
+
+// eventsPage is how many admin events one call asks for.
+const eventsPage = 100
+
+// Watcher polls Keycloak's admin events and invalidates the users they touch.
+// One runner of the fleet polls at a time (a lease in the shared cache); its
+// position is kept in the cache, so it survives a restart and a hand-over.
+type Watcher struct {
+	deps     *Deps
+	interval time.Duration
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+}
+
+// StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
+func StartWatcher(d *Deps, interval time.Duration) *Watcher {
+	w := &Watcher{deps: d, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Stop ends polling and gives the lease up so another runner takes over at
+// once rather than after the lease runs out.
+func (w *Watcher) Stop() {
+	w.once.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+func (w *Watcher) run() {
+	defer close(w.done)
+	leaseTTL := 3 * w.interval
+	if leaseTTL < 10*time.Second {
+		leaseTTL = 10 * time.Second
+	}
+	var lease *cache.Lease
+	defer func() {
+		if lease != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = lease.Release(ctx)
+			cancel()
+		}
+	}()
+	ticker := time.NewTicker(w.interval)
+	defer ticker.Stop()
+	failing := false
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), w.interval+5*time.Second)
+		lease = w.holdLease(ctx, lease, leaseTTL)
+		if lease != nil {
+			err := w.poll(ctx)
+			if err != nil {
+				metricWatcherPolls.WithLabelValues("error").Inc()
+			} else {
+				metricWatcherPolls.WithLabelValues("ok").Inc()
+			}
+			if (err != nil) != failing {
+				failing = err != nil
+				if failing {
+					logger().Warn("admin event poll failing; memberships fall back to fresh_ttl", "error", err)
+				} else {
+					logger().Warn("admin event poll recovered")
+				}
+			}
+		} else {
+			metricWatcherPolls.WithLabelValues("not_leader").Inc()
+		}
+		cancel()
+		select {
+		case <-w.stop:
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func (w *Watcher) holdLease(ctx context.Context, lease *cache.Lease, ttl time.Duration) *cache.Lease {
+	if lease != nil {
+		if ok, err := lease.Renew(ctx); ok || err != nil {
+			// On a Redis error keep polling: the lease may still be ours, and
+			// two pollers for a moment cost only duplicate invalidations.
+			return lease
+		}
+		logger().Info("admin event watcher lease lost")
+		return nil
+	}
+	l, ok, err := w.deps.Cache.AcquireLease(ctx, watcherLease, ttl)
+	if err != nil || !ok {
+		return nil
+	}
+	logger().Info("admin event watcher lease taken")
+	return l
+}
+
+// position is the time of the newest event handled and the ids of the events
+// at exactly that millisecond (Keycloak's dateFrom is inclusive).
+type position struct {
+	at  int64
+	ids map[string]bool
+}
+
+func (p position) String() string {
+	ids := make([]string, 0, len(p.ids))
+	for id := range p.ids {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return strconv.FormatInt(p.at, 10) + "|" + strings.Join(ids, ",")
+}
+
+func parsePosition(s string) (position, error) {
+	at, ids, _ := strings.Cut(s, "|")
+	ms, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return position{}, fmt.Errorf("orgsync: watcher position %q: %w", s, err)
+	}
+	p := position{at: ms, ids: map[string]bool{}}
+	for _, id := range strings.Split(ids, ",") {
+		if id != "" {
+			p.ids[id] = true
+		}
+	}
+	return p, nil
+}
+
+func (w *Watcher) poll(ctx context.Context) error {
+	c, kc := w.deps.Cache, w.deps.Keycloak
+	pos := position{at: time.Now().Add(-w.interval).UnixMilli(), ids: map[string]bool{}}
+	if s, err := c.GetState(ctx, watcherPosition); err == nil {
+		if p, err := parsePosition(s); err == nil {
+			pos = p
+		}
+	} else if !errors.Is(err, cache.ErrMiss) {
+		return fmt.Errorf("orgsync: watcher position: %w", err)
+	}
+	var events []keycloak.AdminEvent
+	for first := 0; ; first += eventsPage {
+		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: watchedResources,
+			From: time.UnixMilli(pos.at), First: first, Max: eventsPage, Ascending: true})
+		if err != nil {
+			return fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)
+		}
+		events = append(events, page...)
+		if len(page) < eventsPage {
+			break
+		}
+	}
+	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
+	handled := 0
+	for _, ev := range events {
+		ms := ev.Time.UnixMilli()
+		if ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID] {
+			continue
+		}
+		users, err := affectedUsers(ctx, kc, ev)
+		if err == nil {
+			err = invalidateUsers(ctx, w.deps, dedupe(users), InvalidatedByEvents)
+		}
+		if err != nil {
+			// Keep the position before this event: it is handled again next time.
+			w.save(ctx, pos)
+			return err
+		}
+		if ms > pos.at {
+			pos = position{at: ms, ids: map[string]bool{}}
+		}
+		pos.ids[ev.ID] = true
+		handled++
+		metricWatcherLag.Set(time.Since(ev.Time).Seconds())
+	}
+	if handled == 0 {
+		metricWatcherLag.Set(0)
+	}
+	w.save(ctx, pos)
+	return nil
+}
+
+func (w *Watcher) save(ctx context.Context, pos position) {
+	if err := w.deps.Cache.SetState(ctx, watcherPosition, pos.String()); err != nil {
+		logger().Warn("admin event watcher position not saved", "error", err)
+	}
+}
