@@ -74,9 +74,11 @@ type Request struct {
 	// Path is $uri, the decoded path without query. Default "/".
 	Path string
 	// Args is the query string. The runner gets the first 100 values
-	// (sorted by name), as ngx.req.get_uri_args() caps them.
+	// (sorted by name), as ngx.req.get_uri_args() caps them. A bare flag
+	// ("?debug", sent without value) cannot be expressed; "" sends an
+	// empty value.
 	Args url.Values
-	// Header holds the request headers. The runner gets the first 100 values
+	// Header holds the request headers, Host included. The runner gets the first 100 values
 	// (sorted by lower-case name) with lower-case names, as
 	// ngx.req.get_headers() gives them; `host` carries the upstream host.
 	Header http.Header

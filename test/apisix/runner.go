@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,9 @@ type Runner struct {
 	err  error // exit error, valid after done is closed
 }
 
-// StartRunner starts the runner and waits until it listens on its socket.
+// StartRunner starts the runner and waits until it serves its socket: it
+// sends one PrepareConf with key ProbeKey and no conf list, which shows in the
+// runner's Info log as one connection and one PrepareConf.
 func StartRunner(opts RunnerOptions) (*Runner, error) {
 	if opts.Binary == "" {
 		return nil, errors.New("apisix: runner binary is required")
@@ -125,8 +128,9 @@ func (r *Runner) start() error {
 		close(done)
 	}()
 
-	// Ready when the socket exists with the mode v0.5.0 sets right after
-	// listen (0766), or has existed for 50 ms for runners that don't chmod.
+	// Ready when the socket exists (with the mode v0.5.0 sets right after
+	// listen, 0766, or for 50 ms for runners that don't chmod) and the runner
+	// has answered a PrepareConf on it.
 	deadline := time.Now().Add(r.opts.StartTimeout)
 	var seen time.Time
 	for {
@@ -140,7 +144,9 @@ func (r *Runner) start() error {
 				seen = time.Now()
 			}
 			if fi.Mode().Perm() == 0o766 || time.Since(seen) > 50*time.Millisecond {
-				return nil
+				if err := r.probe(); err == nil {
+					return nil
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -151,6 +157,35 @@ func (r *Runner) start() error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// ProbeKey is the PrepareConf key of the readiness probe StartRunner sends.
+const ProbeKey = "apisix-test-readiness"
+
+// probe sends one PrepareConf without conf list and waits for the token. A v0.5.0
+// runner installs its SIGTERM handler before it starts accepting, so once it
+// answers, Stop gets a clean exit rather than death by the default action.
+func (r *Runner) probe() error {
+	c, err := net.DialTimeout("unix", r.socket, connectTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	if err := WriteFrame(c, TypePrepareConf, encodePrepareConf(ProbeKey, nil)); err != nil {
+		return err
+	}
+	ty, body, err := ReadFrame(c)
+	if err != nil {
+		return err
+	}
+	if ty != TypePrepareConf {
+		return fmt.Errorf("apisix: probe answered with type %d", ty)
+	}
+	_, err = decodePrepareConfResp(body)
+	return err
 }
 
 // Socket returns the socket path (APISIX_LISTEN_ADDRESS without "unix:").

@@ -105,7 +105,8 @@ func newGateway(t *testing.T, r *Runner) *Gateway {
 	return g
 }
 
-// waitOutput waits up to 2 s for the runner to log s.
+// waitOutput waits up to 2 s for the runner to log s: its output reaches
+// Output through a pipe, a little after the runner answered.
 func waitOutput(r *Runner, s string) bool {
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		if strings.Contains(r.Output(), s) {
@@ -267,9 +268,8 @@ func TestRunnerSkipsUnknownAndBadPlugins(t *testing.T) {
 	if res.Status != 200 || !res.Upstream || res.UpstreamHeader.Get("X-Ran") != "1" {
 		t.Fatalf("got %+v", res)
 	}
-	out := r.Output()
 	for _, want := range []string{"can't find plugin userinfo-typo, skip", "failed to parse configuration for plugin badconf"} {
-		if !strings.Contains(out, want) {
+		if !waitOutput(r, want) {
 			t.Errorf("runner output lacks %q", want)
 		}
 	}
@@ -299,8 +299,11 @@ func TestRunnerConnectionReuse(t *testing.T) {
 	if g.Dials() != 2 {
 		t.Errorf("%d dials for 50 requests, want 2 (call + nested PrepareConf)", g.Dials())
 	}
-	if n := strings.Count(r.Output(), "Client connected"); n != 2 {
-		t.Errorf("runner saw %d connections, want 2", n)
+	if err := r.Stop(); err != nil { // Stop drains the output pipe
+		t.Fatal(err)
+	}
+	if n := strings.Count(r.Output(), "Client connected"); n != 3 {
+		t.Errorf("runner saw %d connections, want 3 (readiness probe + 2)", n)
 	}
 }
 

@@ -530,6 +530,7 @@ func TestWireConnectionPool(t *testing.T) {
 			if res := do(t, g, route, &Request{}); res.Status != 200 {
 				t.Fatalf("request %d: %d %v", i, res.Status, res.Err)
 			}
+			time.Sleep(20 * time.Millisecond) // closed while idle in the pool
 		}
 	})
 }
