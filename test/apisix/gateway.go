@@ -18,6 +18,7 @@ import (
 	"time"
 
 	A6 "github.com/api7/ext-plugin-proto/go/A6"
+	A6Err "github.com/api7/ext-plugin-proto/go/A6/Err"
 	ei "github.com/api7/ext-plugin-proto/go/A6/ExtraInfo"
 	hrc "github.com/api7/ext-plugin-proto/go/A6/HTTPReqCall"
 )
@@ -46,7 +47,7 @@ const (
 const DefaultPlugin = "ext-plugin-post-req"
 
 // errConfTokenNotFound matches the runner's CONF_TOKEN_NOT_FOUND error frame.
-var errConfTokenNotFound = &rpcError{Code: 2}
+var errConfTokenNotFound = &rpcError{Code: A6Err.CodeCONF_TOKEN_NOT_FOUND}
 
 // PluginConf is one entry of the ext-plugin conf list: a runner plugin name and
 // its configuration as a JSON string.
