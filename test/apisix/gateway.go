@@ -36,9 +36,9 @@ const (
 	tokenTTL = 3600 * time.Second
 	// maxTries: _M.communicate tries three times on "conf token not found".
 	maxTries = 3
-	// maxArgs, maxHeaders: ngx.req.get_uri_args() and ngx.req.get_headers()
-	// return at most 100 entries by default; APISIX passes no limit.
-	maxArgs    = 100
+	// maxHeaders: ngx.req.get_headers() returns at most 100 headers by
+	// default and core.request.headers passes no limit. (Args are not
+	// capped: core.request.get_uri_args calls ngx.req.get_uri_args(0).)
 	maxHeaders = 100
 )
 
@@ -74,8 +74,7 @@ type Request struct {
 	Method string
 	// Path is $uri, the decoded path without query. Default "/".
 	Path string
-	// Args is the query string. The runner gets the first 100 values
-	// (sorted by name), as ngx.req.get_uri_args() caps them. A bare flag
+	// Args is the query string, sent to the runner sorted by name. A bare flag
 	// ("?debug", sent without value) cannot be expressed; "" sends an
 	// empty value.
 	Args url.Values
@@ -215,7 +214,7 @@ type callState struct {
 	method  A6.Method
 	req     *Request
 	srcIP   []byte
-	args    url.Values  // the args table init.lua sends (capped)
+	args    url.Values  // the args table init.lua sends
 	header  http.Header // canonical copy of Request.Header
 	host    string      // upstream host
 	argList []textEntry
@@ -260,7 +259,7 @@ func newCallState(route *Route, req *Request) (*callState, error) {
 	}
 	st.srcIP = addr.AsSlice() // $binary_remote_addr: 4 bytes for IPv4, 16 for IPv6
 
-	// Args: sorted names, each value an entry, the first 100 only.
+	// Args: sorted names, each value an entry.
 	st.args = url.Values{}
 	names := make([]string, 0, len(req.Args))
 	for n := range req.Args {
@@ -269,9 +268,6 @@ func newCallState(route *Route, req *Request) (*callState, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		for _, v := range req.Args[n] {
-			if len(st.argList) == maxArgs {
-				break
-			}
 			st.argList = append(st.argList, textEntry{Name: n, Value: strp(v)})
 			st.args.Add(n, v)
 		}
@@ -626,8 +622,7 @@ func apply(st *callState, a *action, res *Result) {
 		}
 	}
 	if len(a.Args) > 0 {
-		// The args table is the one sent to the runner (capped at 100);
-		// set_uri_args replaces the whole query with it.
+		// set_uri_args replaces the whole query with the edited table.
 		args := url.Values{}
 		for n, vs := range st.args {
 			args[n] = append([]string(nil), vs...)

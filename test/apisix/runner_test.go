@@ -381,3 +381,25 @@ func TestRunnerLifecycle(t *testing.T) {
 		}
 	})
 }
+
+func TestRunnerCannotStripHeader101(t *testing.T) {
+	// ngx.req.get_headers() hands the runner 100 headers; the upstream gets
+	// them all. A header past the 100th is invisible to the runner, and
+	// v0.5.0 sends deletions only for headers it saw, so Del cannot strip it.
+	// A plugin that strips identity headers must Set them or fail closed when
+	// it sees 100 headers.
+	r := startRunner(t, RunnerOptions{})
+	g := newGateway(t, r)
+	h := http.Header{"X-Userinfo": {"forged"}}
+	for i := 0; i < 100; i++ {
+		h.Set(fmt.Sprintf("X-Pad-%03d", i), "p") // sorts before x-userinfo
+	}
+	res := do(t, g, route(PluginConf{"rewrite", `{"del_header":["X-Userinfo"]}`}), &Request{Header: h})
+	if res.UpstreamHeader.Get("X-Userinfo") != "forged" {
+		t.Fatalf("header 101 was stripped: the 100-header cap is not modelled")
+	}
+	res = do(t, g, route(PluginConf{"rewrite", `{"set_header":{"X-Userinfo":"trusted"}}`}), &Request{Header: h})
+	if got := res.UpstreamHeader.Values("X-Userinfo"); len(got) != 1 || got[0] != "trusted" {
+		t.Fatalf("Set must replace the unseen header: %v", got)
+	}
+}
