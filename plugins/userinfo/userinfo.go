@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,14 +21,18 @@ import (
 
 // Reasons a request's identity is refused, besides keycloak's token_* reasons.
 const (
-	ReasonNoIdentity         = "no_identity"
-	ReasonMalformedUserinfo  = "userinfo_malformed"
-	ReasonMissingToken       = "access_token_missing"
-	ReasonMissingUserinfo    = "userinfo_missing"
-	ReasonSubjectMismatch    = "sub_mismatch"
-	ReasonNoSubject          = "sub_missing"
-	ReasonMisconfigured      = "misconfigured"
-	ReasonNoSigningKey       = "no_signing_key"
+	ReasonNoIdentity        = "no_identity"
+	ReasonMalformedUserinfo = "userinfo_malformed"
+	ReasonMissingToken      = "access_token_missing"
+	ReasonMissingUserinfo   = "userinfo_missing"
+	ReasonSubjectMismatch   = "sub_mismatch"
+	ReasonNoSubject         = "sub_missing"
+	ReasonMisconfigured     = "misconfigured"
+	ReasonNoSigningKey      = "no_signing_key"
+	ReasonTooManyHeaders    = "too_many_headers"
+	// apisixHeaderLimit is how many request headers APISIX's ext-plugin hands
+	// the runner (ngx.req.get_headers() default).
+	apisixHeaderLimit        = 100
 	reasonMethodNotAllowed   = "method_not_allowed"
 	verifyTimeout            = 5 * time.Second
 	outcomeVerified          = "verified"
@@ -57,6 +62,16 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	h := r.Header()
+	if n := headerCount(h); n >= apisixHeaderLimit {
+		// APISIX shows the runner only the first 100 headers but passes all
+		// of them upstream: a forged X_Userinfo placed after the hundredth
+		// could not be seen, so could not be removed.
+		metricRequests.WithLabelValues(outcomeRejected).Inc()
+		metricFailures.WithLabelValues(ReasonTooManyHeaders).Inc()
+		identity.Refuse(w, http.StatusRequestHeaderFieldsTooLarge, ReasonTooManyHeaders,
+			fmt.Sprintf("%d or more request headers: identity headers beyond the %dth cannot be checked", apisixHeaderLimit, apisixHeaderLimit))
+		return
+	}
 	c.strip.Strip(h)
 
 	userinfo := h.Get(identity.HeaderUserinfo)
@@ -95,6 +110,14 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 	metricRequests.WithLabelValues(outcomeVerified).Inc()
 	identity.DefaultChains.Hand(r, &identity.Handoff{Identity: id, Emitter: c, Emitted: true})
+}
+
+func headerCount(h pkgHTTP.Header) int {
+	n := 0
+	for _, values := range h.View() {
+		n += len(values)
+	}
+	return n
 }
 
 // anonymous lets the request through with no identity at all, unless the

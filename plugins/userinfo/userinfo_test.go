@@ -324,3 +324,19 @@ func TestHandsOffToAFollower(t *testing.T) {
 	assert.JSONEq(t, `{"globex":{"id":"org-2"}}`, string(ui["organization"]))
 	_ = context.Background()
 }
+
+// APISIX gives the runner only the first 100 headers: a request with that
+// many may hide a forged header the plugin cannot see, so it is refused.
+func TestHundredHeadersAreRefused(t *testing.T) {
+	rt := newRoute(t, `{"verify_token":false,"on_invalid":"anonymous"}`)
+	h := map[string]string{}
+	for i := 0; i < 100; i++ {
+		h[fmt.Sprintf("x-filler-%d", i)] = "v"
+	}
+	w, _ := rt.do(h)
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, w.Code)
+	assert.Contains(t, w.Body.String(), ReasonTooManyHeaders)
+	delete(h, "x-filler-0")
+	w, _ = rt.do(h)
+	assert.Equal(t, 200, w.Code, "99 headers pass")
+}
