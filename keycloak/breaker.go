@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// ErrCoolingOff is returned without asking Keycloak while the circuit breaker is open.
-var ErrCoolingOff = errors.New("keycloak: cooling off after repeated failures")
+// ErrCoolingOff: the circuit breaker is open, so Keycloak was not asked.
+var ErrCoolingOff = errors.New("cooling off after repeated failures")
 
 type breakerState int
 

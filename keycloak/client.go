@@ -76,11 +76,11 @@ func (o *Options) init() error {
 // Sentinel errors. Test with errors.Is.
 var (
 	// ErrUserNotFound: Keycloak has no user with that id or username.
-	ErrUserNotFound = errors.New("keycloak: user not found")
+	ErrUserNotFound = errors.New("user not found")
 	// ErrOrganizationNotFound: Keycloak has no organization with that id.
-	ErrOrganizationNotFound = errors.New("keycloak: organization not found")
+	ErrOrganizationNotFound = errors.New("organization not found")
 	// ErrOrganizationsDisabled: the realm does not have organizations enabled.
-	ErrOrganizationsDisabled = errors.New("keycloak: organizations not enabled for the realm")
+	ErrOrganizationsDisabled = errors.New("organizations not enabled for the realm")
 )
 
 // StatusError is an unexpected HTTP status from Keycloak.
@@ -93,9 +93,9 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	if e.Message == "" {
-		return fmt.Sprintf("keycloak: %s: status %d", e.Endpoint, e.Status)
+		return fmt.Sprintf("%s: status %d", e.Endpoint, e.Status)
 	}
-	return fmt.Sprintf("keycloak: %s: status %d: %s", e.Endpoint, e.Status, e.Message)
+	return fmt.Sprintf("%s: status %d: %s", e.Endpoint, e.Status, e.Message)
 }
 
 // Client calls Keycloak's admin API with a service-account token. It is safe
@@ -196,7 +196,7 @@ type response struct {
 func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context.Context) (int, error)) error {
 	if err := c.breaker.allow(); err != nil {
 		requestsTotal.WithLabelValues(endpoint, statusCoolingOff).Inc()
-		return fmt.Errorf("keycloak: %s: %w", endpoint, err)
+		return fmt.Errorf("%s: %w", endpoint, err)
 	}
 	c.counter(endpoint).Add(1)
 	callCtx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
@@ -218,11 +218,11 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 		// The caller gave up (or its own deadline passed): nothing learned about Keycloak.
 		requestsTotal.WithLabelValues(endpoint, statusCanceled).Inc()
 		c.breaker.done(outcomeNeutral)
-		return fmt.Errorf("keycloak: %s: %w", endpoint, ctx.Err())
+		return fmt.Errorf("%s: %w", endpoint, ctx.Err())
 	case callCtx.Err() != nil || isTimeout(err):
 		requestsTotal.WithLabelValues(endpoint, statusTimeout).Inc()
 		c.breaker.done(outcomeFailure)
-		return fmt.Errorf("keycloak: %s: no answer within %s: %w", endpoint, c.opts.Timeout, context.DeadlineExceeded)
+		return fmt.Errorf("%s: no answer within %s: %w", endpoint, c.opts.Timeout, context.DeadlineExceeded)
 	default:
 		if status > 0 {
 			requestsTotal.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
@@ -234,7 +234,7 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 		} else {
 			c.breaker.done(outcomeFailure)
 		}
-		return fmt.Errorf("keycloak: %s: %w", endpoint, err)
+		return fmt.Errorf("%s: %w", endpoint, err)
 	}
 }
 
@@ -247,9 +247,9 @@ func isTimeout(err error) bool {
 // token and tries once more with a fresh one.
 func (c *Client) send(ctx context.Context, cl call) (*response, error) {
 	for attempt := 0; ; attempt++ {
-		tok, err := c.Token(ctx)
+		tok, err := c.token.get(ctx, c)
 		if err != nil {
-			return nil, fmt.Errorf("keycloak: %s: %w", cl.endpoint, err)
+			return nil, err
 		}
 		var resp *response
 		err = c.guard(ctx, cl.endpoint, func(ctx context.Context) (int, error) {
@@ -297,7 +297,7 @@ func (c *Client) getJSON(ctx context.Context, endpoint, path string, query url.V
 		return statusError(endpoint, resp)
 	}
 	if err := json.Unmarshal(resp.body, out); err != nil {
-		return fmt.Errorf("keycloak: %s: decode answer: %w", endpoint, err)
+		return fmt.Errorf("%s: decode answer: %w", endpoint, err)
 	}
 	return nil
 }

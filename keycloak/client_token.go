@@ -48,7 +48,14 @@ func renewMargin(lifetime time.Duration) time.Duration {
 // cached and renewed before it expires. Concurrent callers share one fetch.
 // If a renewal fails while the cached token is still valid, that token is returned.
 func (c *Client) Token(ctx context.Context) (string, error) {
-	t := &c.token
+	tok, err := c.token.get(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("keycloak: service-account token: %w", err)
+	}
+	return tok, nil
+}
+
+func (t *tokenCache) get(ctx context.Context, c *Client) (string, error) {
 	t.mu.Lock()
 	now := t.now()
 	if t.token != "" && now.Before(t.renewAt) {
@@ -68,7 +75,7 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		return "", fmt.Errorf("keycloak: token: %w", ctx.Err())
+		return "", fmt.Errorf("%s: %w", EndpointToken, ctx.Err())
 	}
 	if f.err == nil {
 		return f.token, nil
@@ -121,7 +128,7 @@ func (c *Client) requestToken(ctx context.Context) (string, time.Duration, error
 	case apiErr != nil:
 		return "", 0, &StatusError{Endpoint: EndpointToken, Status: apiErr.Code, Message: apiErr.Message}
 	case jwt == nil || jwt.AccessToken == "":
-		return "", 0, errors.New("keycloak: token: answer has no access_token")
+		return "", 0, errors.New("token: answer has no access_token")
 	}
 	lifetime := time.Duration(jwt.ExpiresIn) * time.Second
 	if lifetime <= 0 {
