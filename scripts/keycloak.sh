@@ -201,6 +201,9 @@ start() {
 			rm -rf "$snap.tmp" && mkdir -p "$snap.tmp"
 			cp "$KC_HOME/data/h2/keycloakdb.mv.db" "$snap.tmp/"
 			rm -rf "$snap" && mv "$snap.tmp" "$snap"
+			# Snapshots of older realm files are of no further use.
+			find "$KC_CACHE_DIR/snapshots" -mindepth 1 -maxdepth 1 -type d -name "keycloak-$KC_VERSION-*" \
+				! -name "${snap##*/}" -exec rm -rf {} +
 			log "saved database snapshot $key"
 			rm -f "$KC_HOME/data/import/"*.json
 			launch "$port" "$mport"
