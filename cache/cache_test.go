@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,7 @@ var ctx = context.Background()
 func modes(t *testing.T, f func(t *testing.T, o Options)) {
 	t.Run("local", func(t *testing.T) { f(t, Options{}) })
 	t.Run("redis", func(t *testing.T) {
-		f(t, Options{RedisURL: needEnv(t, "REDIS_TEST_URL"), KeyPrefix: testPrefix(t)})
+		f(t, Options{RedisURL: needEnv(t, "REDIS_TEST_URL"), KeyPrefix: testPrefix(t), OpTimeout: time.Second})
 	})
 }
 
@@ -55,7 +56,7 @@ func TestLocalLRU(t *testing.T) {
 
 func TestGetTiersAndFetchTime(t *testing.T) {
 	url := needEnv(t, "REDIS_TEST_URL")
-	o := Options{RedisURL: url, KeyPrefix: testPrefix(t)}
+	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second}
 	a, b := newTestCache(t, o), newTestCache(t, o)
 	p := Policy{Fresh: time.Minute, Stale: time.Hour}
 	var l counter
@@ -181,10 +182,17 @@ func TestLoaderErrorServesStale(t *testing.T) {
 		equal(t, r.Source, SourceLoader)
 		l.fail.Store(true)
 		time.Sleep(25 * time.Millisecond)
-		r, err = c.Get(ctx, "k", p, l.load("v"))
+		wide := Policy{Fresh: 20 * time.Millisecond, Stale: time.Minute}
+		n := l.n.Load()
+		r, err = c.Get(ctx, "k", wide, l.load("v"))
 		noErr(t, err)
 		equal(t, r.Source, SourceStale)
 		isTrue(t, r.Refreshing)
+		isTrue(t, r.LoadErr == nil)
+		eventually(t, time.Second, "refresh attempted", func() bool { return l.n.Load() > n })
+		r, err = c.Get(ctx, "k", wide, l.load("v"))
+		noErr(t, err)
+		equal(t, r.Source, SourceStale, "still the old value after the failed refresh")
 	})
 }
 
@@ -245,7 +253,7 @@ func TestCallerGivesUpLoadGoesOn(t *testing.T) {
 
 func TestTwoProcessesOneLoad(t *testing.T) {
 	url := needEnv(t, "REDIS_TEST_URL")
-	o := Options{RedisURL: url, KeyPrefix: testPrefix(t)}
+	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second}
 	a, b := newTestCache(t, o), newTestCache(t, o)
 	l := counter{delay: 200 * time.Millisecond}
 	p := Policy{Fresh: time.Minute}
@@ -278,7 +286,7 @@ func TestTwoProcessesOneLoad(t *testing.T) {
 
 func TestLockWaitTimeoutLoadsItself(t *testing.T) {
 	url := needEnv(t, "REDIS_TEST_URL")
-	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), LockWait: 50 * time.Millisecond}
+	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second, LockWait: 50 * time.Millisecond}
 	c := newTestCache(t, o)
 	// A stuck holder in another process: the lock exists, no value comes.
 	raw := rawClient(t, url)
@@ -297,7 +305,7 @@ func TestLockWaitTimeoutLoadsItself(t *testing.T) {
 
 func TestInvalidationFanOut(t *testing.T) {
 	url := needEnv(t, "REDIS_TEST_URL")
-	o := Options{RedisURL: url, KeyPrefix: testPrefix(t)}
+	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second}
 	a, b := newTestCache(t, o), newTestCache(t, o)
 	p := Policy{Fresh: time.Minute}
 	var l counter
@@ -317,7 +325,7 @@ func TestInvalidationFanOut(t *testing.T) {
 	noErr(t, a.Invalidate(ctx, "u1"))
 	_, ok = a.local.get("u1")
 	isTrue(t, !ok, "dropped at once where invalidated")
-	eventually(t, 100*time.Millisecond, "b drops u1", func() bool {
+	eventually(t, 200*time.Millisecond, "b drops u1", func() bool {
 		_, ok := b.local.get("u1")
 		return !ok
 	})
@@ -395,7 +403,7 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 
 func TestRedisKilledMidRun(t *testing.T) {
 	srv := startOwnRedis(t)
-	o := Options{RedisURL: srv.url(), KeyPrefix: "killed:", OpTimeout: 100 * time.Millisecond}
+	o := Options{RedisURL: srv.url(), KeyPrefix: "killed:", OpTimeout: time.Second}
 	a, b := newTestCache(t, o), newTestCache(t, o)
 	p := Policy{Fresh: time.Minute}
 	var l counter
@@ -451,7 +459,7 @@ func TestRedisKilledMidRun(t *testing.T) {
 
 func TestRedisFlushOnResubscribe(t *testing.T) {
 	srv := startOwnRedis(t)
-	c := newTestCache(t, Options{RedisURL: srv.url(), KeyPrefix: "flush:"})
+	c := newTestCache(t, Options{RedisURL: srv.url(), KeyPrefix: "flush:", OpTimeout: time.Second})
 	noErr(t, c.Set(ctx, "k", []byte("v")))
 	raw := rawClient(t, srv.url())
 	// Drop the subscriber's connection: invalidations may be missed until it is back.
@@ -547,4 +555,58 @@ func TestSourceString(t *testing.T) {
 		equal(t, s.String(), want)
 	}
 	_ = fmt.Sprint(SourceStale)
+}
+
+// A stand-in that accepts connections and never answers: it injects timeouts, nothing else.
+func blackhole(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	noErr(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return "redis://" + ln.Addr().String() + "/0"
+}
+
+func TestRedisTimeoutsDoNotStallGets(t *testing.T) {
+	begin := time.Now()
+	c := newTestCache(t, Options{RedisURL: blackhole(t), OpTimeout: 50 * time.Millisecond})
+	isTrue(t, time.Since(begin) < time.Second, "New returns after one OpTimeout: ", time.Since(begin))
+	isTrue(t, !c.up.Load(), "marked down")
+	var l counter
+	for range 20 {
+		begin := time.Now()
+		_, err := c.Get(ctx, "k"+strconv.Itoa(int(l.n.Load())), Policy{Fresh: time.Minute}, l.load("v"))
+		noErr(t, err)
+		isTrue(t, time.Since(begin) < 20*time.Millisecond, "no Redis wait on the Get path while down: ", time.Since(begin))
+	}
+}
+
+func TestRedisWrongPassword(t *testing.T) {
+	srv := startOwnRedis(t, "--requirepass", "right")
+	c := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:wrong@127.0.0.1:%d/0", srv.port), OpTimeout: time.Second})
+	isTrue(t, !c.up.Load(), "a refused login runs degraded")
+	var l counter
+	_, err := c.Get(ctx, "k", Policy{Fresh: time.Minute}, l.load("v"))
+	noErr(t, err)
+
+	ok := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:right@127.0.0.1:%d/0", srv.port), OpTimeout: time.Second})
+	isTrue(t, ok.up.Load(), "the right password connects")
 }

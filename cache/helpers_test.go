@@ -90,10 +90,11 @@ var errLoader = fmt.Errorf("keycloak down")
 type ownRedis struct {
 	t    testing.TB
 	port int
+	args []string
 	cmd  *exec.Cmd
 }
 
-func startOwnRedis(t testing.TB) *ownRedis {
+func startOwnRedis(t testing.TB, args ...string) *ownRedis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -107,7 +108,7 @@ func startOwnRedis(t testing.TB) *ownRedis {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	r := &ownRedis{t: t, port: port}
+	r := &ownRedis{t: t, port: port, args: args}
 	r.start()
 	t.Cleanup(r.kill)
 	return r
@@ -117,8 +118,9 @@ func (r *ownRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r
 
 func (r *ownRedis) start() {
 	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no")
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no"}, r.args...)
+	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,8 +87,8 @@ func (c *Cache) observe(parent context.Context, err error) {
 	}
 	redisErrorsTotal.Inc()
 	var reply redis.Error
-	if errors.As(err, &reply) && !isTimeout(err) {
-		return // Redis answered (WRONGTYPE, READONLY, ...): it is up, this command failed
+	if errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "WRONGTYPE") {
+		return // Redis is up; a foreign value sits under one of our keys
 	}
 	if c.up.CompareAndSwap(true, false) {
 		redisUp.Set(0)
