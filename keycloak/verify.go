@@ -137,6 +137,15 @@ func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token
 	if len(jws.Signatures) != 1 {
 		return nil, &TokenError{Reason: ReasonMalformed, Detail: "want exactly one signature"}
 	}
+	// Read iss before the key lookup: a token of another realm names a kid
+	// this key set lacks, and "wrong issuer" is both the truer reason and no
+	// reason to fetch the key set again. The signature is still checked below.
+	var unverified struct {
+		Issuer string `json:"iss"`
+	}
+	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified) == nil && unverified.Issuer != v.issuer {
+		return nil, &TokenError{Reason: ReasonWrongIssuer, Detail: fmt.Sprintf("issuer %q, want %q", unverified.Issuer, v.issuer)}
+	}
 	kid := jws.Signatures[0].Header.KeyID
 	key, err := v.keys.Key(ctx, kid)
 	if err != nil {

@@ -93,14 +93,12 @@ func loadKeys(cfg *config) (*assertion.KeyRing, error) {
 	return keys, nil
 }
 
-// zapLevel maps our level onto the runner library's logger, which logs about
-// three lines per request at info.
+// zapLevel maps our level onto the runner library's logger. The library logs
+// about three lines per request at info, so it stays at warn unless we debug.
 func zapLevel(l slog.Level) zapcore.Level {
 	switch {
 	case l <= slog.LevelDebug:
 		return zapcore.DebugLevel
-	case l <= slog.LevelInfo:
-		return zapcore.InfoLevel
 	case l <= slog.LevelWarn:
 		return zapcore.WarnLevel
 	}

@@ -1,0 +1,338 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
+)
+
+func orgsyncConf(value string) apisix.PluginConf {
+	return apisix.PluginConf{Name: "orgsync", Value: value}
+}
+
+func orgAliases(t *testing.T, up http.Header) []string {
+	t.Helper()
+	v := up.Get("X-User-Orgs")
+	if v == "" {
+		return []string{}
+	}
+	out := strings.Split(v, ",")
+	sort.Strings(out)
+	return out
+}
+
+func userinfoOrgs(t *testing.T, up http.Header) any {
+	t.Helper()
+	return decodeUserinfo(t, up.Get("X-Userinfo"))["organization"]
+}
+
+func TestMembershipChangesWithoutRelogin(t *testing.T) {
+	s := kctest.Env(t)
+	r := startRunner(t, baseEnv(t, s.URL))
+	user := kctest.CreateUser(t, "member")
+	kctest.AddMember(t, "acme", user.ID)
+	sess := kctest.Login(t, user.Username, user.Password) // the one and only login
+	globexID := kctest.OrgIDByAlias(t, "globex")
+
+	listRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
+	mapRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","shape":"map"}`))
+
+	for i := 0; i < 3; i++ { // the first requests teach userinfo that orgsync follows
+		res := r.do(t, listRoute, headersOf(sess))
+		require.Equal(t, 200, res.Status, "body %s", res.Body)
+		assert.Equal(t, []string{"acme"}, orgAliases(t, res.UpstreamHeader))
+	}
+	res := r.do(t, mapRoute, headersOf(sess))
+	require.Equal(t, 200, res.Status)
+	m, ok := userinfoOrgs(t, res.UpstreamHeader).(map[string]any)
+	require.True(t, ok, "map shape: %v", userinfoOrgs(t, res.UpstreamHeader))
+	assert.Contains(t, m, "acme")
+
+	// An admin adds the user to globex, as MITx Online does: POST the bare id.
+	added := time.Now()
+	kctest.AddMember(t, globexID, user.ID)
+	took := eventually(t, 2*time.Second, "globex visible (events interval 1s + 1s)", func() bool {
+		res := r.do(t, listRoute, headersOf(sess))
+		return res.Status == 200 && strings.Contains(res.UpstreamHeader.Get("X-User-Orgs"), "globex")
+	})
+	t.Logf("globex visible %d ms after the admin call", time.Since(added).Milliseconds())
+	_ = took
+
+	res = r.do(t, listRoute, headersOf(sess))
+	assert.Equal(t, []string{"acme", "globex"}, orgAliases(t, res.UpstreamHeader))
+	assert.ElementsMatch(t, []any{"acme", "globex"}, userinfoOrgs(t, res.UpstreamHeader), "list shape kept")
+	claims := verifyAssertion(t, r, res.UpstreamHeader.Get("X-Identity-Assertion"))
+	assert.Contains(t, claims["organization"], "globex")
+	assert.Equal(t, globexID, claims["organization"].(map[string]any)["globex"].(map[string]any)["id"])
+
+	res = r.do(t, mapRoute, headersOf(sess))
+	m = userinfoOrgs(t, res.UpstreamHeader).(map[string]any)
+	assert.Equal(t, globexID, m["globex"].(map[string]any)["id"], "map shape carries the id")
+
+	// Removed from acme: gone everywhere, again without a login.
+	removed := time.Now()
+	kctest.RemoveMember(t, "acme", user.ID)
+	eventually(t, 2*time.Second, "acme gone", func() bool {
+		res := r.do(t, listRoute, headersOf(sess))
+		return res.Status == 200 && !strings.Contains(res.UpstreamHeader.Get("X-User-Orgs"), "acme")
+	})
+	t.Logf("acme gone %d ms after the admin call", time.Since(removed).Milliseconds())
+	res = r.do(t, mapRoute, headersOf(sess))
+	assert.NotContains(t, userinfoOrgs(t, res.UpstreamHeader), "acme")
+
+	// The change feed holds both changes.
+	feed := readFeed(t, user.ID)
+	require.GreaterOrEqual(t, len(feed), 2, "feed: %v", feed)
+	var sawAdd, sawRemove bool
+	for _, f := range feed {
+		sawAdd = sawAdd || strings.Contains(f["added"], "globex")
+		sawRemove = sawRemove || strings.Contains(f["removed"], "acme")
+		assert.NotEmpty(t, f["at"])
+		assert.Equal(t, "keycloak", f["source"])
+	}
+	assert.True(t, sawAdd, "feed has the addition: %v", feed)
+	assert.True(t, sawRemove, "feed has the removal: %v", feed)
+}
+
+func readFeed(t *testing.T, user string) []map[string]string {
+	t.Helper()
+	opts, err := redis.ParseURL(redisURL(t))
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	msgs, err := rdb.XRange(context.Background(), "apisix-identity:orgsync:changes", "-", "+").Result()
+	require.NoError(t, err)
+	var out []map[string]string
+	for _, msg := range msgs {
+		f := map[string]string{}
+		for k, v := range msg.Values {
+			f[k] = fmt.Sprint(v)
+		}
+		if f["user"] == user {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func TestDisabledAndDeletedUsersAreRefusedWithinFreshTTL(t *testing.T) {
+	s := kctest.Env(t)
+	e := baseEnv(t, s.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s" // prove the fresh_ttl bound alone
+	r := startRunner(t, e)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"2s","stale_ttl":"10s"}`))
+
+	disabled := kctest.CreateUser(t, "disabled")
+	deleted := kctest.CreateUser(t, "deleted")
+	dSess := kctest.Login(t, disabled.Username, disabled.Password)
+	xSess := kctest.Login(t, deleted.Username, deleted.Password)
+	require.Equal(t, 200, r.do(t, route, headersOf(dSess)).Status)
+	require.Equal(t, 200, r.do(t, route, headersOf(xSess)).Status)
+
+	kctest.DisableUser(t, disabled.ID)
+	kctest.DeleteUser(t, deleted.ID)
+	eventually(t, 4*time.Second, "disabled user refused", func() bool {
+		return r.do(t, route, headersOf(dSess)).Status == 401
+	})
+	res := r.do(t, route, headersOf(dSess))
+	assert.Equal(t, "account_disabled", reasonOf(t, res))
+	eventually(t, 4*time.Second, "deleted user refused", func() bool {
+		return r.do(t, route, headersOf(xSess)).Status == 401
+	})
+	assert.Equal(t, "account_unknown", reasonOf(t, r.do(t, route, headersOf(xSess))))
+}
+
+func TestTwoRunnersFiftyConcurrentRequestsAskKeycloakOnce(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	e := baseEnv(t, proxy.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	r1 := startRunner(t, e)
+	r2 := startRunner(t, e)
+	user := kctest.CreateUser(t, "cold")
+	kctest.AddMember(t, "acme", user.ID)
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","timeout":"10s"}`))
+
+	var wg sync.WaitGroup
+	statuses := make(chan int, 50)
+	for i := 0; i < 50; i++ {
+		r := r1
+		if i%2 == 1 {
+			r = r2
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := r.do(t, route, headersOf(sess))
+			statuses <- res.Status
+			if res.Status == 200 {
+				assert.Equal(t, "acme", res.UpstreamHeader.Get("X-User-Orgs"))
+			}
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		assert.Equal(t, 200, st)
+	}
+	assert.Equal(t, 1, proxy.orgLookups(user.ID), "50 requests on two runners for a cold user: one Keycloak call")
+}
+
+func TestKeycloakOutage(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	e := baseEnv(t, proxy.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	r := startRunner(t, e)
+	user := kctest.CreateUser(t, "outage")
+	kctest.AddMember(t, "globex", user.ID)
+	sess := kctest.Login(t, user.Username, user.Password)
+	stale := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"1s","stale_ttl":"2s","timeout":"1s"}`))
+	deny := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"1s","stale_ttl":"2s","timeout":"1s","on_keycloak_error":"deny"}`))
+
+	res := r.do(t, stale, headersOf(sess))
+	require.Equal(t, 200, res.Status)
+	assert.Equal(t, "keycloak", res.UpstreamHeader.Get("X-User-Orgs-Source"))
+
+	proxy.down.Store(true)
+	time.Sleep(2500 * time.Millisecond) // past stale_ttl: Keycloak must be asked, and fails
+	res = r.do(t, stale, headersOf(sess))
+	require.Equal(t, 200, res.Status, "cached users keep working: %s", res.Body)
+	assert.Equal(t, "stale", res.UpstreamHeader.Get("X-User-Orgs-Source"))
+	assert.Equal(t, "globex", res.UpstreamHeader.Get("X-User-Orgs"))
+
+	res = r.do(t, deny, headersOf(sess))
+	assert.Equal(t, 503, res.Status)
+	assert.Equal(t, "keycloak_unavailable", reasonOf(t, res))
+
+	// A user never cached: the token's own claim, marked as such.
+	other := kctest.CreateUser(t, "uncached")
+	otherSess := kctest.Login(t, other.Username, other.Password)
+	res = r.do(t, stale, headersOf(otherSess))
+	require.Equal(t, 200, res.Status)
+	assert.Equal(t, "token", res.UpstreamHeader.Get("X-User-Orgs-Source"))
+
+	proxy.down.Store(false)
+	eventually(t, 15*time.Second, "fresh again after Keycloak is back (cool-off included)", func() bool {
+		res := r.do(t, stale, headersOf(sess))
+		src := res.UpstreamHeader.Get("X-User-Orgs-Source")
+		return res.Status == 200 && (src == "keycloak" || src == "cache")
+	})
+}
+
+func TestRedisStoppedMidRunNoRequestFails(t *testing.T) {
+	port := freePort(t)
+	srv := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	require.NoError(t, srv.Start())
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	time.Sleep(300 * time.Millisecond)
+
+	e := baseEnv(t, kctest.Env(t).URL)
+	e["REDIS_URL"] = fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	r := startRunner(t, e)
+	user := kctest.CreateUser(t, "redis")
+	kctest.AddMember(t, "acme", user.ID)
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"1s","stale_ttl":"5s"}`))
+
+	deadline := time.Now().Add(6 * time.Second)
+	killed := false
+	n := 0
+	for time.Now().Before(deadline) {
+		if !killed && time.Until(deadline) < 4*time.Second {
+			require.NoError(t, srv.Process.Kill())
+			killed = true
+		}
+		res := r.do(t, route, headersOf(sess))
+		require.Equal(t, 200, res.Status, "request %d failed while Redis is down: %s", n, res.Body)
+		assert.Equal(t, "acme", res.UpstreamHeader.Get("X-User-Orgs"))
+		n++
+		time.Sleep(50 * time.Millisecond)
+	}
+	assert.True(t, killed)
+	t.Logf("%d requests, Redis killed mid-run, none failed", n)
+}
+
+func TestInvalidationEndpoint(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	e := baseEnv(t, proxy.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	r := startRunner(t, e)
+	user := kctest.CreateUser(t, "inval")
+	sess := kctest.Login(t, user.Username, user.Password)
+	app := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"10m","stale_ttl":"20m"}`))
+	hook := newRoute(orgsyncConf(`{"invalidate":true,"secret_env":"ORGSYNC_WEBHOOK_SECRET"}`))
+
+	res := r.do(t, app, headersOf(sess))
+	require.Equal(t, 200, res.Status)
+	assert.Equal(t, "", res.UpstreamHeader.Get("X-User-Orgs"))
+	kctest.AddMember(t, "initech", user.ID) // no events watcher here: cached for 10m
+
+	res = r.do(t, app, headersOf(sess))
+	assert.Equal(t, "", res.UpstreamHeader.Get("X-User-Orgs"), "still cached")
+
+	body := []byte(fmt.Sprintf(`{"user_ids":[%q]}`, user.ID))
+	bad := post(t, r, hook, body, "sha256="+strings.Repeat("0", 64))
+	assert.Equal(t, 401, bad.Status)
+	assert.Equal(t, "bad_signature", reasonOf(t, bad))
+	assert.Equal(t, 401, post(t, r, hook, body, "").Status, "unsigned")
+	res = r.do(t, app, headersOf(sess))
+	assert.Equal(t, "", res.UpstreamHeader.Get("X-User-Orgs"), "a refused call invalidates nothing")
+
+	good := post(t, r, hook, body, sign(body))
+	require.Equal(t, 200, good.Status, "body %s", good.Body)
+	var answer map[string]map[string][]string
+	require.NoError(t, json.Unmarshal(good.Body, &answer))
+	assert.Equal(t, []string{user.ID}, answer["invalidated"]["user_ids"])
+	res = r.do(t, app, headersOf(sess))
+	assert.Equal(t, "initech", res.UpstreamHeader.Get("X-User-Orgs"))
+
+	// The keycloak-events webhook payload of a membership removal.
+	kctest.RemoveMember(t, "initech", user.ID)
+	event := []byte(fmt.Sprintf(`{"type":"admin.ORGANIZATION_MEMBERSHIP-DELETE","resourcePath":"organizations/%s/members/%s"}`,
+		kctest.OrgIDByAlias(t, "initech"), user.ID))
+	good = post(t, r, hook, event, hex.EncodeToString(mac(event)))
+	require.Equal(t, 200, good.Status, "body %s", good.Body)
+	res = r.do(t, app, headersOf(sess))
+	assert.Equal(t, "", res.UpstreamHeader.Get("X-User-Orgs"))
+}
+
+func post(t *testing.T, r *runner, route *apisix.Route, body []byte, signature string) *apisix.Result {
+	t.Helper()
+	h := http.Header{"Content-Type": {"application/json"}}
+	if signature != "" {
+		h.Set("X-Keycloak-Signature", signature)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := r.gw.Do(ctx, route, &apisix.Request{Method: http.MethodPost, Path: "/hooks/keycloak", Header: h, Body: body})
+	require.NoError(t, err)
+	return res
+}
+
+func mac(body []byte) []byte {
+	m := hmac.New(sha256.New, []byte(webhookSecret))
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+func sign(body []byte) string { return "sha256=" + hex.EncodeToString(mac(body)) }
