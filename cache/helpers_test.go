@@ -33,9 +33,20 @@ func needEnv(t testing.TB, name string) string {
 	return v
 }
 
-// testPrefix isolates one test's keys and channel on a shared Redis.
+// testPrefix isolates one test's keys and channel on a shared Redis, and deletes them when the
+// test ends (when REDIS_TEST_URL is set).
 func testPrefix(t testing.TB) string {
-	return fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+	prefix := fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+	if url := os.Getenv("REDIS_TEST_URL"); url != "" {
+		t.Cleanup(func() {
+			rc := rawClient(t, url)
+			iter := rc.Scan(context.Background(), 0, prefix+"*", 1000).Iterator()
+			for iter.Next(context.Background()) {
+				_ = rc.Del(context.Background(), iter.Val()).Err()
+			}
+		})
+	}
+	return prefix
 }
 
 func newTestCache(t testing.TB, o Options) *Cache {
