@@ -15,8 +15,9 @@ type Identity struct {
 	Claims Claims
 	// Orgs is the organization claim; a later plugin (orgsync) may replace it.
 	Orgs Organizations
-	// OrgsSource says where Orgs came from: "token" until orgsync replaces it
-	// with "keycloak", "cache" or "stale".
+	// OrgsSource says where orgsync took Orgs from ("keycloak", "cache",
+	// "stale" or "token"); "" when no orgsync ran, and then no
+	// X-User-Orgs-Source header is sent.
 	OrgsSource string
 }
 

@@ -49,6 +49,10 @@ const (
 	accountUnknown  = "unknown"
 )
 
+// errStaleDenied: Keycloak failed and only a list past stale_ttl is cached,
+// which on_keycloak_error "deny" does not serve.
+var errStaleDenied = errors.New("orgsync: only a stale list is cached")
+
 // FeedStream is the Redis stream (under the cache's key prefix) holding the
 // membership change feed.
 const FeedStream = "orgsync:changes"
@@ -135,6 +139,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
 	defer cancel()
 
 	snap, source, err := c.lookup(ctx, d, id)
+	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
+		err = errStaleDenied
+	}
 	if err != nil {
 		metricKeycloakErrors.Inc()
 		if c.OnKeycloakError == OnErrorDeny {

@@ -198,7 +198,7 @@ func newIdentity(claims identity.Claims) (*identity.Identity, *refusal) {
 	if err != nil {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}
-	return &identity.Identity{Subject: claims.Subject(), Claims: claims, Orgs: orgs, OrgsSource: "token"}, nil
+	return &identity.Identity{Subject: claims.Subject(), Claims: claims, Orgs: orgs}, nil
 }
 
 // checkIDToken removes X-ID-Token when it does not describe the verified
@@ -234,7 +234,7 @@ func (c *Conf) Emit(r pkgHTTP.Request, id *identity.Identity) error {
 			h.Set(ch.header, identity.SanitizeValue(v))
 		}
 	}
-	if id.OrgsSource != "" && id.OrgsSource != "token" {
+	if id.OrgsSource != "" {
 		h.Set(identity.HeaderOrgsSource, id.OrgsSource)
 	}
 	if c.Assertion == nil {

@@ -53,8 +53,10 @@ func TestMembershipChangesWithoutRelogin(t *testing.T) {
 	sess := kctest.Login(t, user.Username, user.Password) // the one and only login
 	globexID := kctest.OrgIDByAlias(t, "globex")
 
-	listRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
-	mapRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","shape":"map"}`))
+	// The test realm's mapper writes the map shape with attributes; one route
+	// keeps it (auto), the other forces the list of aliases.
+	listRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","shape":"list"}`))
+	mapRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
 
 	for i := 0; i < 3; i++ { // the first requests teach userinfo that orgsync follows
 		res := r.do(t, listRoute, headersOf(sess))
@@ -87,6 +89,7 @@ func TestMembershipChangesWithoutRelogin(t *testing.T) {
 	res = r.do(t, mapRoute, headersOf(sess))
 	m = userinfoOrgs(t, res.UpstreamHeader).(map[string]any)
 	assert.Equal(t, globexID, m["globex"].(map[string]any)["id"], "map shape carries the id")
+	assert.Equal(t, []any{"silver"}, m["globex"].(map[string]any)["tier"], "and the attributes, as the mapper wrote them")
 
 	// Removed from acme: gone everywhere, again without a login.
 	removed := time.Now()
@@ -119,7 +122,7 @@ func readFeed(t *testing.T, user string) []map[string]string {
 	require.NoError(t, err)
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
-	msgs, err := rdb.XRange(context.Background(), "apisix-identity:orgsync:changes", "-", "+").Result()
+	msgs, err := rdb.XRange(context.Background(), "apisix-identity:feed:orgsync:changes", "-", "+").Result()
 	require.NoError(t, err)
 	var out []map[string]string
 	for _, msg := range msgs {
