@@ -207,10 +207,13 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	}
 
 	if c.redisUsable() {
+		gen := c.gen(key)
+		g := gen.Load()
 		e, err := c.redisGet(ctx, key)
 		switch {
 		case err == nil:
-			c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now})
+			// Not if an invalidation arrived during the GET: the value read may be the dropped one.
+			c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now}, gen, g)
 			if cand == nil || !e.FetchedAt.Before(cand.FetchedAt) {
 				cand = &candidate{Entry: e, src: SourceRedis}
 			}
@@ -368,9 +371,11 @@ func (c *Cache) Peek(ctx context.Context, key string) (Entry, error) {
 		return Entry{Value: le.value, FetchedAt: le.fetched}, nil
 	}
 	if c.redisUsable() {
+		gen := c.gen(key)
+		g := gen.Load()
 		e, err := c.redisGet(ctx, key)
 		if err == nil {
-			c.local.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now})
+			c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: now}, gen, g)
 			if !lok || !le.fetched.After(e.FetchedAt) {
 				return e, nil
 			}
