@@ -50,8 +50,9 @@ type Handoff struct {
 // userinfo leave the emission (and the one signature) to the follower.
 type Chains struct {
 	mu       sync.Mutex
-	handoffs map[pkgHTTP.Request]*Handoff
-	routes   map[uint32]*routeInfo
+	handoffs  map[pkgHTTP.Request]*Handoff
+	routes    map[uint32]*routeInfo
+	lastPrune time.Time
 }
 
 type routeInfo struct {
@@ -108,27 +109,48 @@ func (c *Chains) FollowerKnown(r pkgHTTP.Request) bool {
 }
 
 // Hand stores a hand-off for the plugin after userinfo. With emitted set, it
-// is kept only while the route is still being learned.
+// is kept only while the route is still being learned, and only while few
+// hand-offs are pending: it serves learning, nothing depends on it.
 func (c *Chains) Hand(r pkgHTTP.Request, h *Handoff) {
 	now := time.Now()
 	token, hasToken := confToken(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if h.Emitted && hasToken {
-		if info := c.routes[token]; info != nil && now.Sub(info.firstSeen) > learnWindow {
+	if h.Emitted {
+		if info := c.routes[token]; hasToken && info != nil && now.Sub(info.firstSeen) > learnWindow {
 			return
 		}
+		if len(c.handoffs) >= maxLearningHandoffs {
+			c.pruneHandoffsLocked(now)
+			if len(c.handoffs) >= maxLearningHandoffs {
+				return
+			}
+		}
+	} else if len(c.handoffs) >= maxLearningHandoffs {
+		c.pruneHandoffsLocked(now)
 	}
 	h.requestID = r.ID()
 	h.at = now
-	if len(c.handoffs) >= 4096 {
-		for k, v := range c.handoffs {
-			if now.Sub(v.at) > handoffMaxAge {
-				delete(c.handoffs, k)
-			}
+	c.handoffs[r] = h
+}
+
+// maxLearningHandoffs bounds the hand-offs kept for learning. The runner pools
+// its request objects, so in steady state the map holds about one entry per
+// connection; more means hand-offs nobody takes.
+const maxLearningHandoffs = 1024
+
+// pruneHandoffsLocked drops hand-offs no follower took, at most once a second
+// so that a full map does not cost a scan per request.
+func (c *Chains) pruneHandoffsLocked(now time.Time) {
+	if now.Sub(c.lastPrune) < time.Second {
+		return
+	}
+	c.lastPrune = now
+	for k, v := range c.handoffs {
+		if now.Sub(v.at) > handoffMaxAge || now.Sub(v.at) > time.Second && v.Emitted {
+			delete(c.handoffs, k)
 		}
 	}
-	c.handoffs[r] = h
 }
 
 // Take returns and forgets the hand-off userinfo left for this request, or

@@ -162,6 +162,7 @@ func TestChainsPruneOldHandoffs(t *testing.T) {
 		c.Hand(r, newHandoff("u", false))
 		c.handoffs[r].at = old
 	}
+	c.lastPrune = time.Time{} // pruning runs at most once a second
 	fresh := &fakeRequest{id: 5000, token: 1}
 	c.Hand(fresh, newHandoff("u-fresh", false))
 	c.mu.Lock()
@@ -169,6 +170,22 @@ func TestChainsPruneOldHandoffs(t *testing.T) {
 	c.mu.Unlock()
 	assert.Equal(t, 1, n, "expired hand-offs are dropped once the map is full")
 	assert.NotNil(t, c.Take(fresh))
+}
+
+// Hand-offs kept only for learning never grow past the cap, however many
+// requests a route without follower sees in its first seconds.
+func TestChainsLearningHandoffsAreCapped(t *testing.T) {
+	c := NewChains()
+	for i := 0; i < 3*maxLearningHandoffs; i++ {
+		c.Hand(&fakeRequest{id: uint32(i), token: 9}, newHandoff("u", true))
+	}
+	c.mu.Lock()
+	n := len(c.handoffs)
+	c.mu.Unlock()
+	assert.LessOrEqual(t, n, maxLearningHandoffs)
+	followerNeeds := &fakeRequest{id: 99999, token: 9}
+	c.Hand(followerNeeds, newHandoff("u", false))
+	assert.NotNil(t, c.Take(followerNeeds), "a hand-off a follower needs is always kept")
 }
 
 func TestChainsPruneRoutes(t *testing.T) {

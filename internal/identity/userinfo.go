@@ -156,12 +156,16 @@ func (c Claims) Clone() Claims {
 // Merge overwrites every claim of c that override also has. Used with a
 // verified token as override: the token is signed and fresher, so a client
 // holding its own valid token cannot write someone else's email into X-Userinfo.
-func (c Claims) Merge(override Claims) {
-	for k := range c {
-		if v, ok := override[k]; ok {
+// It reports whether any value changed.
+func (c Claims) Merge(override Claims) bool {
+	changed := false
+	for k, old := range c {
+		if v, ok := override[k]; ok && !bytes.Equal(old, v) {
 			c[k] = v
+			changed = true
 		}
 	}
+	return changed
 }
 
 // Encode gives the X-Userinfo header value: standard base64 of the JSON object.

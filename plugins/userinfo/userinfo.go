@@ -185,8 +185,12 @@ func (c *Conf) establish(ctx context.Context, userinfo, token string) (*identity
 			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSubjectMismatch,
 				detail: "X-Userinfo names another user than the access token"}
 		}
-		claims.Merge(tok.Claims)
+		if !claims.Merge(tok.Claims) {
+			return newIdentity(claims)
+		}
 	}
+	// The token's claims replaced some (or, for a bearer token, are all the
+	// claims): check their types as X-Userinfo's were checked.
 	if err := claims.Validate(); err != nil {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}

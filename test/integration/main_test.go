@@ -86,7 +86,7 @@ func writeSigningKey(path string) {
 	}
 }
 
-func redisURL(t *testing.T) string {
+func redisURL(t testing.TB) string {
 	t.Helper()
 	u := os.Getenv("REDIS_TEST_URL")
 	if u == "" {
