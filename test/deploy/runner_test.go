@@ -1,0 +1,189 @@
+package deploy
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startRunner starts the real runner binary as APISIX would (APISIX sets
+// APISIX_LISTEN_ADDRESS and APISIX_CONF_EXPIRE_TIME), with exactly the given
+// variables. It is stopped with SIGTERM when the test ends.
+func startRunner(t *testing.T, vars map[string]string) *runnerProc {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "runner.sock")
+	cmd := exec.Command(runnerBinary(t), "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + sock, "APISIX_CONF_EXPIRE_TIME=3600"}
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	proc := &runnerProc{out: out, done: done}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return proc
+}
+
+type runnerProc struct {
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// waitHealthy waits for url to answer 200, and fails at once when the runner exits.
+func (p *runnerProc) waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- waitHTTP(url, 20*time.Second) }()
+	select {
+	case err := <-errc:
+		require.NoError(t, err, "runner output:\n%s", p.out)
+	case <-p.done:
+		t.Fatalf("the runner exited:\n%s", p.out)
+	}
+}
+
+// syncBuffer collects the runner's output, written by exec's copying goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The runner starts with the environment docker-compose.yml gives it: every
+// value parses, the signing key loads, the metrics and health listener comes
+// up. Only what cannot exist here is swapped: the secret's path inside the
+// container and the metrics port. Redis and Keycloak hosts do not resolve
+// outside compose; the runner starts anyway (cache in-process, Keycloak later).
+func TestRunnerStartsWithComposeEnvironment(t *testing.T) {
+	p := loadCompose(t)
+	s := p.Services[apisixService]
+	vars := map[string]string{}
+	listed := map[string]bool{}
+	for _, v := range configurableVars(t) {
+		listed[v] = true
+	}
+	for k, v := range env(s) {
+		if listed[k] { // what nginx_config.envs passes on
+			vars[k] = v
+		}
+	}
+	name := strings.TrimPrefix(vars["RUNNER_SIGNING_KEY_FILE"], "/run/secrets/")
+	require.Contains(t, p.Secrets, name)
+	vars["RUNNER_SIGNING_KEY_FILE"] = p.Secrets[name].File
+	addr := freeAddr(t)
+	vars["RUNNER_METRICS_ADDR"] = addr
+
+	proc := startRunner(t, vars)
+	proc.waitHealthy(t, "http://"+addr+"/healthz")
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.NotContains(t, proc.out.String(), "bad configuration")
+	assert.NotContains(t, proc.out.String(), vars["KEYCLOAK_CLIENT_SECRET"], "the runner logged a secret")
+}
+
+// conf/apisix-healthcheck.sh, the apisix container's health check: healthy
+// only when APISIX's status API and the runner's /healthz both answer 200.
+// APISIX cannot run here: its status API is played by a local listener,
+// only to give the script a 200 and a 503 to read; the runner is the real one.
+func TestApisixHealthcheckScript(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	script := repoPath(t, "conf/apisix-healthcheck.sh")
+	st, err := os.Stat(script)
+	require.NoError(t, err)
+	assert.NotZero(t, st.Mode()&0o111, "the script must be executable")
+
+	var notReady atomic.Bool
+	status := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status/ready" {
+			http.NotFound(w, r)
+			return
+		}
+		if notReady.Load() {
+			http.Error(w, `{"status":"error"}`, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	}))
+	defer status.Close()
+	statusAddr := strings.TrimPrefix(status.URL, "http://")
+
+	metrics := freeAddr(t)
+	run := func(vars ...string) (int, string) {
+		cmd := exec.Command("bash", script)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, vars...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		require.NoError(t, err)
+		return 0, string(out)
+	}
+
+	code, out := run("APISIX_STATUS_ADDR="+statusAddr, "RUNNER_METRICS_ADDR="+metrics)
+	assert.Equal(t, 1, code, "runner not started yet: %s", out)
+
+	startRunner(t, map[string]string{"RUNNER_METRICS_ADDR": metrics}).waitHealthy(t, "http://"+metrics+"/healthz")
+	code, out = run("APISIX_STATUS_ADDR="+statusAddr, "RUNNER_METRICS_ADDR="+metrics)
+	assert.Equal(t, 0, code, out)
+
+	// The compose file sets 0.0.0.0:PORT: the script asks 127.0.0.1.
+	_, port, _ := strings.Cut(metrics, ":")
+	code, out = run("APISIX_STATUS_ADDR="+statusAddr, "RUNNER_METRICS_ADDR=0.0.0.0:"+port)
+	assert.Equal(t, 0, code, out)
+
+	notReady.Store(true)
+	code, out = run("APISIX_STATUS_ADDR="+statusAddr, "RUNNER_METRICS_ADDR="+metrics)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "503")
+
+	notReady.Store(false)
+	code, out = run("APISIX_STATUS_ADDR="+freeAddr(t), "RUNNER_METRICS_ADDR="+metrics)
+	assert.Equal(t, 1, code, "APISIX down: %s", out)
+
+	// The status address the script defaults to is the one config.yaml sets.
+	c := loadYAML(t, configYAML)
+	apisix, _ := c["apisix"].(map[string]any)
+	st2, _ := apisix["status"].(map[string]any)
+	assert.Equal(t, "127.0.0.1", st2["ip"])
+	assert.Equal(t, 7085, st2["port"])
+	assert.Contains(t, string(readFile(t, "conf/apisix-healthcheck.sh")), "127.0.0.1:7085")
+}
