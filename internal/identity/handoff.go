@@ -49,7 +49,7 @@ type Handoff struct {
 // seen once holds for every later request with that token. Knowing it lets
 // userinfo leave the emission (and the one signature) to the follower.
 type Chains struct {
-	mu       sync.Mutex
+	mu        sync.Mutex
 	handoffs  map[pkgHTTP.Request]*Handoff
 	routes    map[uint32]*routeInfo
 	lastPrune time.Time
