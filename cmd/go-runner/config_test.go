@@ -1,0 +1,89 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func getenv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock"}))
+	require.NoError(t, err)
+	assert.Equal(t, slog.LevelWarn, cfg.logLevel)
+	assert.Equal(t, time.Hour, cfg.confExpire)
+	assert.Equal(t, 3*time.Second, cfg.keycloak.timeout)
+	assert.Equal(t, 2*time.Second, cfg.keycloak.eventsInterval)
+	assert.Equal(t, 5*time.Second, cfg.shutdownGrace)
+	assert.False(t, cfg.keycloak.enabled())
+	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
+}
+
+// A bad value stops the runner at start with a message naming the variable.
+func TestLoadConfigNamesTheBadVariable(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("s3cret\n"), 0o600))
+	base := func() map[string]string {
+		return map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock"}
+	}
+	keycloak := func() map[string]string {
+		m := base()
+		m["KEYCLOAK_URL"] = "https://sso.example.org"
+		m["KEYCLOAK_REALM"] = "olapps"
+		m["KEYCLOAK_CLIENT_ID"] = "identity-runner"
+		m["KEYCLOAK_CLIENT_SECRET"] = "s3cret"
+		return m
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no socket", map[string]string{}, "APISIX_LISTEN_ADDRESS"},
+		{"tcp socket", map[string]string{"APISIX_LISTEN_ADDRESS": "127.0.0.1:9999"}, "APISIX_LISTEN_ADDRESS"},
+		{"bad conf expire", with(base(), "APISIX_CONF_EXPIRE_TIME", "1h"), "APISIX_CONF_EXPIRE_TIME"},
+		{"bad log level", with(base(), "RUNNER_LOG_LEVEL", "loud"), "RUNNER_LOG_LEVEL"},
+		{"missing key file", with(base(), "RUNNER_SIGNING_KEY_FILE", "/nonexistent/key.pem"), "RUNNER_SIGNING_KEY_FILE"},
+		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
+		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
+		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},
+		{"bad events interval", with(keycloak(), "KEYCLOAK_EVENTS_INTERVAL", "-1s"), "KEYCLOAK_EVENTS_INTERVAL"},
+		{"keycloak url not http", with(keycloak(), "KEYCLOAK_URL", "sso.example.org"), "KEYCLOAK_URL"},
+		{"keycloak without realm", with(keycloak(), "KEYCLOAK_REALM", ""), "KEYCLOAK_REALM"},
+		{"keycloak without secret", with(keycloak(), "KEYCLOAK_CLIENT_SECRET", ""), "KEYCLOAK_CLIENT_SECRET"},
+		{"both secrets", with(keycloak(), "KEYCLOAK_CLIENT_SECRET_FILE", secretFile), "KEYCLOAK_CLIENT_SECRET_FILE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(getenv(tc.env))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "s3cret", "errors never carry a secret")
+		})
+	}
+}
+
+func TestLoadConfigSecretFile(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("s3cret\n"), 0o600))
+	cfg, err := loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock",
+		"KEYCLOAK_URL": "https://sso.example.org/", "KEYCLOAK_REALM": "olapps", "KEYCLOAK_CLIENT_ID": "c",
+		"KEYCLOAK_CLIENT_SECRET_FILE": secretFile, "RUNNER_LOG_LEVEL": "DEBUG"}))
+	require.NoError(t, err)
+	assert.Equal(t, "s3cret", cfg.keycloak.clientSecret)
+	assert.Equal(t, "https://sso.example.org", cfg.keycloak.url)
+	assert.Equal(t, slog.LevelDebug, cfg.logLevel)
+}
+
+func with(m map[string]string, k, v string) map[string]string {
+	m[k] = v
+	return m
+}

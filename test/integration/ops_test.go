@@ -1,0 +1,93 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
+)
+
+func TestMetricsAndHealth(t *testing.T) {
+	addr := "127.0.0.1:" + itoa(freePort(t))
+	e := baseEnv(t, kctest.Env(t).URL)
+	e["RUNNER_METRICS_ADDR"] = addr
+	r := startRunner(t, e)
+	user := kctest.CreateUser(t, "metrics")
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{}`))
+	require.Equal(t, 200, r.do(t, route, headersOf(sess)).Status)
+	require.Equal(t, 401, r.do(t, route, map[string]string{"x-userinfo": "%%"}).Status)
+
+	body := httpGet(t, "http://"+addr+"/metrics")
+	for _, series := range []string{
+		`apisix_identity_userinfo_requests_total{outcome="verified"}`,
+		`apisix_identity_userinfo_verification_failures_total{reason="userinfo_malformed"}`,
+		`apisix_identity_userinfo_assertions_signed_total`,
+		`apisix_identity_orgsync_requests_total{outcome="keycloak"}`,
+		`apisix_identity_cache_`,
+		`apisix_identity_keycloak_requests_total{endpoint=`,
+		`apisix_identity_orgsync_event_watcher_polls_total`,
+	} {
+		assert.Contains(t, body, series)
+	}
+	assert.Contains(t, httpGet(t, "http://"+addr+"/healthz"), `"status":"ok"`)
+}
+
+func TestSIGTERMReleasesTheWatcherLease(t *testing.T) {
+	e := baseEnv(t, kctest.Env(t).URL)
+	opts, err := redis.ParseURL(e["REDIS_URL"])
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	const lease = "apisix-identity:lease:orgsync:events:lease"
+	ctx := context.Background()
+
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary, Args: []string{"run"}, Env: e.list(),
+		StopTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	// Runners stopped earlier released the lease; one that was killed leaves it
+	// to expire (10 s), so allow for that.
+	eventually(t, 15*time.Second, "this runner takes the watcher lease", func() bool {
+		return strings.Contains(r.Output(), "admin event watcher lease taken")
+	})
+	require.EqualValues(t, 1, rdb.Exists(ctx, lease).Val())
+	require.NoError(t, r.Stop())
+	assert.Contains(t, r.Output(), "go-runner stopping")
+	assert.EqualValues(t, 0, rdb.Exists(ctx, lease).Val(), "lease released on SIGTERM, not left to expire")
+}
+
+func TestBadEnvironmentStopsTheRunner(t *testing.T) {
+	cmd := exec.Command(runnerBinary, "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:/tmp/air-bad.sock", "KEYCLOAK_URL=https://sso.example.org",
+		"KEYCLOAK_REALM=olapps", "KEYCLOAK_CLIENT_ID=c", "KEYCLOAK_CLIENT_SECRET=top-secret-value", "KEYCLOAK_TIMEOUT=fast"}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the runner must not start")
+	assert.Contains(t, string(out), "KEYCLOAK_TIMEOUT")
+	assert.NotContains(t, string(out), "top-secret-value")
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	return string(b)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
