@@ -15,6 +15,7 @@
 #   KC_WORK_DIR     where it is unpacked and run. Default <repo>/.work/keycloak.
 #   KC_ENV_FILE     the env file written after start. Default <repo>/.work/keycloak.env.
 #   KC_REALM_DIR    realm JSON files to import. Default <repo>/test/keycloak.
+#   KC_EXTRA_REALMS more realm JSON files, space-separated. Default <repo>/conf/keycloak/realm-demo.json.
 #   KC_HTTP_PORT    HTTP port. Default: a free port.
 #   KC_START_TIMEOUT seconds to wait for the realm to answer. Default 180.
 #   KC_SNAPSHOT     1 (default): keep the database after the first import of these realm files and restore it on
@@ -28,6 +29,8 @@ KC_CACHE_DIR=${KC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/apisix-identity-run
 KC_WORK_DIR=${KC_WORK_DIR:-$ROOT/.work/keycloak}
 KC_ENV_FILE=${KC_ENV_FILE:-$ROOT/.work/keycloak.env}
 KC_REALM_DIR=${KC_REALM_DIR:-$ROOT/test/keycloak}
+# The docker compose demo realm is imported too, so its routes are tested against a real Keycloak.
+KC_EXTRA_REALMS=${KC_EXTRA_REALMS-$ROOT/conf/keycloak/realm-demo.json}
 KC_START_TIMEOUT=${KC_START_TIMEOUT:-180}
 
 # Values that match test/keycloak/realm-test.json.
@@ -174,6 +177,11 @@ start() {
 
 	local realm_files=("$KC_REALM_DIR"/*.json)
 	[[ -e ${realm_files[0]} ]] || die "no realm JSON in $KC_REALM_DIR"
+	local extra
+	for extra in $KC_EXTRA_REALMS; do
+		[[ -f $extra ]] || die "KC_EXTRA_REALMS: no file $extra"
+		realm_files+=("$extra")
+	done
 	# A snapshot is the H2 database right after a clean import of exactly these realm files into this version.
 	# Restoring it is as fresh as importing again, and skips schema creation and import (about 20 s).
 	local key snap

@@ -26,7 +26,7 @@ fi
 
 step "go vet"
 go vet ./...
-go vet -tags integration ./test/integration/
+go vet -tags integration ./test/integration/ ./test/deploy/
 
 step "services: Redis and Keycloak"
 if [[ -z ${REDIS_TEST_URL:-} ]]; then
@@ -45,3 +45,6 @@ go test -race -count=1 ./...
 
 step "integration tests: the runner binary over its unix socket, real Redis and Keycloak"
 go test -race -count=1 -tags integration -timeout 15m ./test/integration/
+
+step "the docker compose demo's routes (conf/apisix.yaml) through the runner against the demo realm"
+DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./test/deploy/
