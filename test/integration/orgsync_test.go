@@ -3,12 +3,14 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"sort"
@@ -339,3 +341,94 @@ func mac(body []byte) []byte {
 }
 
 func sign(body []byte) string { return "sha256=" + hex.EncodeToString(mac(body)) }
+
+// With "claims" asking for groups and roles, those are refreshed from
+// Keycloak the same way: a role granted after login shows without a new login.
+func TestGroupsAndRolesRefreshed(t *testing.T) {
+	s := kctest.Env(t)
+	r := startRunner(t, baseEnv(t, s.URL))
+	user := kctest.CreateUser(t, "roles")
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, `,"claim_headers":{"X-User-Groups":"groups"}`),
+		orgsyncConf(`{"claims":["organization","groups","roles"],"fresh_ttl":"5m","stale_ttl":"10m"}`))
+
+	res := r.do(t, route, headersOf(sess))
+	require.Equal(t, 200, res.Status, "body %s", res.Body)
+	ui := decodeUserinfo(t, res.UpstreamHeader.Get("X-Userinfo"))
+	assert.Equal(t, []any{}, ui["groups"])
+	assert.NotContains(t, ui["realm_access"].(map[string]any)["roles"], "course-admin")
+
+	admin := kctest.AdminToken(t)
+	// Join /staff/editors and take the realm role course-admin, as an admin would.
+	groupID := adminJSON(t, admin, http.MethodGet, "/groups?search=editors", nil)
+	gid := findGroupID(t, groupID, "/staff/editors")
+	adminJSON(t, admin, http.MethodPut, "/users/"+user.ID+"/groups/"+gid, nil)
+	role := adminJSON(t, admin, http.MethodGet, "/roles/course-admin", nil)
+	adminJSON(t, admin, http.MethodPost, "/users/"+user.ID+"/role-mappings/realm", []any{role})
+
+	eventually(t, 3*time.Second, "group and role visible without a new login", func() bool {
+		res := r.do(t, route, headersOf(sess))
+		ui := decodeUserinfo(t, res.UpstreamHeader.Get("X-Userinfo"))
+		roles, _ := ui["realm_access"].(map[string]any)["roles"].([]any)
+		return res.UpstreamHeader.Get("X-User-Groups") == "/staff/editors" && containsAny(roles, "course-admin")
+	})
+	claims := verifyAssertion(t, r, r.do(t, route, headersOf(sess)).UpstreamHeader.Get("X-Identity-Assertion"))
+	assert.Equal(t, []any{"/staff/editors"}, claims["groups"])
+}
+
+func containsAny(list []any, want string) bool {
+	for _, v := range list {
+		if v == want {
+			return true
+		}
+	}
+	return false
+}
+
+func findGroupID(t *testing.T, groups any, path string) string {
+	t.Helper()
+	var walk func(any) string
+	walk = func(v any) string {
+		for _, g := range v.([]any) {
+			m := g.(map[string]any)
+			if m["path"] == path {
+				return m["id"].(string)
+			}
+			if sub, ok := m["subGroups"].([]any); ok {
+				if id := walk(sub); id != "" {
+					return id
+				}
+			}
+		}
+		return ""
+	}
+	id := walk(groups)
+	require.NotEmpty(t, id, "group %s", path)
+	return id
+}
+
+func adminJSON(t *testing.T, token, method, path string, body any) any {
+	t.Helper()
+	s := kctest.Env(t)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.URL+"/admin/realms/"+s.Realm+path, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	require.Less(t, resp.StatusCode, 300, "%s %s: %s", method, path, b)
+	if len(b) == 0 {
+		return nil
+	}
+	var out any
+	require.NoError(t, json.Unmarshal(b, &out))
+	return out
+}
