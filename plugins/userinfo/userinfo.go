@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -83,7 +84,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	id, ref := c.establish(r.Context(), userinfo, token)
 	if ref != nil {
 		metricFailures.WithLabelValues(ref.reason).Inc()
-		if logger().Enabled(r.Context(), -4) {
+		if slog.Default().Enabled(r.Context(), slog.LevelDebug) {
 			logger().Debug("identity refused", "reason", ref.reason, "detail", ref.detail)
 		}
 		if c.OnInvalid == OnInvalidReject {
