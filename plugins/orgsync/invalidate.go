@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -30,6 +31,9 @@ const (
 	InvalidatedByWebhook = "webhook"
 	InvalidatedByEvents  = "admin_events"
 )
+
+// lastBadSignatureLog is when a refused invalidation was last logged (unix s).
+var lastBadSignatureLog atomic.Int64
 
 // maxInvalidateBody bounds the body read by the endpoint.
 const maxInvalidateBody = 1 << 20
@@ -67,7 +71,12 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps
 	}
 	if !c.signatureValid(r.Header().Get(c.SignatureHeader), body) {
 		metricInvalidationsRefused.Inc()
-		logger().Warn("invalidation refused: bad signature", "header", c.SignatureHeader)
+		// Anyone can post here: log at most once a minute, count every one.
+		if now := time.Now().Unix(); now-lastBadSignatureLog.Load() >= 60 {
+			lastBadSignatureLog.Store(now)
+			logger().Warn("invalidation refused: bad signature (logged at most once a minute; see the metric)",
+				"header", c.SignatureHeader)
+		}
 		identity.Refuse(w, http.StatusUnauthorized, ReasonBadSignature,
 			fmt.Sprintf("%s must be the hex HMAC-SHA256 of the body", c.SignatureHeader))
 		return
