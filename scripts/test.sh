@@ -29,16 +29,18 @@ go vet ./...
 go vet -tags integration ./test/integration/ ./test/deploy/
 
 step "services: Redis and Keycloak"
-if [[ -z ${REDIS_TEST_URL:-} ]]; then
-	scripts/redis.sh start
-	started+=(redis)
-	set -a; source .work/redis.env; set +a
-fi
-if [[ -z ${KEYCLOAK_TEST_URL:-} ]]; then
-	scripts/keycloak.sh start
-	started+=(keycloak)
-	set -a; source .work/keycloak.env; set +a
-fi
+# A server already running from this checkout is reused and left running;
+# one this script starts is stopped when it ends.
+for service in redis keycloak; do
+	var=REDIS_TEST_URL
+	[[ $service == keycloak ]] && var=KEYCLOAK_TEST_URL
+	[[ -n ${!var:-} ]] && continue
+	if ! "scripts/$service.sh" status >/dev/null 2>&1; then
+		"scripts/$service.sh" start
+		started+=("$service")
+	fi
+	set -a; source ".work/$service.env"; set +a
+done
 
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...

@@ -77,6 +77,7 @@ type Conf struct {
 	strip    *identity.StripRule
 	headers  []claimHeader
 	verify   bool
+	sessions *sessions
 }
 
 // AssertionConf configures the signed identity assertion.
@@ -258,6 +259,7 @@ func (c *Conf) derive() {
 	c.verify = *c.VerifyToken
 	if c.verify {
 		c.verifier = keycloak.DefaultVerifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
+		c.sessions = newSessions(10000)
 	}
 	// Everything this plugin emits is removed first in every spelling, so a
 	// client can never hand the upstream a value that looks like ours.

@@ -139,6 +139,13 @@ func (c *Conf) anonymous(w http.ResponseWriter, r pkgHTTP.Request, why refusal) 
 // establish proves the identity: X-Userinfo decoded, the token verified, both
 // naming the same user.
 func (c *Conf) establish(ctx context.Context, userinfo, token string) (*identity.Identity, *refusal) {
+	var key [32]byte
+	if c.verify && token != "" {
+		key = sessionKey(userinfo, token)
+		if id := c.sessions.get(key, time.Now()); id != nil {
+			return id, nil
+		}
+	}
 	var claims identity.Claims
 	if userinfo != "" {
 		var err error
@@ -175,6 +182,16 @@ func (c *Conf) establish(ctx context.Context, userinfo, token string) (*identity
 		}
 		return nil, &refusal{status: http.StatusUnauthorized, reason: "token_invalid"}
 	}
+	id, ref := bindToToken(claims, tok)
+	if ref == nil {
+		c.sessions.put(key, id, tok.Expiry.Add(c.Leeway.Std()))
+	}
+	return id, ref
+}
+
+// bindToToken checks that X-Userinfo's claims describe the token's user and
+// merges the token's claims in.
+func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identity, *refusal) {
 	if claims == nil {
 		// Bearer use: no userinfo, the token's claims are the identity.
 		claims = identity.Claims(tok.Claims).Clone()

@@ -340,3 +340,34 @@ func TestHundredHeadersAreRefused(t *testing.T) {
 	w, _ = rt.do(h)
 	assert.Equal(t, 200, w.Code, "99 headers pass")
 }
+
+// The per-token session cache must not outlive the token: once it expires
+// (plus leeway) the same headers are refused.
+func TestCachedSessionStillExpires(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	rt := newRoute(t, confFor(is, `,"leeway":"1s"`))
+	claims := is.Claims("u-alice")
+	claims["exp"] = time.Now().Add(time.Second).Unix()
+	headers := map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-alice"}), "x-access-token": is.Sign(claims)}
+	w, _ := rt.do(headers)
+	require.Equal(t, 200, w.Code)
+	w, _ = rt.do(headers)
+	require.Equal(t, 200, w.Code, "served from the session cache")
+	time.Sleep(3 * time.Second)
+	w, _ = rt.do(headers)
+	assert.Equal(t, 401, w.Code)
+	assert.Contains(t, w.Body.String(), "token_expired")
+}
+
+// A cached session is bound to both headers: the same token with another
+// X-Userinfo is checked again.
+func TestCachedSessionIsBoundToBothHeaders(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	rt := newRoute(t, confFor(is, ""))
+	token := is.Sign(is.Claims("u-alice"))
+	w, _ := rt.do(map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-alice"}), "x-access-token": token})
+	require.Equal(t, 200, w.Code)
+	w, _ = rt.do(map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-bob"}), "x-access-token": token})
+	assert.Equal(t, 401, w.Code)
+	assert.Contains(t, w.Body.String(), ReasonSubjectMismatch)
+}
