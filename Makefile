@@ -4,7 +4,7 @@
 SOCKET ?= /tmp/apisix-identity-runner.sock
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test demo bench fuzz clean
+.PHONY: build run test demo bench bench-e2e fuzz clean
 
 build:
 	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/go-runner ./cmd/go-runner
@@ -22,6 +22,12 @@ demo:
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./plugins/... ./cache/...
+
+# Through the real runner binary, against the test Redis and Keycloak (start
+# them with scripts/redis.sh start and scripts/keycloak.sh start).
+bench-e2e:
+	set -a; . .work/redis.env; . .work/keycloak.env; set +a; \
+	go test -tags integration -run '^$$' -bench BenchmarkRunner -benchtime 3000x ./test/integration/
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecodeUserinfo -fuzztime 30s ./internal/identity/
