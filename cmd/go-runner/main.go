@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/apache/apisix-go-plugin-runner/pkg/runner"
 	"go.uber.org/zap/zapcore"
@@ -75,6 +76,10 @@ func run() int {
 	// before the clients they use are closed.
 	if !inflight.Wait(cfg.shutdownGrace) {
 		slog.Warn("go-runner stopping with calls still under way", "calls", inflight.Count())
+	} else {
+		// A call leaves our plugins a moment before the library has written
+		// its answer to the socket.
+		time.Sleep(100 * time.Millisecond)
 	}
 	slog.Warn("go-runner stopping")
 	return 0

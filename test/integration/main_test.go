@@ -222,6 +222,8 @@ type keycloakProxy struct {
 	mu     sync.Mutex
 	counts map[string]int
 	down   atomic.Bool
+	// delay holds every call this long (a slow Keycloak).
+	delay atomic.Int64
 }
 
 var orgLookupPath = regexp.MustCompile(`/organizations/members/[^/]+/organizations$`)
@@ -246,6 +248,7 @@ func newKeycloakProxy(t *testing.T) *keycloakProxy {
 		p.mu.Lock()
 		p.counts[r.URL.Path]++
 		p.mu.Unlock()
+		time.Sleep(time.Duration(p.delay.Load()))
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)

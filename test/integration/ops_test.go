@@ -67,6 +67,9 @@ func TestSIGTERMReleasesTheWatcherLease(t *testing.T) {
 	require.NoError(t, r.Stop())
 	assert.Contains(t, r.Output(), "go-runner stopping")
 	assert.EqualValues(t, 0, rdb.Exists(ctx, lease).Val(), "lease released on SIGTERM, not left to expire")
+	position, err := rdb.Get(ctx, "apisix-identity:state:orgsync:events:position").Result()
+	require.NoError(t, err, "the watcher's position is kept in Redis for the next runner")
+	assert.Regexp(t, `^\d{13}\|`, position)
 }
 
 func TestBadEnvironmentStopsTheRunner(t *testing.T) {
@@ -91,3 +94,40 @@ func httpGet(t *testing.T, url string) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// SIGTERM while a call waits on a slow Keycloak: the call finishes before the
+// runner exits (the runner library alone would drop it).
+func TestSIGTERMLetsCallsUnderWayFinish(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	e := baseEnv(t, proxy.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary, Args: []string{"run"}, Env: e.list(),
+		StopTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	gw := apisix.NewGateway(r.Socket())
+	defer gw.Close()
+	user := kctest.CreateUser(t, "drain")
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"timeout":"5s"}`))
+
+	proxy.delay.Store(int64(1500 * time.Millisecond))
+	done := make(chan *apisix.Result, 1)
+	go func() {
+		h := http.Header{}
+		for k, v := range headersOf(sess) {
+			h.Set(k, v)
+		}
+		res, err := gw.Do(context.Background(), route, &apisix.Request{Method: http.MethodGet, Path: "/app", Header: h})
+		if err != nil {
+			res = &apisix.Result{Status: -1}
+		}
+		done <- res
+	}()
+	time.Sleep(500 * time.Millisecond) // the call is now waiting on Keycloak
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Stop() }()
+	res := <-done
+	assert.Equal(t, 200, res.Status, "the call under way at SIGTERM is answered")
+	assert.Equal(t, "keycloak", res.UpstreamHeader.Get("X-User-Orgs-Source"))
+	require.NoError(t, <-stopped)
+}
