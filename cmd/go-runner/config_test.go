@@ -87,3 +87,12 @@ func with(m map[string]string, k, v string) map[string]string {
 	m[k] = v
 	return m
 }
+
+// Every variable the runner reads is documented in the README's table.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	for _, v := range envVars {
+		assert.Contains(t, string(readme), "`"+v+"`", "README.md does not document %s", v)
+	}
+}
