@@ -47,27 +47,12 @@ URL=https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/$KC_VERSIO
 KC_HOME=$KC_WORK_DIR/keycloak-$KC_VERSION
 LOG_FILE=$KC_WORK_DIR/keycloak.log
 
-log() { printf 'keycloak.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+NAME=keycloak.sh
+ENV_FILE=$KC_ENV_FILE
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not installed"; }
-
-# port_free PORT: true when nothing listens on 127.0.0.1:PORT.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port [EXCEPT]: a free TCP port in 20000-59999.
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-		[[ $p == "${1:-}" ]] && continue
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
-}
 
 # running: true when the env file names a live process whose realm answers.
 running() {
@@ -248,20 +233,4 @@ stop_quiet() {
 	kill_group "$pid"
 }
 
-stop() {
-	if [[ ! -f $KC_ENV_FILE ]]; then
-		log "not running (no $KC_ENV_FILE)"
-		return 0
-	fi
-	stop_quiet
-	log "stopped"
-}
-
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-restart) stop_quiet; start ;;
-status) if running; then log "running"; else log "not running"; exit 1; fi ;;
-env) [[ -f $KC_ENV_FILE ]] && cat "$KC_ENV_FILE" || die "not running (no $KC_ENV_FILE)" ;;
-*) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
-esac
+service_main "$@"

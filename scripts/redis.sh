@@ -15,22 +15,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REDIS_WORK_DIR=${REDIS_WORK_DIR:-$ROOT/.work/redis}
 REDIS_ENV_FILE=${REDIS_ENV_FILE:-$ROOT/.work/redis.env}
 
-log() { printf 'redis.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+NAME=redis.sh
+ENV_FILE=$REDIS_ENV_FILE
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
-}
 
 env_value() { sed -n "s/^$1=//p" "$REDIS_ENV_FILE"; }
 
@@ -103,20 +93,4 @@ stop_quiet() {
 	kill -KILL "$pid" 2>/dev/null || true
 }
 
-stop() {
-	if [[ ! -f $REDIS_ENV_FILE ]]; then
-		log "not running (no $REDIS_ENV_FILE)"
-		return 0
-	fi
-	stop_quiet
-	log "stopped"
-}
-
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-restart) stop_quiet; start ;;
-status) if running; then log "running"; else log "not running"; exit 1; fi ;;
-env) [[ -f $REDIS_ENV_FILE ]] && cat "$REDIS_ENV_FILE" || die "not running (no $REDIS_ENV_FILE)" ;;
-*) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
-esac
+service_main "$@"
