@@ -20,8 +20,6 @@ ENV_FILE=$REDIS_ENV_FILE
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 
-
-
 env_value() { sed -n "s/^$1=//p" "$REDIS_ENV_FILE"; }
 
 running() {
