@@ -33,6 +33,8 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzDecodeUserinfo -fuzztime 30s ./internal/identity/
 	go test -run '^$$' -fuzz FuzzStrip -fuzztime 30s ./internal/identity/
 	go test -run '^$$' -fuzz FuzzParseConf -fuzztime 30s ./plugins/userinfo/
+	go test -run '^$$' -fuzz FuzzRequestFilter -fuzztime 30s ./plugins/userinfo/
+	go test -run '^$$' -fuzz FuzzParseConf -fuzztime 30s ./plugins/orgsync/
 
 clean:
 	rm -rf bin

@@ -220,11 +220,13 @@ func (o Organizations) Diff(other Organizations) (added, removed []string) {
 	return added, removed
 }
 
+// mustJSON encodes strings, string lists and maps of them, which cannot fail;
+// a plugin must never panic (the runner would drop the connection), so the
+// impossible error still yields valid JSON.
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
 	if err != nil {
-		// Only strings, string lists and maps of them reach here.
-		panic(fmt.Sprintf("identity: encoding %T: %v", v, err))
+		return json.RawMessage("null")
 	}
 	return b
 }
