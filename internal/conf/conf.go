@@ -169,3 +169,28 @@ func Secret(envName string) (string, error) {
 	}
 	return v, nil
 }
+
+// Lifecycle is what a route config does once decoded, in Caddy's order:
+// fill in defaults, validate (nothing changed), then derive the state the
+// request path uses. The runner has no such hooks, so ParseConf runs them all.
+type Lifecycle interface {
+	SetDefaults()
+	Validate() error
+	Derive() error
+}
+
+// Parse decodes in strictly into c and runs c's lifecycle. Errors carry the
+// component prefix ("orgsync: ...") and name the key at fault.
+func Parse(component string, in []byte, c Lifecycle) error {
+	if err := DecodeStrict(in, c); err != nil {
+		return fmt.Errorf("%s: %w", component, err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", component, err)
+	}
+	if err := c.Derive(); err != nil {
+		return fmt.Errorf("%s: %w", component, err)
+	}
+	return nil
+}

@@ -138,20 +138,16 @@ func (*Plugin) ParseConf(in []byte) (any, error) {
 
 func parse(in []byte) (*Conf, error) {
 	c := &Conf{}
-	if err := conf.DecodeStrict(in, c); err != nil {
-		return nil, fmt.Errorf("orgsync: %w", err)
-	}
-	c.setDefaults()
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("orgsync: %w", err)
-	}
-	if err := c.derive(); err != nil {
-		return nil, fmt.Errorf("orgsync: %w", err)
+	if err := conf.Parse(Name, in, c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Conf) setDefaults() {
+var _ conf.Lifecycle = (*Conf)(nil)
+
+// SetDefaults fills in every key left out.
+func (c *Conf) SetDefaults() {
 	if c.Invalidate {
 		if c.SignatureHeader == "" {
 			c.SignatureHeader = "X-Keycloak-Signature"
@@ -182,7 +178,8 @@ func (c *Conf) setDefaults() {
 	}
 }
 
-func (c *Conf) validate() error {
+// Validate checks the config without changing it.
+func (c *Conf) Validate() error {
 	if c.Invalidate {
 		if c.FreshTTL != 0 || c.StaleTTL != 0 || c.Shape != "" || c.OnKeycloakError != "" || c.CheckAccount != nil ||
 			c.Claims != nil || c.Timeout != 0 {
@@ -236,7 +233,8 @@ func (c *Conf) validate() error {
 	return nil
 }
 
-func (c *Conf) derive() error {
+// Derive resolves the secret and the flags requests use.
+func (c *Conf) Derive() error {
 	if c.Invalidate {
 		secret, err := conf.Secret(c.SecretEnv)
 		if err != nil {

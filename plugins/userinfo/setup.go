@@ -131,18 +131,16 @@ func (*Plugin) ParseConf(in []byte) (any, error) {
 
 func parse(in []byte) (*Conf, error) {
 	c := &Conf{}
-	if err := conf.DecodeStrict(in, c); err != nil {
-		return nil, fmt.Errorf("userinfo: %w", err)
+	if err := conf.Parse(Name, in, c); err != nil {
+		return nil, err
 	}
-	c.setDefaults()
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("userinfo: %w", err)
-	}
-	c.derive()
 	return c, nil
 }
 
-func (c *Conf) setDefaults() {
+var _ conf.Lifecycle = (*Conf)(nil)
+
+// SetDefaults fills in every key left out.
+func (c *Conf) SetDefaults() {
 	if c.JWKS {
 		return
 	}
@@ -182,7 +180,8 @@ func (c *Conf) setDefaults() {
 	}
 }
 
-func (c *Conf) validate() error {
+// Validate checks the config without changing it.
+func (c *Conf) Validate() error {
 	if c.JWKS {
 		if c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.OnInvalid != "" ||
 			c.RequireUser || c.ClaimHeaders != nil || c.Assertion != nil || c.Leeway != 0 || c.MaxUserinfoBytes != 0 {
@@ -252,9 +251,10 @@ func (c *Conf) validate() error {
 	return nil
 }
 
-func (c *Conf) derive() {
+// Derive builds what requests use: the verifier, the strip rule, the headers.
+func (c *Conf) Derive() error {
 	if c.JWKS {
-		return
+		return nil
 	}
 	c.verify = *c.VerifyToken
 	if c.verify {
@@ -273,6 +273,7 @@ func (c *Conf) derive() {
 		emitted = append(emitted, c.Assertion.Header)
 	}
 	c.strip = identity.NewStripRule(emitted...)
+	return nil
 }
 
 func checkURL(key, v string) error {
