@@ -15,6 +15,9 @@ type Identity struct {
 	Claims Claims
 	// Orgs is the organization claim; a later plugin (orgsync) may replace it.
 	Orgs Organizations
+	// TokenVerified is true when a signed access token proved the identity
+	// (userinfo's verify_token), false when X-Userinfo was trusted as sent.
+	TokenVerified bool
 	// OrgsSource says where orgsync took Orgs from ("keycloak", "cache",
 	// "stale" or "token"); "" when no orgsync ran, and then no
 	// X-User-Orgs-Source header is sent.

@@ -135,6 +135,14 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
 		return
 	}
 	id := h.Identity
+	if !id.TokenVerified {
+		// Keycloak is asked only about a user a signed token proved: never
+		// about a sub taken on trust from a header.
+		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity,
+			"orgsync needs userinfo with verify_token true before it")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout.Std())
 	defer cancel()
 

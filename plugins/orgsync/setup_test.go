@@ -12,8 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
 func TestParse(t *testing.T) {
@@ -161,4 +163,28 @@ func TestUserKeysCoverEveryVariant(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Keycloak is never asked about a sub that no signed token proved: with
+// userinfo's verify_token false, orgsync refuses instead of looking it up.
+func TestUnverifiedIdentityIsNotLookedUp(t *testing.T) {
+	c, err := cache.New(t.Context(), &cache.Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	kc, err := keycloak.New(&keycloak.Options{URL: "http://127.0.0.1:1", Realm: "r", ClientID: "c", ClientSecret: "s"})
+	require.NoError(t, err)
+	old := deps.Load()
+	deps.Store(&Deps{Cache: c, Keycloak: kc})
+	t.Cleanup(func() { deps.Store(old) })
+
+	p := &Plugin{}
+	v, err := p.ParseConf([]byte(`{}`))
+	require.NoError(t, err)
+	r := runnertest.NewRequest(42, 4242, nil)
+	identity.DefaultChains.Hand(r, &identity.Handoff{Identity: &identity.Identity{Subject: "forged"}})
+	w := httptest.NewRecorder()
+	p.RequestFilter(v, w, r)
+	assert.Equal(t, http.StatusInternalServerError, w.Code)
+	assert.Contains(t, w.Body.String(), "verify_token")
+	assert.EqualValues(t, 0, kc.Requests(keycloak.EndpointUserOrganizations)+kc.Requests(keycloak.EndpointUser), "Keycloak was not asked")
 }

@@ -96,6 +96,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	c.checkIDToken(h, id.Subject)
+	id.TokenVerified = c.verify
 
 	if identity.DefaultChains.FollowerKnown(r) {
 		// orgsync follows on this route and will emit once, with the
