@@ -201,19 +201,25 @@ func (o Organizations) Equal(other Organizations) bool {
 
 // Diff returns the aliases in o that other lacks, and those other has that o lacks.
 func (o Organizations) Diff(other Organizations) (added, removed []string) {
-	have := map[string]bool{}
-	for _, a := range other.Aliases() {
-		have[a] = true
+	return DiffAliases(other.Aliases(), o.Aliases())
+}
+
+// DiffAliases returns the aliases in now but not in before, and those in
+// before but not in now, each in their list's order.
+func DiffAliases(before, now []string) (added, removed []string) {
+	had := make(map[string]bool, len(before))
+	for _, a := range before {
+		had[a] = true
 	}
-	now := map[string]bool{}
-	for _, a := range o.Aliases() {
-		now[a] = true
-		if !have[a] {
+	has := make(map[string]bool, len(now))
+	for _, a := range now {
+		has[a] = true
+		if !had[a] {
 			added = append(added, a)
 		}
 	}
-	for _, a := range other.Aliases() {
-		if !now[a] {
+	for _, a := range before {
+		if !has[a] {
 			removed = append(removed, a)
 		}
 	}

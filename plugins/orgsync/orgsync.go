@@ -294,7 +294,7 @@ func recordChange(ctx context.Context, c *cache.Cache, id *identity.Identity, sn
 	} else {
 		before = id.Orgs.Aliases()
 	}
-	added, removed := diff(before, now)
+	added, removed := identity.DiffAliases(before, now)
 	if len(added) == 0 && len(removed) == 0 {
 		if len(before) == 0 && len(now) == 0 {
 			return
@@ -317,26 +317,6 @@ func recordChange(ctx context.Context, c *cache.Cache, id *identity.Identity, sn
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}
-}
-
-func diff(before, now []string) (added, removed []string) {
-	had := map[string]bool{}
-	for _, a := range before {
-		had[a] = true
-	}
-	has := map[string]bool{}
-	for _, a := range now {
-		has[a] = true
-		if !had[a] {
-			added = append(added, a)
-		}
-	}
-	for _, a := range before {
-		if !has[a] {
-			removed = append(removed, a)
-		}
-	}
-	return added, removed
 }
 
 func nonNil(s []string) []string {
