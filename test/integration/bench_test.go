@@ -22,11 +22,9 @@ import (
 //	go test -tags integration -run '^$' -bench BenchmarkRunner ./test/integration/
 func BenchmarkRunner(b *testing.B) {
 	s := kctest.Env(b)
-	e := env{
-		"KEYCLOAK_URL": s.URL, "KEYCLOAK_REALM": s.Realm, "KEYCLOAK_CLIENT_ID": s.SAClientID,
-		"KEYCLOAK_CLIENT_SECRET": s.SAClientSecret, "KEYCLOAK_EVENTS_INTERVAL": "0s",
-		"REDIS_URL": redisURL(b), "RUNNER_SIGNING_KEY_FILE": signingKeyFile,
-	}
+	e := baseEnv(b, s.URL)
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	e["RUNNER_LOG_LEVEL"] = "warn" // the default: what a benchmark of production should see
 	bin := benchBinary(b)
 	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: bin, Args: []string{"run"}, Env: e.list()})
 	if err != nil {

@@ -115,7 +115,7 @@ func (e env) list() []string {
 
 // baseEnv points the runner at keycloakURL (the real Keycloak, or a proxy in
 // front of it) and at the test Redis, with its own key prefix per test.
-func baseEnv(t *testing.T, keycloakURL string) env {
+func baseEnv(t testing.TB, keycloakURL string) env {
 	s := kctest.Env(t)
 	return env{
 		"KEYCLOAK_URL":             keycloakURL,
