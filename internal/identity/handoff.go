@@ -184,14 +184,6 @@ func (c *Chains) Take(r pkgHTTP.Request) *Handoff {
 	return h
 }
 
-// Drop forgets any hand-off for r (userinfo calls it before deciding, so a
-// request that ends anonymous never finds a stale one).
-func (c *Chains) Drop(r pkgHTTP.Request) {
-	c.mu.Lock()
-	delete(c.handoffs, r)
-	c.mu.Unlock()
-}
-
 // pruneRoutesLocked forgets routes unused for a day (their conf tokens expired
 // long ago: APISIX's default is an hour).
 func (c *Chains) pruneRoutesLocked(now time.Time) {

@@ -81,15 +81,6 @@ func TestChainsTakeAfterReuse(t *testing.T) {
 	assert.Nil(t, c.Take(r), "the stale hand-off was forgotten")
 }
 
-func TestChainsDrop(t *testing.T) {
-	c := NewChains()
-	r := &fakeRequest{id: 1, token: 7}
-	c.Hand(r, newHandoff("u-1", false))
-	c.Drop(r)
-	assert.Nil(t, c.Take(r))
-	c.Drop(r) // dropping nothing is fine
-}
-
 func TestChainsTakeTooOld(t *testing.T) {
 	c := NewChains()
 	r := &fakeRequest{id: 1, token: 7}

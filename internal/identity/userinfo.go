@@ -126,24 +126,6 @@ func (c Claims) Organizations() (Organizations, error) {
 	return orgs, nil
 }
 
-// StringList reads a claim that Keycloak writes as a list of strings (groups,
-// roles); a single string counts as a list of one.
-func (c Claims) StringList(name string) ([]string, error) {
-	raw, ok := c[name]
-	if !ok || isNull(raw) {
-		return nil, nil
-	}
-	var list []string
-	if err := json.Unmarshal(raw, &list); err == nil {
-		return list, nil
-	}
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return []string{one}, nil
-	}
-	return nil, fmt.Errorf("%w: claim %q must be a list of strings", ErrMalformed, name)
-}
-
 // Clone returns a copy that can be changed without touching c.
 func (c Claims) Clone() Claims {
 	out := make(Claims, len(c))

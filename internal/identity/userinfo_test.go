@@ -153,39 +153,6 @@ func TestDecodeUserinfoOrganizationShapes(t *testing.T) {
 	}
 }
 
-func TestClaimsStringList(t *testing.T) {
-	c := Claims{
-		"groups": json.RawMessage(`["/staff","/admins"]`),
-		"roles":  json.RawMessage(`"admin"`),
-		"null":   json.RawMessage(`null`),
-		"bad":    json.RawMessage(`[1]`),
-	}
-	tests := []struct {
-		name    string
-		claim   string
-		want    []string
-		wantErr bool
-	}{
-		{name: "list", claim: "groups", want: []string{"/staff", "/admins"}},
-		{name: "single string is a list of one", claim: "roles", want: []string{"admin"}},
-		{name: "null", claim: "null"},
-		{name: "absent", claim: "nope"},
-		{name: "numbers refused", claim: "bad", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := c.StringList(tt.claim)
-			if tt.wantErr {
-				require.ErrorIs(t, err, ErrMalformed)
-				assert.Contains(t, err.Error(), tt.claim)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
-		})
-	}
-}
-
 func TestClaimsMerge(t *testing.T) {
 	tests := []struct {
 		name     string
