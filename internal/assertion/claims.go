@@ -1,0 +1,81 @@
+package assertion
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Claims is the payload of an identity assertion. It is the one definition of
+// what an upstream receives: userinfo signs it, and the vectors under
+// testdata/assertions are generated from it, so the verifiers in verify/ and
+// clients/python/ are held to the same shape.
+type Claims struct {
+	Issuer   string
+	Audience string
+	Subject  string
+	// IssuedAt and Expiry bound the assertion's validity. An assertion is
+	// reused for the same identity for part of its lifetime, so they describe
+	// the assertion, not the request that carries it.
+	IssuedAt time.Time
+	Expiry   time.Time
+	// ID is the jti: unique per signed assertion (not per request).
+	ID string
+	// Organization is the claim in Keycloak's map shape with attributes:
+	// {"alias":{"id":"<uuid>","attr":["v"]}}. Never nil when encoded ({}).
+	Organization json.RawMessage
+	// OrganizationSource says where the organizations came from: "token"
+	// (the verified access token), or orgsync's "keycloak", "cache", "stale".
+	OrganizationSource string
+	// Profile holds the other identity claims, raw, each taken from the
+	// verified token or from Keycloak: email, name, preferred_username,
+	// groups, roles.
+	Profile map[string]json.RawMessage
+}
+
+// ProfileClaims are the claims copied into Profile when present.
+var ProfileClaims = []string{"email", "name", "preferred_username", "groups", "roles"}
+
+// Encode renders the claims as the JWS payload, registered claims first.
+func (c *Claims) Encode() ([]byte, error) {
+	if c.Issuer == "" || c.Audience == "" || c.Subject == "" {
+		return nil, fmt.Errorf("assertion: iss, aud and sub are required")
+	}
+	if !c.Expiry.After(c.IssuedAt) {
+		return nil, fmt.Errorf("assertion: exp must be after iat")
+	}
+	org := c.Organization
+	if len(org) == 0 {
+		org = json.RawMessage("{}")
+	}
+	payload := map[string]any{
+		"iss":          c.Issuer,
+		"aud":          c.Audience,
+		"sub":          c.Subject,
+		"iat":          c.IssuedAt.Unix(),
+		"exp":          c.Expiry.Unix(),
+		"organization": org,
+	}
+	if c.ID != "" {
+		payload["jti"] = c.ID
+	}
+	if c.OrganizationSource != "" {
+		payload["organization_source"] = c.OrganizationSource
+	}
+	for name, v := range c.Profile {
+		if _, registered := payload[name]; registered || len(v) == 0 {
+			continue
+		}
+		payload[name] = v
+	}
+	return json.Marshal(payload)
+}
+
+// SignClaims encodes and signs c.
+func (k *KeyRing) SignClaims(c *Claims) (string, error) {
+	body, err := c.Encode()
+	if err != nil {
+		return "", err
+	}
+	return k.Sign(body)
+}
