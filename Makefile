@@ -23,11 +23,12 @@ demo:
 bench:
 	go test -run '^$$' -bench . -benchmem ./plugins/... ./cache/...
 
-# Through the real runner binary, against the test Redis and Keycloak (start
-# them with scripts/redis.sh start and scripts/keycloak.sh start).
+# The real runner binary over its unix socket, driven as APISIX drives it,
+# against the test Keycloak (scripts/keycloak.sh start) and a Redis of its own
+# (redis-server on the PATH). About 12 minutes; BENCH_ARGS=-quick is a ~30 s
+# smoke run. Method and figures: BENCHMARKS.md.
 bench-e2e:
-	set -a; . .work/redis.env; . .work/keycloak.env; set +a; \
-	go test -tags integration -run '^$$' -bench BenchmarkRunner -benchtime 3000x ./test/integration/
+	go run ./test/bench $(BENCH_ARGS)
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecodeUserinfo -fuzztime 30s ./internal/identity/

@@ -48,5 +48,8 @@ go test -race -count=1 ./...
 step "integration tests: the runner binary over its unix socket, real Redis and Keycloak"
 go test -race -count=1 -tags integration -timeout 15m ./test/integration/
 
+step "bench-e2e smoke: the benchmark tool runs end to end (-quick; it checks every answer, never the speed)"
+go run ./test/bench -quick -out .work/bench-e2e-quick.md >/dev/null
+
 step "the docker compose demo's routes (conf/apisix.yaml) through the runner against the demo realm"
 DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./test/deploy/

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -40,10 +42,38 @@ func keycloakFromEnv(getenv func(string) string) (*keycloakSettings, error) {
 		SAClientSecret: or("KEYCLOAK_TEST_SA_CLIENT_SECRET", "identity-runner-test-secret"),
 	}
 	if s.URL == "" {
-		return nil, fmt.Errorf("KEYCLOAK_TEST_URL is not set: start the test Keycloak (scripts/keycloak.sh start) and source .work/keycloak.env")
+		return nil, fmt.Errorf("no test Keycloak: KEYCLOAK_TEST_URL is not set and .work/keycloak.env has none (scripts/keycloak.sh start)")
 	}
 	s.Issuer = s.URL + "/realms/" + s.Realm
 	return s, nil
+}
+
+// envWithFile reads the environment, and when KEYCLOAK_TEST_URL is unset the
+// env file scripts/keycloak.sh writes (KEYCLOAK_TEST_ENV_FILE, default
+// <repo>/.work/keycloak.env), as test/kctest does.
+func envWithFile(root string) func(string) string {
+	if os.Getenv("KEYCLOAK_TEST_URL") != "" {
+		return os.Getenv
+	}
+	path := os.Getenv("KEYCLOAK_TEST_ENV_FILE")
+	if path == "" {
+		path = filepath.Join(root, ".work", "keycloak.env")
+	}
+	vals := map[string]string{}
+	if b, err := os.ReadFile(path); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+				vals[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
+			}
+		}
+	}
+	return func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return vals[k]
+	}
 }
 
 // admin talks to the Keycloak admin API as the master realm's admin, the way

@@ -146,6 +146,25 @@ func drive(socket string, src source, e *expect, conns int, dur time.Duration, m
 			lats[k] = lat
 		}(k)
 	}
+	if dur > time.Minute && pid > 0 {
+		// Long runs (the sweep) say how they are going.
+		stopProgress := make(chan struct{})
+		defer close(stopProgress)
+		go func() {
+			t := time.NewTicker(20 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					n := next.Load()
+					rss, _ := procRSS(pid)
+					logf("  %d calls, %.0f calls/s, runner RSS %s MB", n, float64(n)/time.Since(start).Seconds(), mb(rss))
+				}
+			}
+		}()
+	}
 	wg.Wait()
 	m := &measurement{elapsed: time.Since(start), clientCPU: selfCPU() - self0}
 	if firstErr != nil {

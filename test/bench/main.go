@@ -45,6 +45,7 @@ type options struct {
 	skip        map[string]bool
 	rssBudgetMB int64
 	localOffEnv string
+	sweepMax    time.Duration
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&skip, "skip", "", "scenarios to leave out: rounds,sweep,fleet,propagation")
 	flag.Int64Var(&o.rssBudgetMB, "rss-budget-mb", 256, "resident memory budget of the sweep")
 	flag.StringVar(&o.localOffEnv, "local-off-env", "CACHE_LOCAL_MAX_ENTRIES=0", "the runner setting that turns the in-process cache tier off (Redis-hit variant)")
+	flag.DurationVar(&o.sweepMax, "sweep-max", 6*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
 	flag.Parse()
 	if o.quick {
 		o.rounds, o.dur, o.users, sweep, o.sweepCalls = 2, 200*time.Millisecond, 12, "1,1000", 2000
@@ -121,7 +123,7 @@ func run(o *options) (err error) {
 	if e.root, err = repoRoot(); err != nil {
 		return err
 	}
-	if e.kc, err = keycloakFromEnv(os.Getenv); err != nil {
+	if e.kc, err = keycloakFromEnv(envWithFile(e.root)); err != nil {
 		return err
 	}
 	if e.dir, err = os.MkdirTemp("", "bench-"); err != nil {
@@ -166,7 +168,7 @@ func run(o *options) (err error) {
 		name string
 		fn   func(context.Context) error
 	}
-	for _, s := range []scenario{{"rounds", e.rounds}, {"sweep", e.sweepScenario}, {"fleet", e.fleet}, {"propagation", e.propagation}} {
+	for _, s := range []scenario{{"rounds", e.rounds}, {"fleet", e.fleet}, {"propagation", e.propagation}, {"sweep", e.sweepScenario}} {
 		if o.skip[s.name] {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hrc "github.com/api7/ext-plugin-proto/go/A6/HTTPReqCall"
@@ -329,9 +330,10 @@ func (e *env) sweepScenario(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		var fellThrough atomic.Int64
 		v := &variant{name: fmt.Sprintf("sweep-%d", n), runner: r,
 			confs: []pluginConf{e.userinfoConf(true, true), orgsyncConf("24h", "24h")},
-			exp:   expect{action: hrc.ActionRewrite, assertion: assertionHeader, orgs: "acme"}}
+			exp:   expect{action: hrc.ActionRewrite, assertion: assertionHeader, orgs: "acme", fellThrough: &fellThrough}}
 		if err := v.prepare(); err != nil {
 			r.stop()
 			return err
@@ -362,13 +364,13 @@ func (e *env) sweepScenario(ctx context.Context) error {
 		rssIdle, _ := procRSS(r.Pid())
 		e.proxy.reset()
 		logf("sweep: %d calls over %d users", calls, n)
-		m, err := drive(r.Socket(), src, &v.exp, 16, 30*time.Minute, calls, r.Pid())
+		m, err := drive(r.Socket(), src, &v.exp, 16, e.o.sweepMax, calls, r.Pid())
 		if err != nil {
 			r.stop()
-			return fmt.Errorf("%d users: %w", n, err)
+			return fmt.Errorf("%d users: %w\nrunner output (end):\n%s", n, err, tail(r.Output(), 3000))
 		}
 		hwm, _ := procHWM(r.Pid())
-		e.report.sweepRow(n, m, rssIdle, hwm, streamed, e.proxy.orgCallCount(), e.o.rssBudgetMB)
+		e.report.sweepRow(n, m, rssIdle, hwm, e.proxy.orgCallCount(), fellThrough.Load(), e.o.rssBudgetMB)
 		if err := r.stop(); err != nil {
 			return err
 		}
