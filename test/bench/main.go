@@ -46,6 +46,7 @@ type options struct {
 	rssBudgetMB int64
 	localOffEnv string
 	sweepMax    time.Duration
+	profile     time.Duration
 }
 
 func main() {
@@ -65,11 +66,13 @@ func main() {
 	flag.StringVar(&skip, "skip", "", "scenarios to leave out: rounds,sweep,fleet,propagation")
 	flag.Int64Var(&o.rssBudgetMB, "rss-budget-mb", 256, "resident memory budget of the sweep")
 	flag.StringVar(&o.localOffEnv, "local-off-env", "CACHE_LOCAL_MAX_ENTRIES=0", "the runner setting that turns the in-process cache tier off (Redis-hit variant)")
-	flag.DurationVar(&o.sweepMax, "sweep-max", 6*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
+	flag.DurationVar(&o.sweepMax, "sweep-max", 7*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
+	flag.DurationVar(&o.profile, "profile", 5*time.Second, "CPU profile of the runner on the userinfo + orgsync hit path at 16 connections (0: none)")
 	flag.Parse()
 	if o.quick {
 		o.rounds, o.dur, o.users, sweep, o.sweepCalls = 2, 200*time.Millisecond, 12, "1,1000", 2000
 		o.fleetTTL, o.fleetConns, o.changes, o.offTTL = time.Second, 24, 2, time.Second
+		o.profile = 0
 	}
 	for _, s := range strings.Split(sweep, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {

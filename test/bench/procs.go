@@ -138,9 +138,10 @@ type countingProxy struct {
 	url string
 	srv *http.Server
 
-	mu    sync.Mutex
-	calls map[string][]time.Time // user id -> organization lookups
-	total int
+	mu     sync.Mutex
+	calls  map[string][]time.Time // user id -> organization lookups
+	total  int
+	errors int // calls that did not complete (cancelled by the runner, or Keycloak unreachable)
 }
 
 var orgLookup = regexp.MustCompile(`/organizations/members/([^/]+)/organizations$`)
@@ -157,6 +158,14 @@ func startCountingProxy(target string) (*countingProxy, error) {
 	p := &countingProxy{url: "http://" + ln.Addr().String(), calls: map[string][]time.Time{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	// A runner that gives up on a call (its timeout, or the fill's LockTTL)
+	// cancels it: counted, not logged line by line.
+	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		p.mu.Lock()
+		p.errors++
+		p.mu.Unlock()
+		w.WriteHeader(http.StatusBadGateway)
+	}
 	p.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.total++
@@ -179,7 +188,7 @@ func (p *countingProxy) close() {
 func (p *countingProxy) reset() {
 	p.mu.Lock()
 	p.calls = map[string][]time.Time{}
-	p.total = 0
+	p.total, p.errors = 0, 0
 	p.mu.Unlock()
 }
 
@@ -202,4 +211,10 @@ func (p *countingProxy) orgCallCount() int {
 		n += len(v)
 	}
 	return n
+}
+
+func (p *countingProxy) errorCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errors
 }

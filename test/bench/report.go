@@ -206,7 +206,7 @@ func (r *report) sweepRow(n int, m *measurement, rssIdle, hwm int64, kcCalls int
 	}
 }
 
-func (r *report) fleetResult(clients, users int, ttl, dur time.Duration, start time.Time, ms []*measurement, calls map[string][]time.Time, ids []string) {
+func (r *report) fleetResult(clients, users int, ttl, dur time.Duration, start time.Time, ms []*measurement, calls map[string][]time.Time, ids []string, proxyErrors int) {
 	r.printf("\n### Keycloak calls: 3 runners sharing Redis, %d users\n\n", users)
 	total, worst, over := 0, 0, 0
 	shortest := time.Duration(-1)
@@ -265,7 +265,8 @@ func (r *report) fleetResult(clients, users int, ttl, dur time.Duration, start t
 	if worst > 1 {
 		ok = "NOT met"
 	}
-	r.printf("Target: at most one organizations call per user per fresh_ttl: %s.\n\n", ok)
+	r.printf("Target: at most one organizations call per user per fresh_ttl: %s. Keycloak calls that did not complete "+
+		"(the runner gave up on them and cancelled): %d.\n\n", ok, proxyErrors)
 }
 
 var propHeader bool
@@ -321,4 +322,25 @@ func procHWM(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM")
+}
+
+func (r *report) profile(name string, m *measurement, top, cum, path string) {
+	r.printf("### Where the runner's CPU goes: %s, 16 connections\n\n", name)
+	r.printf("CPU profile of the runner over %s (%d calls, %.0f calls/s, %s µs of runner CPU per call), saved as %s "+
+		"(`go tool pprof` it with the runner binary built from the same commit).\n\n", m.elapsed.Round(time.Millisecond),
+		m.calls, m.throughput(), us(m.cpuPerCall()), path)
+	r.printf("<details><summary>top functions, flat</summary>\n\n```\n%s```\n</details>\n\n", trimPprof(top))
+	r.printf("<details><summary>top functions, cumulative</summary>\n\n```\n%s```\n</details>\n\n", trimPprof(cum))
+}
+
+// trimPprof drops pprof's preamble lines (file, build id) but keeps the totals.
+func trimPprof(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }

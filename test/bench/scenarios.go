@@ -8,10 +8,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -84,9 +87,18 @@ type sample struct {
 // rounds runs every variant in each round, in an order rotated per round, at
 // 1 and 16 connections, and compares each with its runner's no-op run of the
 // same round.
-func (e *env) rounds(ctx context.Context) error {
+func (e *env) rounds(ctx context.Context) (err error) {
 	localOff, localOffValue, _ := strings.Cut(e.o.localOffEnv, "=")
-	rA, err := startRunner("p256", e.binary, e.runnerEnv(e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}))
+	envA := map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}
+	var pprofAddr string
+	if e.o.profile > 0 {
+		// The metrics listener serves pprof; idle until the profile is taken.
+		if pprofAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		envA["RUNNER_METRICS_ADDR"], envA["RUNNER_PPROF"] = pprofAddr, "1"
+	}
+	rA, err := startRunner("p256", e.binary, e.runnerEnv(e.p256, envA))
 	if err != nil {
 		return err
 	}
@@ -202,7 +214,77 @@ func (e *env) rounds(ctx context.Context) error {
 	if bin, err := os.ReadFile(e.binary); err == nil && !bytes.Contains(bin, []byte(localOff)) {
 		e.report.note("This runner does not read " + localOff + ": the \"Redis hit\" row was served by the in-process tier like the local-hit row.")
 	}
-	return e.clientCost(vs)
+	if err := e.clientCost(vs); err != nil {
+		return err
+	}
+	if e.o.profile > 0 {
+		return e.profileHitPath(vs, pprofAddr)
+	}
+	return nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// profileHitPath takes a CPU profile of the runner while the userinfo +
+// orgsync local-hit variant runs at 16 connections, and puts its top
+// functions in the report: where the time over the no-op goes.
+func (e *env) profileHitPath(vs []*variant, addr string) error {
+	v := hitVariant(vs)
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(e.o.profile.Seconds())))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+		}
+		done <- result{b, err}
+	}()
+	m, err := drive(v.runner.Socket(), prepared(v.frames, v.subs), &v.exp, 16, e.o.profile+time.Second, 0, v.runner.Pid())
+	if err != nil {
+		return err
+	}
+	res := <-done
+	if res.err != nil {
+		e.report.note("No CPU profile: the runner's pprof endpoint (RUNNER_METRICS_ADDR + RUNNER_PPROF=1) answered: " + res.err.Error())
+		return nil
+	}
+	path := filepath.Join(e.root, ".work", "bench-e2e-cpu.pprof")
+	_ = os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := os.WriteFile(path, res.body, 0o644); err != nil {
+		return err
+	}
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", e.binary, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %v\n%s", err, top)
+	}
+	cum, _ := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", e.binary, path).CombinedOutput()
+	e.report.profile(v.name, m, string(top), string(cum), path)
+	return nil
+}
+
+func hitVariant(vs []*variant) *variant {
+	for _, x := range vs {
+		if strings.HasPrefix(x.name, "userinfo + orgsync, local") {
+			return x
+		}
+	}
+	return nil
 }
 
 func (e *env) measureVariant(v *variant, conns int, inv *invalidator, bulk []bulkUser) (sample, error) {
@@ -238,12 +320,7 @@ func (e *env) measureVariant(v *variant, conns int, inv *invalidator, bulk []bul
 // clientCost drives an echo server that answers the userinfo + orgsync
 // answer, with the same client and frames: what the client itself costs.
 func (e *env) clientCost(vs []*variant) error {
-	var v *variant
-	for _, x := range vs {
-		if strings.HasPrefix(x.name, "userinfo + orgsync, local") {
-			v = x
-		}
-	}
+	v := hitVariant(vs)
 	answer, err := oneAnswer(v.runner.Socket(), v.frames[0])
 	if err != nil {
 		return err
@@ -455,7 +532,7 @@ func (e *env) fleet(ctx context.Context) error {
 		}
 	}
 	calls := e.proxy.orgCalls()
-	e.report.fleetResult(e.o.fleetConns, len(bulk), ttl, dur, start, ms, calls, ids)
+	e.report.fleetResult(e.o.fleetConns, len(bulk), ttl, dur, start, ms, calls, ids, e.proxy.errorCount())
 	return nil
 }
 
