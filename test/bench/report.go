@@ -180,7 +180,7 @@ var sweepHeader bool
 func (r *report) sweepRow(n int, m *measurement, rssIdle, hwm int64, kcCalls int, fellThrough int64, budgetMB int64) {
 	if !sweepHeader {
 		sweepHeader = true
-		r.printf("### Working-set sweep: distinct users through userinfo + orgsync (cache hit, assertion P-256), 16 connections\n\n")
+		r.printf("\n### Working-set sweep: distinct users through userinfo + orgsync (cache hit, assertion P-256), 16 connections\n\n")
 		r.printf("Synthetic users: tokens from the benchmark's own issuer (EdDSA, published on a local JWKS endpoint named by " +
 			"the route's jwks_uri), orgsync entries written to Redis ahead through the cache package's API, so orgsync hits " +
 			"without Keycloak. Every user's first call verifies its token (a verdict-cache miss); sizes above 20 000 mint each " +
@@ -274,7 +274,7 @@ var propHeader bool
 func (r *report) propagationRow(name string, delays []time.Duration, missed int, bound time.Duration) {
 	if !propHeader {
 		propHeader = true
-		r.printf("### Propagation: membership change (admin API) to the first upstream request showing it\n\n")
+		r.printf("\n### Propagation: membership change (admin API) to the first upstream request showing it\n\n")
 		r.printf("One user, its globex membership added and removed in turn; the request is repeated every 20 ms. " +
 			"Time from the admin call's answer to the first answer carrying the change.\n\n")
 		r.printf("| settings | changes | p50 ms | p95 ms | max ms | not seen within 45 s | target |\n|---|---:|---:|---:|---:|---:|---|\n")
