@@ -21,16 +21,25 @@ import (
 // gateway plays the two routes of conf/apisix.yaml the demo app relies on,
 // with the real userinfo plugin: the JWKS route and an app route that signs.
 type gateway struct {
-	plugin  *userinfo.Plugin
-	appConf any
-	jwks    *httptest.Server
-	fetches atomic.Int32
+	plugin   *userinfo.Plugin
+	appConf  any
+	jwksConf any
+	jwks     *httptest.Server
+	fetches  atomic.Int32
 }
 
 func newGateway(t *testing.T, keys *assertion.KeyRing) *gateway {
 	t.Helper()
-	assertion.SetCurrent(keys)
-	g := &gateway{plugin: &userinfo.Plugin{}}
+	g := &gateway{}
+	g.rotate(t, keys)
+	return g
+}
+
+// rotate restarts the gateway's plugin with keys, as a runner restarted with
+// a new RUNNER_SIGNING_KEY_FILE; the JWKS server stays.
+func (g *gateway) rotate(t *testing.T, keys *assertion.KeyRing) {
+	t.Helper()
+	g.plugin = userinfo.New(userinfo.Deps{Keys: keys})
 	jwksConf, err := g.plugin.ParseConf([]byte(`{"jwks": true}`))
 	require.NoError(t, err)
 	// verify_token false stands in for a verified login here: the token checks
@@ -38,12 +47,14 @@ func newGateway(t *testing.T, keys *assertion.KeyRing) *gateway {
 	g.appConf, err = g.plugin.ParseConf([]byte(`{"verify_token": false, "assertion": {"audience": "demo-app", "ttl": "60s"}}`))
 	require.NoError(t, err)
 	require.NoError(t, g.appConf.(interface{ Err() error }).Err())
-	g.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.fetches.Add(1)
-		g.plugin.RequestFilter(jwksConf, w, runnertest.NewRequest(1, 1, nil))
-	}))
-	t.Cleanup(g.jwks.Close)
-	return g
+	g.jwksConf = jwksConf
+	if g.jwks == nil {
+		g.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			g.fetches.Add(1)
+			g.plugin.RequestFilter(g.jwksConf, w, runnertest.NewRequest(1, 1, nil))
+		}))
+		t.Cleanup(g.jwks.Close)
+	}
 }
 
 // forward runs the app route's plugin on a request carrying X-Userinfo and
@@ -160,7 +171,7 @@ func TestRefetchesTheKeySetAfterRotation(t *testing.T) {
 
 	rotated, err := assertion.Generate()
 	require.NoError(t, err)
-	assertion.SetCurrent(rotated)
+	g.rotate(t, rotated)
 	h := g.forward(t, `{"sub":"alice"}`)
 	// An unknown kid right after a fetch is refused without asking again...
 	rep := call(t, a, h)

@@ -37,7 +37,7 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
 )
 
-const webhookSecret = "integration-webhook-secret"
+const webhookSecret = "integration-webhook-secret-0123456789abcdef"
 
 var (
 	runnerBinary   string
