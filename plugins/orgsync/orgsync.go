@@ -123,8 +123,7 @@ func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + "
 // no userinfo ran before orgsync: whatever precedes orgsync, nothing that
 // looks like a trusted identity header reaches the upstream unless the runner
 // wrote it.
-var stripWithoutUserinfo = identity.NewStripRule(append([]string{identity.HeaderIDToken, identity.HeaderRawIDToken},
-	identity.EmittedHeaders...)...)
+var stripWithoutUserinfo = identity.NewStripRule(identity.EmittedHeaders...)
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	proof := identity.ProofOf(r)
@@ -144,6 +143,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			return
 		}
 		stripWithoutUserinfo.Strip(h)
+		// Without openid-connect's X-Userinfo (refused above) an X-ID-Token
+		// can only be a client's: it is unsigned, so it goes.
+		identity.DeleteAllSpellings(h, identity.HeaderIDToken)
 		countAnonymous.Inc()
 		return
 	}
