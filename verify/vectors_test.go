@@ -74,17 +74,17 @@ type expectation struct {
 
 // expectedIdentity is the language-neutral form of an accepted identity.
 type expectedIdentity struct {
-	Subject            string                    `json:"sub"`
-	Email              string                    `json:"email"`
-	Name               string                    `json:"name"`
-	PreferredUsername  string                    `json:"preferred_username"`
-	Groups             []string                  `json:"groups"`
-	Roles              []string                  `json:"roles"`
-	Organizations      map[string]expectedOrg    `json:"organizations"`
-	OrganizationSource string                    `json:"organization_source"`
-	ID                 string                    `json:"jti"`
-	IssuedAt           int64                     `json:"iat"`
-	Expiry             int64                     `json:"exp"`
+	Subject            string                 `json:"sub"`
+	Email              string                 `json:"email"`
+	Name               string                 `json:"name"`
+	PreferredUsername  string                 `json:"preferred_username"`
+	Groups             []string               `json:"groups"`
+	Roles              []string               `json:"roles"`
+	Organizations      map[string]expectedOrg `json:"organizations"`
+	OrganizationSource string                 `json:"organization_source"`
+	ID                 string                 `json:"jti"`
+	IssuedAt           int64                  `json:"iat"`
+	Expiry             int64                  `json:"exp"`
 }
 
 type expectedOrg struct {
@@ -214,7 +214,7 @@ func (g *generator) add(v vector) {
 }
 
 func accept(id *expectedIdentity) expectation { return expectation{Accept: true, Identity: id} }
-func refuse(reason string) expectation     { return expectation{Reason: reason} }
+func refuse(reason string) expectation        { return expectation{Reason: reason} }
 
 func b64(data []byte) string { return base64.RawURLEncoding.EncodeToString(data) }
 
