@@ -290,8 +290,7 @@ func parseKeySet(data []byte) (map[string]key, error) {
 // checkClaims reads the verified payload.
 func (v *Verifier) checkClaims(payload []byte) (Identity, error) {
 	var claims map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&claims); err != nil || claims == nil {
+	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
 		return Identity{}, refuse(ReasonClaims, "payload is not a JSON object")
 	}
 	iss, err := stringClaim(claims, "iss")
