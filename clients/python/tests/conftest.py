@@ -58,3 +58,54 @@ def alice(manifest, now, **extra):
     }
     claims.update(extra)
     return claims
+
+
+@pytest.fixture(scope="session")
+def feedwriter(tmp_path_factory):
+    """The runner's own feed writer (demo/feedwriter: cache.AppendFeed with orgsync's stream and
+    fields), built once."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is not on PATH: the feed tests write entries with the runner's own code")
+    out = tmp_path_factory.mktemp("bin") / "feedwriter"
+    subprocess.run([go, "build", "-o", str(out), "./demo/feedwriter"], cwd=REPO, check=True)
+    return out
+
+
+@pytest.fixture
+def redis_url():
+    import os
+
+    url = os.environ.get("REDIS_TEST_URL")
+    if not url:
+        pytest.fail("REDIS_TEST_URL is not set: the feed tests need a real Redis (scripts/redis.sh start)")
+    return url
+
+
+@pytest.fixture
+def feed(redis_url, feedwriter, request):
+    """A clean key prefix on the real Redis, and a function writing changes through the runner."""
+    import subprocess
+    import uuid
+
+    import redis
+
+    prefix = f"pytest-{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(redis_url)
+
+    def write(user, added=(), removed=(), n=1, maxlen=None):
+        args = [str(feedwriter), "-redis", redis_url, "-prefix", prefix, "-user", user,
+                "-added", ",".join(added), "-removed", ",".join(removed), "-n", str(n)]
+        if maxlen:
+            args += ["-maxlen", str(maxlen)]
+        subprocess.run(args, check=True)
+
+    write.prefix = prefix
+    write.redis = client
+    yield write
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()
