@@ -168,3 +168,15 @@ def test_feed_command_rolls_back_a_failed_hook_with_its_position(feed, redis_url
     assert list(Reconciled.objects.values_list("added", flat=True)) == [["acme"]]
     assert "1 change(s)" in run_feed(settings, redis_url, feed.prefix)
     assert list(Reconciled.objects.order_by("id").values_list("added", flat=True)) == [["acme"], ["boom"]]
+
+
+def test_without_login_no_session_is_kept(manifest, settings):
+    from django.contrib.sessions.models import Session
+
+    settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "LOGIN": False}
+    client = Client()
+    for _ in range(3):
+        resp = get(client, assertion_for(manifest))
+        assert resp.json()["username"] == ALICE
+    assert Session.objects.count() == 0
+    assert get(client).status_code == 401

@@ -6,6 +6,7 @@ AUTHENTICATION_BACKENDS and the middleware after AuthenticationMiddleware. Setti
         "ISSUER": "apisix-identity-runner",
         "AUDIENCE": "my-app",
         "REQUIRED": True,             # refuse requests without a valid assertion (401)
+        "LOGIN": True,                # keep a session (django.contrib.auth.login); False: request.user only
         "EXEMPT_PATHS": ["/healthz"], # path prefixes never checked
         "USERNAME_CLAIM": "sub",      # Keycloak's user id is the Django username
         # the change feed (manage.py apisix_identity_feed)

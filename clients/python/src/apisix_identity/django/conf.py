@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "HEADER": DEFAULT_HEADER,
     "LEEWAY": 5,
     "REQUIRED": True,
+    "LOGIN": True,
     "EXEMPT_PATHS": [],
     "USERNAME_CLAIM": "sub",
     "FEED_REDIS_URL": None,

@@ -22,7 +22,8 @@ class AssertionMiddleware:
 
     Each request: the assertion is verified; the user it names is created or updated (through
     the backends, normally :class:`~apisix_identity.django.backends.AssertionBackend`) and logged
-    in; ``request.identity`` holds the :class:`~apisix_identity.Identity` and
+    in (a session, as django.contrib.auth.login makes; with LOGIN False only request.user is set);
+    ``request.identity`` holds the :class:`~apisix_identity.Identity` and
     ``request.organizations`` the organizations as alias -> {"id", "attributes"}.
 
     Without a valid assertion: with REQUIRED (the default) the answer is 401 (503 when the
@@ -53,7 +54,9 @@ class AssertionMiddleware:
         if user is None:
             self._logout_ours(request, force=True)
             return JsonResponse({"error": "identity_assertion", "reason": "user_inactive"}, status=403)
-        if same:
+        if same or not setting("LOGIN"):
+            # LOGIN False: every request carries the assertion, so nothing is kept in a session
+            # (no session row per API call).
             request.user = user
         else:
             # Another user than the session's (or none): a new session, as at a login.
