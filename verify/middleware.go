@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 )
 
@@ -23,7 +24,8 @@ func FromContext(ctx context.Context) (Identity, bool) {
 // (FromContext), and answers every other request itself: 401 when the
 // assertion is missing or refused, 503 when the key set cannot be had (the
 // gateway's fault: telling the client its credentials are bad would be
-// wrong). The reason is logged at Info, never the assertion.
+// wrong). The reason is logged at Info (a missing assertion at Debug), never
+// the assertion.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := v.Verify(r)
@@ -33,7 +35,12 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			if reason == ReasonKeysUnavailable {
 				status = http.StatusServiceUnavailable
 			}
-			v.log.Info("identity assertion refused", "reason", reason, "error", err, "path", r.URL.Path)
+			level := slog.LevelInfo
+			if reason == ReasonMissing {
+				// Every anonymous request: not worth a line by default.
+				level = slog.LevelDebug
+			}
+			v.log.Log(r.Context(), level, "identity assertion refused", "reason", reason, "error", err, "path", r.URL.Path)
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Cache-Control", "no-store")
 			w.WriteHeader(status)
