@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"go/parser"
 	"go/token"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -249,7 +251,9 @@ func TestTwoKeysUnderOneKidAreNotTrusted(t *testing.T) {
 
 func TestMiddleware(t *testing.T) {
 	keys, _ := newKeys(t)
-	v, err := verify.New(verify.Config{JWKS: keys.JWKS(), Issuer: "gw", Audience: "app"})
+	var logs bytes.Buffer
+	v, err := verify.New(verify.Config{JWKS: keys.JWKS(), Issuer: "gw", Audience: "app",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	require.NoError(t, err)
 	var got verify.Identity
 	handler := v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -293,6 +297,8 @@ func TestMiddleware(t *testing.T) {
 		assert.JSONEq(t, `{"error":"identity_assertion","reason":"`+tc.reason+`"}`, rec.Body.String(), name)
 		assert.NotContains(t, rec.Body.String(), "eyJ", "the answer never echoes a token")
 	}
+	assert.Contains(t, logs.String(), "reason=unknown_key")
+	assert.NotContains(t, logs.String(), "eyJ", "the log never holds a token")
 }
 
 func TestNewRefusesIncompleteConfig(t *testing.T) {
