@@ -59,7 +59,8 @@ def test_updates_the_user_when_the_assertion_changes(manifest):
     ("forged with the published kid", "unpublished", "signature"),
     ("another app", "another-app", "audience"),
 ])
-def test_refuses_a_missing_or_bad_assertion(manifest, name, token, reason):
+def test_refuses_a_missing_or_bad_assertion(manifest, name, token, reason, caplog):
+    caplog.set_level("INFO", logger="apisix_identity")
     now = time.time()
     tokens = {
         "expired": lambda: assertion_for(manifest, now=now - 3600),
@@ -71,6 +72,9 @@ def test_refuses_a_missing_or_bad_assertion(manifest, name, token, reason):
     assert resp.status_code == 401, name
     assert resp.json() == {"error": "identity_assertion", "reason": reason}
     assert get_user_model().objects.count() == 0
+    if token:
+        assert f"assertion {reason}" in caplog.text
+        assert token not in caplog.text and "eyJ" not in caplog.text, "the log never holds a token"
 
 
 def test_the_shared_vectors_through_the_middleware(manifest, monkeypatch):
