@@ -26,6 +26,7 @@ COPY internal ./internal
 COPY plugins ./plugins
 COPY cache ./cache
 COPY keycloak ./keycloak
+COPY verify ./verify
 COPY demo ./demo
 ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
