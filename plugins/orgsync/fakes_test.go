@@ -132,16 +132,20 @@ type fakeEmitter struct {
 
 func (e *fakeEmitter) Emit(r pkgHTTP.Request, id *identity.Identity) error {
 	e.emits.Add(1)
-	h := r.Header()
-	h.Set("X-User-Orgs", id.Orgs.HeaderValue())
-	h.Set(identity.HeaderOrgsSource, id.OrgsSource)
-	encoded, err := id.Claims.Encode()
+	claims := id.Claims.Clone()
+	if id.Orgs.Shape != identity.ShapeAbsent || len(id.Orgs.List) > 0 {
+		claims[identity.ClaimOrganization] = id.Orgs.Encode(id.Orgs.Shape)
+	}
+	encoded, err := claims.Encode()
 	if err != nil {
 		return err
 	}
-	h.Set(identity.HeaderUserinfo, encoded)
-	id.Memo.Store(&identity.Rendering{Refresh: id.Refresh, Headers: [][2]string{
-		{"X-User-Orgs", id.Orgs.HeaderValue()}, {identity.HeaderOrgsSource, id.OrgsSource}}})
+	rendering := &identity.Rendering{Refresh: id.Refresh, Headers: [][2]string{{identity.HeaderUserinfo, encoded},
+		{"X-User-Orgs", id.Orgs.HeaderValue()}, {identity.HeaderOrgsSource, id.OrgsSource}}}
+	id.Memo.Store(rendering)
+	for _, kv := range rendering.Headers {
+		r.Header().Set(kv[0], kv[1])
+	}
 	return nil
 }
 

@@ -157,6 +157,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 		return
 	}
+	if id.Orgs.Shape == identity.ShapeMapAttributes {
+		c.plugin.attributesSeen.Store(true)
+	}
 	kc := c.plugin.deps.Keycloak
 	realm := kc.Realm()
 	if !issuerOfRealm(id.Issuer, realm) {
@@ -184,9 +187,13 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		// Keycloak down and nothing cached: the token's own claim, marked.
 		source, value = SourceToken, nil
 	}
+	shape := c.shape
+	if shape == identity.ShapeAbsent {
+		shape = c.plugin.autoShape(id.Orgs.Shape)
+	}
 	refreshed := *id
 	refreshed.OrgsSource = source
-	refreshed.Refresh = &identity.Refresh{By: c.profile, Source: source, Value: value}
+	refreshed.Refresh = &identity.Refresh{By: c.profiles[shape], Source: source, Value: value}
 	if proof.Emitter.Replay(r, &refreshed) {
 		// Exactly this value was accepted and written for this login
 		// before: same account state, same output.
@@ -213,7 +220,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 				return
 			}
 		}
-		c.apply(&refreshed, &snap)
+		c.apply(&refreshed, &snap, shape)
 	}
 	countSource(source)
 	if err := proof.Emitter.Emit(r, &refreshed); err != nil {
@@ -223,6 +230,25 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 }
 
+// autoShape is what shape "auto" writes for a login whose claim came in
+// shape had: what a fresh login would show. The claim of one login cannot tell
+// whether the realm's mapper adds attributes (a user whose organizations have
+// none shows the map without them either way), so the plugin remembers
+// whether any login's claim carried attributes: then the mapper adds them,
+// and a user who joins an organization with attributes sees them at once.
+func (p *Plugin) autoShape(had identity.Shape) identity.Shape {
+	switch had {
+	case identity.ShapeList, identity.ShapeSingle:
+		return had
+	case identity.ShapeMapAttributes:
+		return identity.ShapeMapAttributes
+	}
+	if p.attributesSeen.Load() {
+		return identity.ShapeMapAttributes
+	}
+	return identity.ShapeMap
+}
+
 // issuerOfRealm reports whether a Keycloak issuer URL
 // (https://host/realms/<realm>) names realm.
 func issuerOfRealm(issuer, realm string) bool {
@@ -230,15 +256,8 @@ func issuerOfRealm(issuer, realm string) bool {
 	return i >= 0 && strings.TrimSuffix(issuer[i+len("/realms/"):], "/") == realm
 }
 
-// apply replaces the claims with Keycloak's view.
-func (c *Conf) apply(id *identity.Identity, snap *snapshot) {
-	shape := c.shape
-	if shape == identity.ShapeAbsent {
-		shape = id.Orgs.Shape
-		if shape == identity.ShapeAbsent || shape == identity.ShapeEmptyObject {
-			shape = identity.ShapeMap
-		}
-	}
+// apply replaces the claims with Keycloak's view, the organizations in shape.
+func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape) {
 	id.Orgs = snap.organizations(shape)
 	if c.groups || c.roles {
 		id.Claims = id.Claims.Clone()

@@ -171,8 +171,7 @@ func TestForgedOrganizationsAreReplaced(t *testing.T) {
 	assert.Empty(t, r.Header().Get("X-User-Orgs"), "Keycloak says: no organization")
 	ui, err := identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
 	require.NoError(t, err)
-	_, has := ui["organization"]
-	assert.False(t, has, "the emitter encodes the claims as orgsync left them")
+	assert.JSONEq(t, `[]`, string(ui["organization"]), "Keycloak's answer, in the claim's shape")
 }
 
 func TestGroupsAndRolesRefreshed(t *testing.T) {
@@ -210,4 +209,32 @@ func TestChangeFeedRecordsMembershipChanges(t *testing.T) {
 	assert.JSONEq(t, `["acme"]`, entries[1].Fields["removed"])
 	var at time.Time
 	require.NoError(t, json.Unmarshal([]byte(`"`+entries[1].Fields["at"]+`"`), &at))
+}
+
+// shape auto converges to what a fresh login shows: once any login's claim
+// carried attributes (the mapper adds them), a user whose own claim had none
+// gets the attributes of an organization they join.
+func TestAutoShapeAddsAttributesOnceTheRealmShowsThem(t *testing.T) {
+	h := newHarness(t)
+	h.dir.addUser("u-plain", true, globex, acme)
+	conf := h.route(`{"fresh_ttl":"1h","stale_ttl":"1h"}`)
+	plain := login("u-plain")
+	plain.Orgs = identity.Organizations{Shape: identity.ShapeMap, List: []identity.Organization{{Alias: "globex", ID: "org-2"}}}
+	_, r := h.do(conf, plain, nil)
+	ui, err := identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"acme":{"id":"org-1"},"globex":{"id":"org-2"}}`, string(ui["organization"]),
+		"no login has shown attributes yet: the map shape the token had")
+
+	h.dir.addUser("u-rich", true, acme)
+	rich := login("u-rich")
+	rich.Orgs = identity.Organizations{Shape: identity.ShapeMapAttributes, List: []identity.Organization{
+		{Alias: "acme", ID: "org-1", Attributes: map[string][]string{"tier": {"gold"}}}}}
+	_, _ = h.do(conf, rich, nil)
+
+	require.NoError(t, invalidateUsers(t.Context(), h.plugin.deps, []string{"u-plain"}, InvalidatedByEvents))
+	_, r = h.do(conf, plain, nil)
+	ui, err = identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"acme":{"id":"org-1","tier":["gold"]},"globex":{"id":"org-2"}}`, string(ui["organization"]))
 }

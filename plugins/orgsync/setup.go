@@ -103,9 +103,10 @@ type Conf struct {
 	groups       bool
 	roles        bool
 	secret       []byte
-	// profile stands for the settings that shape the output (shape, claims):
-	// equal configs share it, so a login's rendering is reused across them.
-	profile *refreshProfile
+	// profiles stand for the settings that shape the output (the shape
+	// written, indexed by identity.Shape, and the claims): equal configs
+	// share them, so a login's rendering is reused across them.
+	profiles [identity.ShapeEmptyObject + 1]*refreshProfile
 	// limiter bounds the invalidation route's calls.
 	limiter *rateLimiter
 }
@@ -151,6 +152,9 @@ type Plugin struct {
 	plugin.DefaultPlugin
 	deps     Deps
 	profiles profiles
+	// attributesSeen: a login's organization claim carried attributes, so
+	// the realm's mapper adds them (see autoShape).
+	attributesSeen atomic.Bool
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -312,7 +316,9 @@ func (c *Conf) Derive() error {
 		c.groups = c.groups || claim == ClaimGroups
 		c.roles = c.roles || claim == ClaimRoles
 	}
-	c.profile = c.plugin.profiles.intern(refreshSettings{shape: c.shape, groups: c.groups, roles: c.roles})
+	for shape := range c.profiles {
+		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups, roles: c.roles})
+	}
 	return nil
 }
 

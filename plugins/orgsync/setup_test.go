@@ -142,7 +142,11 @@ func TestApplyKeepsTheRequestShape(t *testing.T) {
 			c, err := New(Deps{}).parse([]byte(`{"shape":"` + tc.confShape + `"}`))
 			require.NoError(t, err)
 			id := &identity.Identity{Subject: "u", Claims: identity.Claims{}, Orgs: identity.Organizations{Shape: tc.had}}
-			c.apply(id, snap)
+			shape := c.shape
+			if shape == identity.ShapeAbsent {
+				shape = c.plugin.autoShape(tc.had)
+			}
+			c.apply(id, snap, shape)
 			assert.JSONEq(t, tc.want, string(id.Orgs.Encode(id.Orgs.Shape)))
 		})
 	}
@@ -153,7 +157,7 @@ func TestApplyGroupsAndRoles(t *testing.T) {
 	require.NoError(t, err)
 	original := identity.Claims{"sub": []byte(`"u"`), "groups": []byte(`["/old"]`)}
 	id := &identity.Identity{Subject: "u", Claims: original}
-	c.apply(id, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}})
+	c.apply(id, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}}, identity.ShapeMap)
 	assert.JSONEq(t, `["/staff/editors"]`, string(id.Claims["groups"]))
 	assert.JSONEq(t, `{"roles":["course-admin"]}`, string(id.Claims["realm_access"]))
 	assert.JSONEq(t, `["/old"]`, string(original["groups"]), "the claims userinfo handed over are not changed in place")
