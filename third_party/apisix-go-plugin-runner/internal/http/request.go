@@ -20,6 +20,7 @@ package http
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,7 +36,6 @@ import (
 	"github.com/apache/apisix-go-plugin-runner/internal/util"
 	"github.com/apache/apisix-go-plugin-runner/pkg/common"
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
-	"github.com/apache/apisix-go-plugin-runner/pkg/log"
 )
 
 type Request struct {
@@ -230,9 +230,26 @@ func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 			}
 		}
 		for n, v := range newHdr {
-			if raw, ok := oldHdr[n]; !ok || raw[0] != v[0] {
-				// set
+			// apisix-identity-runner patch: repeated header keeps its extra
+			// values. v0.5.0 compared only the first values (raw[0] != v[0]),
+			// so a header the client sent twice ("X-User-Orgs: acme",
+			// "X-User-Orgs: globex") and a plugin Set to "acme" was left out
+			// of the change set and both values reached the upstream. Compare
+			// the whole lists. Sending one entry with the first value is
+			// enough: APISIX applies each Rewrite header entry with
+			// core.request.set_header (apisix/plugins/ext-plugin/init.lua, the
+			// Rewrite branch of the RPC_HTTP_REQ_CALL handler), that is
+			// ngx.req.set_header, which replaces every value of the header.
+			if raw, ok := oldHdr[n]; !ok || !sameValues(raw, v) {
 				name := builder.CreateString(n)
+				if len(v) == 0 {
+					// Emptied through View(): a deletion, where v0.5.0
+					// indexed v[0] and panicked.
+					A6.TextEntryStart(builder)
+					A6.TextEntryAddName(builder, name)
+					hdrs = append(hdrs, A6.TextEntryEnd(builder))
+					continue
+				}
 				value := builder.CreateString(v[0])
 				A6.TextEntryStart(builder)
 				A6.TextEntryAddName(builder, name)
@@ -335,6 +352,20 @@ func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 	return true
 }
 
+// sameValues reports whether a and b hold the same values in the same order.
+// (apisix-identity-runner patch: repeated header keeps its extra values.)
+func sameValues(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *Request) BindConn(c net.Conn) {
 	r.conn = c
 }
@@ -344,6 +375,21 @@ func (r *Request) Context() context.Context {
 		return r.ctx
 	}
 	return context.Background()
+}
+
+// SetContext replaces what Context returns for the rest of this request, so
+// a plugin can hand values to the plugins after it in the same chain
+// (context.WithValue) with nothing process-wide. Derive ctx from Context() to
+// keep the request's deadline. The request's own cancel func is still called
+// when the request ends, and Reset drops ctx, so a pooled Request never
+// carries one request's context into the next.
+//
+// apisix-identity-runner patch: per-request context slot (v0.5.0 has none).
+func (r *Request) SetContext(ctx context.Context) {
+	if ctx == nil {
+		panic("apisix-go-plugin-runner: SetContext with a nil context")
+	}
+	r.ctx = ctx
 }
 
 func (r *Request) askExtraInfo(builder *flatbuffers.Builder,
@@ -366,32 +412,21 @@ func (r *Request) askExtraInfo(builder *flatbuffers.Builder,
 	binary.BigEndian.PutUint32(header, uint32(size))
 	header[0] = util.RPCExtraInfo
 
-	n, err := c.Write(header)
+	// apisix-identity-runner patch: frame injection through an ExtraInfo
+	// answer (extra_info.go). Any failed write or read closes the connection.
+	if _, err := c.Write(header); err != nil {
+		closeOnError(c, fmt.Errorf("write: %w", err))
+		return nil, common.ErrConnClosed
+	}
+
+	if _, err := c.Write(out); err != nil {
+		closeOnError(c, fmt.Errorf("write: %w", err))
+		return nil, common.ErrConnClosed
+	}
+
+	buf, err := readExtraInfoAnswer(c, header)
 	if err != nil {
-		util.WriteErr(n, err)
-		return nil, common.ErrConnClosed
-	}
-
-	n, err = c.Write(out)
-	if err != nil {
-		util.WriteErr(n, err)
-		return nil, common.ErrConnClosed
-	}
-
-	n, err = c.Read(header)
-	if util.ReadErr(n, err, util.HeaderLen) {
-		return nil, common.ErrConnClosed
-	}
-
-	ty := header[0]
-	header[0] = 0
-	length := binary.BigEndian.Uint32(header)
-
-	log.Infof("receive rpc type: %d data length: %d", ty, length)
-
-	buf := make([]byte, length)
-	n, err = c.Read(buf)
-	if util.ReadErr(n, err, int(length)) {
+		closeOnError(c, err)
 		return nil, common.ErrConnClosed
 	}
 
