@@ -60,6 +60,9 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps
 		identity.Refuse(w, http.StatusMethodNotAllowed, ReasonBadRequest, "the invalidation endpoint answers POST")
 		return
 	}
+	if refuseUnreadableBody(w, r.Header(), maxInvalidateBodyBytes) {
+		return
+	}
 	body, err := r.Body()
 	if err != nil {
 		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest, "request body could not be read")
