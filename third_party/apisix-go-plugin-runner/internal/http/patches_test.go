@@ -9,6 +9,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/textproto"
 	"os"
 	"syscall"
 	"testing"
@@ -349,4 +351,34 @@ func TestSetContextNilPanics(t *testing.T) {
 	r := CreateRequest(buildReq(reqOpt{}))
 	defer ReuseRequest(r)
 	assert.Panics(t, func() { r.SetContext(nil) }) //nolint:staticcheck // the point of the test
+}
+
+func TestHeaderIsBuiltAsV050Built(t *testing.T) {
+	// The one-pass Header() must give the maps v0.5.0's Add loop and Clone
+	// gave, for names in and out of knownHeaderKeys, repeated names, names
+	// in several cases, names textproto leaves alone, empty values.
+	in := []pair{
+		{"x-userinfo", "a"}, {"X-Userinfo", "b"}, {"x_userinfo", "c"}, {"bad name", "d"},
+		{"host", "h"}, {"accept", ""}, {"x-custom-thing", "1"}, {"x-custom-thing", "2"},
+		{"cookie", "s=1"}, {"COOKIE", "s=2"}, {"x-user-orgs", "acme"}, {"x-user-orgs", "globex"},
+	}
+	want := http.Header{}
+	for _, p := range in {
+		want.Add(p.name, p.value)
+	}
+	wantRaw := want.Clone()
+
+	r := CreateRequest(buildReq(reqOpt{headers: in}))
+	defer ReuseRequest(r)
+	got := r.Header().View()
+	assert.Equal(t, want, got)
+	assert.Equal(t, wantRaw, r.rawHdr)
+
+	// The two maps share no value list: writing one leaves the other.
+	got["Accept"] = append(got["Accept"], "appended")
+	got["X-Userinfo"][0] = "overwritten"
+	assert.Equal(t, wantRaw, r.rawHdr)
+	for name, key := range knownHeaderKeys {
+		assert.Equal(t, textproto.CanonicalMIMEHeaderKey(name), key)
+	}
 }
