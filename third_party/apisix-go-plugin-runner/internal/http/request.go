@@ -98,7 +98,7 @@ func (r *Request) Header() pkgHTTP.Header {
 		// order, each value list capacity-capped so an append copies), built
 		// in one pass: maps sized up front, the value lists of both maps
 		// cut from one array, names APISIX usually sends canonicalised
-		// without a temporary string. About 70 allocations down to 30 for
+		// without a temporary string. 70 allocations down to 34 per request for
 		// the 14 headers of a logged-in request (bench_test.go).
 		size := r.r.HeadersLength()
 		hh := make(http.Header, size)
