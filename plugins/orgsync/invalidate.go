@@ -38,9 +38,6 @@ const (
 // lastBadSignatureLog is when a refused invalidation was last logged (unix s).
 var lastBadSignatureLog atomic.Int64
 
-// maxInvalidateBody bounds the body read by the endpoint.
-const maxInvalidateBody = 1 << 20
-
 // invalidateRequest is the endpoint's own body, or a keycloak-events webhook
 // payload (an admin event).
 type invalidateRequest struct {
@@ -75,13 +72,17 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusTooManyRequests, ReasonRateLimited)
 		return
 	}
+	if refuseUnreadableBody(w, r.Header(), maxInvalidateBodyBytes) {
+		return
+	}
 	body, err := r.Body()
 	if err != nil {
 		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest)
 		return
 	}
-	if len(body) > maxInvalidateBody {
-		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBadRequest)
+	if int64(len(body)) > maxInvalidateBodyBytes {
+		// More than Content-Length announced: APISIX would not send it.
+		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge)
 		return
 	}
 	if !c.signatureValid(r.Header().Get(c.SignatureHeader), body) {

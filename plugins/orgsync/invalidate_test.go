@@ -82,7 +82,8 @@ func signedCall(t *testing.T, h *harness, conf any, body string) (int, string) {
 	t.Helper()
 	m := hmac.New(sha256.New, []byte(testSecret))
 	m.Write([]byte(body))
-	r := runnertest.NewRequest(requestIDs.Add(1), 1, map[string]string{"X-Keycloak-Signature": "sha256=" + hex.EncodeToString(m.Sum(nil))})
+	r := runnertest.NewRequest(requestIDs.Add(1), 1, map[string]string{"X-Keycloak-Signature": "sha256=" + hex.EncodeToString(m.Sum(nil)),
+		"Content-Length": fmt.Sprint(len(body))})
 	r.MethodV = http.MethodPost
 	r.BodyV = []byte(body)
 	w := httptest.NewRecorder()
@@ -154,9 +155,11 @@ func TestInvalidationRateLimited(t *testing.T) {
 func TestInvalidationBadSignature(t *testing.T) {
 	h := newHarness(t)
 	conf := invalidationRoute(t, h, "")
-	r := runnertest.NewRequest(requestIDs.Add(1), 1, map[string]string{"X-Keycloak-Signature": "sha256=00"})
+	body := []byte(fmt.Sprintf(`{"user_ids":["u-alice"],"time":%d}`, time.Now().UnixMilli()))
+	r := runnertest.NewRequest(requestIDs.Add(1), 1, map[string]string{"X-Keycloak-Signature": "sha256=00",
+		"Content-Length": fmt.Sprint(len(body))})
 	r.MethodV = http.MethodPost
-	r.BodyV = []byte(fmt.Sprintf(`{"user_ids":["u-alice"],"time":%d}`, time.Now().UnixMilli()))
+	r.BodyV = body
 	w := httptest.NewRecorder()
 	h.plugin.RequestFilter(conf, w, r)
 	assert.Equal(t, http.StatusUnauthorized, w.Code)

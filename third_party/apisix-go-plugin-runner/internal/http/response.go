@@ -20,6 +20,7 @@ package http
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -29,7 +30,6 @@ import (
 	ei "github.com/api7/ext-plugin-proto/go/A6/ExtraInfo"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
-	"github.com/apache/apisix-go-plugin-runner/pkg/log"
 	"github.com/api7/ext-plugin-proto/go/A6"
 	hrc "github.com/api7/ext-plugin-proto/go/A6/HTTPRespCall"
 	flatbuffers "github.com/google/flatbuffers/go"
@@ -73,32 +73,21 @@ func (r *Response) askExtraInfo(builder *flatbuffers.Builder,
 	binary.BigEndian.PutUint32(header, uint32(size))
 	header[0] = util.RPCExtraInfo
 
-	n, err := c.Write(header)
+	// apisix-identity-runner patch: frame injection through an ExtraInfo
+	// answer (extra_info.go). Any failed write or read closes the connection.
+	if _, err := c.Write(header); err != nil {
+		closeOnError(c, fmt.Errorf("write: %w", err))
+		return nil, common.ErrConnClosed
+	}
+
+	if _, err := c.Write(out); err != nil {
+		closeOnError(c, fmt.Errorf("write: %w", err))
+		return nil, common.ErrConnClosed
+	}
+
+	buf, err := readExtraInfoAnswer(c, header)
 	if err != nil {
-		util.WriteErr(n, err)
-		return nil, common.ErrConnClosed
-	}
-
-	n, err = c.Write(out)
-	if err != nil {
-		util.WriteErr(n, err)
-		return nil, common.ErrConnClosed
-	}
-
-	n, err = c.Read(header)
-	if util.ReadErr(n, err, util.HeaderLen) {
-		return nil, common.ErrConnClosed
-	}
-
-	ty := header[0]
-	header[0] = 0
-	length := binary.BigEndian.Uint32(header)
-
-	log.Infof("receive rpc type: %d data length: %d", ty, length)
-
-	buf := make([]byte, length)
-	n, err = c.Read(buf)
-	if util.ReadErr(n, err, int(length)) {
+		closeOnError(c, err)
 		return nil, common.ErrConnClosed
 	}
 

@@ -20,6 +20,7 @@ package server
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -117,7 +118,12 @@ func handleConn(c net.Conn) {
 
 	header := make([]byte, util.HeaderLen)
 	for {
-		n, err := c.Read(header)
+		// apisix-identity-runner patch: one Read may return only part of a
+		// frame (a unix socket hands over about 219 KB at a time), so every
+		// frame larger than that was refused by closing the connection. Read
+		// exactly the announced bytes; a failed or short read still ends the
+		// loop, which closes the connection.
+		n, err := io.ReadFull(c, header)
 		if util.ReadErr(n, err, util.HeaderLen) {
 			break
 		}
@@ -131,7 +137,7 @@ func handleConn(c net.Conn) {
 		log.Infof("receive rpc type: %d data length: %d", ty, length)
 
 		buf := make([]byte, length)
-		n, err = c.Read(buf)
+		n, err = io.ReadFull(c, buf) // apisix-identity-runner patch: see above
 		if util.ReadErr(n, err, int(length)) {
 			break
 		}
