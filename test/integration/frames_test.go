@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +20,14 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
 )
 
+var bodySeq atomic.Int64
+
 // invalidationBody is a signed-able invalidation call of exactly size bytes
-// (JSON, padded with spaces), or the bare padding when size is too small.
+// (JSON, padded with spaces; dated now and unique, as the route refuses old
+// and replayed calls), or the bare padding when size is too small.
 func invalidationBody(size int) []byte {
-	b := []byte(`{"user_ids":["no-such-user-frames-test"]}`)
+	b := []byte(fmt.Sprintf(`{"user_ids":["no-such-user-frames-test"],"time":%d,"seq":%d}`,
+		time.Now().UnixMilli(), bodySeq.Add(1)))
 	if size < len(b) {
 		return bytes.Repeat([]byte{' '}, size)
 	}
@@ -52,12 +57,12 @@ func TestInvalidationBodiesFromZeroToOneMegabyte(t *testing.T) {
 	e := baseEnv(t, kctest.Env(t).URL)
 	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
 	r := startRunner(t, e)
-	hook := newRoute(orgsyncConf(`{"invalidate":true,"secret_env":"ORGSYNC_WEBHOOK_SECRET"}`))
+	hook := newRoute(orgsyncConf(`{"invalidate":true,"secret_env":"ORGSYNC_WEBHOOK_SECRET","rate_limit":1000}`))
 
 	// A call the route accepts, to check the connection after each case.
-	small := invalidationBody(100)
 	followUp := func(t *testing.T, after string) {
 		t.Helper()
+		small := invalidationBody(100)
 		res := postRaw(t, r, hook, small, http.Header{"Content-Length": {"100"}})
 		require.Equal(t, 200, res.Status, "the call after %s: body %s, err %v", after, res.Body, res.Err)
 		assert.Contains(t, string(res.Body), "no-such-user-frames-test")
