@@ -376,3 +376,18 @@ func Parse(component string, in []byte, c Lifecycle) error {
 	}
 	return nil
 }
+
+// HeaderName checks a header name given under key: letters, digits, '-' and
+// '_' only (what nginx passes with underscores_in_headers on), not empty.
+func HeaderName(key, name string) error {
+	if name == "" {
+		return fmt.Errorf("%q: header name is empty", key)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
+		}
+	}
+	return nil
+}

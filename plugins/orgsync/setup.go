@@ -242,7 +242,7 @@ func (c *Conf) Validate() error {
 		if c.SecretEnv == "" {
 			return errors.New(`"secret_env" is required with "invalidate": name the environment variable holding the HMAC secret`)
 		}
-		if err := checkHeaderName("signature_header", c.SignatureHeader); err != nil {
+		if err := conf.HeaderName("signature_header", c.SignatureHeader); err != nil {
 			return err
 		}
 		if c.MaxAge.Std() < 10*time.Second || c.MaxAge.Std() > time.Hour {
@@ -322,18 +322,6 @@ func (c *Conf) Derive() error {
 	return nil
 }
 
-func checkHeaderName(key, name string) error {
-	if name == "" {
-		return fmt.Errorf("%q: header name is empty", key)
-	}
-	for i := 0; i < len(name); i++ {
-		ch := name[i]
-		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
-			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
-		}
-	}
-	return nil
-}
 
 // refreshSettings are the settings that change what orgsync writes.
 type refreshSettings struct {

@@ -259,7 +259,7 @@ func (c *Conf) Validate() error {
 		if a.Issuer == "" {
 			return errors.New(`"assertion.issuer" is empty`)
 		}
-		if err := checkHeaderName("assertion.header", a.Header); err != nil {
+		if err := conf.HeaderName("assertion.header", a.Header); err != nil {
 			return err
 		}
 		if reserved[identity.NormalizeName(a.Header)] {
@@ -275,7 +275,7 @@ func (c *Conf) Validate() error {
 	}
 	for header, claim := range c.ClaimHeaders {
 		key := fmt.Sprintf("claim_headers.%s", header)
-		if err := checkHeaderName(key, header); err != nil {
+		if err := conf.HeaderName(key, header); err != nil {
 			return err
 		}
 		if claim == "" {
@@ -337,18 +337,6 @@ func checkURL(key, v string) error {
 	return nil
 }
 
-func checkHeaderName(key, name string) error {
-	if name == "" {
-		return fmt.Errorf("%q: header name is empty", key)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
-		}
-	}
-	return nil
-}
 
 // Err is the config error a route answers 500 with, nil when the config is good.
 func (c *Conf) Err() error { return c.err }
