@@ -322,7 +322,6 @@ func (c *Conf) Derive() error {
 	return nil
 }
 
-
 // refreshSettings are the settings that change what orgsync writes.
 type refreshSettings struct {
 	shape         identity.Shape

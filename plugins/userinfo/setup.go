@@ -337,7 +337,6 @@ func checkURL(key, v string) error {
 	return nil
 }
 
-
 // Err is the config error a route answers 500 with, nil when the config is good.
 func (c *Conf) Err() error { return c.err }
 
