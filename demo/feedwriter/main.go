@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -24,8 +23,6 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 )
 
-// feedMaxLen is orgsync's cap of the feed (its feedMaxLen).
-const feedMaxLen = 10000
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -43,7 +40,7 @@ func run(args []string) error {
 	removed := fs.String("removed", "", "comma-separated aliases removed")
 	source := fs.String("source", orgsync.SourceKeycloak, "the change's source")
 	n := fs.Int("n", 1, "how many changes to write")
-	maxLen := fs.Int64("maxlen", feedMaxLen, "the stream's approximate cap")
+	maxLen := fs.Int64("maxlen", orgsync.FeedMaxLen, "the stream's approximate cap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,13 +61,8 @@ func run(args []string) error {
 				add[j] = fmt.Sprintf("%s-%d", add[j], i)
 			}
 		}
-		err := c.AppendFeed(ctx, orgsync.FeedStream, *maxLen, map[string]string{
-			"user":    *user,
-			"added":   list(add),
-			"removed": list(split(*removed)),
-			"source":  *source,
-			"at":      time.Now().UTC().Format(time.RFC3339Nano),
-		})
+		err := c.AppendFeed(ctx, orgsync.FeedStream, *maxLen,
+			orgsync.FeedFields(*user, add, split(*removed), *source, time.Now()))
 		if err != nil {
 			return err
 		}
@@ -88,7 +80,3 @@ func split(s string) []string {
 	return out
 }
 
-func list(aliases []string) string {
-	b, _ := json.Marshal(aliases)
-	return string(b)
-}

@@ -51,8 +51,21 @@ var errStaleDenied = errors.New("orgsync: only a stale list is cached")
 // membership change feed.
 const FeedStream = "orgsync:changes"
 
-// feedMaxLen caps the change feed.
-const feedMaxLen = 10000
+// FeedMaxLen caps the change feed (approximately: Redis trims whole nodes).
+const FeedMaxLen = 10000
+
+// FeedFields is one change feed entry as apps read it: the user, the aliases
+// added and removed (JSON lists), where the change was seen and when. The
+// feed's readers (clients/python, demo/feedwriter) depend on these names.
+func FeedFields(user string, added, removed []string, source string, at time.Time) map[string]string {
+	return map[string]string{
+		"user":    user,
+		"added":   string(mustJSON(nonNil(added))),
+		"removed": string(mustJSON(nonNil(removed))),
+		"source":  source,
+		"at":      at.UTC().Format(time.RFC3339Nano),
+	}
+}
 
 // snapshot is what the cache holds for a user: what Keycloak said, at once.
 type snapshot struct {
@@ -368,13 +381,7 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	err := c.AppendFeed(ctx, FeedStream, feedMaxLen, map[string]string{
-		"user":    id.Subject,
-		"added":   string(mustJSON(nonNil(added))),
-		"removed": string(mustJSON(nonNil(removed))),
-		"source":  SourceKeycloak,
-		"at":      at.Format(time.RFC3339Nano),
-	})
+	err := c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}
