@@ -23,7 +23,6 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 )
 
-
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "feedwriter:", err)
@@ -79,4 +78,3 @@ func split(s string) []string {
 	}
 	return out
 }
-
