@@ -18,6 +18,8 @@ FROM ${GO_IMAGE} AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 COPY go.mod go.sum ./
+# The patched runner library go.mod's replace points at (third_party/apisix-go-plugin-runner/PATCHES.md).
+COPY third_party ./third_party
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 # Only the Go sources the two binaries are built from (test/deploy checks that this list covers every package
 # they import), so local state such as .work/ never enters the build.
@@ -26,6 +28,7 @@ COPY internal ./internal
 COPY plugins ./plugins
 COPY cache ./cache
 COPY keycloak ./keycloak
+COPY verify ./verify
 COPY demo ./demo
 ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \

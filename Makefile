@@ -36,6 +36,7 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzParseConf -fuzztime 30s ./plugins/userinfo/
 	go test -run '^$$' -fuzz FuzzRequestFilter -fuzztime 30s ./plugins/userinfo/
 	go test -run '^$$' -fuzz FuzzParseConf -fuzztime 30s ./plugins/orgsync/
+	go test -run '^$$' -fuzz FuzzVerifyToken -fuzztime 30s ./verify/
 
 clean:
 	rm -rf bin

@@ -155,6 +155,9 @@ func (noRedirects) Apply(*http.Request, []*http.Request) error { return http.Err
 // Options returns the options in use, defaults filled in.
 func (c *Client) Options() Options { return c.opts }
 
+// Realm is the realm whose users and organizations the client reads.
+func (c *Client) Realm() string { return c.opts.Realm }
+
 // Requests returns how many HTTP requests this Client has sent to the endpoint
 // (one of the Endpoint constants), whatever their outcome. Calls refused by the
 // breaker are not counted. Tests use it to see whether a lookup reached Keycloak.

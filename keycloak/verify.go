@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/lru"
 )
 
 // Reasons a token is refused. They are stable strings: metrics label and the
@@ -42,20 +45,27 @@ func (e *TokenError) Error() string {
 
 // Token is a verified access token.
 type Token struct {
-	Subject  string
-	Issuer   string
-	Expiry   time.Time
+	Subject string
+	Issuer  string
+	Expiry  time.Time
+	// Audience is the token's aud, as the token says it.
 	Audience []string
+	// AuthorizedParty is azp: the client the token was issued to.
+	AuthorizedParty string
+	// Type is typ ("Bearer", "ID", "Refresh" at Keycloak; "" elsewhere).
+	Type string
 	// Claims are all claims of the token, raw.
 	Claims map[string]json.RawMessage
 }
 
 // TokenVerifierOptions configure a TokenVerifier.
 type TokenVerifierOptions struct {
-	// Leeway tolerates clock skew on exp, nbf and iat. Default 30s.
+	// Leeway tolerates clock skew on exp, nbf and iat. Zero is none: the
+	// route config's default (30s) is applied there, so an explicit "0s"
+	// stays zero.
 	Leeway time.Duration
-	// CacheSize bounds the verdict cache. Default 50000 tokens.
-	CacheSize int
+	// CacheBytes bounds the verdict cache in bytes. Default 8 MiB.
+	CacheBytes int64
 	// Now is the clock; tests set it.
 	Now func() time.Time
 }
@@ -68,8 +78,7 @@ type TokenVerifier struct {
 	keys   *KeySet
 	opts   TokenVerifierOptions
 
-	mu    sync.RWMutex
-	cache map[[32]byte]*Token
+	cache *lru.Cache[[32]byte, *Token]
 }
 
 var allowedAlgorithms = []jose.SignatureAlgorithm{
@@ -83,40 +92,71 @@ func NewTokenVerifier(issuer string, ks *KeySet, opts *TokenVerifierOptions) *To
 	if opts != nil {
 		o = *opts
 	}
-	if o.Leeway <= 0 {
-		o.Leeway = 30 * time.Second
+	if o.Leeway < 0 {
+		o.Leeway = 0
 	}
-	if o.CacheSize <= 0 {
-		o.CacheSize = 50000
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultVerdictCacheBytes
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &TokenVerifier{issuer: issuer, keys: ks, opts: o, cache: map[[32]byte]*Token{}}
+	return &TokenVerifier{issuer: issuer, keys: ks, opts: o, cache: lru.New[[32]byte, *Token](o.CacheBytes)}
 }
 
 // Issuer is the issuer tokens must carry.
 func (v *TokenVerifier) Issuer() string { return v.issuer }
 
-// Verify checks raw's signature, expiry, issuer and type, and its audience when
-// audience is not "" (aud holds it, or azp equals it: Keycloak puts the client
-// in azp and adds aud only with an audience mapper). Errors are *TokenError.
+// DefaultVerdictCacheBytes is the default budget of a verifier's verdicts.
+const DefaultVerdictCacheBytes = 8 << 20
+
+// Token types Keycloak writes in typ.
+const (
+	TypeAccess = "Bearer"
+	TypeID     = "ID"
+)
+
+// Verify checks an access token: signature, expiry, issuer and type, and its
+// audience when audience is not "" (aud holds it, or azp equals it: Keycloak
+// puts the client in azp and adds aud only with an audience mapper; the two
+// are separate claims and checked separately). Errors are *TokenError.
 func (v *TokenVerifier) Verify(ctx context.Context, raw, audience string) (*Token, error) {
+	return v.verify(ctx, raw, TypeAccess, audience)
+}
+
+// VerifyID checks an ID token of client: signature, expiry, issuer, typ "ID",
+// and client in aud (OIDC Core 3.1.3.7: an ID token's aud holds the client).
+func (v *TokenVerifier) VerifyID(ctx context.Context, raw, client string) (*Token, error) {
+	if client == "" {
+		return nil, &TokenError{Reason: ReasonWrongAudience, Detail: "no client to check the ID token's aud against"}
+	}
+	tok, err := v.verify(ctx, raw, TypeID, "")
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(tok.Audience, client) {
+		return nil, &TokenError{Reason: ReasonWrongAudience, Detail: fmt.Sprintf("ID token not issued to %q", client)}
+	}
+	return tok, nil
+}
+
+func (v *TokenVerifier) verify(ctx context.Context, raw, typ, audience string) (*Token, error) {
 	key := sha256.Sum256([]byte(raw))
 	now := v.opts.Now()
-	v.mu.RLock()
-	tok := v.cache[key]
-	v.mu.RUnlock()
-	if tok == nil {
+	tok, ok := v.cache.Get(key)
+	if !ok {
 		var err error
 		tok, err = v.verifySignature(ctx, raw)
 		if err != nil {
 			return nil, err
 		}
-		v.remember(key, tok, now)
+		v.cache.Add(key, tok, tok.size())
 	}
-	// Time and audience are checked on every use: the cached verdict is only
-	// that the signature is good and the issuer right.
+	// Type, time and audience are checked on every use: the cached verdict
+	// is only that the signature is good and the issuer right.
+	if !typeIs(tok, typ) {
+		return nil, &TokenError{Reason: ReasonWrongType, Detail: fmt.Sprintf("want typ %q", typ)}
+	}
 	if now.After(tok.Expiry.Add(v.opts.Leeway)) {
 		return nil, &TokenError{Reason: ReasonExpired, Detail: "expired at " + tok.Expiry.UTC().Format(time.RFC3339)}
 	}
@@ -124,6 +164,29 @@ func (v *TokenVerifier) Verify(ctx context.Context, raw, audience string) (*Toke
 		return nil, &TokenError{Reason: ReasonWrongAudience, Detail: fmt.Sprintf("want %q", audience)}
 	}
 	return tok, nil
+}
+
+// typeIs: Keycloak marks every token with typ, so an ID or refresh token of
+// the same user cannot pass as the access token. A token without typ (other
+// issuers) passes as an access token only.
+func typeIs(tok *Token, want string) bool {
+	if tok.Type == "" {
+		return want == TypeAccess
+	}
+	return strings.EqualFold(tok.Type, want)
+}
+
+// size is what a verdict costs in the cache, roughly: its claims and the
+// fixed overhead of the entry.
+func (t *Token) size() int64 {
+	n := 256 + len(t.Subject) + len(t.Issuer) + len(t.AuthorizedParty) + len(t.Type)
+	for _, a := range t.Audience {
+		n += len(a) + 16
+	}
+	for k, raw := range t.Claims {
+		n += len(k) + len(raw) + 48
+	}
+	return int64(n)
 }
 
 func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token, error) {
@@ -188,11 +251,6 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 	if std.Expiry == nil {
 		return nil, &TokenError{Reason: ReasonMalformed, Detail: "no exp"}
 	}
-	// Keycloak marks tokens with typ: an ID or refresh token of the same user
-	// must not pass as the access token.
-	if std.Type != "" && !strings.EqualFold(std.Type, "Bearer") {
-		return nil, &TokenError{Reason: ReasonWrongType, Detail: fmt.Sprintf("typ %q", std.Type)}
-	}
 	now := v.opts.Now()
 	if std.NotBefore != nil && now.Add(v.opts.Leeway).Before(std.NotBefore.Time()) {
 		return nil, &TokenError{Reason: ReasonNotYetValid}
@@ -200,40 +258,12 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 	if std.IssuedAt != nil && now.Add(v.opts.Leeway).Before(std.IssuedAt.Time()) {
 		return nil, &TokenError{Reason: ReasonNotYetValid, Detail: "issued in the future"}
 	}
-	aud := []string(std.Audience)
-	if std.Azp != "" {
-		aud = append(aud, "azp:"+std.Azp)
-	}
-	return &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: aud, Claims: claims}, nil
+	return &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: std.Audience,
+		AuthorizedParty: std.Azp, Type: std.Type, Claims: claims}, nil
 }
 
 func hasAudience(t *Token, want string) bool {
-	for _, a := range t.Audience {
-		if a == want || a == "azp:"+want {
-			return true
-		}
-	}
-	return false
-}
-
-func (v *TokenVerifier) remember(key [32]byte, tok *Token, now time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if len(v.cache) >= v.opts.CacheSize {
-		for k, t := range v.cache {
-			if now.After(t.Expiry.Add(v.opts.Leeway)) {
-				delete(v.cache, k)
-			}
-		}
-		// Still full of live tokens: forget an arbitrary half rather than grow.
-		for k := range v.cache {
-			if len(v.cache) < v.opts.CacheSize/2 {
-				break
-			}
-			delete(v.cache, k)
-		}
-	}
-	v.cache[key] = tok
+	return slices.Contains(t.Audience, want) || t.AuthorizedParty == want
 }
 
 // numericDate reads a JWT NumericDate (seconds since the epoch, maybe fractional).
@@ -263,26 +293,39 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 
 // Verifiers shares one TokenVerifier per issuer and key set URL across route
 // configs: the runner parses a route's config again every time APISIX
-// prepares it, and the keys and verdicts must survive that.
+// prepares it, and the keys and verdicts must survive that. main builds one
+// set and hands it to the plugins.
 type Verifiers struct {
-	mu  sync.Mutex
-	all map[string]*TokenVerifier
+	mu         sync.Mutex
+	all        map[string]*TokenVerifier
+	cacheBytes int64
 }
 
-// DefaultVerifiers is the process-wide set.
-var DefaultVerifiers = &Verifiers{all: map[string]*TokenVerifier{}}
+// maxVerifiers bounds how many issuers one process verifies for: each is a
+// route config's issuer, so a handful in practice.
+const maxVerifiers = 64
 
-// For returns the verifier for issuer whose keys are at jwksURL.
-func (s *Verifiers) For(issuer, jwksURL string, leeway time.Duration) *TokenVerifier {
+// NewVerifiers makes an empty set whose verifiers keep cacheBytes of verdicts
+// each (0: the default).
+func NewVerifiers(cacheBytes int64) *Verifiers {
+	return &Verifiers{all: map[string]*TokenVerifier{}, cacheBytes: cacheBytes}
+}
+
+// For returns the verifier for issuer whose keys are at jwksURL, or an error
+// when the process already verifies for too many issuers.
+func (s *Verifiers) For(issuer, jwksURL string, leeway time.Duration) (*TokenVerifier, error) {
 	id := issuer + "\x00" + jwksURL + "\x00" + leeway.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v, ok := s.all[id]; ok {
-		return v
+		return v, nil
 	}
-	v := NewTokenVerifier(issuer, NewKeySet(jwksURL, nil), &TokenVerifierOptions{Leeway: leeway})
+	if len(s.all) >= maxVerifiers {
+		return nil, fmt.Errorf("more than %d distinct issuer, jwks_uri and leeway settings in route configs", maxVerifiers)
+	}
+	v := NewTokenVerifier(issuer, NewKeySet(jwksURL, nil), &TokenVerifierOptions{Leeway: leeway, CacheBytes: s.cacheBytes})
 	s.all[id] = v
-	return v
+	return v, nil
 }
 
 // JWKSURL is where Keycloak publishes issuer's signing keys.

@@ -1,9 +1,13 @@
 package keycloak
 
 import (
+	"encoding/json"
+	"fmt"
+
 	"context"
 	"encoding/base64"
 	"errors"
+	jose "github.com/go-jose/go-jose/v4"
 	"strings"
 	"testing"
 	"time"
@@ -142,7 +146,7 @@ func TestVerifyCachesVerdictsAndFetchesKeysOnce(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.EqualValues(t, 1, is.Fetches.Load())
-	assert.Len(t, v.cache, 1)
+	assert.Equal(t, 1, v.cache.Len())
 }
 
 func TestVerifyCachedTokenStillExpires(t *testing.T) {
@@ -192,9 +196,11 @@ func TestKeysUnavailable(t *testing.T) {
 }
 
 func TestVerifierSharedPerIssuer(t *testing.T) {
-	a := DefaultVerifiers.For("https://sso.example.org/realms/a", JWKSURL("https://sso.example.org/realms/a"), time.Second)
-	b := DefaultVerifiers.For("https://sso.example.org/realms/a", JWKSURL("https://sso.example.org/realms/a"), time.Second)
-	c := DefaultVerifiers.For("https://sso.example.org/realms/b", JWKSURL("https://sso.example.org/realms/b"), time.Second)
+	set := NewVerifiers(0)
+	a, err := set.For("https://sso.example.org/realms/a", JWKSURL("https://sso.example.org/realms/a"), time.Second)
+	require.NoError(t, err)
+	b, _ := set.For("https://sso.example.org/realms/a", JWKSURL("https://sso.example.org/realms/a"), time.Second)
+	c, _ := set.For("https://sso.example.org/realms/b", JWKSURL("https://sso.example.org/realms/b"), time.Second)
 	assert.Same(t, a, b)
 	assert.NotSame(t, a, c)
 	assert.Equal(t, "https://sso.example.org/realms/a/protocol/openid-connect/certs", JWKSURL("https://sso.example.org/realms/a/"))
@@ -202,4 +208,90 @@ func TestVerifierSharedPerIssuer(t *testing.T) {
 
 func decodeSegment(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(s)
+}
+
+func TestVerifierSetIsBounded(t *testing.T) {
+	set := NewVerifiers(0)
+	for i := 0; i < maxVerifiers; i++ {
+		_, err := set.For(fmt.Sprintf("https://sso.example.org/realms/r%d", i), "https://sso.example.org/certs", time.Second)
+		require.NoError(t, err)
+	}
+	_, err := set.For("https://sso.example.org/realms/one-too-many", "https://sso.example.org/certs", time.Second)
+	assert.Error(t, err)
+}
+
+// An aud entry spelled "azp:<client>" once satisfied audience <client>: the
+// audience and azp checks are separate.
+func TestVerifyAudienceAndAzpAreSeparate(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	v := newVerifier(t, is)
+	c := is.Claims("u")
+	c["azp"] = "someone-else"
+	c["aud"] = []string{"azp:mitxonline"}
+	_, err := v.Verify(context.Background(), is.Sign(c), "mitxonline")
+	assert.Equal(t, ReasonWrongAudience, reasonOf(t, err))
+	c["aud"] = "account"
+	c["azp"] = "mitxonline"
+	_, err = v.Verify(context.Background(), is.Sign(c), "mitxonline")
+	assert.NoError(t, err, "azp equal to the audience is accepted")
+}
+
+// HMAC algorithms are never accepted: a token "signed" with HS256 using the
+// issuer's public key as the secret is the classic key-confusion forgery.
+func TestVerifyRefusesHMACTokens(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	v := newVerifier(t, is)
+	for _, alg := range []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512} {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: []byte(strings.Repeat("k", 64))},
+			(&jose.SignerOptions{}).WithHeader("kid", currentKid(t, is.Sign(is.Claims("u")))))
+		require.NoError(t, err)
+		payload, _ := json.Marshal(is.Claims("u"))
+		obj, err := signer.Sign(payload)
+		require.NoError(t, err)
+		raw, err := obj.CompactSerialize()
+		require.NoError(t, err)
+		_, err = v.Verify(context.Background(), raw, "")
+		assert.Equal(t, ReasonMalformed, reasonOf(t, err), "alg %s", alg)
+	}
+}
+
+func TestVerifyID(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	v := newVerifier(t, is)
+	id := is.Claims("u")
+	id["typ"] = "ID"
+	id["aud"] = "apisix"
+	tok, err := v.VerifyID(context.Background(), is.Sign(id), "apisix")
+	require.NoError(t, err)
+	assert.Equal(t, "u", tok.Subject)
+
+	_, err = v.VerifyID(context.Background(), is.Sign(id), "another-client")
+	assert.Equal(t, ReasonWrongAudience, reasonOf(t, err))
+	_, err = v.VerifyID(context.Background(), is.Sign(is.Claims("u")), "apisix")
+	assert.Equal(t, ReasonWrongType, reasonOf(t, err), "an access token is not an ID token")
+	_, err = v.Verify(context.Background(), is.Sign(id), "")
+	assert.Equal(t, ReasonWrongType, reasonOf(t, err), "an ID token is not an access token")
+}
+
+func TestZeroLeewayIsZero(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	now := time.Now()
+	v := NewTokenVerifier(is.URL, NewKeySet(is.JWKSURL, nil), &TokenVerifierOptions{Leeway: 0, Now: func() time.Time { return now }})
+	c := is.Claims("u")
+	c["exp"] = now.Add(-2 * time.Second).Unix()
+	_, err := v.Verify(context.Background(), is.Sign(c), "")
+	assert.Equal(t, ReasonExpired, reasonOf(t, err), "expired 2s ago with no leeway")
+}
+
+func TestVerdictCacheIsBoundedInBytes(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	v := NewTokenVerifier(is.URL, NewKeySet(is.JWKSURL, nil), &TokenVerifierOptions{Leeway: time.Second, CacheBytes: 64 << 10})
+	for i := 0; i < 400; i++ {
+		c := is.Claims(fmt.Sprintf("user-%d", i))
+		c["padding"] = strings.Repeat("x", 1000)
+		_, err := v.Verify(context.Background(), is.Sign(c), "")
+		require.NoError(t, err)
+	}
+	assert.LessOrEqual(t, v.cache.Bytes(), int64(64<<10))
+	assert.Greater(t, v.cache.Len(), 10)
 }

@@ -2,6 +2,8 @@
 # The project's test command (README: `make test`). It starts a throwaway Redis
 # and Keycloak (scripts/redis.sh, scripts/keycloak.sh), then runs, in order:
 # gofmt, go vet, the unit tests and fuzz seed corpora with the race detector,
+# the Python client's and the Django demo's pytest suites (scripts/python-tests.sh),
+# the patched runner library's own tests (third_party/, a module of its own),
 # and the integration tests that drive the real runner binary against them.
 # Services it started are stopped on exit.
 set -euo pipefail
@@ -44,6 +46,11 @@ done
 
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
+
+step "Python client and Django demo (clients/python, demo/django): shared vectors, Django test client, feed on the real Redis"
+scripts/python-tests.sh
+step "the patched runner library (third_party/apisix-go-plugin-runner, its own module): vet and tests"
+(cd third_party/apisix-go-plugin-runner && go vet ./... && go test -race -count=1 ./...)
 
 step "integration tests: the runner binary over its unix socket, real Redis and Keycloak"
 go test -race -count=1 -tags integration -timeout 15m ./test/integration/

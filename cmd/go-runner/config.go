@@ -28,7 +28,7 @@ type keycloakConfig struct {
 	clientID       string        // KEYCLOAK_CLIENT_ID: the runner's service-account client
 	clientSecret   string        // KEYCLOAK_CLIENT_SECRET or the file named by KEYCLOAK_CLIENT_SECRET_FILE
 	timeout        time.Duration // KEYCLOAK_TIMEOUT: per admin call, default 3s
-	eventsInterval time.Duration // KEYCLOAK_EVENTS_INTERVAL: admin-event poll period, default 2s; 0s = off
+	eventsInterval time.Duration // KEYCLOAK_EVENTS_INTERVAL: admin-event poll period, default 500ms; 0s = off
 }
 
 // enabled is true when the admin API is configured (orgsync needs it).
@@ -89,7 +89,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if k.timeout, err = duration(getenv, "KEYCLOAK_TIMEOUT", 3*time.Second); err != nil {
 		return nil, err
 	}
-	if k.eventsInterval, err = duration(getenv, "KEYCLOAK_EVENTS_INTERVAL", 2*time.Second); err != nil {
+	if k.eventsInterval, err = duration(getenv, "KEYCLOAK_EVENTS_INTERVAL", 500*time.Millisecond); err != nil {
 		return nil, err
 	}
 	secret := getenv("KEYCLOAK_CLIENT_SECRET")

@@ -21,7 +21,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, slog.LevelWarn, cfg.logLevel)
 	assert.Equal(t, time.Hour, cfg.confExpire)
 	assert.Equal(t, 3*time.Second, cfg.keycloak.timeout)
-	assert.Equal(t, 2*time.Second, cfg.keycloak.eventsInterval)
+	assert.Equal(t, 500*time.Millisecond, cfg.keycloak.eventsInterval)
 	assert.Equal(t, 5*time.Second, cfg.shutdownGrace)
 	assert.False(t, cfg.keycloak.enabled())
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")

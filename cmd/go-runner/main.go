@@ -60,14 +60,16 @@ func run() int {
 		slog.Error("go-runner: RUNNER_SIGNING_KEY_FILE", "error", err)
 		return 1
 	}
-	assertion.SetCurrent(keys)
-
 	services, err := start(cfg)
 	if err != nil {
 		slog.Error("go-runner: start", "error", err)
 		return 1
 	}
 	defer services.stop(cfg.shutdownGrace)
+	if err := registerPlugins(services, keys); err != nil {
+		slog.Error("go-runner: start", "error", err)
+		return 1
+	}
 
 	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())

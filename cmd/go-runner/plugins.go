@@ -1,7 +1,34 @@
 package main
 
-// Each plugin registers itself with the runner in its init.
 import (
-	_ "github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
-	_ "github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
+	"fmt"
+
+	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
+	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
 )
+
+// registerPlugins builds both plugins with the process's clients and hands
+// them to the runner library, before runner.Run: nothing is read from
+// package globals, so tests build the same plugins with fakes.
+func registerPlugins(s *services, keys *assertion.KeyRing) error {
+	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys})
+	var deps orgsync.Deps
+	// An interface holding a nil pointer is not nil: set only what exists,
+	// so that orgsync sees "no Keycloak" and answers 500.
+	if s.cache != nil {
+		deps.Cache = s.cache
+	}
+	if s.keycloak != nil {
+		deps.Keycloak = s.keycloak
+	}
+	for _, p := range []plugin.Plugin{ui, orgsync.New(deps)} {
+		if err := plugin.RegisterPlugin(p); err != nil {
+			return fmt.Errorf("registering plugin %s: %w", p.Name(), err)
+		}
+	}
+	return nil
+}

@@ -47,7 +47,6 @@ func start(cfg *config) (*services, error) {
 			s.cache.Close()
 			return nil, fmt.Errorf("KEYCLOAK_URL: %w", err)
 		}
-		orgsync.Configure(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak})
 		if k.eventsInterval > 0 {
 			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)
 		}

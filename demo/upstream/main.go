@@ -1,7 +1,8 @@
 // Command upstream is the demo app behind APISIX in docker-compose.yml. It
 // answers every request with the headers it received, as JSON, and checks
-// the signed identity assertion (X-Identity-Assertion) against the key set
-// the runner publishes on its JWKS route, as a real app would.
+// the signed identity assertion (X-Identity-Assertion) with the verify
+// package against the key set the runner publishes on its JWKS route, as a
+// real app would.
 //
 //	upstream                 serve (LISTEN_ADDR, default :8000)
 //	upstream healthcheck     exit 0 when the local server answers /healthz
@@ -20,7 +21,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,12 +30,10 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/apisix-identity-runner/apisix-identity-runner/verify"
 )
 
 func main() {
@@ -57,13 +55,19 @@ func env(name, def string) string {
 }
 
 func serve() error {
-	v := &verifier{
-		jwksURL:  env("JWKS_URL", "http://apisix:9080/.well-known/identity-assertion/jwks.json"),
-		audience: env("ASSERTION_AUDIENCE", "demo-app"),
-		issuer:   env("ASSERTION_ISSUER", "apisix-identity-runner"),
-		client:   &http.Client{Timeout: 3 * time.Second},
+	jwksURL := env("JWKS_URL", "http://apisix:9080/.well-known/identity-assertion/jwks.json")
+	audience := env("ASSERTION_AUDIENCE", "demo-app")
+	v, err := verify.New(verify.Config{
+		JWKSURL:    jwksURL,
+		Audience:   audience,
+		Issuer:     env("ASSERTION_ISSUER", "apisix-identity-runner"),
+		Header:     env("ASSERTION_HEADER", verify.DefaultHeader),
+		HTTPClient: &http.Client{Timeout: 3 * time.Second},
+	})
+	if err != nil {
+		return err
 	}
-	app := &app{verifier: v, header: env("ASSERTION_HEADER", "X-Identity-Assertion")}
+	app := &app{verifier: v}
 	srv := &http.Server{
 		Addr:              env("LISTEN_ADDR", ":8000"),
 		Handler:           app.routes(),
@@ -73,7 +77,7 @@ func serve() error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	slog.Info("demo upstream listening", "addr", srv.Addr, "jwks_url", v.jwksURL, "audience", v.audience)
+	slog.Info("demo upstream listening", "addr", srv.Addr, "jwks_url", jwksURL, "audience", audience)
 	select {
 	case err := <-errc:
 		return err
@@ -107,8 +111,7 @@ func healthcheck(listen string) int {
 }
 
 type app struct {
-	verifier *verifier
-	header   string
+	verifier *verify.Verifier
 }
 
 func (a *app) routes() http.Handler {
@@ -135,6 +138,32 @@ type assertionReport struct {
 	Valid   bool           `json:"valid"`
 	Error   string         `json:"error,omitempty"`
 	Claims  map[string]any `json:"claims,omitempty"`
+	// Organizations as verify reads them: alias -> {id, attributes}.
+	Organizations map[string]orgReport `json:"organizations,omitempty"`
+}
+
+type orgReport struct {
+	ID         string              `json:"id,omitempty"`
+	Attributes map[string][]string `json:"attributes,omitempty"`
+}
+
+func rawClaims(id verify.Identity) map[string]any {
+	out := make(map[string]any, len(id.Claims))
+	for name, raw := range id.Claims {
+		var v any
+		if json.Unmarshal(raw, &v) == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func organizations(id verify.Identity) map[string]orgReport {
+	out := make(map[string]orgReport, len(id.Organizations))
+	for _, o := range id.Organizations {
+		out[o.Alias] = orgReport{ID: o.ID, Attributes: o.Attributes}
+	}
+	return out
 }
 
 // shownTokens are headers whose value is a credential: the demo shows that
@@ -158,14 +187,17 @@ func (a *app) echo(w http.ResponseWriter, r *http.Request) {
 	if ui := r.Header.Get("X-Userinfo"); ui != "" {
 		rep.Userinfo = decodeUserinfo(ui)
 	}
-	if raw := r.Header.Get(a.header); raw != "" {
+	// The demo shows a refused assertion instead of answering 401 as
+	// verify's Middleware would: it is there to be looked at.
+	if r.Header.Get(a.verifier.Header()) != "" {
 		rep.Assertion.Present = true
-		claims, err := a.verifier.verify(r.Context(), raw)
+		id, err := a.verifier.Verify(r)
 		if err != nil {
 			rep.Assertion.Error = err.Error()
 		} else {
 			rep.Assertion.Valid = true
-			rep.Assertion.Claims = claims
+			rep.Assertion.Claims = rawClaims(id)
+			rep.Assertion.Organizations = organizations(id)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -189,114 +221,4 @@ func decodeUserinfo(v string) any {
 		return "(not JSON)"
 	}
 	return out
-}
-
-// verifier checks assertions against the runner's JWKS, fetched lazily and
-// again when a token names a key it does not know (key rotation), at most
-// once per refetchEvery.
-type verifier struct {
-	jwksURL  string
-	audience string
-	issuer   string
-	client   *http.Client
-	now      func() time.Time // nil: time.Now
-
-	mu      sync.Mutex
-	keys    *jose.JSONWebKeySet
-	fetched time.Time
-}
-
-const (
-	refetchEvery = 10 * time.Second
-	leeway       = 5 * time.Second
-)
-
-var algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
-
-func (v *verifier) clock() time.Time {
-	if v.now != nil {
-		return v.now()
-	}
-	return time.Now()
-}
-
-// verify returns the assertion's claims when it is signed by a published key,
-// unexpired, and issued by and for the expected parties.
-func (v *verifier) verify(ctx context.Context, raw string) (map[string]any, error) {
-	tok, err := jwt.ParseSigned(raw, algorithms)
-	if err != nil {
-		return nil, fmt.Errorf("assertion: malformed: %w", err)
-	}
-	if len(tok.Headers) != 1 || tok.Headers[0].KeyID == "" {
-		return nil, errors.New("assertion: no kid in the header")
-	}
-	key, err := v.key(ctx, tok.Headers[0].KeyID)
-	if err != nil {
-		return nil, err
-	}
-	var std jwt.Claims
-	var all map[string]any
-	if err := tok.Claims(key.Key, &std, &all); err != nil {
-		return nil, fmt.Errorf("assertion: signature: %w", err)
-	}
-	if std.Expiry == nil {
-		return nil, errors.New("assertion: no exp")
-	}
-	err = std.ValidateWithLeeway(jwt.Expected{
-		Issuer:      v.issuer,
-		AnyAudience: jwt.Audience{v.audience},
-		Time:        v.clock(),
-	}, leeway)
-	if err != nil {
-		return nil, fmt.Errorf("assertion: %w", err)
-	}
-	if std.Subject == "" {
-		return nil, errors.New("assertion: no sub")
-	}
-	return all, nil
-}
-
-func (v *verifier) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.keys != nil {
-		if ks := v.keys.Key(kid); len(ks) > 0 {
-			return &ks[0], nil
-		}
-		if v.clock().Sub(v.fetched) < refetchEvery {
-			return nil, fmt.Errorf("assertion: unknown kid %q", kid)
-		}
-	}
-	keys, err := v.fetch(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.keys, v.fetched = keys, v.clock()
-	if ks := keys.Key(kid); len(ks) > 0 {
-		return &ks[0], nil
-	}
-	return nil, fmt.Errorf("assertion: unknown kid %q", kid)
-}
-
-func (v *verifier) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.jwksURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("assertion: jwks %s: %w", v.jwksURL, err)
-	}
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("assertion: jwks %s: %w", v.jwksURL, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("assertion: jwks %s: status %d", v.jwksURL, resp.StatusCode)
-	}
-	var set jose.JSONWebKeySet
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, fmt.Errorf("assertion: jwks %s: %w", v.jwksURL, err)
-	}
-	if len(set.Keys) == 0 {
-		return nil, fmt.Errorf("assertion: jwks %s: no keys", v.jwksURL)
-	}
-	return &set, nil
 }

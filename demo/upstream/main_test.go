@@ -16,21 +16,31 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
+	"github.com/apisix-identity-runner/apisix-identity-runner/verify"
 )
 
 // gateway plays the two routes of conf/apisix.yaml the demo app relies on,
 // with the real userinfo plugin: the JWKS route and an app route that signs.
 type gateway struct {
-	plugin  *userinfo.Plugin
-	appConf any
-	jwks    *httptest.Server
-	fetches atomic.Int32
+	plugin   *userinfo.Plugin
+	appConf  any
+	jwksConf any
+	jwks     *httptest.Server
+	fetches  atomic.Int32
 }
 
 func newGateway(t *testing.T, keys *assertion.KeyRing) *gateway {
 	t.Helper()
-	assertion.SetCurrent(keys)
-	g := &gateway{plugin: &userinfo.Plugin{}}
+	g := &gateway{}
+	g.rotate(t, keys)
+	return g
+}
+
+// rotate restarts the gateway's plugin with keys, as a runner restarted with
+// a new RUNNER_SIGNING_KEY_FILE; the JWKS server stays.
+func (g *gateway) rotate(t *testing.T, keys *assertion.KeyRing) {
+	t.Helper()
+	g.plugin = userinfo.New(userinfo.Deps{Keys: keys})
 	jwksConf, err := g.plugin.ParseConf([]byte(`{"jwks": true}`))
 	require.NoError(t, err)
 	// verify_token false stands in for a verified login here: the token checks
@@ -38,12 +48,14 @@ func newGateway(t *testing.T, keys *assertion.KeyRing) *gateway {
 	g.appConf, err = g.plugin.ParseConf([]byte(`{"verify_token": false, "assertion": {"audience": "demo-app", "ttl": "60s"}}`))
 	require.NoError(t, err)
 	require.NoError(t, g.appConf.(interface{ Err() error }).Err())
-	g.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.fetches.Add(1)
-		g.plugin.RequestFilter(jwksConf, w, runnertest.NewRequest(1, 1, nil))
-	}))
-	t.Cleanup(g.jwks.Close)
-	return g
+	g.jwksConf = jwksConf
+	if g.jwks == nil {
+		g.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			g.fetches.Add(1)
+			g.plugin.RequestFilter(g.jwksConf, w, runnertest.NewRequest(1, 1, nil))
+		}))
+		t.Cleanup(g.jwks.Close)
+	}
 }
 
 // forward runs the app route's plugin on a request carrying X-Userinfo and
@@ -60,12 +72,12 @@ func (g *gateway) forward(t *testing.T, userinfoJSON string) http.Header {
 	return req.Header().View().Clone()
 }
 
-func newApp(jwksURL, audience string) *app {
-	return &app{
-		header: "X-Identity-Assertion",
-		verifier: &verifier{jwksURL: jwksURL, audience: audience, issuer: "apisix-identity-runner",
-			client: &http.Client{Timeout: 2 * time.Second}},
-	}
+func newApp(t *testing.T, jwksURL, audience string, now func() time.Time) *app {
+	t.Helper()
+	v, err := verify.New(verify.Config{JWKSURL: jwksURL, Audience: audience, Issuer: "apisix-identity-runner",
+		HTTPClient: &http.Client{Timeout: 2 * time.Second}, Now: now})
+	require.NoError(t, err)
+	return &app{verifier: v}
 }
 
 func call(t *testing.T, a *app, h http.Header) report {
@@ -91,12 +103,13 @@ func TestVerifiesTheAssertionTheRunnerSigns(t *testing.T) {
 	h := g.forward(t, `{"sub":"5b7c3c1e-alice","email":"alice@acme.example.com","organization":{"acme":{"id":"a1"}}}`)
 	require.NotEmpty(t, h.Get("X-Identity-Assertion"))
 
-	a := newApp(g.jwks.URL, "demo-app")
+	a := newApp(t, g.jwks.URL, "demo-app", nil)
 	rep := call(t, a, h)
 	assert.True(t, rep.Assertion.Present)
 	assert.True(t, rep.Assertion.Valid, rep.Assertion.Error)
 	assert.Equal(t, "5b7c3c1e-alice", rep.Assertion.Claims["sub"])
 	assert.Equal(t, map[string]any{"acme": map[string]any{"id": "a1"}}, rep.Assertion.Claims["organization"])
+	assert.Equal(t, map[string]orgReport{"acme": {ID: "a1"}}, rep.Assertion.Organizations)
 	assert.Equal(t, "5b7c3c1e-alice", rep.Headers["X-User-Id"])
 	assert.Equal(t, "acme", rep.Headers["X-User-Orgs"])
 	assert.Equal(t, map[string]any{"sub": "5b7c3c1e-alice", "email": "alice@acme.example.com",
@@ -113,7 +126,7 @@ func TestRefusesAnAssertionForAnotherApp(t *testing.T) {
 	g := newGateway(t, keys)
 	h := g.forward(t, `{"sub":"alice"}`)
 
-	rep := call(t, newApp(g.jwks.URL, "another-app"), h)
+	rep := call(t, newApp(t, g.jwks.URL, "another-app", nil), h)
 	assert.True(t, rep.Assertion.Present)
 	assert.False(t, rep.Assertion.Valid)
 	assert.Contains(t, rep.Assertion.Error, "aud")
@@ -131,7 +144,7 @@ func TestRefusesATamperedAssertion(t *testing.T) {
 	require.NoError(t, err)
 	h.Set("X-Identity-Assertion", parts[0]+"."+base64.RawURLEncoding.EncodeToString(forged)+"."+parts[2])
 
-	rep := call(t, newApp(g.jwks.URL, "demo-app"), h)
+	rep := call(t, newApp(t, g.jwks.URL, "demo-app", nil), h)
 	assert.False(t, rep.Assertion.Valid)
 	assert.Contains(t, rep.Assertion.Error, "signature")
 }
@@ -142,8 +155,7 @@ func TestRefusesAnExpiredAssertion(t *testing.T) {
 	g := newGateway(t, keys)
 	h := g.forward(t, `{"sub":"alice"}`)
 
-	a := newApp(g.jwks.URL, "demo-app")
-	a.verifier.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	a := newApp(t, g.jwks.URL, "demo-app", func() time.Time { return time.Now().Add(2 * time.Minute) })
 	rep := call(t, a, h)
 	assert.False(t, rep.Assertion.Valid)
 	assert.Contains(t, rep.Assertion.Error, "expired")
@@ -153,14 +165,13 @@ func TestRefetchesTheKeySetAfterRotation(t *testing.T) {
 	old, err := assertion.Generate()
 	require.NoError(t, err)
 	g := newGateway(t, old)
-	a := newApp(g.jwks.URL, "demo-app")
 	clock := time.Now()
-	a.verifier.now = func() time.Time { return clock }
+	a := newApp(t, g.jwks.URL, "demo-app", func() time.Time { return clock })
 	require.True(t, call(t, a, g.forward(t, `{"sub":"alice"}`)).Assertion.Valid)
 
 	rotated, err := assertion.Generate()
 	require.NoError(t, err)
-	assertion.SetCurrent(rotated)
+	g.rotate(t, rotated)
 	h := g.forward(t, `{"sub":"alice"}`)
 	// An unknown kid right after a fetch is refused without asking again...
 	rep := call(t, a, h)
@@ -168,7 +179,7 @@ func TestRefetchesTheKeySetAfterRotation(t *testing.T) {
 	assert.Contains(t, rep.Assertion.Error, "unknown kid")
 	assert.Equal(t, int32(1), g.fetches.Load())
 	// ...and accepted once the refetch interval has passed.
-	clock = clock.Add(refetchEvery + time.Second)
+	clock = clock.Add(verify.DefaultRefreshInterval + time.Second)
 	rep = call(t, a, h)
 	assert.True(t, rep.Assertion.Valid, rep.Assertion.Error)
 	assert.Equal(t, int32(2), g.fetches.Load())
@@ -178,14 +189,14 @@ func TestHidesCredentialsAndReportsNoAssertion(t *testing.T) {
 	h := http.Header{}
 	h.Set("X-Access-Token", "eyJ.secret.token")
 	h.Set("Cookie", "session=abc")
-	rep := call(t, newApp("http://127.0.0.1:1/unused", "demo-app"), h)
+	rep := call(t, newApp(t, "http://127.0.0.1:1/unused", "demo-app", nil), h)
 	assert.False(t, rep.Assertion.Present)
 	assert.NotContains(t, rep.Headers["X-Access-Token"], "secret")
 	assert.NotContains(t, rep.Headers["Cookie"], "abc")
 }
 
 func TestHealthcheck(t *testing.T) {
-	srv := httptest.NewServer(newApp("http://127.0.0.1:1/unused", "demo-app").routes())
+	srv := httptest.NewServer(newApp(t, "http://127.0.0.1:1/unused", "demo-app", nil).routes())
 	defer srv.Close()
 	assert.Equal(t, 0, healthcheck(strings.TrimPrefix(srv.URL, "http://")))
 	assert.Equal(t, 1, healthcheck("no-port"))

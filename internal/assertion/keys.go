@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -30,14 +29,6 @@ type KeyRing struct {
 	// verify across restarts or across gateway nodes.
 	Ephemeral bool
 }
-
-var current atomic.Pointer[KeyRing]
-
-// Current returns the process key ring, nil before SetCurrent.
-func Current() *KeyRing { return current.Load() }
-
-// SetCurrent installs the process key ring (main does, once, at start).
-func SetCurrent(k *KeyRing) { current.Store(k) }
 
 // LoadFile reads PEM private keys (PKCS#8, or SEC 1 "EC PRIVATE KEY"): the
 // first signs, the others are previous keys still published in the JWKS so

@@ -49,22 +49,150 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // Std converts to time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
-// DecodeStrict decodes one JSON object into v, refusing unknown keys, trailing
-// data and wrong types. Its errors name the key at fault so that an operator
-// reading the log knows which part of the route config to fix.
-func DecodeStrict(data []byte, v any) error {
+// DecodeStrict decodes one JSON object into v, refusing unknown keys, keys
+// that differ from a known one only in case, keys given twice, trailing data
+// and wrong types. encoding/json alone would match keys case-insensitively
+// and let the last duplicate win, so {"verify_token":true,"Verify_Token":false}
+// would turn verification off. Its errors name the key at fault so that an
+// operator reading the log knows which part of the route config to fix. It
+// returns the keys present, for defaults that must not override an explicit
+// zero.
+func DecodeStrict(data []byte, v any) (Keys, error) {
+	keys := Keys{}
+	if err := checkKeys(data, reflect.TypeOf(v), "", keys); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if key, keyErr := locate(data, reflect.TypeOf(v), ""); key != "" {
-			return fmt.Errorf("key %q: %w", key, keyErr)
+			return nil, fmt.Errorf("key %q: %w", key, keyErr)
 		}
-		return describe(err)
+		return nil, describe(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("unexpected data after the JSON object")
+		return nil, errors.New("unexpected data after the JSON object")
+	}
+	return keys, nil
+}
+
+// Keys is the set of keys present in a decoded config, as dotted paths
+// ("assertion.ttl").
+type Keys map[string]bool
+
+// Has reports whether the config gave path, even as zero, false or "".
+func (k Keys) Has(path string) bool { return k[path] }
+
+// checkKeys walks data along type t: every object key of a struct must be
+// one of its json names exactly, and no object may hold a key twice.
+func checkKeys(data []byte, t reflect.Type, prefix string, present Keys) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	data = bytes.TrimSpace(data)
+	if t == nil || len(data) == 0 {
+		return nil
+	}
+	switch {
+	case data[0] == '{' && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map):
+		pairs, err := objectPairs(data)
+		if err != nil {
+			return nil // not valid JSON: the decoder says so with its position
+		}
+		seen := make(map[string]bool, len(pairs))
+		for _, p := range pairs {
+			path := prefix + p.key
+			if seen[p.key] {
+				return fmt.Errorf("key %q is given twice", path)
+			}
+			seen[p.key] = true
+			var elem reflect.Type
+			if t.Kind() == reflect.Map {
+				elem = t.Elem()
+			} else {
+				f, ok := fieldByJSONName(t, p.key)
+				if !ok {
+					if known, fold := fieldFolding(t, p.key); fold {
+						return fmt.Errorf("unknown key %q (keys are case-sensitive: did you mean %q?)", path, prefix+known)
+					}
+					return fmt.Errorf("unknown key %q", path)
+				}
+				elem = f.Type
+			}
+			present[path] = true
+			if err := checkKeys(p.value, elem, path+".", present); err != nil {
+				return err
+			}
+		}
+	case data[0] == '[' && t.Kind() == reflect.Slice:
+		var items []json.RawMessage
+		if json.Unmarshal(data, &items) != nil {
+			return nil
+		}
+		for i, item := range items {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s%d.", prefix, i), present); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+type pair struct {
+	key   string
+	value json.RawMessage
+}
+
+// objectPairs lists an object's members in order, duplicates included
+// (decoding into a map would keep only the last).
+func objectPairs(data []byte) ([]pair, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not an object")
+	}
+	var out []pair
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, errors.New("object key is not a string")
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, err
+		}
+		out = append(out, pair{key: key, value: value})
+	}
+	return out, nil
+}
+
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "-" || !f.IsExported() {
+		return ""
+	}
+	return name
+}
+
+func fieldByJSONName(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if f := t.Field(i); jsonName(f) == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func fieldFolding(t reflect.Type, key string) (string, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if name := jsonName(t.Field(i)); name != "" && strings.EqualFold(name, key) {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // locate finds the key whose own UnmarshalJSON failed (a Duration, say): the
@@ -86,10 +214,8 @@ func locate(data []byte, t reflect.Type, prefix string) (string, error) {
 		if name == "" || name == "-" {
 			continue
 		}
-		// encoding/json also fills a field from a key that differs only in
-		// case ("Fresh_TTL"), so look at those keys too.
 		for key, raw := range fields {
-			if key != name && !strings.EqualFold(key, name) {
+			if key != name {
 				continue
 			}
 			if k, err := locate(raw, f.Type, prefix+key+"."); k != "" {
@@ -159,22 +285,77 @@ func truncate(s string, n int) string {
 // Secret resolves a secret from the process environment by variable name. Route
 // JSON names the variable, never the value: the runner logs the raw conf when
 // parsing fails, and APISIX stores route configs in etcd or YAML in the clear.
+//
+// Because a route config chooses the name, it could name any variable of the
+// process, including ones whose values are public (APISIX_CONF_EXPIRE_TIME)
+// or belong to something else (KEYCLOAK_CLIENT_SECRET). So the name must end
+// in "_SECRET" and not be one the runner uses for its own purposes, and the
+// value must be long and varied enough to be a real key.
 func Secret(envName string) (string, error) {
 	if envName == "" {
 		return "", errors.New("no environment variable named")
+	}
+	if err := checkSecretName(envName); err != nil {
+		return "", err
 	}
 	v, ok := os.LookupEnv(envName)
 	if !ok || v == "" {
 		return "", fmt.Errorf("environment variable %s is not set (is it listed in nginx_config.envs?)", envName)
 	}
+	if err := checkSecretStrength(v); err != nil {
+		return "", fmt.Errorf("environment variable %s: %w", envName, err)
+	}
 	return v, nil
 }
 
+// MinSecretLength is the shortest secret Secret accepts: 32 characters, as
+// `openssl rand -hex 16` gives.
+const MinSecretLength = 32
+
+// reservedSecretNames are variables that hold the runner's own credentials:
+// a route must not reuse them as its webhook key.
+var reservedSecretNames = map[string]bool{"KEYCLOAK_CLIENT_SECRET": true}
+
+func checkSecretName(name string) error {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return fmt.Errorf("%q: a secret variable name holds only A-Z, 0-9 and _", name)
+		}
+	}
+	if !strings.HasSuffix(name, "_SECRET") || len(name) == len("_SECRET") {
+		return fmt.Errorf("%q: a secret variable name must end in _SECRET (a dedicated variable, such as ORGSYNC_WEBHOOK_SECRET)", name)
+	}
+	if reservedSecretNames[name] || strings.HasPrefix(name, "APISIX_") {
+		return fmt.Errorf("%q holds another credential of the runner or APISIX; give this route its own variable", name)
+	}
+	return nil
+}
+
+// checkSecretStrength refuses secrets too short or too uniform to resist a
+// guess; it cannot tell a good secret, only refuse obvious bad ones.
+func checkSecretStrength(v string) error {
+	if len(v) < MinSecretLength {
+		return fmt.Errorf("secret is %d characters, want at least %d (e.g. openssl rand -hex 32)", len(v), MinSecretLength)
+	}
+	distinct := map[rune]bool{}
+	for _, r := range v {
+		distinct[r] = true
+	}
+	if len(distinct) < 10 {
+		return fmt.Errorf("secret uses only %d distinct characters, want a random value (e.g. openssl rand -hex 32)", len(distinct))
+	}
+	return nil
+}
+
 // Lifecycle is what a route config does once decoded, in Caddy's order:
-// fill in defaults, validate (nothing changed), then derive the state the
-// request path uses. The runner has no such hooks, so ParseConf runs them all.
+// fill in defaults for the keys not given, validate (nothing changed), then
+// derive the state the request path uses. The runner has no such hooks, so
+// ParseConf runs them all.
 type Lifecycle interface {
-	SetDefaults()
+	// SetDefaults fills in what set does not hold; a key given as zero is
+	// left for Validate to accept or refuse, never silently replaced.
+	SetDefaults(set Keys)
 	Validate() error
 	Derive() error
 }
@@ -182,15 +363,31 @@ type Lifecycle interface {
 // Parse decodes in strictly into c and runs c's lifecycle. Errors carry the
 // component prefix ("orgsync: ...") and name the key at fault.
 func Parse(component string, in []byte, c Lifecycle) error {
-	if err := DecodeStrict(in, c); err != nil {
+	keys, err := DecodeStrict(in, c)
+	if err != nil {
 		return fmt.Errorf("%s: %w", component, err)
 	}
-	c.SetDefaults()
+	c.SetDefaults(keys)
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", component, err)
 	}
 	if err := c.Derive(); err != nil {
 		return fmt.Errorf("%s: %w", component, err)
+	}
+	return nil
+}
+
+// HeaderName checks a header name given under key: letters, digits, '-' and
+// '_' only (what nginx passes with underscores_in_headers on), not empty.
+func HeaderName(key, name string) error {
+	if name == "" {
+		return fmt.Errorf("%q: header name is empty", key)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
+		}
 	}
 	return nil
 }

@@ -55,12 +55,12 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var c testConf
-		err := DecodeStrict(in, &c)
+		_, err := DecodeStrict(in, &c)
 		if err != nil && strings.TrimSpace(err.Error()) == "" {
 			t.Fatalf("empty error message for %q", in)
 		}
 		var m map[string]any
-		if err := DecodeStrict(in, &m); err != nil && strings.TrimSpace(err.Error()) == "" {
+		if _, err := DecodeStrict(in, &m); err != nil && strings.TrimSpace(err.Error()) == "" {
 			t.Fatalf("empty error message for %q into a map", in)
 		}
 	})

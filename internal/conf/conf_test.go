@@ -27,6 +27,7 @@ type testConf struct {
 	Optional *struct {
 		Timeout Duration `json:"timeout,omitempty"`
 	} `json:"optional,omitempty"`
+	Claims map[string]string `json:"claims,omitempty"`
 }
 
 func TestDurationUnmarshal(t *testing.T) {
@@ -124,8 +125,12 @@ func TestDecodeStrict(t *testing.T) {
 		{name: "duration given a number names the key", in: `{"fresh_ttl":30}`, wantErr: []string{`"fresh_ttl"`, `"30s"`}},
 		{name: "duration given garbage names the key", in: `{"stale_ttl":"soon"}`, wantErr: []string{`"stale_ttl"`, "soon"}},
 		{name: "duration given empty string names the key", in: `{"fresh_ttl":""}`, wantErr: []string{`"fresh_ttl"`}},
-		{name: "duration under a key in other case names that key", in: `{"Fresh_TTL":30}`, wantErr: []string{`"Fresh_TTL"`, `"30s"`}},
-		{name: "nested duration in other case names the path", in: `{"Assertion":{"TTL":"x"}}`, wantErr: []string{`"Assertion.TTL"`}},
+		{name: "key in other case refused, naming both", in: `{"Fresh_TTL":"30s"}`, wantErr: []string{`"Fresh_TTL"`, "case-sensitive", `"fresh_ttl"`}},
+		{name: "nested key in other case refused", in: `{"assertion":{"TTL":"1m"}}`, wantErr: []string{`"assertion.TTL"`, "case-sensitive"}},
+		{name: "case twin cannot override a key", in: `{"enabled":true,"Enabled":false}`, wantErr: []string{`"Enabled"`}},
+		{name: "duplicate key refused", in: `{"enabled":true,"enabled":false}`, wantErr: []string{`"enabled"`, "twice"}},
+		{name: "duplicate nested key refused", in: `{"assertion":{"ttl":"1m","ttl":"2m"}}`, wantErr: []string{`"assertion.ttl"`, "twice"}},
+		{name: "duplicate key in a map refused", in: `{"claims":{"X-A":"sub","X-A":"email"}}`, wantErr: []string{`"claims.X-A"`, "twice"}},
 		{name: "nested duration names the path", in: `{"assertion":{"ttl":60}}`, wantErr: []string{`"assertion.ttl"`}},
 		{name: "duration under pointer struct names the path", in: `{"optional":{"timeout":"x"}}`, wantErr: []string{`"optional.timeout"`}},
 		{name: "number given a string names the key", in: `{"max_orgs":"5"}`, wantErr: []string{`"max_orgs"`, "a number", "string"}},
@@ -145,7 +150,7 @@ func TestDecodeStrict(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var c testConf
-			err := DecodeStrict([]byte(tt.in), &c)
+			_, err := DecodeStrict([]byte(tt.in), &c)
 			if tt.check == nil {
 				require.Error(t, err)
 				for _, want := range tt.wantErr {
@@ -159,8 +164,19 @@ func TestDecodeStrict(t *testing.T) {
 	}
 }
 
+func TestDecodeStrictReportsKeysGiven(t *testing.T) {
+	var c testConf
+	keys, err := DecodeStrict([]byte(`{"fresh_ttl":"0s","assertion":{"ttl":"0s"},"enabled":false}`), &c)
+	require.NoError(t, err)
+	assert.True(t, keys.Has("fresh_ttl"), "an explicit zero is given")
+	assert.True(t, keys.Has("assertion.ttl"))
+	assert.True(t, keys.Has("enabled"))
+	assert.False(t, keys.Has("stale_ttl"))
+	assert.False(t, keys.Has("assertion.audience"))
+}
+
 func TestSecret(t *testing.T) {
-	const name = "CONF_TEST_SECRET_4F1A"
+	const name = "CONF_TEST_4F1A_SECRET"
 	tests := []struct {
 		name    string
 		env     *string // nil: unset
@@ -168,7 +184,14 @@ func TestSecret(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{name: "set", env: ptr("s3cret"), arg: name, want: "s3cret"},
+		{name: "set", env: ptr(goodSecret), arg: name, want: goodSecret},
+		{name: "too short", env: ptr("s3cret"), arg: name, wantErr: "at least 32"},
+		{name: "too uniform", env: ptr(strings.Repeat("ab", 20)), arg: name, wantErr: "distinct"},
+		{name: "a public APISIX variable", arg: "APISIX_CONF_EXPIRE_TIME", wantErr: "_SECRET"},
+		{name: "the runner's Keycloak secret", arg: "KEYCLOAK_CLIENT_SECRET", wantErr: "another credential"},
+		{name: "an APISIX variable ending in _SECRET", arg: "APISIX_ADMIN_SECRET", wantErr: "another credential"},
+		{name: "lower case name", arg: "orgsync_webhook_secret", wantErr: "A-Z"},
+		{name: "only the suffix", arg: "_SECRET", wantErr: "_SECRET"},
 		{name: "unset names the variable", arg: name, wantErr: name},
 		{name: "empty names the variable", env: ptr(""), arg: name, wantErr: name},
 		{name: "no variable named", arg: "", wantErr: "no environment variable"},
@@ -195,6 +218,8 @@ func TestSecret(t *testing.T) {
 		})
 	}
 }
+
+const goodSecret = "9f2c4e7a1b8d3f6095e4c2a7d1b0f3e8"
 
 func ptr[T any](v T) *T { return &v }
 

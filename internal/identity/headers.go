@@ -26,6 +26,11 @@ const (
 	HeaderOrgsSource = "X-User-Orgs-Source"
 )
 
+// EmittedHeaders are the headers the runner's plugins write by default: a
+// client's copy of any of them, in any spelling, is removed (or refused when
+// repeated) before anything is read.
+var EmittedHeaders = []string{HeaderAssertion, HeaderOrgsSource, HeaderUserID, HeaderUserEmail, HeaderUserOrgs}
+
 // OIDCHeaders are the headers openid-connect sets. Only their hyphenated names
 // can come from openid-connect; the spelling with "_" is always a client's.
 var OIDCHeaders = []string{HeaderUserinfo, HeaderAccessToken, HeaderIDToken, HeaderRawIDToken}
@@ -47,38 +52,73 @@ func NormalizeName(name string) string {
 	return string(b)
 }
 
-// StripRule decides which incoming headers are removed before identity is read.
+// StripRule decides which incoming headers are removed before identity is
+// read, and which may not be repeated.
 type StripRule struct {
-	// always: every spelling of these normalized names is removed.
-	always map[string]struct{}
-	// underscored: only spellings containing "_" are removed; the hyphenated
-	// name is left for the verifier, which tells openid-connect's from a forgery.
-	underscored map[string]struct{}
+	// names are normalized identity header names; the first len(OIDCHeaders)
+	// are openid-connect's, the rest are emitted by the runner.
+	names []string
 }
+
+// MaxIdentityHeaders bounds how many names one rule watches: the
+// openid-connect headers, the runner's own and a route's claim headers.
+const MaxIdentityHeaders = 64
 
 // NewStripRule removes every spelling of each name in always, and the
 // underscore spellings of the openid-connect headers.
 func NewStripRule(always ...string) *StripRule {
-	r := &StripRule{always: map[string]struct{}{}, underscored: map[string]struct{}{}}
-	for _, n := range always {
-		r.always[NormalizeName(n)] = struct{}{}
-	}
-	for _, n := range OIDCHeaders {
-		r.underscored[NormalizeName(n)] = struct{}{}
+	r := &StripRule{}
+	seen := map[string]bool{}
+	for _, n := range append(append([]string{}, OIDCHeaders...), always...) {
+		norm := NormalizeName(n)
+		if !seen[norm] {
+			seen[norm] = true
+			r.names = append(r.names, norm)
+		}
 	}
 	return r
 }
 
+// index returns the rule entry the header name is a spelling of, or -1. It
+// folds case and '_' without allocating: it runs for every header of every
+// request.
+func (r *StripRule) index(name string) int {
+	for i, norm := range r.names {
+		if len(norm) == len(name) && sameNormalized(name, norm) {
+			return i
+		}
+	}
+	return -1
+}
+
+func sameNormalized(name, norm string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != norm[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Matches reports whether an incoming header of this name is to be removed.
 func (r *StripRule) Matches(name string) bool {
-	norm := NormalizeName(name)
-	if _, ok := r.always[norm]; ok {
-		return true
+	i := r.index(name)
+	if i < 0 {
+		return false
 	}
-	if _, ok := r.underscored[norm]; ok {
+	if i < len(OIDCHeaders) {
+		// openid-connect writes only the hyphenated name: the spelling
+		// with '_' is always a client's.
 		return strings.IndexByte(name, '_') >= 0
 	}
-	return false
+	return true
 }
 
 // Strip deletes every matching header and returns how many it removed. It walks
@@ -93,6 +133,41 @@ func (r *StripRule) Strip(h pkgHTTP.Header) int {
 		}
 	}
 	return removed
+}
+
+// Repeated returns the identity header a request carries more than once, in
+// any spellings together ("X-User-Orgs" twice, or "X-User-Orgs" and
+// "x_user_orgs"), or "" when none is. An upstream reading such a header may
+// see any of the values, or all of them joined: such a request is refused,
+// never cleaned up.
+func (r *StripRule) Repeated(h pkgHTTP.Header) string {
+	var counts [MaxIdentityHeaders]uint8
+	for name, values := range h.View() {
+		i := r.index(name)
+		if i < 0 || i >= MaxIdentityHeaders {
+			continue
+		}
+		n := int(counts[i]) + len(values)
+		if n > 1 {
+			return headerDisplayName(r.names[i])
+		}
+		counts[i] = uint8(n)
+	}
+	return ""
+}
+
+// headerDisplayName writes a normalized name in the usual capitalisation, for
+// messages.
+func headerDisplayName(norm string) string {
+	b := []byte(norm)
+	up := true
+	for i, c := range b {
+		if up && c >= 'a' && c <= 'z' {
+			b[i] = c - ('a' - 'A')
+		}
+		up = c == '-'
+	}
+	return string(b)
 }
 
 // DeleteAllSpellings removes every spelling of the given names.

@@ -6,14 +6,14 @@ import (
 )
 
 // Refuse answers the client directly (APISIX does not call the upstream) with
-// a JSON body naming the reason. reason is a stable code such as
-// "token_expired"; detail is for humans and never holds a token or a secret.
-func Refuse(w http.ResponseWriter, status int, reason, detail string) {
+// a JSON body naming the reason, a stable code such as "token_expired". The
+// body carries nothing else: details (a key set URL, a config error) can
+// describe the deployment, so they go to the log and the metrics only.
+func Refuse(w http.ResponseWriter, status int, reason string) {
 	body, _ := json.Marshal(struct {
 		Error  string `json:"error"`
 		Reason string `json:"reason"`
-		Detail string `json:"detail,omitempty"`
-	}{Error: http.StatusText(status), Reason: reason, Detail: detail})
+	}{Error: http.StatusText(status), Reason: reason})
 	w.Header().Set("Content-Type", "application/json")
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)

@@ -67,3 +67,7 @@ func (h *Header) Set(k, v string)     { h.h.Set(k, v) }
 func (h *Header) Del(k string)        { h.h.Del(k) }
 func (h *Header) Get(k string) string { return h.h.Get(k) }
 func (h *Header) View() http.Header   { return h.h }
+
+// SetContext stands for the patched runner library's per-request context
+// slot (third_party/apisix-go-plugin-runner).
+func (r *Request) SetContext(ctx context.Context) { r.Ctx = ctx }

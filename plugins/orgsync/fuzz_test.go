@@ -8,7 +8,7 @@ func FuzzParseConf(f *testing.F) {
 	f.Add(`{"invalidate":true,"secret_env":"ORGSYNC_WEBHOOK_SECRET"}`)
 	f.Add(`{"fresh_ttl":30}`)
 	f.Add(`null`)
-	p := &Plugin{}
+	p := New(Deps{})
 	f.Fuzz(func(t *testing.T, in string) {
 		v, err := p.ParseConf([]byte(in))
 		if err != nil {

@@ -24,6 +24,9 @@ import (
 const (
 	ReasonBadSignature = "bad_signature"
 	ReasonBadRequest   = "bad_request"
+	ReasonTooOld       = "invalidation_too_old"
+	ReasonReplayed     = "invalidation_replayed"
+	ReasonRateLimited  = "rate_limited"
 )
 
 // Sources of an invalidation (metric label, log field).
@@ -35,14 +38,15 @@ const (
 // lastBadSignatureLog is when a refused invalidation was last logged (unix s).
 var lastBadSignatureLog atomic.Int64
 
-// maxInvalidateBody bounds the body read by the endpoint.
-const maxInvalidateBody = 1 << 20
-
 // invalidateRequest is the endpoint's own body, or a keycloak-events webhook
 // payload (an admin event).
 type invalidateRequest struct {
 	UserIDs        []string `json:"user_ids"`
 	OrganizationID string   `json:"organization_id"`
+	// Time is when the invalidation was made, in epoch milliseconds: the
+	// signature covers it, so an old body cannot be replayed. keycloak-events
+	// sends the admin event's own time under the same name.
+	Time int64 `json:"time"`
 
 	// keycloak-events (p2-inc) admin event fields.
 	Type           string            `json:"type"`
@@ -53,20 +57,32 @@ type invalidateRequest struct {
 	Details        map[string]string `json:"details"`
 }
 
-func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
-	metricRequests.WithLabelValues(outcomeInvalidate).Inc()
+func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
+	countInvalidate.Inc()
+	d := c.plugin.deps
 	if r.Method() != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		identity.Refuse(w, http.StatusMethodNotAllowed, ReasonBadRequest, "the invalidation endpoint answers POST")
+		identity.Refuse(w, http.StatusMethodNotAllowed, ReasonBadRequest)
+		return
+	}
+	if !c.limiter.allow(time.Now()) {
+		// Each accepted call lists members and flushes caches on every
+		// runner: a flood, signed or not, is cut here.
+		w.Header().Set("Retry-After", "1")
+		identity.Refuse(w, http.StatusTooManyRequests, ReasonRateLimited)
+		return
+	}
+	if refuseUnreadableBody(w, r.Header(), maxInvalidateBodyBytes) {
 		return
 	}
 	body, err := r.Body()
 	if err != nil {
-		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest, "request body could not be read")
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest)
 		return
 	}
-	if len(body) > maxInvalidateBody {
-		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBadRequest, "body too large")
+	if int64(len(body)) > maxInvalidateBodyBytes {
+		// More than Content-Length announced: APISIX would not send it.
+		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge)
 		return
 	}
 	if !c.signatureValid(r.Header().Get(c.SignatureHeader), body) {
@@ -77,14 +93,22 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps
 			logger().Warn("invalidation refused: bad signature (logged at most once a minute; see the metric)",
 				"header", c.SignatureHeader)
 		}
-		identity.Refuse(w, http.StatusUnauthorized, ReasonBadSignature,
-			fmt.Sprintf("%s must be the hex HMAC-SHA256 of the body", c.SignatureHeader))
+		identity.Refuse(w, http.StatusUnauthorized, ReasonBadSignature)
 		return
 	}
 	var req invalidateRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
-		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest, "body must be a JSON object")
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest)
+		return
+	}
+	if reason := c.fresh(req.Time, body, time.Now()); reason != "" {
+		metricInvalidationsRefused.Inc()
+		status := http.StatusUnauthorized
+		if reason == ReasonReplayed {
+			status = http.StatusConflict
+		}
+		identity.Refuse(w, status, reason)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -96,8 +120,8 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps
 		if req.OrganizationID != "" {
 			members, err := d.Keycloak.OrganizationMemberIDs(ctx, req.OrganizationID)
 			if err != nil {
-				identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError,
-					fmt.Sprintf("members of organization %s: %v", req.OrganizationID, err))
+				logger().Warn("invalidation: organization members unreadable", "organization", req.OrganizationID, "error", err)
+				identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError)
 				return
 			}
 			users = append(users, members...)
@@ -106,23 +130,45 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request, d *Deps
 		ev := req.adminEvent()
 		users, err = affectedUsers(ctx, d.Keycloak, ev)
 		if err != nil {
-			identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError, err.Error())
+			logger().Warn("invalidation: affected users unreadable", "error", err)
+			identity.Refuse(w, http.StatusBadGateway, ReasonKeycloakError)
 			return
 		}
 	default:
-		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest,
-			`want {"user_ids":[...]}, {"organization_id":"..."} or a keycloak-events admin event`)
+		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest)
 		return
 	}
 	users = dedupe(users)
 	if err := invalidateUsers(ctx, d, users, InvalidatedByWebhook); err != nil {
-		identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError, err.Error())
+		logger().Warn("invalidation failed", "error", err)
+		identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError)
 		return
 	}
 	out, _ := json.Marshal(map[string]any{"invalidated": map[string]any{"user_ids": nonNil(users)}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+}
+
+// maxFutureSkew tolerates a sender's clock ahead of ours.
+const maxFutureSkew = time.Minute
+
+// fresh refuses a signed body made more than max_age ago (or too far in the
+// future), and one already accepted within max_age: either would let whoever
+// captured one signed call replay it without end. It returns the reason, or
+// "" when the body is fresh, and remembers it.
+func (c *Conf) fresh(atMillis int64, body []byte, now time.Time) string {
+	if atMillis <= 0 {
+		return ReasonTooOld
+	}
+	at := time.UnixMilli(atMillis)
+	if now.Sub(at) > c.MaxAge.Std() || at.Sub(now) > maxFutureSkew {
+		return ReasonTooOld
+	}
+	if !c.limiter.firstSeen(sha256.Sum256(body), at.Add(c.MaxAge.Std()+maxFutureSkew), now) {
+		return ReasonReplayed
+	}
+	return ""
 }
 
 func (c *Conf) signatureValid(header string, body []byte) bool {
@@ -152,7 +198,7 @@ func (req *invalidateRequest) adminEvent() keycloak.AdminEvent {
 
 // affectedUsers resolves an admin event to the users whose cached claims it
 // makes wrong.
-func affectedUsers(ctx context.Context, kc *keycloak.Client, ev keycloak.AdminEvent) ([]string, error) {
+func affectedUsers(ctx context.Context, kc Directory, ev keycloak.AdminEvent) ([]string, error) {
 	parts := strings.Split(strings.Trim(ev.ResourcePath, "/"), "/")
 	switch ev.ResourceType {
 	case keycloak.ResourceOrganizationMembership:
@@ -213,13 +259,14 @@ func bareUserID(rep string) string {
 }
 
 // invalidateUsers drops every cached snapshot of the users, on every runner.
-func invalidateUsers(ctx context.Context, d *Deps, users []string, source string) error {
+func invalidateUsers(ctx context.Context, d Deps, users []string, source string) error {
 	if len(users) == 0 {
 		return nil
 	}
+	realm := d.Keycloak.Realm()
 	keys := make([]string, 0, len(users)*8)
 	for _, u := range users {
-		keys = append(keys, userKeys(u)...)
+		keys = append(keys, userKeys(realm, u)...)
 	}
 	if err := d.Cache.Invalidate(ctx, keys...); err != nil {
 		return fmt.Errorf("orgsync: invalidating %d users: %w", len(users), err)

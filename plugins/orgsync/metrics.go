@@ -42,4 +42,23 @@ var (
 		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
 		Help: "Route configs refused by orgsync (those routes answer 500).",
 	})
+
+	// The request path's series, resolved once.
+	countMisconfigured = metricRequests.WithLabelValues("misconfigured")
+	countAnonymous     = metricRequests.WithLabelValues("anonymous")
+	countRefused       = metricRequests.WithLabelValues("refused")
+	countDenied        = metricRequests.WithLabelValues("denied")
+	countInvalidate    = metricRequests.WithLabelValues("invalidate")
+	countBySource      = map[string]prometheus.Counter{
+		SourceKeycloak: metricRequests.WithLabelValues(SourceKeycloak),
+		SourceCache:    metricRequests.WithLabelValues(SourceCache),
+		SourceStale:    metricRequests.WithLabelValues(SourceStale),
+		SourceToken:    metricRequests.WithLabelValues(SourceToken),
+	}
 )
+
+func countSource(source string) {
+	if c, ok := countBySource[source]; ok {
+		c.Inc()
+	}
+}

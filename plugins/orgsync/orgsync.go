@@ -24,6 +24,8 @@ const (
 	ReasonAccountUnknown     = "account_unknown"
 	ReasonAccountDisabled    = "account_disabled"
 	ReasonKeycloakError      = "keycloak_unavailable"
+	ReasonRealmMismatch      = "token_realm_not_keycloak_realm"
+	ReasonDuplicateHeader    = "duplicate_identity_header"
 )
 
 // Values of X-User-Orgs-Source.
@@ -32,14 +34,6 @@ const (
 	SourceCache    = "cache"
 	SourceStale    = "stale"
 	SourceToken    = "token"
-)
-
-const (
-	outcomeMisconfigured = "misconfigured"
-	outcomeAnonymous     = "anonymous"
-	outcomeRefused       = "refused"
-	outcomeDenied        = "denied"
-	outcomeInvalidate    = "invalidate"
 )
 
 // Account states recorded with a user's memberships.
@@ -57,8 +51,21 @@ var errStaleDenied = errors.New("orgsync: only a stale list is cached")
 // membership change feed.
 const FeedStream = "orgsync:changes"
 
-// feedMaxLen caps the change feed.
-const feedMaxLen = 10000
+// FeedMaxLen caps the change feed (approximately: Redis trims whole nodes).
+const FeedMaxLen = 10000
+
+// FeedFields is one change feed entry as apps read it: the user, the aliases
+// added and removed (JSON lists), where the change was seen and when. The
+// feed's readers (clients/python, demo/feedwriter) depend on these names.
+func FeedFields(user string, added, removed []string, source string, at time.Time) map[string]string {
+	return map[string]string{
+		"user":    user,
+		"added":   string(mustJSON(nonNil(added))),
+		"removed": string(mustJSON(nonNil(removed))),
+		"source":  source,
+		"at":      at.UTC().Format(time.RFC3339Nano),
+	}
+}
 
 // snapshot is what the cache holds for a user: what Keycloak said, at once.
 type snapshot struct {
@@ -83,11 +90,16 @@ func (s *snapshot) organizations(shape identity.Shape) identity.Organizations {
 	return out
 }
 
-// cacheKey names a user's snapshot. What the snapshot holds depends on the
-// route (account check, groups, roles), so the variant is part of the key.
-func cacheKey(sub string, checkAccount, groups, roles bool) string {
+// cacheKey names a user's snapshot. Keycloak user ids are unique within a
+// realm only, so the realm is part of the key; what the snapshot holds
+// depends on the route (account check, groups, roles), so that variant is
+// too.
+func cacheKey(realm, sub string, checkAccount, groups, roles bool) string {
 	var b strings.Builder
+	b.Grow(len("orgsync:user:") + len(realm) + len(sub) + 8)
 	b.WriteString("orgsync:user:")
+	b.WriteString(realm)
+	b.WriteByte(':')
 	b.WriteString(sub)
 	b.WriteString(":o")
 	if checkAccount {
@@ -103,12 +115,12 @@ func cacheKey(sub string, checkAccount, groups, roles bool) string {
 }
 
 // userKeys lists every variant of a user's snapshot, for invalidation.
-func userKeys(sub string) []string {
+func userKeys(realm, sub string) []string {
 	keys := make([]string, 0, 8)
 	for _, a := range []bool{false, true} {
 		for _, g := range []bool{false, true} {
 			for _, r := range []bool{false, true} {
-				keys = append(keys, cacheKey(sub, a, g, r))
+				keys = append(keys, cacheKey(realm, sub, a, g, r))
 			}
 		}
 	}
@@ -117,82 +129,148 @@ func userKeys(sub string) []string {
 
 // lastKnownKey holds the aliases last seen for a user, for the change feed;
 // invalidation leaves it alone so that the next fetch can be compared.
-func lastKnownKey(sub string) string { return "orgsync:last:" + sub }
+func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + ":" + sub }
 
-func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request, d *Deps) {
-	h := identity.DefaultChains.Take(r)
-	if h == nil {
-		// userinfo verified nothing on this request. If identity headers are
-		// still here, userinfo is not before us in the chain: refuse rather
-		// than pass an unverified X-Userinfo on.
-		if r.Header().Get(identity.HeaderUserinfo) != "" || r.Header().Get(identity.HeaderAccessToken) != "" {
-			metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity,
-				"orgsync must follow userinfo in the same ext-plugin-post-req list")
+// stripWithoutUserinfo removes a client's copies of every header orgsync
+// or userinfo emits by default, and the unverifiable ID token headers, when
+// no userinfo ran before orgsync: whatever precedes orgsync, nothing that
+// looks like a trusted identity header reaches the upstream unless the runner
+// wrote it.
+var stripWithoutUserinfo = identity.NewStripRule(identity.EmittedHeaders...)
+
+func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
+	proof := identity.ProofOf(r)
+	if proof == nil {
+		// userinfo proved nothing on this request: it is not before us in
+		// the chain, or the request is anonymous.
+		h := r.Header()
+		if h.Get(identity.HeaderUserinfo) != "" || h.Get(identity.HeaderAccessToken) != "" {
+			countMisconfigured.Inc()
+			logger().Error("identity headers without userinfo before orgsync: refused; put userinfo first in the same ext-plugin-post-req list")
+			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 			return
 		}
-		metricRequests.WithLabelValues(outcomeAnonymous).Inc()
+		if stripWithoutUserinfo.Repeated(h) != "" {
+			countRefused.Inc()
+			identity.Refuse(w, http.StatusBadRequest, ReasonDuplicateHeader)
+			return
+		}
+		stripWithoutUserinfo.Strip(h)
+		// Without openid-connect's X-Userinfo (refused above) an X-ID-Token
+		// can only be a client's: it is unsigned, so it goes.
+		identity.DeleteAllSpellings(h, identity.HeaderIDToken)
+		countAnonymous.Inc()
 		return
 	}
-	id := h.Identity
+	id := proof.Identity
 	if !id.TokenVerified {
 		// Keycloak is asked only about a user a signed token proved: never
 		// about a sub taken on trust from a header.
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity,
-			"orgsync needs userinfo with verify_token true before it")
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
+		return
+	}
+	if id.Orgs.Shape == identity.ShapeMapAttributes {
+		c.plugin.attributesSeen.Store(true)
+	}
+	kc := c.plugin.deps.Keycloak
+	realm := kc.Realm()
+	if !issuerOfRealm(id.Issuer, realm) {
+		// The token's realm is not the one the runner's Keycloak client
+		// reads: asking it about this sub would describe someone else, or
+		// nobody.
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonRealmMismatch)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout.Std())
 	defer cancel()
 
-	snap, source, err := c.lookup(ctx, d, id)
+	value, source, err := c.lookup(ctx, realm, id)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
 	}
 	if err != nil {
 		metricKeycloakErrors.Inc()
 		if c.OnKeycloakError == OnErrorDeny {
-			metricRequests.WithLabelValues(outcomeDenied).Inc()
-			identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError, "current organizations cannot be read")
+			countDenied.Inc()
+			identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError)
 			return
 		}
 		// Keycloak down and nothing cached: the token's own claim, marked.
-		source = SourceToken
-		snap = nil
+		source, value = SourceToken, nil
 	}
-	if snap != nil && c.checkAccount {
-		switch snap.Account {
-		case accountUnknown:
-			metricRequests.WithLabelValues(outcomeRefused).Inc()
-			identity.Refuse(w, http.StatusUnauthorized, ReasonAccountUnknown, "the user no longer exists in Keycloak")
-			return
-		case accountDisabled:
-			metricRequests.WithLabelValues(outcomeRefused).Inc()
-			identity.Refuse(w, http.StatusUnauthorized, ReasonAccountDisabled, "the user is disabled in Keycloak")
+	shape := c.shape
+	if shape == identity.ShapeAbsent {
+		shape = c.plugin.autoShape(id.Orgs.Shape)
+	}
+	refreshed := *id
+	refreshed.OrgsSource = source
+	refreshed.Refresh = &identity.Refresh{By: c.profiles[shape], Source: source, Value: value}
+	if proof.Emitter.Replay(r, &refreshed) {
+		// Exactly this value was accepted and written for this login
+		// before: same account state, same output.
+		countSource(source)
+		return
+	}
+	if value != nil {
+		var snap snapshot
+		if err := json.Unmarshal(value, &snap); err != nil {
+			countMisconfigured.Inc()
+			logger().Error("cached snapshot unreadable", "user", id.Subject, "error", err)
+			identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 			return
 		}
+		if c.checkAccount {
+			switch snap.Account {
+			case accountUnknown:
+				countRefused.Inc()
+				identity.Refuse(w, http.StatusUnauthorized, ReasonAccountUnknown)
+				return
+			case accountDisabled:
+				countRefused.Inc()
+				identity.Refuse(w, http.StatusUnauthorized, ReasonAccountDisabled)
+				return
+			}
+		}
+		c.apply(&refreshed, &snap, shape)
 	}
-	if snap != nil {
-		c.apply(id, snap)
-	}
-	id.OrgsSource = source
-	metricRequests.WithLabelValues(source).Inc()
-	if err := h.Emitter.Emit(r, id); err != nil {
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured, err.Error())
+	countSource(source)
+	if err := proof.Emitter.Emit(r, &refreshed); err != nil {
+		countMisconfigured.Inc()
+		logger().Error("cannot emit the refreshed identity", "error", err)
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 	}
 }
 
-// apply replaces the claims with Keycloak's view.
-func (c *Conf) apply(id *identity.Identity, snap *snapshot) {
-	shape := c.shape
-	if shape == identity.ShapeAbsent {
-		shape = id.Orgs.Shape
-		if shape == identity.ShapeAbsent || shape == identity.ShapeEmptyObject {
-			shape = identity.ShapeMap
-		}
+// autoShape is what shape "auto" writes for a login whose claim came in
+// shape had: what a fresh login would show. The claim of one login cannot tell
+// whether the realm's mapper adds attributes (a user whose organizations have
+// none shows the map without them either way), so the plugin remembers
+// whether any login's claim carried attributes: then the mapper adds them,
+// and a user who joins an organization with attributes sees them at once.
+func (p *Plugin) autoShape(had identity.Shape) identity.Shape {
+	switch had {
+	case identity.ShapeList, identity.ShapeSingle:
+		return had
+	case identity.ShapeMapAttributes:
+		return identity.ShapeMapAttributes
 	}
+	if p.attributesSeen.Load() {
+		return identity.ShapeMapAttributes
+	}
+	return identity.ShapeMap
+}
+
+// issuerOfRealm reports whether a Keycloak issuer URL
+// (https://host/realms/<realm>) names realm.
+func issuerOfRealm(issuer, realm string) bool {
+	i := strings.LastIndex(issuer, "/realms/")
+	return i >= 0 && strings.TrimSuffix(issuer[i+len("/realms/"):], "/") == realm
+}
+
+// apply replaces the claims with Keycloak's view, the organizations in shape.
+func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape) {
 	id.Orgs = snap.organizations(shape)
 	if c.groups || c.roles {
 		id.Claims = id.Claims.Clone()
@@ -205,20 +283,16 @@ func (c *Conf) apply(id *identity.Identity, snap *snapshot) {
 	}
 }
 
-// lookup returns the user's snapshot and where it came from. An error means
-// Keycloak could not be asked and nothing was cached.
-func (c *Conf) lookup(ctx context.Context, d *Deps, id *identity.Identity) (*snapshot, string, error) {
-	key := cacheKey(id.Subject, c.checkAccount, c.groups, c.roles)
+// lookup returns the user's cached snapshot (JSON) and where it came from.
+// An error means Keycloak could not be asked and nothing was cached.
+func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) ([]byte, string, error) {
+	key := cacheKey(realm, id.Subject, c.checkAccount, c.groups, c.roles)
 	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std()}
-	res, err := d.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
-		return c.load(ctx, d, id)
+	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
+		return c.load(ctx, realm, id)
 	})
 	if err != nil {
 		return nil, "", err
-	}
-	var snap snapshot
-	if err := json.Unmarshal(res.Value, &snap); err != nil {
-		return nil, "", fmt.Errorf("orgsync: cached snapshot of %s: %w", id.Subject, err)
 	}
 	source := SourceCache
 	switch {
@@ -228,12 +302,12 @@ func (c *Conf) lookup(ctx context.Context, d *Deps, id *identity.Identity) (*sna
 		source = SourceStale
 		metricStaleServes.Inc()
 	}
-	return &snap, source, nil
+	return res.Value, source, nil
 }
 
 // load asks Keycloak for the user's current memberships (and account state).
-func (c *Conf) load(ctx context.Context, d *Deps, id *identity.Identity) ([]byte, error) {
-	kc := d.Keycloak
+func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([]byte, error) {
+	kc := c.plugin.deps.Keycloak
 	snap := snapshot{Account: accountActive}
 	if c.checkAccount {
 		user, err := kc.User(ctx, id.Subject)
@@ -276,20 +350,20 @@ func (c *Conf) load(ctx context.Context, d *Deps, id *identity.Identity) ([]byte
 			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject, err)
 		}
 	}
-	recordChange(ctx, d.Cache, id, &snap)
+	recordChange(ctx, c.plugin.deps.Cache, realm, id, &snap)
 	return json.Marshal(snap)
 }
 
 // recordChange compares the fetched aliases with the last ones seen (or, the
 // first time, with the token's claim) and, when they differ, logs one line and
 // appends to the change feed so apps can reconcile at once.
-func recordChange(ctx context.Context, c *cache.Cache, id *identity.Identity, snap *snapshot) {
+func recordChange(ctx context.Context, c Store, realm string, id *identity.Identity, snap *snapshot) {
 	now := make([]string, 0, len(snap.Orgs))
 	for _, o := range snap.Orgs {
 		now = append(now, o.Alias)
 	}
 	var before []string
-	if e, err := c.Peek(ctx, lastKnownKey(id.Subject)); err == nil {
+	if e, err := c.Peek(ctx, lastKnownKey(realm, id.Subject)); err == nil {
 		_ = json.Unmarshal(e.Value, &before)
 	} else {
 		before = id.Orgs.Aliases()
@@ -299,21 +373,15 @@ func recordChange(ctx context.Context, c *cache.Cache, id *identity.Identity, sn
 		if len(before) == 0 && len(now) == 0 {
 			return
 		}
-		_ = c.Set(ctx, lastKnownKey(id.Subject), mustJSON(nonNil(now)))
+		_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 		return
 	}
-	_ = c.Set(ctx, lastKnownKey(id.Subject), mustJSON(nonNil(now)))
+	_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 	at := time.Now().UTC()
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	err := c.AppendFeed(ctx, FeedStream, feedMaxLen, map[string]string{
-		"user":    id.Subject,
-		"added":   string(mustJSON(nonNil(added))),
-		"removed": string(mustJSON(nonNil(removed))),
-		"source":  SourceKeycloak,
-		"at":      at.Format(time.RFC3339Nano),
-	})
+	err := c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}

@@ -4,10 +4,12 @@
 package orgsync
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,59 +87,104 @@ type Conf struct {
 	// SignatureHeader carries the hex HMAC-SHA256 of the body, optionally
 	// prefixed "sha256=". Default "X-Keycloak-Signature", as keycloak-events sends it.
 	SignatureHeader string `json:"signature_header,omitempty"`
+	// MaxAge is how old a signed invalidation may be: its time (the body's
+	// "time" in epoch milliseconds, as keycloak-events sends it) must be
+	// within max_age of now, and a body seen once in that window is refused
+	// again. Default "5m"; between "10s" and "1h".
+	MaxAge conf.Duration `json:"max_age,omitempty"`
+	// RateLimit is how many invalidation calls per second the route accepts
+	// (bursts of twice that); more get 429. Default 10.
+	RateLimit int `json:"rate_limit,omitempty"`
 
 	err          error
+	plugin       *Plugin
 	shape        identity.Shape
 	checkAccount bool
 	groups       bool
 	roles        bool
 	secret       []byte
+	// profiles stand for the settings that shape the output (the shape
+	// written, indexed by identity.Shape, and the claims): equal configs
+	// share them, so a login's rendering is reused across them.
+	profiles [identity.ShapeEmptyObject + 1]*refreshProfile
+	// limiter bounds the invalidation route's calls.
+	limiter *rateLimiter
+}
+
+// Store is the two-tier cache as orgsync uses it (*cache.Cache).
+type Store interface {
+	Get(ctx context.Context, key string, p cache.Policy, load func(ctx context.Context) ([]byte, error)) (cache.Result, error)
+	Peek(ctx context.Context, key string) (cache.Entry, error)
+	Set(ctx context.Context, key string, value []byte) error
+	Invalidate(ctx context.Context, keys ...string) error
+	AppendFeed(ctx context.Context, stream string, maxLen int64, fields map[string]string) error
+	AcquireLease(ctx context.Context, name string, ttl time.Duration) (*cache.Lease, bool, error)
+	GetState(ctx context.Context, name string) (string, error)
+	SetState(ctx context.Context, name, value string) error
+}
+
+// Directory is Keycloak's admin API as orgsync uses it (*keycloak.Client).
+type Directory interface {
+	Realm() string
+	User(ctx context.Context, userID string) (*keycloak.User, error)
+	UserOrganizations(ctx context.Context, userID string) ([]keycloak.Organization, error)
+	UserGroups(ctx context.Context, userID string) ([]string, error)
+	UserRealmRoles(ctx context.Context, userID string) ([]string, error)
+	UserIDByUsername(ctx context.Context, username string) (string, error)
+	OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error)
+	AdminEvents(ctx context.Context, q keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error)
+}
+
+var (
+	_ Store     = (*cache.Cache)(nil)
+	_ Directory = (*keycloak.Client)(nil)
+)
+
+// Deps are the process-wide clients orgsync uses; main builds them once and
+// tests build them with fakes.
+type Deps struct {
+	Cache    Store
+	Keycloak Directory
 }
 
 // Plugin is the orgsync plugin.
 type Plugin struct {
 	plugin.DefaultPlugin
+	deps     Deps
+	profiles profiles
+	// attributesSeen: a login's organization claim carried attributes, so
+	// the realm's mapper adds them (see autoShape).
+	attributesSeen atomic.Bool
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
 
-func init() {
-	if err := plugin.RegisterPlugin(&Plugin{}); err != nil {
-		panic(fmt.Sprintf("orgsync: register: %v", err))
-	}
+// New builds the plugin; main registers it with the runner. Without a
+// Keycloak client (no KEYCLOAK_URL) every orgsync route answers 500: orgsync
+// cannot do its job and must not pretend to.
+func New(d Deps) *Plugin {
+	return &Plugin{deps: d, profiles: profiles{all: map[refreshSettings]*refreshProfile{}}}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
-
-// Deps are the process-wide clients orgsync uses; main builds them once.
-type Deps struct {
-	Cache    *cache.Cache
-	Keycloak *keycloak.Client
-}
-
-var deps atomic.Pointer[Deps]
-
-// Configure installs the clients. Without it (no KEYCLOAK_URL) every orgsync
-// route answers 500: orgsync cannot do its job and must not pretend to.
-func Configure(d *Deps) { deps.Store(d) }
 
 // Name is the plugin name.
 func (*Plugin) Name() string { return Name }
 
 // ParseConf never returns an error (the runner would skip the plugin): a bad
 // config is kept, logged once, and answered with 500 on every request.
-func (*Plugin) ParseConf(in []byte) (any, error) {
-	c, err := parse(in)
+func (p *Plugin) ParseConf(in []byte) (any, error) {
+	c, err := p.parse(in)
 	if err != nil {
 		logger().Error("route config refused; the route answers 500 until it is fixed", "error", err)
 		metricConfigErrors.Inc()
-		return &Conf{err: err}, nil
+		return &Conf{err: err, plugin: p}, nil
 	}
 	return c, nil
 }
 
-func parse(in []byte) (*Conf, error) {
-	c := &Conf{}
+func (p *Plugin) parse(in []byte) (*Conf, error) {
+	c := &Conf{plugin: p}
 	if err := conf.Parse(Name, in, c); err != nil {
 		return nil, err
 	}
@@ -146,34 +193,41 @@ func parse(in []byte) (*Conf, error) {
 
 var _ conf.Lifecycle = (*Conf)(nil)
 
-// SetDefaults fills in every key left out.
-func (c *Conf) SetDefaults() {
+// SetDefaults fills in every key left out; a key given as zero or "" stays
+// so, for Validate to refuse.
+func (c *Conf) SetDefaults(set conf.Keys) {
 	if c.Invalidate {
-		if c.SignatureHeader == "" {
+		if !set.Has("signature_header") {
 			c.SignatureHeader = "X-Keycloak-Signature"
+		}
+		if !set.Has("max_age") {
+			c.MaxAge = conf.Duration(5 * time.Minute)
+		}
+		if !set.Has("rate_limit") {
+			c.RateLimit = 10
 		}
 		return
 	}
-	if c.FreshTTL == 0 {
+	if !set.Has("fresh_ttl") {
 		c.FreshTTL = conf.Duration(30 * time.Second)
 	}
-	if c.StaleTTL == 0 {
+	if !set.Has("stale_ttl") {
 		c.StaleTTL = conf.Duration(10 * time.Minute)
 	}
-	if c.Shape == "" {
+	if !set.Has("shape") {
 		c.Shape = ShapeAuto
 	}
-	if c.OnKeycloakError == "" {
+	if !set.Has("on_keycloak_error") {
 		c.OnKeycloakError = OnErrorStale
 	}
 	if c.CheckAccount == nil {
 		t := true
 		c.CheckAccount = &t
 	}
-	if c.Claims == nil {
+	if !set.Has("claims") {
 		c.Claims = []string{ClaimOrganization}
 	}
-	if c.Timeout == 0 {
+	if !set.Has("timeout") {
 		c.Timeout = conf.Duration(2 * time.Second)
 	}
 }
@@ -183,15 +237,24 @@ func (c *Conf) Validate() error {
 	if c.Invalidate {
 		if c.FreshTTL != 0 || c.StaleTTL != 0 || c.Shape != "" || c.OnKeycloakError != "" || c.CheckAccount != nil ||
 			c.Claims != nil || c.Timeout != 0 {
-			return errors.New(`"invalidate": true takes only "secret_env" and "signature_header"`)
+			return errors.New(`"invalidate": true takes only "secret_env", "signature_header", "max_age" and "rate_limit"`)
 		}
 		if c.SecretEnv == "" {
 			return errors.New(`"secret_env" is required with "invalidate": name the environment variable holding the HMAC secret`)
 		}
+		if err := conf.HeaderName("signature_header", c.SignatureHeader); err != nil {
+			return err
+		}
+		if c.MaxAge.Std() < 10*time.Second || c.MaxAge.Std() > time.Hour {
+			return fmt.Errorf(`"max_age" %q: want between "10s" and "1h"`, c.MaxAge)
+		}
+		if c.RateLimit < 1 || c.RateLimit > 10000 {
+			return fmt.Errorf(`"rate_limit" %d: want between 1 and 10000 calls per second`, c.RateLimit)
+		}
 		return nil
 	}
-	if c.SecretEnv != "" || c.SignatureHeader != "" {
-		return errors.New(`"secret_env" and "signature_header" go with "invalidate": true only`)
+	if c.SecretEnv != "" || c.SignatureHeader != "" || c.MaxAge != 0 || c.RateLimit != 0 {
+		return errors.New(`"secret_env", "signature_header", "max_age" and "rate_limit" go with "invalidate": true only`)
 	}
 	if c.FreshTTL.Std() < time.Second || c.FreshTTL.Std() > 24*time.Hour {
 		return fmt.Errorf(`"fresh_ttl" %q: want between "1s" and "24h"`, c.FreshTTL)
@@ -241,6 +304,7 @@ func (c *Conf) Derive() error {
 			return fmt.Errorf(`"secret_env": %w`, err)
 		}
 		c.secret = []byte(secret)
+		c.limiter = newRateLimiter(float64(c.RateLimit), 2*c.RateLimit)
 		return nil
 	}
 	c.shape = map[string]identity.Shape{
@@ -252,35 +316,72 @@ func (c *Conf) Derive() error {
 		c.groups = c.groups || claim == ClaimGroups
 		c.roles = c.roles || claim == ClaimRoles
 	}
+	for shape := range c.profiles {
+		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups, roles: c.roles})
+	}
 	return nil
+}
+
+// refreshSettings are the settings that change what orgsync writes.
+type refreshSettings struct {
+	shape         identity.Shape
+	groups, roles bool
+}
+
+// refreshProfile is the interned identity of refreshSettings.
+type refreshProfile struct{ refreshSettings }
+
+type profiles struct {
+	mu  sync.Mutex
+	all map[refreshSettings]*refreshProfile
+}
+
+// intern returns the one profile of s; the settings have few values, so
+// the map stays small.
+func (p *profiles) intern(s refreshSettings) *refreshProfile {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if prof, ok := p.all[s]; ok {
+		return prof
+	}
+	prof := &refreshProfile{s}
+	p.all[s] = prof
+	return prof
 }
 
 // Err is the config error a route answers 500 with, nil when the config is good.
 func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see orgsync.go and invalidate.go.
-func (*Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
+func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
 	defer inflight.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
-		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured, "orgsync: no config")
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
 	if c.err != nil {
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured, c.err.Error())
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
-	d := deps.Load()
-	if d == nil || d.Keycloak == nil || d.Cache == nil {
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured,
-			"orgsync: the runner has no Keycloak admin client (set KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_CLIENT_ID, KEYCLOAK_CLIENT_SECRET)")
+	if p.deps.Keycloak == nil || p.deps.Cache == nil {
+		countMisconfigured.Inc()
+		if now := time.Now().Unix(); now-lastNoKeycloakLog.Load() >= 60 {
+			lastNoKeycloakLog.Store(now)
+			logger().Error("orgsync route called but the runner has no Keycloak admin client " +
+				"(set KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_CLIENT_ID, KEYCLOAK_CLIENT_SECRET)")
+		}
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
 	if c.Invalidate {
-		c.serveInvalidate(w, r, d)
+		c.serveInvalidate(w, r)
 		return
 	}
-	c.serve(w, r, d)
+	c.serve(w, r)
 }
+
+// lastNoKeycloakLog is when a route was last refused for want of a Keycloak
+// client (unix s): logged once a minute, not per request.
+var lastNoKeycloakLog atomic.Int64

@@ -12,14 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
-	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
 func TestParse(t *testing.T) {
-	t.Setenv("TEST_ORGSYNC_SECRET", "s3cret")
+	t.Setenv("TEST_ORGSYNC_SECRET", testSecret)
 	cases := []struct {
 		name    string
 		json    string
@@ -41,13 +39,22 @@ func TestParse(t *testing.T) {
 		{"check_account wrong type", `{"check_account":"yes"}`, `check_account`},
 		{"timeout too long", `{"timeout":"1m"}`, `"timeout" "1m0s"`},
 		{"invalidate without secret_env", `{"invalidate":true}`, `"secret_env" is required`},
-		{"invalidate with unset variable", `{"invalidate":true,"secret_env":"TEST_ORGSYNC_UNSET"}`, `TEST_ORGSYNC_UNSET is not set`},
+		{"invalidate with unset variable", `{"invalidate":true,"secret_env":"TEST_ORGSYNC_UNSET_SECRET"}`, `TEST_ORGSYNC_UNSET_SECRET is not set`},
 		{"invalidate with cache keys", `{"invalidate":true,"secret_env":"TEST_ORGSYNC_SECRET","fresh_ttl":"1s"}`, `takes only`},
 		{"secret_env without invalidate", `{"secret_env":"TEST_ORGSYNC_SECRET"}`, `go with "invalidate": true only`},
+		{"secret_env naming a public variable", `{"invalidate":true,"secret_env":"APISIX_CONF_EXPIRE_TIME"}`, `_SECRET`},
+		{"secret_env naming the Keycloak secret", `{"invalidate":true,"secret_env":"KEYCLOAK_CLIENT_SECRET"}`, `another credential`},
+		{"zero fresh_ttl is refused, not defaulted", `{"fresh_ttl":"0s"}`, `"fresh_ttl" "0s"`},
+		{"empty shape is refused, not defaulted", `{"shape":""}`, `"shape" ""`},
+		{"empty claims list", `{"claims":[]}`, `must include "organization"`},
+		{"key in other case", `{"Fresh_TTL":"30s"}`, `case-sensitive`},
+		{"duplicate key", `{"check_account":true,"check_account":false}`, `twice`},
+		{"zero max_age", `{"invalidate":true,"secret_env":"TEST_ORGSYNC_SECRET","max_age":"0s"}`, `"max_age"`},
+		{"zero rate_limit", `{"invalidate":true,"secret_env":"TEST_ORGSYNC_SECRET","rate_limit":0}`, `"rate_limit" 0`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parse([]byte(tc.json))
+			c, err := New(Deps{}).parse([]byte(tc.json))
 			if tc.wantErr == "" {
 				require.NoError(t, err)
 				require.NotNil(t, c)
@@ -61,7 +68,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	c, err := parse([]byte(`{}`))
+	c, err := New(Deps{}).parse([]byte(`{}`))
 	require.NoError(t, err)
 	assert.Equal(t, 30*time.Second, c.FreshTTL.Std())
 	assert.Equal(t, 10*time.Minute, c.StaleTTL.Std())
@@ -73,29 +80,28 @@ func TestDefaults(t *testing.T) {
 	assert.False(t, c.groups || c.roles)
 }
 
+const testSecret = "3c9a7e5d1f0b8264ad7e9c1b5f3a0d28"
+
 func TestBadConfigFailsClosed(t *testing.T) {
-	p := &Plugin{}
+	p := New(Deps{})
 	v, err := p.ParseConf([]byte(`{"fresh_ttl":"1m","stale_ttl":"10s"}`))
 	require.NoError(t, err, "never an error: the runner would skip the plugin")
 	for i := 0; i < 3; i++ {
 		w := httptest.NewRecorder()
 		p.RequestFilter(v, w, runnertest.NewRequest(uint32(i), 1, nil))
 		assert.Equal(t, http.StatusInternalServerError, w.Code)
-		assert.Contains(t, w.Body.String(), "stale_ttl")
+		assert.Contains(t, w.Body.String(), ReasonMisconfigured)
 	}
 }
 
 func TestWithoutKeycloakEveryRequestAnswers500(t *testing.T) {
-	old := deps.Load()
-	deps.Store(nil)
-	t.Cleanup(func() { deps.Store(old) })
-	p := &Plugin{}
+	p := New(Deps{})
 	v, err := p.ParseConf([]byte(`{}`))
 	require.NoError(t, err)
 	w := httptest.NewRecorder()
 	p.RequestFilter(v, w, runnertest.NewRequest(1, 1, nil))
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
-	assert.Contains(t, w.Body.String(), "KEYCLOAK_URL")
+	assert.Contains(t, w.Body.String(), ReasonMisconfigured)
 }
 
 func TestReadmeDocumentsEveryKey(t *testing.T) {
@@ -133,58 +139,40 @@ func TestApplyKeepsTheRequestShape(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.confShape+" from "+tc.had.String(), func(t *testing.T) {
-			c, err := parse([]byte(`{"shape":"` + tc.confShape + `"}`))
+			c, err := New(Deps{}).parse([]byte(`{"shape":"` + tc.confShape + `"}`))
 			require.NoError(t, err)
 			id := &identity.Identity{Subject: "u", Claims: identity.Claims{}, Orgs: identity.Organizations{Shape: tc.had}}
-			c.apply(id, snap)
+			shape := c.shape
+			if shape == identity.ShapeAbsent {
+				shape = c.plugin.autoShape(tc.had)
+			}
+			c.apply(id, snap, shape)
 			assert.JSONEq(t, tc.want, string(id.Orgs.Encode(id.Orgs.Shape)))
 		})
 	}
 }
 
 func TestApplyGroupsAndRoles(t *testing.T) {
-	c, err := parse([]byte(`{"claims":["organization","groups","roles"]}`))
+	c, err := New(Deps{}).parse([]byte(`{"claims":["organization","groups","roles"]}`))
 	require.NoError(t, err)
 	original := identity.Claims{"sub": []byte(`"u"`), "groups": []byte(`["/old"]`)}
 	id := &identity.Identity{Subject: "u", Claims: original}
-	c.apply(id, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}})
+	c.apply(id, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}}, identity.ShapeMap)
 	assert.JSONEq(t, `["/staff/editors"]`, string(id.Claims["groups"]))
 	assert.JSONEq(t, `{"roles":["course-admin"]}`, string(id.Claims["realm_access"]))
 	assert.JSONEq(t, `["/old"]`, string(original["groups"]), "the claims userinfo handed over are not changed in place")
 }
 
 func TestUserKeysCoverEveryVariant(t *testing.T) {
-	keys := userKeys("u1")
+	keys := userKeys("olapps", "u1")
 	assert.Len(t, keys, 8)
 	for _, a := range []bool{false, true} {
 		for _, g := range []bool{false, true} {
 			for _, r := range []bool{false, true} {
-				assert.Contains(t, keys, cacheKey("u1", a, g, r))
+				assert.Contains(t, keys, cacheKey("olapps", "u1", a, g, r))
 			}
 		}
 	}
-}
-
-// Keycloak is never asked about a sub that no signed token proved: with
-// userinfo's verify_token false, orgsync refuses instead of looking it up.
-func TestUnverifiedIdentityIsNotLookedUp(t *testing.T) {
-	c, err := cache.New(t.Context(), &cache.Options{})
-	require.NoError(t, err)
-	defer c.Close()
-	kc, err := keycloak.New(&keycloak.Options{URL: "http://127.0.0.1:1", Realm: "r", ClientID: "c", ClientSecret: "s"})
-	require.NoError(t, err)
-	old := deps.Load()
-	deps.Store(&Deps{Cache: c, Keycloak: kc})
-	t.Cleanup(func() { deps.Store(old) })
-
-	p := &Plugin{}
-	v, err := p.ParseConf([]byte(`{}`))
-	require.NoError(t, err)
-	r := runnertest.NewRequest(42, 4242, nil)
-	identity.DefaultChains.Hand(r, &identity.Handoff{Identity: &identity.Identity{Subject: "forged"}})
-	w := httptest.NewRecorder()
-	p.RequestFilter(v, w, r)
-	assert.Equal(t, http.StatusInternalServerError, w.Code)
-	assert.Contains(t, w.Body.String(), "verify_token")
-	assert.EqualValues(t, 0, kc.Requests(keycloak.EndpointUserOrganizations)+kc.Requests(keycloak.EndpointUser), "Keycloak was not asked")
+	assert.NotEqual(t, cacheKey("realm-a", "u1", true, false, false), cacheKey("realm-b", "u1", true, false, false),
+		"two realms never share an entry")
 }

@@ -183,7 +183,7 @@ func (w *Watcher) poll(ctx context.Context) error {
 		}
 		users, err := affectedUsers(ctx, kc, ev)
 		if err == nil {
-			err = invalidateUsers(ctx, w.deps, dedupe(users), InvalidatedByEvents)
+			err = invalidateUsers(ctx, *w.deps, dedupe(users), InvalidatedByEvents)
 		}
 		if err != nil {
 			// Keep the position before this event: it is handled again next time.

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 )
@@ -20,7 +19,7 @@ func FuzzParseConf(f *testing.F) {
 	f.Add(`{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","ttl":60}}`)
 	f.Add(`[]`)
 	f.Add(``)
-	p := &Plugin{}
+	p := testPlugin
 	f.Fuzz(func(t *testing.T, in string) {
 		v, err := p.ParseConf([]byte(in))
 		if err != nil {
@@ -44,9 +43,8 @@ func FuzzRequestFilter(f *testing.F) {
 	f.Add(`{"sub":5}`, "x_access_token")
 	f.Add(`[]`, "")
 	f.Add(`{"sub":"u1","name":"a\r\nb","groups":[1,{"x":null}]}`, "X-Other")
-	keys, _ := assertion.Generate()
-	assertion.SetCurrent(keys)
-	v, err := (&Plugin{}).ParseConf([]byte(`{"verify_token":false,"claim_headers":{"X-User-Id":"sub","X-Groups":"groups","X-Name":"name","X-Orgs":"organization"},"assertion":{"audience":"app"}}`))
+	p := testPlugin
+	v, err := p.ParseConf([]byte(`{"verify_token":false,"claim_headers":{"X-User-Id":"sub","X-Groups":"groups","X-Name":"name","X-Orgs":"organization"},"assertion":{"audience":"app"}}`))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -57,7 +55,7 @@ func FuzzRequestFilter(f *testing.F) {
 		}
 		r := runnertest.NewRequest(1, 1, headers)
 		w := httptest.NewRecorder()
-		(&Plugin{}).RequestFilter(v, w, r)
+		p.RequestFilter(v, w, r)
 		if w.Code != http.StatusOK || w.Body.Len() > 0 {
 			var body map[string]string
 			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["reason"] == "" {

@@ -8,7 +8,7 @@ import (
 var (
 	metricRequests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "requests_total",
-		Help: "Requests seen by userinfo, by outcome (verified, handed_off, anonymous, rejected, misconfigured, jwks).",
+		Help: "Requests seen by userinfo, by outcome (verified, anonymous, rejected, misconfigured, jwks).",
 	}, []string{"outcome"})
 	metricFailures = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "verification_failures_total",
@@ -16,10 +16,21 @@ var (
 	}, []string{"reason"})
 	metricAssertions = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "assertions_signed_total",
-		Help: "Identity assertions signed.",
+		Help: "Identity assertions signed (an assertion is reused for the same identity until half its ttl).",
 	})
 	metricConfigErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
 		Help: "Route configs refused by userinfo (those routes answer 500).",
 	})
+
+	// The request path's series, resolved once: a label lookup per request
+	// costs a hash and a lock.
+	countVerified      = metricRequests.WithLabelValues("verified")
+	countAnonymous     = metricRequests.WithLabelValues("anonymous")
+	countRejected      = metricRequests.WithLabelValues("rejected")
+	countMisconfigured = metricRequests.WithLabelValues("misconfigured")
+	countJWKS          = metricRequests.WithLabelValues("jwks")
 )
+
+// countFailure counts a refusal reason (off the hot path: refusals only).
+func countFailure(reason string) { metricFailures.WithLabelValues(reason).Inc() }

@@ -1,74 +1,89 @@
 package userinfo
 
 import (
-	"crypto/sha256"
-	"sync"
+	"hash/maphash"
 	"time"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/lru"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
-// sessions remembers, per route config, the identity established from one
-// (X-Userinfo, X-Access-Token) pair. A logged-in user sends the same pair on
-// every request until the token is renewed, so decoding, verifying and
-// checking it once per token is enough; the token's expiry is still checked
-// on every request.
+// sessions remembers the identity established from one login's headers
+// (X-Userinfo, X-Access-Token, X-Raw-ID-Token) under one verifier and
+// audience. A logged-in user sends the same headers on every request until
+// the token is renewed, so decoding, verifying and binding them once per
+// token is enough; the token's expiry is still checked on every request. The
+// cache is process-wide and bounded in bytes: route configs come and go, and
+// a client sending many distinct X-Userinfo values with one valid token
+// evicts old entries instead of growing the process.
 type sessions struct {
-	mu      sync.RWMutex
-	entries map[[sha256.Size]byte]sessionEntry
-	max     int
+	seed  maphash.Seed
+	cache *lru.Cache[sessionKey, *session]
 }
 
-type sessionEntry struct {
-	id *identity.Identity
+type sessionKey struct {
+	verifier *keycloak.TokenVerifier
+	audience string
+	hash     uint64
+}
+
+// session is one proven login. Its fields never change once stored.
+type session struct {
+	// The headers it was proven from: a hash match is confirmed against
+	// them, so no collision can hand one user's identity to another.
+	userinfo, token, rawIDToken string
+	id                          *identity.Identity
 	// expires is the token's expiry plus the leeway.
 	expires time.Time
+	// idToken is the X-ID-Token value to pass upstream: the verified
+	// X-Raw-ID-Token's claims, or "" to remove both ID token headers.
+	idToken string
 }
 
-func newSessions(max int) *sessions {
-	return &sessions{entries: map[[sha256.Size]byte]sessionEntry{}, max: max}
+func newSessions(maxBytes int64) *sessions {
+	return &sessions{seed: maphash.MakeSeed(), cache: lru.New[sessionKey, *session](maxBytes)}
 }
 
-func sessionKey(userinfo, token string) [sha256.Size]byte {
-	h := sha256.New()
-	h.Write([]byte(userinfo))
-	h.Write([]byte{0})
-	h.Write([]byte(token))
-	var k [sha256.Size]byte
-	h.Sum(k[:0])
-	return k
+func (s *sessions) key(v *keycloak.TokenVerifier, audience, userinfo, token, rawIDToken string) sessionKey {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(userinfo)
+	h.WriteByte(0)
+	h.WriteString(token)
+	h.WriteByte(0)
+	h.WriteString(rawIDToken)
+	return sessionKey{verifier: v, audience: audience, hash: h.Sum64()}
 }
 
-// get returns a copy of the identity for the pair, or nil. The copy is
-// shallow: plugins replace Orgs and clone Claims before changing them.
-func (s *sessions) get(key [sha256.Size]byte, now time.Time) *identity.Identity {
-	s.mu.RLock()
-	e, ok := s.entries[key]
-	s.mu.RUnlock()
-	if !ok || now.After(e.expires) {
+// get returns the session proven from exactly these headers, or nil.
+func (s *sessions) get(k sessionKey, userinfo, token, rawIDToken string, now time.Time) *session {
+	e, ok := s.cache.Get(k)
+	if !ok || e.token != token || e.userinfo != userinfo || e.rawIDToken != rawIDToken {
 		return nil
 	}
-	id := *e.id
-	return &id
+	if now.After(e.expires) {
+		s.cache.Remove(k)
+		return nil
+	}
+	return e
 }
 
-func (s *sessions) put(key [sha256.Size]byte, id *identity.Identity, expires time.Time) {
-	stored := *id
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.entries) >= s.max {
-		for k, e := range s.entries {
-			if now.After(e.expires) {
-				delete(s.entries, k)
-			}
-		}
-		for k := range s.entries {
-			if len(s.entries) < s.max/2 {
-				break
-			}
-			delete(s.entries, k)
-		}
+func (s *sessions) put(k sessionKey, e *session) {
+	s.cache.Add(k, e, e.size())
+}
+
+// size is what a session costs in memory, roughly: the headers it keeps, its
+// claims, and the renderings its memo may hold (an X-Userinfo, headers and
+// an assertion per slot).
+func (e *session) size() int64 {
+	n := 512 + len(e.userinfo) + len(e.token) + len(e.rawIDToken) + len(e.idToken) + len(e.id.Subject) + len(e.id.Issuer)
+	claims := 0
+	for k, v := range e.id.Claims {
+		claims += len(k) + len(v) + 48
 	}
-	s.entries[key] = sessionEntry{id: &stored, expires: expires}
+	// Two renderings, each about the claims re-encoded in base64 plus an
+	// assertion (~1 KB).
+	n += claims + 2*(claims*4/3+1024)
+	return int64(n)
 }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
@@ -64,7 +66,7 @@ type Conf struct {
 	// Assertion configures the signed identity assertion. Default: none.
 	Assertion *AssertionConf `json:"assertion,omitempty"`
 	// Leeway tolerates clock skew when checking token times. Default "30s";
-	// between "0s" and "5m".
+	// between "0s" and "5m" ("0s" is no leeway).
 	Leeway conf.Duration `json:"leeway,omitempty"`
 	// MaxUserinfoBytes bounds the X-Userinfo header decoded. Default 32768;
 	// between 1024 and 1048576.
@@ -73,11 +75,15 @@ type Conf struct {
 	// err is a config error: the route then answers 500 rather than being
 	// skipped by the runner (which would let requests through unchecked).
 	err      error
+	plugin   *Plugin
 	verifier *keycloak.TokenVerifier
 	strip    *identity.StripRule
 	headers  []claimHeader
 	verify   bool
-	sessions *sessions
+	// profile stands for the emission settings: equal configs (the same
+	// route prepared again) share it, so what was emitted for a login under
+	// one is reused under the other.
+	profile *emitProfile
 }
 
 // AssertionConf configures the signed identity assertion.
@@ -98,17 +104,47 @@ type claimHeader struct {
 	header, claim string
 }
 
-// Plugin is the userinfo plugin.
+// Deps are what userinfo needs from the process; main builds them once and
+// tests build them with fakes.
+type Deps struct {
+	// Verifiers verify access and ID tokens, one per issuer. Required.
+	Verifiers *keycloak.Verifiers
+	// Keys sign the identity assertion and are published on the JWKS route.
+	// nil: routes with an assertion answer 500 no_signing_key.
+	Keys *assertion.KeyRing
+	// SessionBytes bounds the logins kept for reuse (0: DefaultSessionBytes).
+	SessionBytes int64
+	// AssertionBytes bounds the signed assertions kept for reuse (0: the
+	// assertion package's default).
+	AssertionBytes int64
+}
+
+// DefaultSessionBytes is the default budget of proven logins kept for reuse.
+const DefaultSessionBytes = 48 << 20
+
+// Plugin is the userinfo plugin: one per process, holding what outlives a
+// route config (the runner parses a route's config again each time APISIX
+// prepares it).
 type Plugin struct {
 	plugin.DefaultPlugin
+	deps     Deps
+	sessions *sessions
+	reuser   *assertion.Reuser
+	profiles profiles
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
 
-func init() {
-	if err := plugin.RegisterPlugin(&Plugin{}); err != nil {
-		panic(fmt.Sprintf("userinfo: register: %v", err))
+// New builds the plugin; main registers it with the runner.
+func New(d Deps) *Plugin {
+	if d.Verifiers == nil {
+		d.Verifiers = keycloak.NewVerifiers(0)
 	}
+	if d.SessionBytes <= 0 {
+		d.SessionBytes = DefaultSessionBytes
+	}
+	return &Plugin{deps: d, sessions: newSessions(d.SessionBytes), reuser: assertion.NewReuser(d.AssertionBytes),
+		profiles: profiles{all: map[string]*emitProfile{}}}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -119,18 +155,18 @@ func (*Plugin) Name() string { return Name }
 // ParseConf never returns an error: the runner would skip the plugin and pass
 // the route's requests on unchecked. A bad config is kept and refused at
 // request time with 500, and logged here, once per route config.
-func (*Plugin) ParseConf(in []byte) (any, error) {
-	c, err := parse(in)
+func (p *Plugin) ParseConf(in []byte) (any, error) {
+	c, err := p.parse(in)
 	if err != nil {
 		logger().Error("route config refused; the route answers 500 until it is fixed", "error", err)
 		metricConfigErrors.Inc()
-		return &Conf{err: err}, nil
+		return &Conf{err: err, plugin: p}, nil
 	}
 	return c, nil
 }
 
-func parse(in []byte) (*Conf, error) {
-	c := &Conf{}
+func (p *Plugin) parse(in []byte) (*Conf, error) {
+	c := &Conf{plugin: p}
 	if err := conf.Parse(Name, in, c); err != nil {
 		return nil, err
 	}
@@ -139,8 +175,8 @@ func parse(in []byte) (*Conf, error) {
 
 var _ conf.Lifecycle = (*Conf)(nil)
 
-// SetDefaults fills in every key left out.
-func (c *Conf) SetDefaults() {
+// SetDefaults fills in every key left out; a key given as zero stays zero.
+func (c *Conf) SetDefaults(set conf.Keys) {
 	if c.JWKS {
 		return
 	}
@@ -151,30 +187,30 @@ func (c *Conf) SetDefaults() {
 	if c.OnInvalid == "" {
 		c.OnInvalid = OnInvalidReject
 	}
-	if c.ClaimHeaders == nil {
+	if !set.Has("claim_headers") {
 		c.ClaimHeaders = map[string]string{
 			identity.HeaderUserID:    identity.ClaimSubject,
 			identity.HeaderUserEmail: identity.ClaimEmail,
 			identity.HeaderUserOrgs:  identity.ClaimOrganization,
 		}
 	}
-	if c.Leeway == 0 {
+	if !set.Has("leeway") {
 		c.Leeway = conf.Duration(30 * time.Second)
 	}
-	if c.MaxUserinfoBytes == 0 {
+	if !set.Has("max_userinfo_bytes") {
 		c.MaxUserinfoBytes = identity.DefaultMaxUserinfoBytes
 	}
 	if c.JWKSURI == "" && c.Issuer != "" {
 		c.JWKSURI = keycloak.JWKSURL(c.Issuer)
 	}
 	if a := c.Assertion; a != nil {
-		if a.Header == "" {
+		if !set.Has("assertion.header") {
 			a.Header = identity.HeaderAssertion
 		}
-		if a.Issuer == "" {
+		if !set.Has("assertion.issuer") {
 			a.Issuer = "apisix-identity-runner"
 		}
-		if a.TTL == 0 {
+		if !set.Has("assertion.ttl") {
 			a.TTL = conf.Duration(60 * time.Second)
 		}
 	}
@@ -220,7 +256,10 @@ func (c *Conf) Validate() error {
 		if a.Audience == "" {
 			return errors.New(`"assertion.audience" is required: name the app that accepts the assertion`)
 		}
-		if err := checkHeaderName("assertion.header", a.Header); err != nil {
+		if a.Issuer == "" {
+			return errors.New(`"assertion.issuer" is empty`)
+		}
+		if err := conf.HeaderName("assertion.header", a.Header); err != nil {
 			return err
 		}
 		if reserved[identity.NormalizeName(a.Header)] {
@@ -231,9 +270,12 @@ func (c *Conf) Validate() error {
 			return fmt.Errorf(`"assertion.ttl" %q: want between "1s" and "1h"`, a.TTL)
 		}
 	}
+	if len(c.ClaimHeaders) > maxClaimHeaders {
+		return fmt.Errorf(`"claim_headers": %d headers, at most %d`, len(c.ClaimHeaders), maxClaimHeaders)
+	}
 	for header, claim := range c.ClaimHeaders {
 		key := fmt.Sprintf("claim_headers.%s", header)
-		if err := checkHeaderName(key, header); err != nil {
+		if err := conf.HeaderName(key, header); err != nil {
 			return err
 		}
 		if claim == "" {
@@ -251,28 +293,40 @@ func (c *Conf) Validate() error {
 	return nil
 }
 
+// maxClaimHeaders bounds claim_headers so that every identity header name a
+// route watches fits identity.MaxIdentityHeaders.
+const maxClaimHeaders = 32
+
 // Derive builds what requests use: the verifier, the strip rule, the headers.
 func (c *Conf) Derive() error {
 	if c.JWKS {
 		return nil
 	}
+	if c.plugin == nil || c.plugin.sessions == nil {
+		return errors.New("userinfo: plugin not built with userinfo.New")
+	}
 	c.verify = *c.VerifyToken
 	if c.verify {
-		c.verifier = keycloak.DefaultVerifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
-		c.sessions = newSessions(10000)
+		v, err := c.plugin.deps.Verifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
+		if err != nil {
+			return fmt.Errorf(`"issuer": %w`, err)
+		}
+		c.verifier = v
 	}
-	// Everything this plugin emits is removed first in every spelling, so a
-	// client can never hand the upstream a value that looks like ours.
-	emitted := []string{identity.HeaderAssertion, identity.HeaderOrgsSource,
-		identity.HeaderUserID, identity.HeaderUserEmail, identity.HeaderUserOrgs}
+	// Everything this plugin or orgsync emits is removed first in every
+	// spelling, so a client can never hand the upstream a value that looks
+	// like ours.
+	emitted := append([]string{}, identity.EmittedHeaders...)
 	for header, claim := range c.ClaimHeaders {
 		emitted = append(emitted, header)
 		c.headers = append(c.headers, claimHeader{header: http.CanonicalHeaderKey(header), claim: claim})
 	}
+	sort.Slice(c.headers, func(i, j int) bool { return c.headers[i].header < c.headers[j].header })
 	if c.Assertion != nil {
 		emitted = append(emitted, c.Assertion.Header)
 	}
 	c.strip = identity.NewStripRule(emitted...)
+	c.profile = c.plugin.profiles.intern(c)
 	return nil
 }
 
@@ -283,28 +337,15 @@ func checkURL(key, v string) error {
 	return nil
 }
 
-func checkHeaderName(key, name string) error {
-	if name == "" {
-		return fmt.Errorf("%q: header name is empty", key)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("%q: header name %q may hold only letters, digits, '-' and '_'", key, name)
-		}
-	}
-	return nil
-}
-
 // Err is the config error a route answers 500 with, nil when the config is good.
 func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see userinfo.go.
-func (*Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
+func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
 	defer inflight.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
-		identity.Refuse(w, http.StatusInternalServerError, "misconfigured", "userinfo: no config")
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
 	c.serve(w, r)

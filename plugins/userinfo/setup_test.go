@@ -1,10 +1,13 @@
 package userinfo
 
 import (
+	"bytes"
+	"log/slog"
 	"net/http"
 	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +52,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parse([]byte(tc.json))
+			c, err := testPlugin.parse([]byte(tc.json))
 			if tc.wantErr == "" {
 				require.NoError(t, err)
 				require.NotNil(t, c)
@@ -63,7 +66,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	c, err := parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","assertion":{"audience":"mitxonline"}}`))
+	c, err := testPlugin.parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","assertion":{"audience":"mitxonline"}}`))
 	require.NoError(t, err)
 	assert.True(t, *c.VerifyToken)
 	assert.Equal(t, OnInvalidReject, c.OnInvalid)
@@ -73,23 +76,76 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, 60*time.Second, c.Assertion.TTL.Std())
 	assert.Equal(t, 30*time.Second, c.Leeway.Std())
 
-	c, err = parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","claim_headers":{}}`))
+	c, err = testPlugin.parse([]byte(`{"issuer":"https://sso.example.org/realms/olapps","claim_headers":{}}`))
 	require.NoError(t, err)
 	assert.Empty(t, c.ClaimHeaders, "{} means no claim headers")
 }
 
 // A bad config must not be skipped by the runner (that passes requests on
-// unchecked): ParseConf succeeds and every request answers 500 naming the key.
+// unchecked): ParseConf succeeds and every request answers 500; the log (not
+// the client) names the key.
 func TestBadConfigFailsClosed(t *testing.T) {
-	p := &Plugin{}
+	logs := captureLogs(t)
+	p := testPlugin
 	v, err := p.ParseConf([]byte(`{"issuer":"https://sso.example.org/r","on_invalid":"pass"}`))
 	require.NoError(t, err)
+	assert.Contains(t, logs.String(), "on_invalid", "the log names the key")
 	for i := 0; i < 3; i++ {
 		w := httptest.NewRecorder()
 		p.RequestFilter(v, w, runnertest.NewRequest(uint32(i), 1, map[string]string{"x-userinfo": "e30="}))
 		assert.Equal(t, http.StatusInternalServerError, w.Code)
-		assert.Contains(t, w.Body.String(), "on_invalid")
+		assert.JSONEq(t, `{"error":"Internal Server Error","reason":"misconfigured"}`, w.Body.String(),
+			"the client gets the reason, never the config")
 	}
+}
+
+// captureLogs sends the default slog logger to a buffer for the test.
+func captureLogs(t *testing.T) *syncBuffer {
+	t.Helper()
+	buf := &syncBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return buf
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Config keys are matched exactly and once: a case twin or a duplicate
+// cannot turn verification off, and an explicit zero stays zero.
+func TestConfigKeysExactAndZeroValuesKept(t *testing.T) {
+	for name, in := range map[string]string{
+		"case twin":     `{"issuer":"https://sso.example.org/r","verify_token":true,"Verify_Token":false}`,
+		"duplicate":     `{"issuer":"https://sso.example.org/r","verify_token":true,"verify_token":false}`,
+		"upper case":    `{"issuer":"https://sso.example.org/r","VERIFY_TOKEN":false}`,
+		"nested twin":   `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","Audience":"b"}}`,
+		"zero max size": `{"issuer":"https://sso.example.org/r","max_userinfo_bytes":0}`,
+		"empty header":  `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","header":""}}`,
+		"zero ttl":      `{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","ttl":"0s"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := testPlugin.parse([]byte(in))
+			assert.Error(t, err)
+		})
+	}
+	c, err := testPlugin.parse([]byte(`{"issuer":"https://sso.example.org/r","leeway":"0s"}`))
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(0), c.Leeway.Std(), "an explicit zero leeway is zero")
 }
 
 // The README documents every config key (the table is checked against the

@@ -2,20 +2,14 @@ package userinfo
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
@@ -31,17 +25,12 @@ const (
 	ReasonMisconfigured     = "misconfigured"
 	ReasonNoSigningKey      = "no_signing_key"
 	ReasonTooManyHeaders    = "too_many_headers"
+	ReasonDuplicateHeader   = "duplicate_identity_header"
 	// apisixHeaderLimit is how many request headers APISIX's ext-plugin hands
 	// the runner (ngx.req.get_headers() default).
 	apisixHeaderLimit        = 100
 	reasonMethodNotAllowed   = "method_not_allowed"
 	verifyTimeout            = 5 * time.Second
-	outcomeVerified          = "verified"
-	outcomeAnonymous         = "anonymous"
-	outcomeRejected          = "rejected"
-	outcomeMisconfigured     = "misconfigured"
-	outcomeJWKS              = "jwks"
-	outcomeHandedOff         = "handed_off"
 	headerCacheControlMaxAge = "public, max-age=300"
 )
 
@@ -54,8 +43,8 @@ type refusal struct {
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	if c.err != nil {
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured, c.err.Error())
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
 	if c.JWKS {
@@ -67,10 +56,12 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		// APISIX shows the runner only the first 100 headers but passes all
 		// of them upstream: a forged X_Userinfo placed after the hundredth
 		// could not be seen, so could not be removed.
-		metricRequests.WithLabelValues(outcomeRejected).Inc()
-		metricFailures.WithLabelValues(ReasonTooManyHeaders).Inc()
-		identity.Refuse(w, http.StatusRequestHeaderFieldsTooLarge, ReasonTooManyHeaders,
-			fmt.Sprintf("%d or more request headers: identity headers beyond the %dth cannot be checked", apisixHeaderLimit, apisixHeaderLimit))
+		c.reject(w, r, refusal{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonTooManyHeaders})
+		return
+	}
+	if name := c.strip.Repeated(h); name != "" {
+		// An upstream may read any of the values, or all of them joined.
+		c.reject(w, r, refusal{status: http.StatusBadRequest, reason: ReasonDuplicateHeader, detail: name})
 		return
 	}
 	c.strip.Strip(h)
@@ -81,37 +72,45 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.anonymous(w, r, refusal{status: http.StatusUnauthorized, reason: ReasonNoIdentity})
 		return
 	}
-	id, ref := c.establish(r.Context(), userinfo, token)
+	s, ref := c.establish(r.Context(), userinfo, token, h.Get(identity.HeaderRawIDToken))
 	if ref != nil {
-		metricFailures.WithLabelValues(ref.reason).Inc()
-		if slog.Default().Enabled(r.Context(), slog.LevelDebug) {
-			logger().Debug("identity refused", "reason", ref.reason, "detail", ref.detail)
-		}
-		if c.OnInvalid == OnInvalidReject {
-			metricRequests.WithLabelValues(outcomeRejected).Inc()
-			identity.Refuse(w, ref.status, ref.reason, ref.detail)
+		if c.OnInvalid == OnInvalidReject || c.RequireUser {
+			c.reject(w, r, *ref)
 			return
 		}
+		countFailure(ref.reason)
 		c.anonymous(w, r, *ref)
 		return
 	}
-	c.checkIDToken(h, id.Subject)
-	id.TokenVerified = c.verify
+	if s.idToken == "" {
+		h.Del(identity.HeaderIDToken)
+		h.Del(identity.HeaderRawIDToken)
+	} else {
+		h.Set(identity.HeaderIDToken, s.idToken)
+	}
+	if err := identity.Attach(r, &identity.Proof{Identity: s.id, Emitter: c}); err != nil {
+		countMisconfigured.Inc()
+		logger().Error("cannot hand the identity to the next plugin", "error", err)
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
+		return
+	}
+	if err := c.Emit(r, s.id); err != nil {
+		countMisconfigured.Inc()
+		logger().Error("cannot emit the identity", "error", err)
+		identity.Refuse(w, http.StatusInternalServerError, ReasonNoSigningKey)
+		return
+	}
+	countVerified.Inc()
+}
 
-	if identity.DefaultChains.FollowerKnown(r) {
-		// orgsync follows on this route and will emit once, with the
-		// current organizations: emitting here would sign twice.
-		metricRequests.WithLabelValues(outcomeHandedOff).Inc()
-		identity.DefaultChains.Hand(r, &identity.Handoff{Identity: id, Emitter: c})
-		return
+// reject answers the client with the reason; the detail goes to the debug log.
+func (c *Conf) reject(w http.ResponseWriter, r pkgHTTP.Request, ref refusal) {
+	countRejected.Inc()
+	countFailure(ref.reason)
+	if slog.Default().Enabled(r.Context(), slog.LevelDebug) {
+		logger().Debug("identity refused", "reason", ref.reason, "detail", ref.detail)
 	}
-	if err := c.Emit(r, id); err != nil {
-		metricRequests.WithLabelValues(outcomeMisconfigured).Inc()
-		identity.Refuse(w, http.StatusInternalServerError, ReasonNoSigningKey, err.Error())
-		return
-	}
-	metricRequests.WithLabelValues(outcomeVerified).Inc()
-	identity.DefaultChains.Hand(r, &identity.Handoff{Identity: id, Emitter: c, Emitted: true})
+	identity.Refuse(w, ref.status, ref.reason)
 }
 
 func headerCount(h pkgHTTP.Header) int {
@@ -126,76 +125,106 @@ func headerCount(h pkgHTTP.Header) int {
 // route requires a user.
 func (c *Conf) anonymous(w http.ResponseWriter, r pkgHTTP.Request, why refusal) {
 	if c.RequireUser {
-		metricRequests.WithLabelValues(outcomeRejected).Inc()
 		if why.reason == "" {
 			why.reason = ReasonNoIdentity
 		}
-		identity.Refuse(w, http.StatusUnauthorized, why.reason, why.detail)
+		why.status = http.StatusUnauthorized
+		c.reject(w, r, why)
 		return
 	}
-	metricRequests.WithLabelValues(outcomeAnonymous).Inc()
+	countAnonymous.Inc()
 	identity.DeleteAllSpellings(r.Header(), identity.OIDCHeaders...)
 }
 
 // establish proves the identity: X-Userinfo decoded, the token verified, both
-// naming the same user.
-func (c *Conf) establish(ctx context.Context, userinfo, token string) (*identity.Identity, *refusal) {
-	var key [32]byte
-	if c.verify && token != "" {
-		key = sessionKey(userinfo, token)
-		if id := c.sessions.get(key, time.Now()); id != nil {
-			return id, nil
-		}
-	}
-	var claims identity.Claims
-	if userinfo != "" {
-		var err error
-		claims, err = identity.DecodeUserinfo(userinfo, c.MaxUserinfoBytes)
-		if err != nil {
-			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
-		}
+// naming the same user; and checks the ID token. The result is reused for
+// the same headers until the token expires.
+func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string) (*session, *refusal) {
+	if len(userinfo) > c.MaxUserinfoBytes {
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: "X-Userinfo too large"}
 	}
 	if !c.verify {
-		if claims == nil {
-			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingUserinfo,
-				detail: "verify_token is false and there is no X-Userinfo"}
-		}
-		if claims.Subject() == "" {
-			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
-		}
-		return newIdentity(claims)
+		return c.trustUserinfo(userinfo)
 	}
 	if token == "" {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingToken,
 			detail: "X-Userinfo without X-Access-Token cannot be verified"}
 	}
+	sessions := c.plugin.sessions
+	key := sessions.key(c.verifier, c.Audience, userinfo, token, rawIDToken)
+	if s := sessions.get(key, userinfo, token, rawIDToken, time.Now()); s != nil {
+		return s, nil
+	}
+	var claims identity.Claims
+	if userinfo != "" {
+		var err error
+		if claims, err = identity.DecodeUserinfo(userinfo, c.MaxUserinfoBytes); err != nil {
+			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	tok, err := c.verifier.Verify(ctx, token, c.Audience)
 	if err != nil {
-		var te *keycloak.TokenError
-		if errors.As(err, &te) {
-			status := http.StatusUnauthorized
-			if te.Reason == keycloak.ReasonKeysUnavailable {
-				status = http.StatusServiceUnavailable
-			}
-			return nil, &refusal{status: status, reason: te.Reason, detail: te.Detail}
-		}
-		return nil, &refusal{status: http.StatusUnauthorized, reason: "token_invalid"}
+		return nil, tokenRefusal(err)
 	}
 	id, ref := bindToToken(claims, tok)
-	if ref == nil {
-		c.sessions.put(key, id, tok.Expiry.Add(c.Leeway.Std()))
+	if ref != nil {
+		return nil, ref
 	}
-	return id, ref
+	id.TokenVerified = true
+	id.Memo = &identity.Memo{}
+	s := &session{userinfo: userinfo, token: token, rawIDToken: rawIDToken, id: id,
+		expires: tok.Expiry.Add(c.Leeway.Std()), idToken: c.checkIDToken(ctx, rawIDToken, tok)}
+	sessions.put(key, s)
+	return s, nil
+}
+
+// trustUserinfo is verify_token false: X-Userinfo as sent, nothing cached
+// (orgsync refuses such identities). X-ID-Token cannot be checked without a
+// verifier, so it is removed; X-Raw-ID-Token is signed and left to the app.
+func (c *Conf) trustUserinfo(userinfo string) (*session, *refusal) {
+	if userinfo == "" {
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingUserinfo,
+			detail: "verify_token is false and there is no X-Userinfo"}
+	}
+	claims, err := identity.DecodeUserinfo(userinfo, c.MaxUserinfoBytes)
+	if err != nil {
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
+	}
+	if claims.Subject() == "" {
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
+	}
+	id, ref := newIdentity(claims)
+	if ref != nil {
+		return nil, ref
+	}
+	id.Memo = &identity.Memo{}
+	return &session{userinfo: userinfo, id: id}, nil
+}
+
+func tokenRefusal(err error) *refusal {
+	var te *keycloak.TokenError
+	if errors.As(err, &te) {
+		status := http.StatusUnauthorized
+		if te.Reason == keycloak.ReasonKeysUnavailable {
+			status = http.StatusServiceUnavailable
+		}
+		return &refusal{status: status, reason: te.Reason, detail: te.Detail}
+	}
+	return &refusal{status: http.StatusUnauthorized, reason: "token_invalid"}
 }
 
 // bindToToken checks that X-Userinfo's claims describe the token's user and
-// merges the token's claims in.
+// keeps only what the token vouches for: each claim X-Userinfo shares with
+// the token, with the token's value. A claim the token does not carry
+// (an organization list, an email) could be written by whoever sent the
+// header, so it never reaches the trusted outputs. Without X-Userinfo
+// (bearer use) the token's claims are the identity.
 func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identity, *refusal) {
+	var trusted identity.Claims
 	if claims == nil {
-		// Bearer use: no userinfo, the token's claims are the identity.
-		claims = identity.Claims(tok.Claims).Clone()
+		trusted = identity.Claims(tok.Claims).Clone()
 	} else {
 		if sub := claims.Subject(); sub != tok.Subject {
 			if sub == "" {
@@ -204,16 +233,23 @@ func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identit
 			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSubjectMismatch,
 				detail: "X-Userinfo names another user than the access token"}
 		}
-		if !claims.Merge(tok.Claims) {
-			return newIdentity(claims)
+		trusted = make(identity.Claims, len(claims))
+		for name := range claims {
+			if v, ok := tok.Claims[name]; ok {
+				trusted[name] = v
+			}
 		}
 	}
-	// The token's claims replaced some (or, for a bearer token, are all the
-	// claims): check their types as X-Userinfo's were checked.
-	if err := claims.Validate(); err != nil {
+	// The token's values replaced X-Userinfo's: check their types as
+	// X-Userinfo's were checked.
+	if err := trusted.Validate(); err != nil {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}
-	return newIdentity(claims)
+	id, ref := newIdentity(trusted)
+	if ref == nil {
+		id.Issuer = tok.Issuer
+	}
+	return id, ref
 }
 
 func newIdentity(claims identity.Claims) (*identity.Identity, *refusal) {
@@ -224,132 +260,39 @@ func newIdentity(claims identity.Claims) (*identity.Identity, *refusal) {
 	return &identity.Identity{Subject: claims.Subject(), Claims: claims, Orgs: orgs}, nil
 }
 
-// checkIDToken removes X-ID-Token when it does not describe the verified
-// user: it is unsigned, so on a route where a client can reach us without
-// openid-connect overwriting it, it could name anyone.
-func (c *Conf) checkIDToken(h pkgHTTP.Header, sub string) {
-	v := h.Get(identity.HeaderIDToken)
-	if v == "" {
-		return
+// checkIDToken decides what X-ID-Token the upstream gets. openid-connect's
+// X-ID-Token is unsigned base64 JSON, so a client reaching us without
+// openid-connect overwriting it could write any claims there; only a verified
+// X-Raw-ID-Token (APISIX 3.18, set_raw_id_token_header) proves an ID token.
+// It must be signed by the issuer, of typ ID, issued to the client the access
+// token was issued to, and name the same user. Then X-ID-Token is rewritten
+// from its verified claims; otherwise both headers are removed ("").
+func (c *Conf) checkIDToken(ctx context.Context, rawIDToken string, access *keycloak.Token) string {
+	if rawIDToken == "" {
+		return ""
 	}
-	claims, err := identity.DecodeUserinfo(v, c.MaxUserinfoBytes)
-	if err != nil || claims.Subject() != sub {
-		h.Del(identity.HeaderIDToken)
+	tok, err := c.verifier.VerifyID(ctx, rawIDToken, access.AuthorizedParty)
+	if err != nil || tok.Subject != access.Subject {
+		countFailure("id_token_invalid")
+		return ""
 	}
-}
-
-// Emit writes X-Userinfo, the claim headers and the signed assertion for id.
-// orgsync calls it after replacing the organizations.
-func (c *Conf) Emit(r pkgHTTP.Request, id *identity.Identity) error {
-	h := r.Header()
-	claims := id.Claims
-	if id.Orgs.Shape != identity.ShapeAbsent || len(id.Orgs.List) > 0 {
-		claims = claims.Clone()
-		claims[identity.ClaimOrganization] = id.Orgs.Encode(id.Orgs.Shape)
-	}
-	encoded, err := claims.Encode()
+	encoded, err := identity.Claims(tok.Claims).MarshalJSON()
 	if err != nil {
-		return err
+		return ""
 	}
-	h.Set(identity.HeaderUserinfo, encoded)
-	for _, ch := range c.headers {
-		if v, ok := claimValue(id, claims, ch.claim); ok {
-			h.Set(ch.header, identity.SanitizeValue(v))
-		}
-	}
-	if id.OrgsSource != "" {
-		h.Set(identity.HeaderOrgsSource, id.OrgsSource)
-	}
-	if c.Assertion == nil {
-		return nil
-	}
-	jws, err := c.sign(id)
-	if err != nil {
-		return err
-	}
-	h.Set(c.Assertion.Header, jws)
-	return nil
-}
-
-func (c *Conf) sign(id *identity.Identity) (string, error) {
-	keys := assertion.Current()
-	if keys == nil {
-		return "", errors.New("userinfo: no assertion signing key loaded")
-	}
-	var nonce [16]byte
-	_, _ = rand.Read(nonce[:])
-	now := time.Now()
-	payload := map[string]any{
-		"iss":          c.Assertion.Issuer,
-		"aud":          c.Assertion.Audience,
-		"sub":          id.Subject,
-		"iat":          now.Unix(),
-		"exp":          now.Add(c.Assertion.TTL.Std()).Unix(),
-		"jti":          base64.RawURLEncoding.EncodeToString(nonce[:]),
-		"organization": id.Orgs.Encode(identity.ShapeMapAttributes),
-	}
-	for _, name := range []string{identity.ClaimEmail, identity.ClaimName, identity.ClaimPreferredUsername,
-		identity.ClaimGroups, identity.ClaimRoles} {
-		if v, ok := id.Claims[name]; ok {
-			payload[name] = v
-		}
-	}
-	body, err := json.Marshal(payload)
-	if err != nil {
-		return "", err
-	}
-	metricAssertions.Inc()
-	return keys.Sign(body)
-}
-
-// claimValue renders a claim for a plain header.
-func claimValue(id *identity.Identity, claims identity.Claims, claim string) (string, bool) {
-	switch claim {
-	case identity.ClaimSubject:
-		return id.Subject, true
-	case identity.ClaimOrganization:
-		return id.Orgs.HeaderValue(), true
-	}
-	raw, ok := claims[claim]
-	if !ok {
-		return "", false
-	}
-	var v any
-	if json.Unmarshal(raw, &v) != nil || v == nil {
-		return "", false
-	}
-	switch t := v.(type) {
-	case string:
-		return t, true
-	case bool:
-		return strconv.FormatBool(t), true
-	case float64:
-		return strconv.FormatFloat(t, 'f', -1, 64), true
-	case []any:
-		parts := make([]string, 0, len(t))
-		for _, e := range t {
-			if s, ok := e.(string); ok {
-				parts = append(parts, s)
-			} else {
-				b, _ := json.Marshal(e)
-				parts = append(parts, string(b))
-			}
-		}
-		return strings.Join(parts, ","), true
-	}
-	return string(raw), true
+	return base64.StdEncoding.EncodeToString(encoded)
 }
 
 func (c *Conf) serveJWKS(w http.ResponseWriter, r pkgHTTP.Request) {
-	metricRequests.WithLabelValues(outcomeJWKS).Inc()
+	countJWKS.Inc()
 	if m := r.Method(); m != http.MethodGet && m != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		identity.Refuse(w, http.StatusMethodNotAllowed, reasonMethodNotAllowed, "the key set answers GET")
+		identity.Refuse(w, http.StatusMethodNotAllowed, reasonMethodNotAllowed)
 		return
 	}
-	keys := assertion.Current()
+	keys := c.plugin.deps.Keys
 	if keys == nil {
-		identity.Refuse(w, http.StatusServiceUnavailable, ReasonNoSigningKey, "no assertion signing key loaded")
+		identity.Refuse(w, http.StatusServiceUnavailable, ReasonNoSigningKey)
 		return
 	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")

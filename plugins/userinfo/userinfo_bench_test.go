@@ -13,7 +13,8 @@ import (
 // same headers (x_noop).
 func BenchmarkRequestFilter(b *testing.B) {
 	is := tokentest.NewIssuer(b)
-	v, _ := (&Plugin{}).ParseConf([]byte(`{"issuer":"` + is.URL + `","assertion":{"audience":"mitxonline"}}`))
+	p := New(Deps{Keys: testKeys})
+	v, _ := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","assertion":{"audience":"mitxonline"}}`))
 	ui := map[string]any{"sub": "u-alice", "email": "alice@example.org", "name": "Alice", "preferred_username": "alice",
 		"organization": map[string]any{"acme": map[string]any{"id": "9d3b7c52-5b8a-4a6e-9f57-0b1c1d1e1f10", "tier": []string{"gold"}}}}
 	headers := loggedIn(is, "u-alice", ui)
@@ -32,7 +33,7 @@ func BenchmarkRequestFilter(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			r := runnertest.NewRequest(uint32(i), 7, headers)
 			w := httptest.NewRecorder()
-			(&Plugin{}).RequestFilter(v, w, r)
+			p.RequestFilter(v, w, r)
 			if w.Code != 200 {
 				b.Fatal(w.Body.String())
 			}

@@ -1,11 +1,11 @@
 package userinfo
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,37 +23,52 @@ import (
 
 var requestIDs atomic.Uint32
 
-// each test route gets its own conf token so route learning does not leak.
 var tokens atomic.Uint32
 
-func init() {
+// testKeys sign every assertion of these tests; testPlugin is the plugin as
+// main builds it, with those keys.
+var (
+	testKeys   = mustKeys()
+	testPlugin = New(Deps{Keys: testKeys})
+)
+
+func mustKeys() *assertion.KeyRing {
 	keys, err := assertion.Generate()
 	if err != nil {
 		panic(err)
 	}
-	assertion.SetCurrent(keys)
-	tokens.Store(1 << 20)
+	return keys
 }
 
 type route struct {
-	t     *testing.T
-	conf  any
-	token uint32
+	t      *testing.T
+	plugin *Plugin
+	conf   any
+	token  uint32
 }
 
 func newRoute(t *testing.T, confJSON string) *route {
 	t.Helper()
-	v, err := (&Plugin{}).ParseConf([]byte(confJSON))
+	return newRouteOf(t, testPlugin, confJSON)
+}
+
+func newRouteOf(t *testing.T, p *Plugin, confJSON string) *route {
+	t.Helper()
+	v, err := p.ParseConf([]byte(confJSON))
 	require.NoError(t, err)
 	require.NoError(t, v.(*Conf).Err())
-	return &route{t: t, conf: v, token: tokens.Add(1)}
+	return &route{t: t, plugin: p, conf: v, token: tokens.Add(1)}
 }
 
 func (rt *route) do(headers map[string]string) (*httptest.ResponseRecorder, *runnertest.Request) {
 	r := runnertest.NewRequest(requestIDs.Add(1), rt.token, headers)
+	return rt.doRequest(r), r
+}
+
+func (rt *route) doRequest(r *runnertest.Request) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
-	(&Plugin{}).RequestFilter(rt.conf, w, r)
-	return w, r
+	rt.plugin.RequestFilter(rt.conf, w, r)
+	return w
 }
 
 func userinfoHeader(claims map[string]any) string {
@@ -65,9 +80,14 @@ func confFor(is *tokentest.Issuer, extra string) string {
 	return fmt.Sprintf(`{"issuer":%q,"assertion":{"audience":"mitxonline","ttl":"60s"}%s}`, is.URL, extra)
 }
 
+// loggedIn gives the headers openid-connect sends for a user whose access
+// token carries the same claims as userinfo (Keycloak's default mappers put
+// them in both).
 func loggedIn(is *tokentest.Issuer, sub string, userinfo map[string]any) map[string]string {
 	tok := is.Claims(sub)
-	tok["email"] = userinfo["email"]
+	for k, v := range userinfo {
+		tok[k] = v
+	}
 	return map[string]string{
 		"x-userinfo":     userinfoHeader(userinfo),
 		"x-access-token": is.Sign(tok),
@@ -77,7 +97,7 @@ func loggedIn(is *tokentest.Issuer, sub string, userinfo map[string]any) map[str
 func verifyAssertion(t *testing.T, jws string) map[string]any {
 	t.Helper()
 	var set jose.JSONWebKeySet
-	require.NoError(t, json.Unmarshal(assertion.Current().JWKS(), &set))
+	require.NoError(t, json.Unmarshal(testKeys.JWKS(), &set))
 	obj, err := jose.ParseSigned(jws, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
 	require.NoError(t, err)
 	keys := set.Key(obj.Signatures[0].Header.KeyID)
@@ -170,14 +190,13 @@ func TestForgedHeadersNeverReachUpstream(t *testing.T) {
 	rt := newRoute(t, confFor(is, ""))
 	forged := userinfoHeader(map[string]any{"sub": "u-admin", "email": "root@example.org"})
 	cases := map[string]map[string]string{
-		"X_Userinfo on an anonymous request":    {"X_Userinfo": forged},
-		"x_USERINFO on an anonymous request":    {"x_USERINFO": forged},
-		"forged X-Identity-Assertion":           {"X-Identity-Assertion": "eyJhbGciOiJub25lIn0.e30."},
-		"forged x_identity_assertion":           {"x_identity_assertion": "eyJhbGciOiJub25lIn0.e30."},
-		"forged X-User-Id and X_User_Email":     {"X-User-Id": "u-admin", "X_User_Email": "root@example.org"},
-		"forged X-User-Orgs-Source":             {"x-user-orgs-source": "keycloak"},
-		"X_Access_Token with X_Userinfo":        {"X_Access_Token": is.Sign(is.Claims("u-admin")), "X_Userinfo": forged},
-		"forged X_Userinfo beside a real login": mergeHeaders(loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"}), map[string]string{"X_Userinfo": forged}),
+		"X_Userinfo on an anonymous request": {"X_Userinfo": forged},
+		"x_USERINFO on an anonymous request": {"x_USERINFO": forged},
+		"forged X-Identity-Assertion":        {"X-Identity-Assertion": "eyJhbGciOiJub25lIn0.e30."},
+		"forged x_identity_assertion":        {"x_identity_assertion": "eyJhbGciOiJub25lIn0.e30."},
+		"forged X-User-Id and X_User_Email":  {"X-User-Id": "u-admin", "X_User_Email": "root@example.org"},
+		"forged X-User-Orgs-Source":          {"x-user-orgs-source": "keycloak"},
+		"X_Access_Token with X_Userinfo":     {"X_Access_Token": is.Sign(is.Claims("u-admin")), "X_Userinfo": forged},
 	}
 	for name, headers := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -222,7 +241,8 @@ func TestTokenClaimsWinOverUserinfo(t *testing.T) {
 	require.NoError(t, err)
 	email, _ := got.String("email")
 	assert.Equal(t, "mallory@example.org", email)
-	assert.JSONEq(t, `"m"`, string(got["nickname"]), "other claims pass untouched")
+	_, kept := got["nickname"]
+	assert.False(t, kept, "a claim the token does not carry is not passed on")
 }
 
 func TestNoIdentity(t *testing.T) {
@@ -255,16 +275,56 @@ func TestVerifyTokenFalseTrustsUserinfo(t *testing.T) {
 	assert.Empty(t, r.Header().Get("X-User-Id"))
 }
 
-func TestIDTokenOfAnotherUserIsRemoved(t *testing.T) {
+func idToken(is *tokentest.Issuer, sub, client string) string {
+	c := is.Claims(sub)
+	c["typ"] = "ID"
+	c["aud"] = client
+	c["name"] = "ID " + sub
+	return is.Sign(c)
+}
+
+// X-ID-Token is unsigned base64 JSON: it reaches the upstream only as the
+// claims of a verified X-Raw-ID-Token of the same user and client.
+func TestIDTokenPassesOnlyWhenVerified(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	rt := newRoute(t, confFor(is, ""))
-	h := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
-	h["x-id-token"] = userinfoHeader(map[string]any{"sub": "u-bob"})
-	_, r := rt.do(h)
-	assert.Empty(t, r.Header().Get("X-ID-Token"))
-	h["x-id-token"] = userinfoHeader(map[string]any{"sub": "u-alice"})
-	_, r = rt.do(h)
-	assert.NotEmpty(t, r.Header().Get("X-ID-Token"))
+	forged := userinfoHeader(map[string]any{"sub": "u-alice", "email_verified": true, "name": "Forged"})
+	cases := []struct {
+		name     string
+		raw      string
+		wantKept bool
+	}{
+		{"no raw ID token: the unsigned one is removed", "", false},
+		{"raw ID token of the same user and client", idToken(is, "u-alice", "apisix"), true},
+		{"raw ID token of another user", idToken(is, "u-bob", "apisix"), false},
+		{"raw ID token of another client", idToken(is, "u-alice", "other-client"), false},
+		{"raw ID token of another issuer", idToken(tokentest.NewIssuer(t), "u-alice", "apisix"), false},
+		{"an access token as raw ID token", is.Sign(is.Claims("u-alice")), false},
+		{"garbage", "not.a.token", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
+			h["x-id-token"] = forged
+			if tc.raw != "" {
+				h["x-raw-id-token"] = tc.raw
+			}
+			w, r := rt.do(h)
+			require.Equal(t, 200, w.Code, w.Body.String())
+			got := r.Header().Get("X-ID-Token")
+			if !tc.wantKept {
+				assert.Empty(t, got)
+				assert.Empty(t, r.Header().Get("X-Raw-ID-Token"))
+				return
+			}
+			assert.NotEqual(t, forged, got, "rewritten from the verified token")
+			claims, err := identity.DecodeUserinfo(got, 0)
+			require.NoError(t, err)
+			name, _ := claims.String("name")
+			assert.Equal(t, "ID u-alice", name)
+			assert.Equal(t, tc.raw, r.Header().Get("X-Raw-ID-Token"))
+		})
+	}
 }
 
 func TestClaimHeaderValuesAreSanitized(t *testing.T) {
@@ -283,46 +343,68 @@ func TestJWKSRoute(t *testing.T) {
 	var set jose.JSONWebKeySet
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &set))
 	require.NotEmpty(t, set.Keys)
-	assert.Equal(t, assertion.Current().KeyID(), set.Keys[0].KeyID)
+	assert.Equal(t, testKeys.KeyID(), set.Keys[0].KeyID)
 	assert.True(t, set.Keys[0].IsPublic(), "only public keys are published")
 
 	r := runnertest.NewRequest(requestIDs.Add(1), rt.token, nil)
 	r.MethodV = http.MethodPost
-	w = httptest.NewRecorder()
-	(&Plugin{}).RequestFilter(rt.conf, w, r)
+	w = rt.doRequest(r)
 	assert.Equal(t, http.StatusMethodNotAllowed, w.Code)
 }
 
-// orgsync's side of the hand-off, played by the test: once a follower has
-// taken a hand-off on a route, userinfo leaves emission (and signing) to it.
-func TestHandsOffToAFollower(t *testing.T) {
+// orgsync's side, played by the test: the proof userinfo attaches to the
+// request carries the identity and the emitter, and a refreshed identity is
+// emitted with its own organizations and source.
+func TestProofForTheNextPlugin(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	rt := newRoute(t, confFor(is, ""))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
 
 	_, r := rt.do(headers)
-	h := identity.DefaultChains.Take(r)
-	require.NotNil(t, h, "first request: emitted and handed off while the route is learned")
-	assert.True(t, h.Emitted)
+	proof := identity.ProofOf(r)
+	require.NotNil(t, proof, "userinfo attaches what it proved")
+	assert.Equal(t, "u-alice", proof.Identity.Subject)
+	assert.True(t, proof.Identity.TokenVerified)
+	assert.Equal(t, is.URL, proof.Identity.Issuer)
+	assert.Equal(t, "acme", r.Header().Get("X-User-Orgs"), "userinfo emits the token's view itself")
 
-	before := testutilCount()
-	_, r = rt.do(headers)
-	assert.Empty(t, r.Header().Get("X-Identity-Assertion"), "the follower emits")
-	h = identity.DefaultChains.Take(r)
-	require.NotNil(t, h)
-	assert.False(t, h.Emitted)
-	h.Identity.Orgs = identity.Organizations{Shape: identity.ShapeMap, List: []identity.Organization{{Alias: "globex", ID: "org-2"}}}
-	h.Identity.OrgsSource = "keycloak"
-	require.NoError(t, h.Emitter.Emit(r, h.Identity))
-	assert.Equal(t, before+1, testutilCount(), "one signature for the request")
+	refreshed := *proof.Identity
+	refreshed.Orgs = identity.Organizations{Shape: identity.ShapeMap, List: []identity.Organization{{Alias: "globex", ID: "org-2"}}}
+	refreshed.OrgsSource = "keycloak"
+	refreshed.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v1")}
+	assert.False(t, proof.Emitter.Replay(r, &refreshed), "nothing rendered for this refresh yet")
+	require.NoError(t, proof.Emitter.Emit(r, &refreshed))
 	assert.Equal(t, "globex", r.Header().Get("X-User-Orgs"))
 	assert.Equal(t, "keycloak", r.Header().Get("X-User-Orgs-Source"))
 	claims := verifyAssertion(t, r.Header().Get("X-Identity-Assertion"))
 	assert.Equal(t, map[string]any{"globex": map[string]any{"id": "org-2"}}, claims["organization"])
+	assert.Equal(t, "keycloak", claims["organization_source"])
 	ui, err := identity.DecodeUserinfo(r.Header().Get("X-Userinfo"), 0)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"globex":{"id":"org-2"}}`, string(ui["organization"]))
-	_ = context.Background()
+
+	// The next request of the same login replays both renderings.
+	_, r2 := rt.do(headers)
+	again := *identity.ProofOf(r2).Identity
+	again.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v1")}
+	again.OrgsSource = "keycloak"
+	require.True(t, identity.ProofOf(r2).Emitter.Replay(r2, &again))
+	assert.Equal(t, "globex", r2.Header().Get("X-User-Orgs"))
+	assert.Equal(t, r.Header().Get("X-Identity-Assertion"), r2.Header().Get("X-Identity-Assertion"))
+
+	// Another value: no replay.
+	again.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v2")}
+	assert.False(t, identity.ProofOf(r2).Emitter.Replay(r2, &again))
+}
+
+// Nothing a client sends can stand for the proof: without userinfo on the
+// request there is none, whatever the headers say.
+func TestNoProofWithoutVerification(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	rt := newRoute(t, confFor(is, `,"on_invalid":"anonymous"`))
+	_, r := rt.do(map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-admin"}),
+		"x-access-token": "forged"})
+	assert.Nil(t, identity.ProofOf(r))
 }
 
 // APISIX gives the runner only the first 100 headers: a request with that
@@ -370,4 +452,174 @@ func TestCachedSessionIsBoundToBothHeaders(t *testing.T) {
 	w, _ = rt.do(map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-bob"}), "x-access-token": token})
 	assert.Equal(t, 401, w.Code)
 	assert.Contains(t, w.Body.String(), ReasonSubjectMismatch)
+}
+
+// A repeated identity header is refused: an upstream could read any of the
+// values, or all of them joined ("acme,globex").
+func TestRepeatedIdentityHeaderIsRefused(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	rt := newRoute(t, confFor(is, `,"claim_headers":{"X-User-Id":"sub","X-User-Orgs":"organization","X-Tenant":"tenant"}`))
+	login := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
+	for _, extra := range [][2]string{
+		{"x_userinfo", userinfoHeader(map[string]any{"sub": "u-admin"})},
+		{"X-Access-Token", "second"},
+		{"X_USER_ORGS", "globex"},
+		{"x-tenant", "evil"},
+		{"X-Identity-Assertion", "x"},
+	} {
+		t.Run(extra[0], func(t *testing.T) {
+			r := runnertest.NewRequest(requestIDs.Add(1), rt.token, login)
+			first := extra[0]
+			r.Hdr.View().Add(first, extra[1])
+			r.Hdr.View().Add(identity.NormalizeName(first), extra[1]+"-again")
+			w := rt.doRequest(r)
+			assert.Equal(t, http.StatusBadRequest, w.Code)
+			assert.JSONEq(t, `{"error":"Bad Request","reason":"duplicate_identity_header"}`, w.Body.String())
+		})
+	}
+	// The same name in two cases, as APISIX hands it over (one name, two values).
+	r := runnertest.NewRequest(requestIDs.Add(1), rt.token, login)
+	r.Hdr.View().Add("X-User-Orgs", "acme")
+	r.Hdr.View().Add("x-user-orgs", "globex")
+	w := rt.doRequest(r)
+	assert.Equal(t, http.StatusBadRequest, w.Code)
+}
+
+// Whatever the config names, a client's copy of an emitted header never
+// reaches the upstream: the default names, a custom claim header and a custom
+// assertion header, in any spelling, on anonymous and logged-in requests.
+func TestForgedEmittedHeadersAreStrippedForEveryConfig(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	configs := map[string]string{
+		"default":   confFor(is, ""),
+		"custom":    fmt.Sprintf(`{"issuer":%q,"claim_headers":{"X-Tenant-Id":"sub","X-Mail":"email"},"assertion":{"audience":"a","header":"X-Gateway-JWT"}}`, is.URL),
+		"no claims": fmt.Sprintf(`{"issuer":%q,"claim_headers":{}}`, is.URL),
+	}
+	defaults := []string{"X-User-Id", "x_user_id", "X-User-Email", "X-USER-ORGS", "X-User-Orgs-Source",
+		"X-Identity-Assertion", "x_identity_assertion"}
+	custom := map[string][]string{"custom": {"X-Tenant-Id", "x_tenant_id", "X-Mail", "X-Gateway-JWT", "x_gateway_jwt"}}
+	for cname, cj := range configs {
+		rt := newRoute(t, cj)
+		forgedNames := append(append([]string{}, defaults...), custom[cname]...)
+		for _, logged := range []bool{false, true} {
+			for _, name := range forgedNames {
+				t.Run(fmt.Sprintf("%s/logged_in=%v/%s", cname, logged, name), func(t *testing.T) {
+					h := map[string]string{}
+					if logged {
+						h = loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "email": "alice@example.org"})
+					}
+					h[name] = "FORGED"
+					w, r := rt.do(h)
+					require.Equal(t, 200, w.Code, w.Body.String())
+					for k, vs := range r.Header().View() {
+						assert.NotContains(t, vs, "FORGED", "forged %s survived as %s", name, k)
+					}
+				})
+			}
+		}
+	}
+}
+
+// Claims the token does not carry cannot be smuggled in through X-Userinfo:
+// a client with its own valid token and a forged X-Userinfo naming itself
+// gets none of the forged claims into a trusted output.
+func TestForgedClaimsAreNotTrusted(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	rt := newRoute(t, confFor(is, `,"claim_headers":{"X-User-Id":"sub","X-User-Email":"email","X-User-Orgs":"organization","X-Groups":"groups","X-Name":"name"}`))
+	forgedClaims := map[string]any{"sub": "u-mallory", "email": "ceo@example.org", "name": "The CEO",
+		"preferred_username": "ceo", "organization": map[string]any{"globex": map[string]any{"id": "org-2"}},
+		"groups": []string{"/admins"}, "realm_access": map[string]any{"roles": []string{"admin"}}}
+	tok := is.Claims("u-mallory") // the token carries none of them
+	w, r := rt.do(map[string]string{"x-userinfo": userinfoHeader(forgedClaims), "x-access-token": is.Sign(tok)})
+	require.Equal(t, 200, w.Code, w.Body.String())
+	h := r.Header()
+	assert.Equal(t, "u-mallory", h.Get("X-User-Id"))
+	for _, name := range []string{"X-User-Email", "X-User-Orgs", "X-Groups", "X-Name"} {
+		assert.Empty(t, h.Get(name), name)
+	}
+	ui, err := identity.DecodeUserinfo(h.Get("X-Userinfo"), 0)
+	require.NoError(t, err)
+	for name := range forgedClaims {
+		if name != "sub" {
+			_, ok := ui[name]
+			assert.False(t, ok, "X-Userinfo carries the forged %s", name)
+		}
+	}
+	claims := verifyAssertion(t, h.Get("X-Identity-Assertion"))
+	for _, name := range []string{"email", "name", "preferred_username", "groups", "roles"} {
+		_, ok := claims[name]
+		assert.False(t, ok, "the assertion signs the forged %s", name)
+	}
+	assert.Equal(t, map[string]any{}, claims["organization"])
+	assert.Equal(t, "token", claims["organization_source"])
+}
+
+// One signature per identity: requests of one login reuse the assertion
+// until half its ttl; a change of claims signs a new one at once.
+func TestSignsOncePerIdentity(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	p := New(Deps{Keys: testKeys})
+	rt := newRouteOf(t, p, confFor(is, ""))
+	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
+	before := testutilCount()
+	_, first := rt.do(headers)
+	for i := 0; i < 20; i++ {
+		_, r := rt.do(headers)
+		assert.Equal(t, first.Header().Get("X-Identity-Assertion"), r.Header().Get("X-Identity-Assertion"))
+	}
+	assert.Equal(t, before+1, testutilCount(), "21 requests, one signature")
+
+	// A new token with other organizations: a new assertion at once.
+	changed := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme", "globex"}})
+	_, r := rt.do(changed)
+	assert.NotEqual(t, first.Header().Get("X-Identity-Assertion"), r.Header().Get("X-Identity-Assertion"))
+	claims := verifyAssertion(t, r.Header().Get("X-Identity-Assertion"))
+	assert.Len(t, claims["organization"], 2)
+
+	// A renewed token with the same claims reuses the assertion (it is the
+	// same identity).
+	renewed := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
+	renewed["x-access-token"] = is.Sign(mergeClaims(is.Claims("u-alice"), map[string]any{"organization": []string{"acme"}, "jti": "other"}))
+	_, r = rt.do(renewed)
+	assert.Equal(t, first.Header().Get("X-Identity-Assertion"), r.Header().Get("X-Identity-Assertion"))
+}
+
+func mergeClaims(a, b map[string]any) map[string]any {
+	for k, v := range b {
+		a[k] = v
+	}
+	return a
+}
+
+// One valid token and many distinct X-Userinfo values (each ~31 KB) must not
+// grow the process: the reuse cache is bounded in bytes.
+func TestSessionCacheBoundedInBytes(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	const budget = 2 << 20
+	p := New(Deps{Keys: testKeys, SessionBytes: budget})
+	rt := newRouteOf(t, p, confFor(is, ""))
+	token := is.Sign(is.Claims("u-mallory"))
+	pad := strings.Repeat("x", 23<<10)
+	for i := 0; i < 400; i++ {
+		ui := userinfoHeader(map[string]any{"sub": "u-mallory", "pad": pad, "n": i})
+		w, _ := rt.do(map[string]string{"x-userinfo": ui, "x-access-token": token})
+		require.Equal(t, 200, w.Code, w.Body.String())
+	}
+	assert.LessOrEqual(t, p.sessions.cache.Bytes(), int64(budget))
+	assert.Greater(t, p.sessions.cache.Len(), 1)
+}
+
+// The client learns why it was refused, never the deployment's internals
+// (a key set URL) nor a token.
+func TestRefusalBodiesCarryOnlyTheReason(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	is.SetDown(true)
+	logs := captureLogs(t)
+	rt := newRoute(t, confFor(is, ""))
+	h := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
+	w, _ := rt.do(h)
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
+	assert.JSONEq(t, `{"error":"Service Unavailable","reason":"token_keys_unavailable"}`, w.Body.String())
+	assert.NotContains(t, w.Body.String(), is.URL)
+	assert.NotContains(t, logs.String(), h["x-access-token"], "no token in the log")
 }

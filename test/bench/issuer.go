@@ -30,7 +30,10 @@ type issuer struct {
 	srv     *http.Server
 }
 
-func startIssuer() (*issuer, error) {
+// startIssuer serves the key under /realms/<realm>: orgsync asks Keycloak
+// only about tokens of the realm its client reads, which it tells from the
+// issuer URL's path.
+func startIssuer(realm string) (*issuer, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -42,11 +45,11 @@ func startIssuer() (*issuer, error) {
 		return nil, err
 	}
 	hdr, _ := json.Marshal(map[string]string{"alg": "EdDSA", "typ": "JWT", "kid": kid})
-	is := &issuer{url: "http://" + ln.Addr().String() + "/realms/bench", key: priv,
+	is := &issuer{url: "http://" + ln.Addr().String() + "/realms/" + realm, key: priv,
 		header: base64.RawURLEncoding.EncodeToString(hdr)}
 	is.jwksURI = is.url + "/protocol/openid-connect/certs"
 	mux := http.NewServeMux()
-	mux.HandleFunc("/realms/bench/protocol/openid-connect/certs", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/realms/"+realm+"/protocol/openid-connect/certs", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(set)
 	})

@@ -113,7 +113,9 @@ type bulkUser struct {
 	ident        *identity
 }
 
-const webhookSecret = "bench-e2e-webhook-secret"
+// webhookSecret signs the invalidations the benchmark posts (the route wants
+// at least 32 characters); a new one each run.
+var webhookSecret = randomHex(64)
 
 // userPrefix names every user the benchmark creates, so a run interrupted
 // before its cleanup is cleaned by the next.
@@ -148,7 +150,7 @@ func run(o *options) (err error) {
 		return err
 	}
 	defer e.redis.stop()
-	if e.is, err = startIssuer(); err != nil {
+	if e.is, err = startIssuer(e.kc.Realm); err != nil {
 		return err
 	}
 	defer e.is.close()

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,12 +358,15 @@ func newInvalidator(r *runnerProc) (*invalidator, error) {
 func (inv *invalidator) close() { inv.gw.Close() }
 
 func (inv *invalidator) invalidate(ids []string) error {
-	body, _ := json.Marshal(map[string]any{"user_ids": ids})
+	// "time" dates the body: the route refuses a signed body it has seen, or
+	// one older than its replay window.
+	body, _ := json.Marshal(map[string]any{"user_ids": ids, "time": time.Now().UnixMilli()})
 	mac := hmac.New(sha256.New, []byte(webhookSecret))
 	mac.Write(body)
 	h := http.Header{}
 	h.Set("X-Keycloak-Signature", hex.EncodeToString(mac.Sum(nil)))
 	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := inv.gw.Do(ctx, inv.route, &apisix.Request{Method: http.MethodPost, Path: "/hooks/keycloak", Header: h, Body: body})
@@ -396,7 +400,7 @@ func (e *env) sweepScenario(ctx context.Context) error {
 			return err
 		}
 		err = parallel(64, n, func(i int) error {
-			return seeder.Set(ctx, "orgsync:user:"+subOf(i)+":oa", []byte(snap))
+			return seeder.Set(ctx, "orgsync:user:"+e.kc.Realm+":"+subOf(i)+":oa", []byte(snap))
 		})
 		seeder.Close()
 		if err != nil {

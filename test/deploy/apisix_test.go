@@ -17,8 +17,8 @@ import (
 var parsers = map[string]interface {
 	ParseConf([]byte) (any, error)
 }{
-	userinfo.Name: &userinfo.Plugin{},
-	orgsync.Name:  &orgsync.Plugin{},
+	userinfo.Name: userinfo.New(userinfo.Deps{}),
+	orgsync.Name:  orgsync.New(orgsync.Deps{}),
 }
 
 func TestApisixYAMLEndsWithEND(t *testing.T) {
@@ -33,7 +33,7 @@ func TestApisixYAMLEndsWithEND(t *testing.T) {
 func TestEveryExtPluginConfParses(t *testing.T) {
 	cfg := loadRoutes(t)
 	// The invalidation route names the variable holding its HMAC secret; docker-compose sets it.
-	t.Setenv("ORGSYNC_WEBHOOK_SECRET", "test-secret")
+	t.Setenv("ORGSYNC_WEBHOOK_SECRET", "deploy-test-webhook-secret-0123456789")
 	seen := 0
 	for _, r := range cfg.Routes {
 		for _, phase := range []string{"ext-plugin-pre-req", postReq, "ext-plugin-post-resp"} {

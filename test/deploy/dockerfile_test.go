@@ -151,6 +151,19 @@ func TestDockerfileCopiesEveryPackageTheBinariesNeed(t *testing.T) {
 	}
 	mf, err := modfile.Parse("go.mod", readFile(t, "go.mod"), nil)
 	require.NoError(t, err)
+	// A replace by a local directory (the patched runner library) is part of
+	// the build too.
+	for _, r := range mf.Replace {
+		if dir, ok := strings.CutPrefix(r.New.Path, "./"); ok {
+			covered := false
+			for _, c := range copied {
+				if dir == c || strings.HasPrefix(dir, c+"/") {
+					covered = true
+				}
+			}
+			assert.True(t, covered, "replace directory %s is not copied into the build stage", r.New.Path)
+		}
+	}
 	module := mf.Module.Mod.Path
 	cmd := exec.Command(goTool(), "list", "-deps", "-f", "{{.ImportPath}}", "./cmd/go-runner", "./demo/upstream")
 	cmd.Dir = root(t)

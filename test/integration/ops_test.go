@@ -34,7 +34,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	body := httpGet(t, "http://"+addr+"/metrics")
 	for _, series := range []string{
 		`apisix_identity_userinfo_requests_total{outcome="verified"}`,
-		`apisix_identity_userinfo_verification_failures_total{reason="userinfo_malformed"}`,
+		`apisix_identity_userinfo_verification_failures_total{reason="access_token_missing"}`,
 		`apisix_identity_userinfo_assertions_signed_total`,
 		`apisix_identity_orgsync_requests_total{outcome="keycloak"}`,
 		`apisix_identity_cache_`,

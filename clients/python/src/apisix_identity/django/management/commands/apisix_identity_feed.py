@@ -1,0 +1,64 @@
+"""manage.py apisix_identity_feed: follow the runner's membership change feed and call the app's
+reconcile hook (APISIX_IDENTITY["FEED_RECONCILE"]) for each change."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
+
+from apisix_identity.feed import FeedConsumer, RedisPosition
+from apisix_identity.django.conf import setting
+from apisix_identity.django.position import DatabasePosition
+
+
+class Command(BaseCommand):
+    help = "Follow apisix-identity-runner's organization membership change feed."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true",
+                            help="handle the changes waiting now, then exit (for cron or tests)")
+        parser.add_argument("--name", default=None, help="the consumer's name (its own position)")
+        parser.add_argument("--start", choices=["0", "$"], default="0",
+                            help='without a saved position: "0" replays the retained history, "$" starts now')
+        parser.add_argument("--position", choices=["database", "redis"], default="database",
+                            help="where the position is kept (database: in the hook's transaction)")
+        parser.add_argument("--block-ms", type=int, default=5000)
+
+    def handle(self, *args, **options):
+        import redis
+
+        url = setting("FEED_REDIS_URL")
+        hook_path = setting("FEED_RECONCILE")
+        if not url or not hook_path:
+            raise CommandError("APISIX_IDENTITY needs FEED_REDIS_URL and FEED_RECONCILE")
+        try:
+            reconcile = import_string(hook_path)
+        except ImportError as e:
+            raise CommandError(f"FEED_RECONCILE: {e}") from None
+        name = options["name"] or setting("FEED_NAME")
+        prefix = setting("FEED_PREFIX")
+        client = redis.Redis.from_url(url)
+        position = (DatabasePosition(name) if options["position"] == "database"
+                    else RedisPosition(client, f"{prefix}feed-consumer:{name}"))
+        kwargs = {}
+        if setting("FEED_ON_GAP"):
+            kwargs["on_gap"] = import_string(setting("FEED_ON_GAP"))
+        consumer = FeedConsumer(client, reconcile, name=name, prefix=prefix, position=position,
+                                start=options["start"], **kwargs)
+        try:
+            if options["once"]:
+                total = 0
+                while (n := consumer.poll()) > 0:
+                    total += n
+                self.stdout.write(f"{total} change(s) handled")
+                return
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            self.stdout.write(f"following {consumer.stream} as {name!r}")
+            consumer.run(stop, block_ms=options["block_ms"])
+        finally:
+            client.close()

@@ -1,0 +1,111 @@
+import json
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+MANIFEST = REPO / "testdata" / "assertions" / "manifest.json"
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    return json.loads(MANIFEST.read_text(encoding="utf-8"))
+
+
+def vector(manifest, name):
+    for v in manifest["vectors"]:
+        if v["name"] == name:
+            return v
+    raise KeyError(name)
+
+
+KEYS = REPO / "testdata" / "assertions" / "keys"
+
+
+def signer_kid(manifest, alg):
+    """The kid the gateway publishes for the committed key of this algorithm."""
+    for k in manifest["jwks"]["keys"]:
+        if k["alg"] == alg:
+            return k["kid"]
+    raise KeyError(alg)
+
+
+def sign(manifest, claims, *, alg="ES256", key_file=None, kid=None):
+    """Signs claims with a committed test key, for tests that need assertions valid now. The
+    vectors prove this client reads what the runner's signer writes; these tokens only move the
+    clock."""
+    import jwt
+
+    key_file = key_file or ("es256.pem" if alg == "ES256" else "eddsa.pem")
+    key = (KEYS / key_file).read_bytes()
+    headers = {"kid": kid or signer_kid(manifest, alg), "typ": "JWT"}
+    return jwt.encode(claims, key, algorithm=alg, headers=headers)
+
+
+def alice(manifest, now, **extra):
+    claims = {
+        "iss": manifest["issuer"],
+        "aud": manifest["audience"],
+        "sub": "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f",
+        "iat": int(now),
+        "exp": int(now) + 60,
+        "jti": "test",
+        "email": "alice@acme.example.com",
+        "name": "Alice Liddell",
+        "preferred_username": "alice",
+        "organization": {"acme": {"id": "0d6f1c8e-3b4a-4f59-9a8e-5c2b1d7e9f01", "tier": ["gold"]}},
+        "organization_source": "keycloak",
+    }
+    claims.update(extra)
+    return claims
+
+
+@pytest.fixture(scope="session")
+def feedwriter(tmp_path_factory):
+    """The runner's own feed writer (demo/feedwriter: cache.AppendFeed with orgsync's stream and
+    fields), built once."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is not on PATH: the feed tests write entries with the runner's own code")
+    out = tmp_path_factory.mktemp("bin") / "feedwriter"
+    subprocess.run([go, "build", "-o", str(out), "./demo/feedwriter"], cwd=REPO, check=True)
+    return out
+
+
+@pytest.fixture
+def redis_url():
+    import os
+
+    url = os.environ.get("REDIS_TEST_URL")
+    if not url:
+        pytest.fail("REDIS_TEST_URL is not set: the feed tests need a real Redis (scripts/redis.sh start)")
+    return url
+
+
+@pytest.fixture
+def feed(redis_url, feedwriter, request):
+    """A clean key prefix on the real Redis, and a function writing changes through the runner."""
+    import subprocess
+    import uuid
+
+    import redis
+
+    prefix = f"pytest-{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(redis_url)
+
+    def write(user, added=(), removed=(), n=1, maxlen=None):
+        args = [str(feedwriter), "-redis", redis_url, "-prefix", prefix, "-user", user,
+                "-added", ",".join(added), "-removed", ",".join(removed), "-n", str(n)]
+        if maxlen:
+            args += ["-maxlen", str(maxlen)]
+        subprocess.run(args, check=True)
+
+    write.prefix = prefix
+    write.redis = client
+    yield write
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()

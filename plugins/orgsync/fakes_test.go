@@ -1,0 +1,217 @@
+package orgsync
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
+)
+
+// fakeDirectory stands for Keycloak's admin API: users, their memberships,
+// and injected failures, with every call counted.
+type fakeDirectory struct {
+	mu       sync.Mutex
+	realm    string
+	users    map[string]*keycloak.User
+	orgs     map[string][]keycloak.Organization
+	members  map[string][]string
+	events   []keycloak.AdminEvent
+	fail     error
+	calls    atomic.Int64
+	orgCalls atomic.Int64
+}
+
+func newFakeDirectory(realm string) *fakeDirectory {
+	return &fakeDirectory{realm: realm, users: map[string]*keycloak.User{}, orgs: map[string][]keycloak.Organization{},
+		members: map[string][]string{}}
+}
+
+func (d *fakeDirectory) addUser(id string, enabled bool, orgs ...keycloak.Organization) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.users[id] = &keycloak.User{ID: id, Username: id, Enabled: enabled}
+	d.orgs[id] = orgs
+	for _, o := range orgs {
+		d.members[o.ID] = append(d.members[o.ID], id)
+	}
+}
+
+func (d *fakeDirectory) setFail(err error) {
+	d.mu.Lock()
+	d.fail = err
+	d.mu.Unlock()
+}
+
+func (d *fakeDirectory) begin() error {
+	d.calls.Add(1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fail
+}
+
+func (d *fakeDirectory) Realm() string { return d.realm }
+
+func (d *fakeDirectory) User(_ context.Context, id string) (*keycloak.User, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	u, ok := d.users[id]
+	if !ok {
+		return nil, keycloak.ErrUserNotFound
+	}
+	copied := *u
+	return &copied, nil
+}
+
+func (d *fakeDirectory) UserOrganizations(_ context.Context, id string) ([]keycloak.Organization, error) {
+	d.orgCalls.Add(1)
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.users[id]; !ok {
+		return nil, keycloak.ErrUserNotFound
+	}
+	return append([]keycloak.Organization(nil), d.orgs[id]...), nil
+}
+
+func (d *fakeDirectory) UserGroups(context.Context, string) ([]string, error) {
+	return []string{"/staff"}, d.begin()
+}
+
+func (d *fakeDirectory) UserRealmRoles(context.Context, string) ([]string, error) {
+	return []string{"course-admin"}, d.begin()
+}
+
+func (d *fakeDirectory) UserIDByUsername(_ context.Context, name string) (string, error) {
+	if err := d.begin(); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func (d *fakeDirectory) OrganizationMemberIDs(_ context.Context, orgID string) ([]string, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.members[orgID]...), nil
+}
+
+func (d *fakeDirectory) AdminEvents(context.Context, keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]keycloak.AdminEvent(nil), d.events...), nil
+}
+
+var errKeycloakDown = errors.New("keycloak: connection refused")
+
+// fakeEmitter plays userinfo's emitter: it writes the organizations and
+// source it is given, and replays per refresh like the real one.
+type fakeEmitter struct {
+	emits   atomic.Int64
+	replays atomic.Int64
+}
+
+func (e *fakeEmitter) Emit(r pkgHTTP.Request, id *identity.Identity) error {
+	e.emits.Add(1)
+	claims := id.Claims.Clone()
+	if id.Orgs.Shape != identity.ShapeAbsent || len(id.Orgs.List) > 0 {
+		claims[identity.ClaimOrganization] = id.Orgs.Encode(id.Orgs.Shape)
+	}
+	encoded, err := claims.Encode()
+	if err != nil {
+		return err
+	}
+	rendering := &identity.Rendering{Refresh: id.Refresh, Headers: [][2]string{{identity.HeaderUserinfo, encoded},
+		{"X-User-Orgs", id.Orgs.HeaderValue()}, {identity.HeaderOrgsSource, id.OrgsSource}}}
+	id.Memo.Store(rendering)
+	for _, kv := range rendering.Headers {
+		r.Header().Set(kv[0], kv[1])
+	}
+	return nil
+}
+
+func (e *fakeEmitter) Replay(r pkgHTTP.Request, id *identity.Identity) bool {
+	rendering := id.Memo.Load(id.Refresh)
+	if rendering == nil || !rendering.Refresh.Equal(id.Refresh) {
+		return false
+	}
+	e.replays.Add(1)
+	for _, kv := range rendering.Headers {
+		r.Header().Set(kv[0], kv[1])
+	}
+	return true
+}
+
+// harness is orgsync built as main builds it, on the in-process cache and a
+// fake directory.
+type harness struct {
+	t       *testing.T
+	plugin  *Plugin
+	store   *cache.Cache
+	dir     *fakeDirectory
+	emitter *fakeEmitter
+}
+
+const testRealm = "olapps"
+const testIssuer = "https://sso.example.org/realms/" + testRealm
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	store, err := cache.New(t.Context(), &cache.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	dir := newFakeDirectory(testRealm)
+	return &harness{t: t, plugin: New(Deps{Cache: store, Keycloak: dir}), store: store, dir: dir, emitter: &fakeEmitter{}}
+}
+
+func (h *harness) route(confJSON string) any {
+	h.t.Helper()
+	v, err := h.plugin.ParseConf([]byte(confJSON))
+	require.NoError(h.t, err)
+	require.NoError(h.t, v.(*Conf).Err())
+	return v
+}
+
+// login is a verified identity as userinfo leaves it, shared by every
+// request of the login.
+func login(sub string, orgs ...string) *identity.Identity {
+	list := identity.Organizations{Shape: identity.ShapeList}
+	for _, a := range orgs {
+		list.List = append(list.List, identity.Organization{Alias: a})
+	}
+	claims := identity.Claims{"sub": []byte(`"` + sub + `"`)}
+	return &identity.Identity{Subject: sub, Issuer: testIssuer, Claims: claims, Orgs: list, TokenVerified: true,
+		Memo: &identity.Memo{}}
+}
+
+var requestIDs atomic.Uint32
+
+// do runs one request of id (nil: no userinfo before orgsync) through conf.
+func (h *harness) do(conf any, id *identity.Identity, headers map[string]string) (*httptest.ResponseRecorder, *runnertest.Request) {
+	r := runnertest.NewRequest(requestIDs.Add(1), 1, headers)
+	if id != nil {
+		require.NoError(h.t, identity.Attach(r, &identity.Proof{Identity: id, Emitter: h.emitter}))
+	}
+	w := httptest.NewRecorder()
+	h.plugin.RequestFilter(conf, w, r)
+	return w, r
+}
