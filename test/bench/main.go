@@ -169,6 +169,7 @@ func run(o *options) (err error) {
 	defer e.deleteUsers()
 	e.report.machine(e.root)
 
+	var failed []string
 	type scenario struct {
 		name string
 		fn   func(context.Context) error
@@ -183,7 +184,11 @@ func run(o *options) (err error) {
 		t := time.Now()
 		logf("scenario %s", s.name)
 		if err := s.fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
+			// The other scenarios still run and report; the run fails at the end.
+			logf("scenario %s FAILED: %v", s.name, err)
+			e.report.note(fmt.Sprintf("Scenario %s failed: %v", s.name, err))
+			failed = append(failed, s.name)
+			continue
 		}
 		logf("scenario %s done in %s", s.name, time.Since(t).Round(time.Second))
 	}
@@ -200,6 +205,9 @@ func run(o *options) (err error) {
 			return err
 		}
 		logf("report written to %s", path)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
 	}
 	return nil
 }
