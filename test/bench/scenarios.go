@@ -275,7 +275,7 @@ func (e *env) profileHitPath(vs []*variant, addr string) error {
 		return fmt.Errorf("go tool pprof: %v\n%s", err, top)
 	}
 	cum, _ := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", e.binary, path).CombinedOutput()
-	e.report.profile(v.name, m, string(top), string(cum), path)
+	e.report.profile(v.name, m, string(top), string(cum), filepath.Join(".work", "bench-e2e-cpu.pprof"))
 	return nil
 }
 
