@@ -219,9 +219,45 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		return err
 	}
 	if e.o.profile > 0 {
-		return e.profileHitPath(vs, pprofAddr)
+		if err := e.profileHitPath(vs, pprofAddr); err != nil {
+			return err
+		}
+		// Signatures made by the P-256 runner over every call it served:
+		// the assertion is signed once per identity, not per request.
+		if n, ok := scrapeCounter(pprofAddr, "apisix_identity_userinfo_assertions_signed_total"); ok {
+			calls := 0
+			for _, v := range vs {
+				if v.runner == rA && v.noop != nil {
+					for _, conns := range connCounts {
+						for _, s := range results[v.name][conns] {
+							calls += s.m.calls
+						}
+					}
+				}
+			}
+			e.report.note(fmt.Sprintf("The P-256 runner signed %.0f assertions in all (warm-ups and the profile included) while "+
+				"serving more than %d timed plugin calls: one signature per identity (the logged-in user gets a new token "+
+				"each round; each cold user has one), not one per request.", n, calls))
+		}
 	}
 	return nil
+}
+
+// scrapeCounter reads one unlabelled counter from the runner's /metrics.
+func scrapeCounter(addr, name string) (float64, bool) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 func freeAddr() (string, error) {
