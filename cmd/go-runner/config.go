@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -57,6 +58,11 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if !strings.HasPrefix(c.listenAddress, "unix:") || len(c.listenAddress) == len("unix:") {
 		return nil, fmt.Errorf("APISIX_LISTEN_ADDRESS %q: want unix:/path/to/socket (APISIX sets it when it starts the runner)", c.listenAddress)
+	}
+	if c.metricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.metricsAddr); err != nil || port == "" {
+			return nil, fmt.Errorf("RUNNER_METRICS_ADDR %q: want host:port, e.g. 127.0.0.1:9542", c.metricsAddr)
+		}
 	}
 	var err error
 	if c.confExpire, err = seconds(getenv, "APISIX_CONF_EXPIRE_TIME", 3600*time.Second); err != nil {

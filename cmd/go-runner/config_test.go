@@ -52,6 +52,7 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"bad conf expire", with(base(), "APISIX_CONF_EXPIRE_TIME", "1h"), "APISIX_CONF_EXPIRE_TIME"},
 		{"bad log level", with(base(), "RUNNER_LOG_LEVEL", "loud"), "RUNNER_LOG_LEVEL"},
 		{"missing key file", with(base(), "RUNNER_SIGNING_KEY_FILE", "/nonexistent/key.pem"), "RUNNER_SIGNING_KEY_FILE"},
+		{"metrics addr without port", with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1"), "RUNNER_METRICS_ADDR"},
 		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
 		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
 		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},

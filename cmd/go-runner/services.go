@@ -26,6 +26,9 @@ type services struct {
 	keycloak *keycloak.Client
 	watcher  *orgsync.Watcher
 	metrics  *http.Server
+
+	stopMetrics context.CancelFunc // ends the retries of a busy metrics address
+	metricsDone chan struct{}      // closed when the metrics goroutine returns
 }
 
 func start(cfg *config) (*services, error) {
@@ -53,11 +56,6 @@ func start(cfg *config) (*services, error) {
 		}
 	}
 	if cfg.metricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.metricsAddr)
-		if err != nil {
-			s.stop(0)
-			return nil, fmt.Errorf("RUNNER_METRICS_ADDR: %w", err)
-		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
 		mux.HandleFunc("/healthz", s.health)
@@ -65,14 +63,46 @@ func start(cfg *config) (*services, error) {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		}
-		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				slog.Error("metrics listener stopped", "error", err)
-			}
-		}()
+		s.serveMetrics(cfg.metricsAddr, mux)
 	}
 	return s, nil
+}
+
+// metricsRetry is how often a busy metrics address is tried again.
+const metricsRetry = 500 * time.Millisecond
+
+// serveMetrics serves h on addr. A busy address never stops the runner: on
+// `apisix reload` APISIX starts the new runner while the old one, which still
+// holds the address, is being stopped (apisix/plugins/ext-plugin/init.lua
+// spawns the runner from the new privileged agent; the old agent's
+// exit_worker sends SIGTERM). Exiting would leave APISIX without a runner for
+// the 3 s it waits before a respawn, and identity routes answer 503 meanwhile.
+// So the protocol is served at once, and the listener is retried in the
+// background until the old runner lets the address go; that is logged once.
+func (s *services) serveMetrics(addr string, h http.Handler) {
+	s.metrics = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopMetrics, s.metricsDone = cancel, make(chan struct{})
+	ln, err := net.Listen("tcp", addr)
+	go func() {
+		defer close(s.metricsDone)
+		if err != nil {
+			slog.Warn("RUNNER_METRICS_ADDR is busy (another runner still holds it?): serving requests without "+
+				"/metrics and /healthz, retrying in the background", "addr", addr, "error", err)
+			for ln == nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(metricsRetry):
+				}
+				ln, err = net.Listen("tcp", addr)
+			}
+			slog.Warn("metrics listener up", "addr", addr)
+		}
+		if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("metrics listener stopped", "error", err)
+		}
+	}()
 }
 
 // health answers 200 while the runner can do its job. Keycloak's breaker
@@ -96,9 +126,11 @@ func (s *services) stop(grace time.Duration) {
 		s.watcher.Stop()
 	}
 	if s.metrics != nil {
+		s.stopMetrics()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.metrics.Shutdown(ctx)
 		cancel()
+		<-s.metricsDone
 	}
 	if s.cache != nil {
 		_ = s.cache.Close()

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 )
 
 // startRunner starts the real runner binary as APISIX would (APISIX sets
@@ -186,4 +189,47 @@ func TestApisixHealthcheckScript(t *testing.T) {
 	assert.Equal(t, "127.0.0.1", st2["ip"])
 	assert.Equal(t, 7085, st2["port"])
 	assert.Contains(t, string(readFile(t, "conf/apisix-healthcheck.sh")), "127.0.0.1:7085")
+}
+
+// On `apisix reload` the new runner starts while the old one still holds
+// RUNNER_METRICS_ADDR. Both must serve the protocol (APISIX would otherwise
+// answer 503 until it respawns the new one 3 s later); the second logs the
+// busy address once and takes the address over when the first one exits.
+func TestTwoRunnersShareAMetricsAddress(t *testing.T) {
+	addr := freeAddr(t)
+	start := func() *apisix.Runner {
+		r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"},
+			Env: []string{"RUNNER_METRICS_ADDR=" + addr}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = r.Stop() })
+		return r
+	}
+	jwks := &apisix.Route{ID: "jwks", Conf: []apisix.PluginConf{{Name: "userinfo", Value: `{"jwks":true}`}}}
+	serves := func(r *apisix.Runner) {
+		t.Helper()
+		g := apisix.NewGateway(r.Socket())
+		defer g.Close()
+		res, err := g.Do(context.Background(), jwks, &apisix.Request{Path: "/.well-known/identity-assertion/jwks.json"})
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, res.Status, "%s", res.Body)
+		assert.Contains(t, string(res.Body), `"keys"`)
+	}
+
+	first := start()
+	require.NoError(t, waitHTTP("http://"+addr+"/healthz", 10*time.Second))
+	second := start()
+	serves(first)
+	serves(second)
+	select {
+	case <-second.Exited():
+		t.Fatalf("the second runner exited:\n%s", second.Output())
+	case <-time.After(time.Second): // a few retries of the listener
+	}
+	assert.Equal(t, 1, strings.Count(second.Output(), "RUNNER_METRICS_ADDR is busy"), second.Output())
+
+	require.NoError(t, first.Stop())
+	require.NoError(t, waitHTTP("http://"+addr+"/healthz", 5*time.Second), "the second runner took the address over")
+	assert.Contains(t, second.Output(), "metrics listener up")
+	serves(second)
+	require.NoError(t, second.Stop())
 }
