@@ -20,7 +20,7 @@ type config struct {
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
 	redisURL       string        // REDIS_URL: "" = in-process cache only
 	keycloak       keycloakConfig
-	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 5s
+	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
 
 type keycloakConfig struct {
@@ -85,7 +85,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			return nil, fmt.Errorf("RUNNER_SIGNING_KEY_FILE: %w", err)
 		}
 	}
-	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", 5*time.Second); err != nil {
+	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", defaultShutdownGrace); err != nil {
 		return nil, err
 	}
 	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
@@ -123,6 +123,10 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	return c, nil
 }
+
+// defaultShutdownGrace, counted from SIGTERM, leaves room inside the second
+// APISIX allows before SIGKILL for closing the clients after the drain.
+const defaultShutdownGrace = 600 * time.Millisecond
 
 func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
 	v := getenv(name)

@@ -22,7 +22,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, time.Hour, cfg.confExpire)
 	assert.Equal(t, 3*time.Second, cfg.keycloak.timeout)
 	assert.Equal(t, 2*time.Second, cfg.keycloak.eventsInterval)
-	assert.Equal(t, 5*time.Second, cfg.shutdownGrace)
+	assert.Equal(t, 600*time.Millisecond, cfg.shutdownGrace, "inside the second APISIX waits before SIGKILL")
 	assert.False(t, cfg.keycloak.enabled())
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
 }

@@ -67,21 +67,29 @@ func run() int {
 		slog.Error("go-runner: start", "error", err)
 		return 1
 	}
-	defer services.stop(cfg.shutdownGrace)
+	defer services.stop()
 
 	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
-	// The library has closed its listener; calls already in a plugin finish
-	// before the clients they use are closed.
-	if !inflight.Wait(cfg.shutdownGrace) {
+	// SIGTERM. APISIX kills the runner about a second after it
+	// (apisix/plugins/ext-plugin/init.lua, exit_worker: "give 1s to clean up
+	// the mess"), so what the fleet needs comes first: the watcher's lease.
+	// The library has closed its listener; calls already in a plugin then
+	// finish, for up to RUNNER_SHUTDOWN_GRACE, before their clients close.
+	// The grace counts from SIGTERM, not from the end of the release.
+	stopping := time.Now()
+	services.release()
+	if !inflight.Wait(cfg.shutdownGrace - time.Since(stopping)) {
 		slog.Warn("go-runner stopping with calls still under way", "calls", inflight.Count())
 	} else {
 		// A call leaves our plugins a moment before the library has written
 		// its answer to the socket.
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	slog.Warn("go-runner stopping")
+	services.stop()
+	slog.Warn("go-runner stopped", "took_ms", time.Since(stopping).Milliseconds())
 	return 0
 }
 

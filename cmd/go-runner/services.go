@@ -119,15 +119,23 @@ func (s *services) health(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, `{"status":"ok","keycloak":%q}`+"\n", keycloakState)
 }
 
-// stop releases everything: the watcher's lease first, so another runner of
-// the fleet takes over at once.
-func (s *services) stop(grace time.Duration) {
+// release gives up what another runner of the fleet is waiting for, first
+// thing on SIGTERM: the watcher's lease (its position is already in Redis),
+// so another runner takes over at its next poll. It is bounded well inside
+// the second APISIX waits before SIGKILL.
+func (s *services) release() {
 	if s.watcher != nil {
 		s.watcher.Stop()
 	}
+}
+
+// stop releases everything: the watcher's lease first, then the listeners
+// and clients.
+func (s *services) stop() {
+	s.release()
 	if s.metrics != nil {
 		s.stopMetrics()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_ = s.metrics.Shutdown(ctx)
 		cancel()
 		<-s.metricsDone
