@@ -16,6 +16,7 @@ type config struct {
 	listenAddress  string        // APISIX_LISTEN_ADDRESS, set by APISIX: unix:/path.sock
 	confExpire     time.Duration // APISIX_CONF_EXPIRE_TIME, set by APISIX, seconds
 	logLevel       slog.Level    // RUNNER_LOG_LEVEL: debug, info, warn (default), error
+	logFile        string        // RUNNER_LOG_FILE: JSON lines go there instead of stdout; "" = stdout
 	signingKeyFile string        // RUNNER_SIGNING_KEY_FILE: PEM private key(s); "" = ephemeral key
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
 	redisURL       string        // REDIS_URL: "" = in-process cache only
@@ -38,7 +39,7 @@ func (k keycloakConfig) enabled() bool { return k.url != "" }
 // envVars lists every variable the runner reads, for `go-runner env` and the
 // test that checks conf/config.yaml's nginx_config.envs.
 var envVars = []string{
-	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_SIGNING_KEY_FILE",
+	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
 	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET",
@@ -48,6 +49,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
 		listenAddress:  getenv("APISIX_LISTEN_ADDRESS"),
 		signingKeyFile: getenv("RUNNER_SIGNING_KEY_FILE"),
+		logFile:        getenv("RUNNER_LOG_FILE"),
 		metricsAddr:    getenv("RUNNER_METRICS_ADDR"),
 		redisURL:       getenv("REDIS_URL"),
 		keycloak: keycloakConfig{

@@ -5,8 +5,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/apache/apisix-go-plugin-runner/pkg/runner"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logfile"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
 )
 
@@ -52,8 +56,12 @@ func run() int {
 		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("go-runner: bad configuration", "error", err)
 		return 1
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.logLevel}))
-	slog.SetDefault(log.With("service", "apisix-identity-runner"))
+	closeLog, err := setupLog(cfg)
+	if err != nil {
+		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("go-runner: bad configuration", "error", err)
+		return 1
+	}
+	defer closeLog()
 
 	keys, err := loadKeys(cfg)
 	if err != nil {
@@ -91,6 +99,56 @@ func run() int {
 	services.stop()
 	slog.Warn("go-runner stopped", "took_ms", time.Since(stopping).Milliseconds())
 	return 0
+}
+
+// setupLog sends the process's JSON lines to stdout, which APISIX copies
+// into its error.log at warn level (so error_log_level error hides them), or
+// to RUNNER_LOG_FILE. The file is reopened on SIGHUP, logrotate's usual
+// signal; without a file SIGHUP is ignored rather than killing the runner.
+func setupLog(cfg *config) (func(), error) {
+	var out io.Writer = os.Stdout
+	var file *logfile.File
+	if cfg.logFile != "" {
+		var err error
+		if file, err = logfile.Open(cfg.logFile); err != nil {
+			return nil, fmt.Errorf("RUNNER_LOG_FILE: %w", err)
+		}
+		out = file
+		// One line in error.log says where the others are.
+		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Warn("go-runner logs to RUNNER_LOG_FILE",
+			"service", "apisix-identity-runner", "file", cfg.logFile)
+	}
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
+	slog.SetDefault(log.With("service", "apisix-identity-runner"))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+			}
+			if file == nil {
+				slog.Info("SIGHUP ignored: no RUNNER_LOG_FILE to reopen")
+				continue
+			}
+			if err := file.Reopen(); err != nil {
+				slog.Error("RUNNER_LOG_FILE not reopened; still writing to the old file", "error", err)
+				continue
+			}
+			slog.Info("RUNNER_LOG_FILE reopened", "file", file.Path())
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		if file != nil {
+			_ = file.Close()
+		}
+	}, nil
 }
 
 func loadKeys(cfg *config) (*assertion.KeyRing, error) {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -232,4 +233,79 @@ func TestTwoRunnersShareAMetricsAddress(t *testing.T) {
 	assert.Contains(t, second.Output(), "metrics listener up")
 	serves(second)
 	require.NoError(t, second.Stop())
+}
+
+// RUNNER_LOG_FILE: the JSON lines go to the file (one line in APISIX's
+// error.log says where), and SIGHUP reopens it after a rotation.
+func TestRunnerLogFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "runner.log")
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"},
+		Env: []string{"RUNNER_LOG_FILE=" + path, "RUNNER_LOG_LEVEL=info"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Stop() })
+
+	assert.Contains(t, r.Output(), "go-runner logs to RUNNER_LOG_FILE")
+	assert.NotContains(t, r.Output(), "go-runner started", "stdout (error.log) has only the pointer to the file")
+	first := jsonLines(t, path)
+	assert.Contains(t, messages(first), "go-runner started")
+
+	require.NoError(t, os.Rename(path, path+".1"))
+	require.NoError(t, syscall.Kill(r.Pid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "SIGHUP reopens the file at its path")
+	require.NoError(t, r.Stop())
+
+	assert.NotContains(t, messages(jsonLines(t, path+".1")), "go-runner stopped")
+	after := messages(jsonLines(t, path))
+	assert.Contains(t, after, "RUNNER_LOG_FILE reopened")
+	assert.Contains(t, after, "go-runner stopped")
+}
+
+func TestRunnerLogFileUnwritableStopsTheRunner(t *testing.T) {
+	cmd := exec.Command(runnerBinary(t), "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + filepath.Join(t.TempDir(), "r.sock"),
+		"RUNNER_LOG_FILE=" + filepath.Join(t.TempDir(), "no-such-dir", "runner.log")}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "RUNNER_LOG_FILE")
+}
+
+// A stray SIGHUP (no log file to reopen) must not kill the runner: APISIX
+// would answer 503 until it respawns one.
+func TestRunnerSurvivesSIGHUP(t *testing.T) {
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Stop() })
+	require.NoError(t, syscall.Kill(r.Pid(), syscall.SIGHUP))
+	select {
+	case <-r.Exited():
+		t.Fatalf("SIGHUP stopped the runner:\n%s", r.Output())
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, r.Stop())
+}
+
+// jsonLines reads a log file; every line must be one JSON object.
+func jsonLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "not a JSON line: %q", line)
+		out = append(out, m)
+	}
+	return out
+}
+
+func messages(lines []map[string]any) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, asString(l["msg"]))
+	}
+	return out
 }
