@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -340,4 +341,79 @@ func Decode(data []byte) (any, error) {
 		return nil, err
 	}
 	return doc, nil
+}
+
+// apisixVar is APISIX's ${{NAME}} / ${{NAME:=default}} reference, which it
+// resolves from the environment when it loads config.yaml or a standalone
+// apisix.yaml (apisix/cli/file.lua, resolve_conf_var).
+var apisixVar = regexp.MustCompile(`\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::=\s*(.*?))?\s*\}\}`)
+
+// ExpandVars resolves APISIX's ${{NAME:=default}} references in the string
+// values of a decoded document, as APISIX does after parsing the YAML: from
+// getenv, else the default. A reference to an unset variable without a
+// default is an error, as it is for APISIX.
+func ExpandVars(doc any, getenv func(string) string) (any, error) {
+	var missing []string
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch t := v.(type) {
+		case string:
+			return apisixVar.ReplaceAllStringFunc(t, func(m string) string {
+				sub := apisixVar.FindStringSubmatch(m)
+				if v := getenv(sub[1]); v != "" {
+					return v
+				}
+				if strings.Contains(m, ":=") {
+					return sub[2]
+				}
+				missing = append(missing, sub[1])
+				return m
+			})
+		case map[string]any:
+			out := make(map[string]any, len(t))
+			for k, e := range t {
+				out[k] = walk(e)
+			}
+			return out
+		case []any:
+			out := make([]any, len(t))
+			for i, e := range t {
+				out[i] = walk(e)
+			}
+			return out
+		}
+		return v
+	}
+	out := walk(doc)
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("${{%s}}: the variable is not set and has no default", strings.Join(missing, "}}, ${{"))
+	}
+	return out, nil
+}
+
+// VarNames lists the variables the string values of a decoded document
+// refer to with ${{NAME}}.
+func VarNames(doc any) []string {
+	var names []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch t := v.(type) {
+		case string:
+			for _, m := range apisixVar.FindAllStringSubmatch(t, -1) {
+				if !slices.Contains(names, m[1]) {
+					names = append(names, m[1])
+				}
+			}
+		case map[string]any:
+			for _, k := range sortedKeys(t) {
+				walk(t[k])
+			}
+		case []any:
+			for _, e := range t {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	return names
 }
