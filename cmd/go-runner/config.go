@@ -19,6 +19,7 @@ type config struct {
 	logFile        string        // RUNNER_LOG_FILE: JSON lines go there instead of stdout; "" = stdout
 	signingKeyFile string        // RUNNER_SIGNING_KEY_FILE: PEM private key(s); "" = ephemeral key
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
+	pprof          bool          // RUNNER_PPROF: serve net/http/pprof on the metrics listener
 	redisURL       string        // REDIS_URL: "" = in-process cache only
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
@@ -65,6 +66,16 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		if _, port, err := net.SplitHostPort(c.metricsAddr); err != nil || port == "" {
 			return nil, fmt.Errorf("RUNNER_METRICS_ADDR %q: want host:port, e.g. 127.0.0.1:9542", c.metricsAddr)
 		}
+	}
+	switch v := strings.ToLower(getenv("RUNNER_PPROF")); v {
+	case "", "0", "false":
+	case "1", "true":
+		if c.metricsAddr == "" {
+			return nil, fmt.Errorf("RUNNER_PPROF is set but RUNNER_METRICS_ADDR is not: pprof is served on the metrics listener")
+		}
+		c.pprof = true
+	default:
+		return nil, fmt.Errorf("RUNNER_PPROF %q: want 1 (on) or 0 (off)", v)
 	}
 	var err error
 	if c.confExpire, err = seconds(getenv, "APISIX_CONF_EXPIRE_TIME", 3600*time.Second); err != nil {

@@ -53,6 +53,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"bad log level", with(base(), "RUNNER_LOG_LEVEL", "loud"), "RUNNER_LOG_LEVEL"},
 		{"missing key file", with(base(), "RUNNER_SIGNING_KEY_FILE", "/nonexistent/key.pem"), "RUNNER_SIGNING_KEY_FILE"},
 		{"metrics addr without port", with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1"), "RUNNER_METRICS_ADDR"},
+		{"bad pprof", with(with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1:9542"), "RUNNER_PPROF", "yes"), "RUNNER_PPROF"},
+		{"pprof without metrics", with(base(), "RUNNER_PPROF", "1"), "RUNNER_METRICS_ADDR"},
 		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
 		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
 		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -59,9 +58,14 @@ func start(cfg *config) (*services, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
 		mux.HandleFunc("/healthz", s.health)
-		if os.Getenv("RUNNER_PPROF") == "1" {
+		if cfg.pprof {
+			// All of net/http/pprof: Index also serves the named profiles
+			// (heap, goroutine, allocs, block, mutex, threadcreate).
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
 		s.serveMetrics(cfg.metricsAddr, mux)
 	}

@@ -2,10 +2,12 @@ package deploy
 
 import (
 	"encoding/json"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -385,4 +387,21 @@ func TestComposeSecretsAreOneVariableEach(t *testing.T) {
 		assert.NotContains(t, string(stack), demo)
 		assert.NotContains(t, string(imported), demo)
 	}
+}
+
+// The runner's metrics listener (and pprof, when on) is published on the
+// host's loopback only.
+func TestComposeMetricsPortIsLocal(t *testing.T) {
+	p := loadCompose(t)
+	s := p.Services[apisixService]
+	_, port, err := net.SplitHostPort(env(s)["RUNNER_METRICS_ADDR"])
+	require.NoError(t, err)
+	found := false
+	for _, pc := range s.Ports {
+		if strconv.Itoa(int(pc.Target)) == port {
+			found = true
+			assert.Equal(t, "127.0.0.1", pc.HostIP, "the metrics port is published on %q", pc.HostIP)
+		}
+	}
+	assert.True(t, found, "the metrics port %s is not published", port)
 }

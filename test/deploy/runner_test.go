@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -308,4 +309,42 @@ func messages(lines []map[string]any) []string {
 		out = append(out, asString(l["msg"]))
 	}
 	return out
+}
+
+// RUNNER_PPROF=1 serves all of net/http/pprof on the metrics listener;
+// without it none of it is there.
+func TestRunnerPprof(t *testing.T) {
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	on := freeAddr(t)
+	startRunner(t, map[string]string{"RUNNER_METRICS_ADDR": on, "RUNNER_PPROF": "1"}).waitHealthy(t, "http://"+on+"/healthz")
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol",
+		"/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=0.2", "/debug/pprof/heap",
+		"/debug/pprof/goroutine?debug=1", "/debug/pprof/allocs", "/debug/pprof/block", "/debug/pprof/mutex",
+		"/debug/pprof/threadcreate"} {
+		code, body := get("http://" + on + path)
+		assert.Equal(t, http.StatusOK, code, "%s: %.200s", path, body)
+	}
+	_, cmdline := get("http://" + on + "/debug/pprof/cmdline")
+	assert.Contains(t, cmdline, "run")
+
+	off := freeAddr(t)
+	startRunner(t, map[string]string{"RUNNER_METRICS_ADDR": off}).waitHealthy(t, "http://"+off+"/healthz")
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		code, _ := get("http://" + off + path)
+		assert.Equal(t, http.StatusNotFound, code, path)
+	}
+
+	cmd := exec.Command(runnerBinary(t), "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + filepath.Join(t.TempDir(), "r.sock"),
+		"RUNNER_METRICS_ADDR=" + freeAddr(t), "RUNNER_PPROF=yes"}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "a bad RUNNER_PPROF stops the runner")
+	assert.Contains(t, string(out), "RUNNER_PPROF")
 }
