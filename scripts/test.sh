@@ -2,7 +2,8 @@
 # The project's test command (README: `make test`). It starts a throwaway Redis
 # and Keycloak (scripts/redis.sh, scripts/keycloak.sh), then runs, in order:
 # gofmt, go vet, the unit tests and fuzz seed corpora with the race detector,
-# and the integration tests that drive the real runner binary against them.
+# and the integration tests that drive the real runner binary against them;
+# go mod tidy must have nothing to change. test/deploy is its own module.
 # Services it started are stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,9 +25,19 @@ if [[ -n $unformatted ]]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+# test/deploy is a module of its own (compose-go stays out of the runner's
+# module graph); every go command below runs in both.
+MODULES=(. test/deploy)
+
+step "go mod tidy: go.mod and go.sum need no change"
+for m in "${MODULES[@]}"; do
+	(cd "$m" && go mod tidy -diff) || { echo "go mod tidy would change $m/go.mod or go.sum (diff above): run it and commit"; exit 1; }
+done
+
 step "go vet"
 go vet ./...
-go vet -tags integration ./test/integration/ ./test/deploy/
+go vet -tags integration ./test/integration/
+(cd test/deploy && go vet ./... && go vet -tags integration ./...)
 
 step "services: Redis and Keycloak"
 # A server already running from this checkout is reused and left running;
@@ -44,9 +55,10 @@ done
 
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
+(cd test/deploy && go test -race -count=1 ./...)
 
 step "integration tests: the runner binary over its unix socket, real Redis and Keycloak"
 go test -race -count=1 -tags integration -timeout 15m ./test/integration/
 
 step "the docker compose demo's routes (conf/apisix.yaml) through the runner against the demo realm"
-DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./test/deploy/
+(cd test/deploy && DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./...)
