@@ -26,26 +26,37 @@ var version = "dev"
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "run":
 		os.Exit(run())
-	case "version":
+	case "check":
+		os.Exit(runCheck(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	case "version", "--version", "-version":
 		fmt.Println("apisix-identity-runner", version)
 	case "env":
 		for _, v := range envVars {
 			fmt.Println(v)
 		}
+	case "help", "-h", "-help", "--help":
+		usage(os.Stdout)
 	default:
-		usage()
+		fmt.Fprintf(os.Stderr, "go-runner: unknown command %q\n", os.Args[1])
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go-runner run | version | env")
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: go-runner COMMAND
+
+  run        serve APISIX's ext-plugin protocol (APISIX starts it from ext-plugin.cmd)
+  check      check route configs that use the runner's plugins (go-runner check -h)
+  env        list the environment variables the runner reads
+  version    print the version
+`)
 }
 
 func run() int {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -347,4 +348,43 @@ func TestRunnerPprof(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err, "a bad RUNNER_PPROF stops the runner")
 	assert.Contains(t, string(out), "RUNNER_PPROF")
+}
+
+// The command line operators and CI pipelines use, with its exit codes.
+func TestRunnerCommandLine(t *testing.T) {
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(runnerBinary(t), args...)
+		cmd.Dir = root(t)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		require.NoError(t, err)
+		return 0, string(out)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out := run(args...)
+		assert.Equal(t, 0, code, "%v", args)
+		assert.Equal(t, "apisix-identity-runner deploy-test\n", out, "%v", args)
+	}
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}} {
+		code, out := run(args...)
+		assert.Equal(t, 0, code, "%v", args)
+		assert.Contains(t, out, "usage: go-runner", "%v", args)
+	}
+	code, _ := run()
+	assert.Equal(t, 2, code, "no command")
+	code, _ = run("serve")
+	assert.Equal(t, 2, code, "unknown command")
+
+	code, out := run("check", "-config", configYAML, apisixYAML)
+	assert.Equal(t, 0, code, out)
+	bad := filepath.Join(t.TempDir(), "route.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"uri":"/*","plugins":{"ext-plugin-post-req":{"conf":[{"name":"usrinfo","value":"{}"}]}}}`), 0o600))
+	code, out = run("check", bad)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, `no plugin "usrinfo"`)
+	code, _ = run("check", filepath.Join(t.TempDir(), "missing.yaml"))
+	assert.Equal(t, 2, code)
 }
