@@ -53,6 +53,7 @@ func start(cfg *config) (*services, error) {
 		if k.eventsInterval > 0 {
 			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)
 		}
+		go auditPrivileges(s.keycloak, k.eventsInterval > 0)
 	}
 	if cfg.metricsAddr != "" {
 		mux := http.NewServeMux()
