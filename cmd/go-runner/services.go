@@ -26,6 +26,8 @@ type services struct {
 	watcher  *orgsync.Watcher
 	metrics  *http.Server
 
+	probe *keycloakProbe // Keycloak reachability for /readyz
+
 	stopMetrics context.CancelFunc // ends the retries of a busy metrics address
 	metricsDone chan struct{}      // closed when the metrics goroutine returns
 }
@@ -54,11 +56,13 @@ func start(cfg *config) (*services, error) {
 			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)
 		}
 		go auditPrivileges(s.keycloak, k.eventsInterval > 0)
+		s.probe = newKeycloakProbe(k.url, k.realm, k.timeout)
 	}
 	if cfg.metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
 		mux.HandleFunc("/healthz", s.health)
+		mux.HandleFunc("/readyz", s.ready)
 		if cfg.pprof {
 			// All of net/http/pprof: Index also serves the named profiles
 			// (heap, goroutine, allocs, block, mutex, threadcreate).

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -202,4 +203,61 @@ func shippedBinary(t *testing.T) string {
 	})
 	require.NoError(t, shippedErr)
 	return shippedPath
+}
+
+// /readyz reports Redis, Keycloak's reachability and its breaker: 200 when
+// all configured ones answer, 503 naming the one that does not.
+func TestReadyz(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	addr := "127.0.0.1:" + itoa(freePort(t))
+	e := baseEnv(t, proxy.URL)
+	e["RUNNER_METRICS_ADDR"] = addr
+	startRunner(t, e)
+	type state struct {
+		Ready    bool
+		Redis    struct{ Configured, Up bool }
+		Keycloak *struct {
+			Reachable bool
+			Breaker   string
+		}
+	}
+	get := func() (int, state) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var s state
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&s))
+		return resp.StatusCode, s
+	}
+	var code int
+	var s state
+	eventually(t, 10*time.Second, "ready", func() bool { code, s = get(); return code == 200 })
+	assert.True(t, s.Ready)
+	assert.True(t, s.Redis.Configured && s.Redis.Up)
+	require.NotNil(t, s.Keycloak)
+	assert.True(t, s.Keycloak.Reachable)
+	assert.Equal(t, "closed", s.Keycloak.Breaker)
+
+	proxy.down.Store(true)
+	// The breaker may open first (the watcher's polls fail); the probe sees it within its 5 s.
+	eventually(t, 15*time.Second, "not ready, Keycloak unreachable", func() bool {
+		code, s = get()
+		return code == 503 && !s.Keycloak.Reachable
+	})
+	assert.False(t, s.Ready)
+	assert.True(t, s.Redis.Up, "Redis is still fine")
+	proxy.down.Store(false)
+	eventually(t, 15*time.Second, "ready again", func() bool { code, _ = get(); return code == 200 })
+
+	// A runner whose Redis is gone.
+	addr2 := "127.0.0.1:" + itoa(freePort(t))
+	e2 := baseEnv(t, kctest.Env(t).URL)
+	e2["RUNNER_METRICS_ADDR"] = addr2
+	e2["REDIS_URL"] = "redis://127.0.0.1:" + itoa(freePort(t)) + "/0"
+	e2["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	startRunner(t, e2)
+	addr = addr2
+	eventually(t, 10*time.Second, "not ready without Redis", func() bool { code, s = get(); return code == 503 })
+	assert.True(t, s.Redis.Configured)
+	assert.False(t, s.Redis.Up)
 }
