@@ -3,7 +3,7 @@ package deploy
 import (
 	"go/ast"
 	"go/parser"
-	"go/token"
+	gotoken "go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -47,7 +47,7 @@ func registeredMetrics(t *testing.T) map[string]metric {
 			return nil
 		}
 		consts := packageConsts(t, filepath.Dir(path))
-		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		f, err := parser.ParseFile(gotoken.NewFileSet(), path, nil, 0)
 		require.NoError(t, err)
 		ast.Inspect(f, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
@@ -109,18 +109,18 @@ func packageConsts(t *testing.T, dir string) map[string]string {
 		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
 			continue
 		}
-		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, e.Name()), nil, 0)
+		f, err := parser.ParseFile(gotoken.NewFileSet(), filepath.Join(dir, e.Name()), nil, 0)
 		require.NoError(t, err)
 		for _, decl := range f.Decls {
 			g, ok := decl.(*ast.GenDecl)
-			if !ok || g.Tok != token.CONST {
+			if !ok || g.Tok != gotoken.CONST {
 				continue
 			}
 			for _, spec := range g.Specs {
 				vs := spec.(*ast.ValueSpec)
 				for i, n := range vs.Names {
 					if i < len(vs.Values) {
-						if b, ok := vs.Values[i].(*ast.BasicLit); ok && b.Kind == token.STRING {
+						if b, ok := vs.Values[i].(*ast.BasicLit); ok && b.Kind == gotoken.STRING {
 							consts[n.Name], _ = strconv.Unquote(b.Value)
 						}
 					}
