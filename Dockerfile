@@ -4,15 +4,19 @@
 #   apisix         (default) the official APISIX image with go-runner in it; APISIX starts the runner itself
 #                  (conf/config.yaml ext-plugin.cmd).
 #   upstream       the demo app of docker-compose.yml (demo/upstream).
+#   runner         the runner binary alone, for an init container that copies it next to an unchanged APISIX
+#                  image (Kubernetes: deploy/helm/values.yaml).
 #
 #   docker build -t apisix-identity-runner .
 #   docker build --target upstream -t apisix-identity-runner-demo-upstream .
+#   docker build --target runner -t apisix-identity-runner-binary .
 #
 # Base images are pinned: golang 1.26 on Debian bookworm (go.mod says go 1.26) and APISIX 3.18.0 on Debian
 # (3.18.0 adds X-Raw-ID-Token and fixes the {} encoding of empty arrays; 3.17 strips forged X-Userinfo).
 
 ARG GO_IMAGE=golang:1.26-bookworm
 ARG APISIX_IMAGE=apache/apisix:3.18.0-debian
+ARG BUSYBOX_IMAGE=busybox:1.37.0
 
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
@@ -43,6 +47,12 @@ USER 65534:65534
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --retries=10 CMD ["/demo-upstream", "healthcheck"]
 ENTRYPOINT ["/demo-upstream"]
+
+# The runner binary for an init container: `cp /go-runner <shared volume>/go-runner` (busybox gives it cp).
+FROM ${BUSYBOX_IMAGE} AS runner
+COPY --from=build --chmod=0755 /go-runner /go-runner
+USER 65534:65534
+ENTRYPOINT ["/go-runner"]
 
 # APISIX with the runner. The image runs as user apisix (uid 636); the runner inherits it.
 FROM ${APISIX_IMAGE} AS apisix

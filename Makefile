@@ -4,7 +4,11 @@
 SOCKET ?= /tmp/apisix-identity-runner.sock
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test demo bench bench-e2e fuzz clean
+DIST ?= dist
+PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE ?= apisix-identity-runner
+
+.PHONY: build run test demo bench bench-e2e fuzz clean release release-binaries release-image
 
 build:
 	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/go-runner ./cmd/go-runner
@@ -38,5 +42,28 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzParseConf -fuzztime 30s ./plugins/orgsync/
 	go test -run '^$$' -fuzz FuzzVerifyToken -fuzztime 30s ./verify/
 
+# Static binaries for each platform (CGO off, so no libc is needed: they run in
+# any image, the official APISIX one included), their SHA-256 sums, and the
+# container images when Docker is there.
+release: release-binaries release-image
+
+release-binaries:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o $(DIST)/go-runner-$(VERSION)-$$os-$$arch ./cmd/go-runner; \
+	done
+	cd $(DIST) && sha256sum go-runner-* > SHA256SUMS && cat SHA256SUMS
+
+# APISIX with the runner (the Dockerfile's default target) and the runner
+# alone for an init container (target runner), for both platforms.
+release-image:
+	@if ! docker info >/dev/null 2>&1 || ! docker buildx version >/dev/null 2>&1; then \
+		echo "release-image: no Docker engine with buildx here: run make release-image where one runs"; exit 0; fi; \
+	set -e; platforms=$$(echo $(PLATFORMS) | tr ' ' ','); \
+	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) . ; \
+	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) --target runner -t $(IMAGE)-binary:$(VERSION) .
+
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

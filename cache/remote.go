@@ -187,3 +187,9 @@ func (c *Cache) lockHeld(ctx context.Context, key string) (bool, error) {
 	c.observe(ctx, err)
 	return n > 0, err
 }
+
+// RedisState says whether a Redis tier is configured and, if so, whether the
+// last command reached it (the readiness endpoint reports both).
+func (c *Cache) RedisState() (configured, up bool) {
+	return c.rdb != nil, c.redisUsable()
+}

@@ -183,7 +183,8 @@ func (c *Client) Healthy() bool { return !c.breaker.isOpen() }
 type call struct {
 	endpoint string
 	method   string
-	path     string     // below {URL}/admin/realms/{realm}/, already escaped
+	path     string     // below {URL}/admin/realms/{realm}/ (or {URL}/admin/ when server), already escaped
+	server   bool       // a server-wide call, not a realm's
 	query    url.Values // may be nil
 	body     string     // sent as application/json when not empty
 }
@@ -267,7 +268,11 @@ func (c *Client) send(ctx context.Context, cl call) (*response, error) {
 			if cl.body != "" {
 				req.SetHeader("Content-Type", "application/json").SetBody(cl.body)
 			}
-			r, err := req.Execute(cl.method, c.adminURL(cl.path))
+			u := c.adminURL(cl.path)
+			if cl.server {
+				u = c.opts.URL + "/admin/" + cl.path
+			}
+			r, err := req.Execute(cl.method, u)
 			if err != nil {
 				return 0, err
 			}

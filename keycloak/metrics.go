@@ -15,6 +15,7 @@ const (
 	EndpointUserSearch          = "user_search"
 	EndpointOrganizationMembers = "organization_members"
 	EndpointAdminEvents         = "admin_events"
+	EndpointServerInfo          = "server_info"
 )
 
 // Values of the "status" label besides HTTP status codes.

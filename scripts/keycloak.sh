@@ -11,6 +11,8 @@
 #
 # Settings (environment):
 #   KC_VERSION      Keycloak version. Default 26.5.6.
+#   KEYCLOAK_ORG_ROLE the runner's organization role in the realm files. Default: view-organizations from 26.7 on,
+#                   manage-realm before.
 #   KC_CACHE_DIR    where the distribution tarball is kept. Default ${XDG_CACHE_HOME:-$HOME/.cache}/apisix-identity-runner.
 #   KC_WORK_DIR     where it is unpacked and run. Default <repo>/.work/keycloak.
 #   KC_ENV_FILE     the env file written after start. Default <repo>/.work/keycloak.env.
@@ -112,6 +114,13 @@ check_java() {
 	[[ -n $v && $v -ge 17 ]] || die "java $v is too old: Keycloak $KC_VERSION needs 17 or newer"
 }
 
+# org_role: the smallest realm-management role that reads organizations on KC_VERSION.
+org_role() {
+	local major minor
+	IFS=. read -r major minor _ <<<"$KC_VERSION"
+	if ((major > 26 || (major == 26 && minor >= 7))); then echo view-organizations; else echo manage-realm; fi
+}
+
 # launch PORT MPORT: start kc.sh in its own session and wait until the realm answers; sets PID.
 launch() {
 	local port=$1 mport=$2
@@ -121,6 +130,9 @@ launch() {
 	(
 		cd "$KC_HOME"
 		export KC_BOOTSTRAP_ADMIN_USERNAME=$ADMIN_USER KC_BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PASSWORD
+		# The runner's organization role in the realm files (${KEYCLOAK_ORG_ROLE:manage-realm}): 26.7 added
+		# view-organizations, the smallest role that reads organizations; before it only manage-realm does.
+		export KEYCLOAK_ORG_ROLE=${KEYCLOAK_ORG_ROLE:-$(org_role)}
 		export JAVA_OPTS_APPEND="${KC_JAVA_OPTS_APPEND:--XX:TieredStopAtLevel=1 -Xshare:auto}"
 		exec setsid bin/kc.sh start-dev \
 			--http-host=127.0.0.1 \
@@ -187,7 +199,7 @@ start() {
 	# A snapshot is the H2 database right after a clean import of exactly these realm files into this version.
 	# Restoring it is as fresh as importing again, and skips schema creation and import (about 20 s).
 	local key snap
-	key=$( (echo "$KC_VERSION"; cat "${realm_files[@]}") | sha256sum | cut -c1-16)
+	key=$( (echo "$KC_VERSION"; echo "${KEYCLOAK_ORG_ROLE:-$(org_role)}"; cat "${realm_files[@]}") | sha256sum | cut -c1-16)
 	snap=$KC_CACHE_DIR/snapshots/keycloak-$KC_VERSION-$key
 
 	rm -rf "$KC_HOME/data/h2" "$KC_HOME/data/import" "$KC_HOME/data/tmp"

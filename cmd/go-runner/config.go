@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,11 +16,13 @@ type config struct {
 	listenAddress  string        // APISIX_LISTEN_ADDRESS, set by APISIX: unix:/path.sock
 	confExpire     time.Duration // APISIX_CONF_EXPIRE_TIME, set by APISIX, seconds
 	logLevel       slog.Level    // RUNNER_LOG_LEVEL: debug, info, warn (default), error
+	logFile        string        // RUNNER_LOG_FILE: JSON lines go there instead of stdout; "" = stdout
 	signingKeyFile string        // RUNNER_SIGNING_KEY_FILE: PEM private key(s); "" = ephemeral key
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
+	pprof          bool          // RUNNER_PPROF: serve net/http/pprof on the metrics listener
 	redisURL       string        // REDIS_URL: "" = in-process cache only
 	keycloak       keycloakConfig
-	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 5s
+	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
 
 type keycloakConfig struct {
@@ -37,7 +40,7 @@ func (k keycloakConfig) enabled() bool { return k.url != "" }
 // envVars lists every variable the runner reads, for `go-runner env` and the
 // test that checks conf/config.yaml's nginx_config.envs.
 var envVars = []string{
-	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_SIGNING_KEY_FILE",
+	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
 	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET",
@@ -47,6 +50,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
 		listenAddress:  getenv("APISIX_LISTEN_ADDRESS"),
 		signingKeyFile: getenv("RUNNER_SIGNING_KEY_FILE"),
+		logFile:        getenv("RUNNER_LOG_FILE"),
 		metricsAddr:    getenv("RUNNER_METRICS_ADDR"),
 		redisURL:       getenv("REDIS_URL"),
 		keycloak: keycloakConfig{
@@ -57,6 +61,21 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if !strings.HasPrefix(c.listenAddress, "unix:") || len(c.listenAddress) == len("unix:") {
 		return nil, fmt.Errorf("APISIX_LISTEN_ADDRESS %q: want unix:/path/to/socket (APISIX sets it when it starts the runner)", c.listenAddress)
+	}
+	if c.metricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.metricsAddr); err != nil || port == "" {
+			return nil, fmt.Errorf("RUNNER_METRICS_ADDR %q: want host:port, e.g. 127.0.0.1:9542", c.metricsAddr)
+		}
+	}
+	switch v := strings.ToLower(getenv("RUNNER_PPROF")); v {
+	case "", "0", "false":
+	case "1", "true":
+		if c.metricsAddr == "" {
+			return nil, fmt.Errorf("RUNNER_PPROF is set but RUNNER_METRICS_ADDR is not: pprof is served on the metrics listener")
+		}
+		c.pprof = true
+	default:
+		return nil, fmt.Errorf("RUNNER_PPROF %q: want 1 (on) or 0 (off)", v)
 	}
 	var err error
 	if c.confExpire, err = seconds(getenv, "APISIX_CONF_EXPIRE_TIME", 3600*time.Second); err != nil {
@@ -79,7 +98,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			return nil, fmt.Errorf("RUNNER_SIGNING_KEY_FILE: %w", err)
 		}
 	}
-	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", 5*time.Second); err != nil {
+	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", defaultShutdownGrace); err != nil {
 		return nil, err
 	}
 	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
@@ -117,6 +136,10 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	return c, nil
 }
+
+// defaultShutdownGrace, counted from SIGTERM, leaves room inside the second
+// APISIX allows before SIGKILL for closing the clients after the drain.
+const defaultShutdownGrace = 600 * time.Millisecond
 
 func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
 	v := getenv(name)

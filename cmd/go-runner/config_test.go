@@ -22,7 +22,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, time.Hour, cfg.confExpire)
 	assert.Equal(t, 3*time.Second, cfg.keycloak.timeout)
 	assert.Equal(t, 500*time.Millisecond, cfg.keycloak.eventsInterval)
-	assert.Equal(t, 5*time.Second, cfg.shutdownGrace)
+	assert.Equal(t, 600*time.Millisecond, cfg.shutdownGrace, "inside the second APISIX waits before SIGKILL")
 	assert.False(t, cfg.keycloak.enabled())
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
 }
@@ -52,6 +52,9 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"bad conf expire", with(base(), "APISIX_CONF_EXPIRE_TIME", "1h"), "APISIX_CONF_EXPIRE_TIME"},
 		{"bad log level", with(base(), "RUNNER_LOG_LEVEL", "loud"), "RUNNER_LOG_LEVEL"},
 		{"missing key file", with(base(), "RUNNER_SIGNING_KEY_FILE", "/nonexistent/key.pem"), "RUNNER_SIGNING_KEY_FILE"},
+		{"metrics addr without port", with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1"), "RUNNER_METRICS_ADDR"},
+		{"bad pprof", with(with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1:9542"), "RUNNER_PPROF", "yes"), "RUNNER_PPROF"},
+		{"pprof without metrics", with(base(), "RUNNER_PPROF", "1"), "RUNNER_METRICS_ADDR"},
 		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
 		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
 		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},

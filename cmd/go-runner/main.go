@@ -5,8 +5,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/apache/apisix-go-plugin-runner/pkg/runner"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logfile"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
 )
 
@@ -22,26 +26,37 @@ var version = "dev"
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "run":
 		os.Exit(run())
-	case "version":
+	case "check":
+		os.Exit(runCheck(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	case "version", "--version", "-version":
 		fmt.Println("apisix-identity-runner", version)
 	case "env":
 		for _, v := range envVars {
 			fmt.Println(v)
 		}
+	case "help", "-h", "-help", "--help":
+		usage(os.Stdout)
 	default:
-		usage()
+		fmt.Fprintf(os.Stderr, "go-runner: unknown command %q\n", os.Args[1])
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go-runner run | version | env")
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: go-runner COMMAND
+
+  run        serve APISIX's ext-plugin protocol (APISIX starts it from ext-plugin.cmd)
+  check      check route configs that use the runner's plugins (go-runner check -h)
+  env        list the environment variables the runner reads
+  version    print the version
+`)
 }
 
 func run() int {
@@ -52,8 +67,12 @@ func run() int {
 		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("go-runner: bad configuration", "error", err)
 		return 1
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.logLevel}))
-	slog.SetDefault(log.With("service", "apisix-identity-runner"))
+	closeLog, err := setupLog(cfg)
+	if err != nil {
+		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("go-runner: bad configuration", "error", err)
+		return 1
+	}
+	defer closeLog()
 
 	keys, err := loadKeys(cfg)
 	if err != nil {
@@ -65,7 +84,7 @@ func run() int {
 		slog.Error("go-runner: start", "error", err)
 		return 1
 	}
-	defer services.stop(cfg.shutdownGrace)
+	defer services.stop()
 	if err := registerPlugins(services, keys); err != nil {
 		slog.Error("go-runner: start", "error", err)
 		return 1
@@ -74,17 +93,75 @@ func run() int {
 	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
-	// The library has closed its listener; calls already in a plugin finish
-	// before the clients they use are closed.
-	if !inflight.Wait(cfg.shutdownGrace) {
+	// SIGTERM. APISIX kills the runner about a second after it
+	// (apisix/plugins/ext-plugin/init.lua, exit_worker: "give 1s to clean up
+	// the mess"), so what the fleet needs comes first: the watcher's lease.
+	// The library has closed its listener; calls already in a plugin then
+	// finish, for up to RUNNER_SHUTDOWN_GRACE, before their clients close.
+	// The grace counts from SIGTERM, not from the end of the release.
+	stopping := time.Now()
+	services.release()
+	if !inflight.Wait(cfg.shutdownGrace - time.Since(stopping)) {
 		slog.Warn("go-runner stopping with calls still under way", "calls", inflight.Count())
 	} else {
 		// A call leaves our plugins a moment before the library has written
 		// its answer to the socket.
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	slog.Warn("go-runner stopping")
+	services.stop()
+	slog.Warn("go-runner stopped", "took_ms", time.Since(stopping).Milliseconds())
 	return 0
+}
+
+// setupLog sends the process's JSON lines to stdout, which APISIX copies
+// into its error.log at warn level (so error_log_level error hides them), or
+// to RUNNER_LOG_FILE. The file is reopened on SIGHUP, logrotate's usual
+// signal; without a file SIGHUP is ignored rather than killing the runner.
+func setupLog(cfg *config) (func(), error) {
+	var out io.Writer = os.Stdout
+	var file *logfile.File
+	if cfg.logFile != "" {
+		var err error
+		if file, err = logfile.Open(cfg.logFile); err != nil {
+			return nil, fmt.Errorf("RUNNER_LOG_FILE: %w", err)
+		}
+		out = file
+		// One line in error.log says where the others are.
+		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Warn("go-runner logs to RUNNER_LOG_FILE",
+			"service", "apisix-identity-runner", "file", cfg.logFile)
+	}
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
+	slog.SetDefault(log.With("service", "apisix-identity-runner"))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+			}
+			if file == nil {
+				slog.Info("SIGHUP ignored: no RUNNER_LOG_FILE to reopen")
+				continue
+			}
+			if err := file.Reopen(); err != nil {
+				slog.Error("RUNNER_LOG_FILE not reopened; still writing to the old file", "error", err)
+				continue
+			}
+			slog.Info("RUNNER_LOG_FILE reopened", "file", file.Path())
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		if file != nil {
+			_ = file.Close()
+		}
+	}, nil
 }
 
 func loadKeys(cfg *config) (*assertion.KeyRing, error) {

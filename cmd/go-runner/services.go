@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,6 +25,11 @@ type services struct {
 	keycloak *keycloak.Client
 	watcher  *orgsync.Watcher
 	metrics  *http.Server
+
+	probe *keycloakProbe // Keycloak reachability for /readyz
+
+	stopMetrics context.CancelFunc // ends the retries of a busy metrics address
+	metricsDone chan struct{}      // closed when the metrics goroutine returns
 }
 
 func start(cfg *config) (*services, error) {
@@ -50,28 +54,63 @@ func start(cfg *config) (*services, error) {
 		if k.eventsInterval > 0 {
 			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)
 		}
+		go auditPrivileges(s.keycloak, k.eventsInterval > 0)
+		s.probe = newKeycloakProbe(k.url, k.realm, k.timeout)
 	}
 	if cfg.metricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.metricsAddr)
-		if err != nil {
-			s.stop(0)
-			return nil, fmt.Errorf("RUNNER_METRICS_ADDR: %w", err)
-		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
 		mux.HandleFunc("/healthz", s.health)
-		if os.Getenv("RUNNER_PPROF") == "1" {
+		mux.HandleFunc("/readyz", s.ready)
+		if cfg.pprof {
+			// All of net/http/pprof: Index also serves the named profiles
+			// (heap, goroutine, allocs, block, mutex, threadcreate).
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
-		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				slog.Error("metrics listener stopped", "error", err)
-			}
-		}()
+		s.serveMetrics(cfg.metricsAddr, mux)
 	}
 	return s, nil
+}
+
+// metricsRetry is how often a busy metrics address is tried again.
+const metricsRetry = 500 * time.Millisecond
+
+// serveMetrics serves h on addr. A busy address never stops the runner: on
+// `apisix reload` APISIX starts the new runner while the old one, which still
+// holds the address, is being stopped (apisix/plugins/ext-plugin/init.lua
+// spawns the runner from the new privileged agent; the old agent's
+// exit_worker sends SIGTERM). Exiting would leave APISIX without a runner for
+// the 3 s it waits before a respawn, and identity routes answer 503 meanwhile.
+// So the protocol is served at once, and the listener is retried in the
+// background until the old runner lets the address go; that is logged once.
+func (s *services) serveMetrics(addr string, h http.Handler) {
+	s.metrics = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopMetrics, s.metricsDone = cancel, make(chan struct{})
+	ln, err := net.Listen("tcp", addr)
+	go func() {
+		defer close(s.metricsDone)
+		if err != nil {
+			slog.Warn("RUNNER_METRICS_ADDR is busy (another runner still holds it?): serving requests without "+
+				"/metrics and /healthz, retrying in the background", "addr", addr, "error", err)
+			for ln == nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(metricsRetry):
+				}
+				ln, err = net.Listen("tcp", addr)
+			}
+			slog.Warn("metrics listener up", "addr", addr)
+		}
+		if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("metrics listener stopped", "error", err)
+		}
+	}()
 }
 
 // health answers 200 while the runner can do its job. Keycloak's breaker
@@ -88,16 +127,26 @@ func (s *services) health(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, `{"status":"ok","keycloak":%q}`+"\n", keycloakState)
 }
 
-// stop releases everything: the watcher's lease first, so another runner of
-// the fleet takes over at once.
-func (s *services) stop(grace time.Duration) {
+// release gives up what another runner of the fleet is waiting for, first
+// thing on SIGTERM: the watcher's lease (its position is already in Redis),
+// so another runner takes over at its next poll. It is bounded well inside
+// the second APISIX waits before SIGKILL.
+func (s *services) release() {
 	if s.watcher != nil {
 		s.watcher.Stop()
 	}
+}
+
+// stop releases everything: the watcher's lease first, then the listeners
+// and clients.
+func (s *services) stop() {
+	s.release()
 	if s.metrics != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.stopMetrics()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_ = s.metrics.Shutdown(ctx)
 		cancel()
+		<-s.metricsDone
 	}
 	if s.cache != nil {
 		_ = s.cache.Close()

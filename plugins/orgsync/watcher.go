@@ -28,6 +28,10 @@ var watchedResources = []string{
 	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
 }
 
+// releaseTimeout bounds the lease release on Stop, inside the second APISIX
+// gives a runner between SIGTERM and SIGKILL.
+const releaseTimeout = 300 * time.Millisecond
+
 // eventsPage is how many admin events one call asks for.
 const eventsPage = 100
 
@@ -40,11 +44,16 @@ type Watcher struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+	// cancel ends a poll under way on Stop: APISIX kills the runner about a
+	// second after SIGTERM, and the lease must be released before that.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
 func StartWatcher(d *Deps, interval time.Duration) *Watcher {
 	w := &Watcher{deps: d, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return w
 }
@@ -52,7 +61,10 @@ func StartWatcher(d *Deps, interval time.Duration) *Watcher {
 // Stop ends polling and gives the lease up so another runner takes over at
 // once rather than after the lease runs out.
 func (w *Watcher) Stop() {
-	w.once.Do(func() { close(w.stop) })
+	w.once.Do(func() {
+		w.cancel()
+		close(w.stop)
+	})
 	<-w.done
 }
 
@@ -65,7 +77,7 @@ func (w *Watcher) run() {
 	var lease *cache.Lease
 	defer func() {
 		if lease != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 			_ = lease.Release(ctx)
 			cancel()
 		}
@@ -74,7 +86,7 @@ func (w *Watcher) run() {
 	defer ticker.Stop()
 	failing := false
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), w.interval+5*time.Second)
+		ctx, cancel := context.WithTimeout(w.ctx, w.interval+5*time.Second)
 		lease = w.holdLease(ctx, lease, leaseTTL)
 		if lease != nil {
 			err := w.poll(ctx)

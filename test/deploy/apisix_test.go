@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/routecheck"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
 )
@@ -210,6 +211,13 @@ func TestNginxEnvsListEveryRunnerVariable(t *testing.T) {
 		listed = append(listed, asString(v))
 	}
 	want := configurableVars(t)
+	// APISIX's workers resolve conf/apisix.yaml's ${{VAR}} references: those must be listed too.
+	doc, err := routecheck.Decode(readFile(t, apisixYAML))
+	require.NoError(t, err)
+	for _, v := range routecheck.VarNames(doc) {
+		assert.Contains(t, listed, v, "conf/apisix.yaml reads %s, which nginx_config.envs does not list", v)
+		want = append(want, v)
+	}
 	for _, v := range want {
 		assert.Contains(t, listed, v, "%s is read by the runner but not in nginx_config.envs: it would never reach it", v)
 	}

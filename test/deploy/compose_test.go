@@ -2,16 +2,19 @@ package deploy
 
 import (
 	"encoding/json"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
@@ -209,11 +212,11 @@ func TestDemoRealmMatchesComposeAndRoutes(t *testing.T) {
 	require.NotEmpty(t, realmFile)
 	b, err := os.ReadFile(realmFile)
 	require.NoError(t, err)
-	var realm Realm
-	require.NoError(t, json.Unmarshal(b, &realm))
-
 	e := env(p.Services[apisixService])
 	kc := env(p.Services["keycloak"])
+	var realm Realm
+	require.NoError(t, json.Unmarshal(expandRealm(b, kc), &realm))
+
 	assert.Equal(t, e["KEYCLOAK_REALM"], realm.Realm)
 	assert.True(t, realm.OrganizationsEnabled, "organizationsEnabled")
 	assert.True(t, realm.AdminEventsEnabled, "adminEventsEnabled")
@@ -315,4 +318,90 @@ func TestUpstreamVerifiesWhatTheAppRouteSigns(t *testing.T) {
 		}
 	}
 	assert.Contains(t, nodes, "upstream"+e["LISTEN_ADDR"], "APISIX proxies to the upstream service")
+}
+
+// Each secret is one variable of the shell running `docker compose`, and
+// every service that needs it gets the same value: set them all to values
+// of our own and no demo value is left anywhere in the stack, and the
+// parties of each secret (the runner and the realm's service account;
+// openid-connect and the realm's login client) still agree.
+func TestComposeSecretsAreOneVariableEach(t *testing.T) {
+	ours := map[string]string{
+		"KEYCLOAK_CLIENT_SECRET":     "ours-runner-client-secret",
+		"APISIX_OIDC_CLIENT_SECRET":  "ours-oidc-client-secret",
+		"APISIX_OIDC_SESSION_SECRET": "ours-session-secret-0123456789",
+		"ORGSYNC_WEBHOOK_SECRET":     "ours-webhook-secret",
+		"KEYCLOAK_ADMIN_PASSWORD":    "ours-admin-password",
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	environ := types.Mapping{"ASSERTION_SIGNING_KEY_FILE": keyFile}
+	for k, v := range ours {
+		environ[k] = v
+	}
+	p := loadComposeWith(t, environ)
+	e := env(p.Services[apisixService])
+	kc := env(p.Services["keycloak"])
+
+	assert.Equal(t, ours["KEYCLOAK_CLIENT_SECRET"], e["KEYCLOAK_CLIENT_SECRET"])
+	assert.Equal(t, ours["ORGSYNC_WEBHOOK_SECRET"], e["ORGSYNC_WEBHOOK_SECRET"])
+	assert.Equal(t, ours["KEYCLOAK_ADMIN_PASSWORD"], kc["KC_BOOTSTRAP_ADMIN_PASSWORD"])
+	assert.Equal(t, keyFile, p.Secrets["assertion_signing_key"].File)
+
+	// The realm as Keycloak imports it in the keycloak container.
+	var realmFile string
+	for _, v := range p.Services["keycloak"].Volumes {
+		if strings.HasPrefix(v.Target, "/opt/keycloak/data/import/") {
+			realmFile = v.Source
+		}
+	}
+	raw, err := os.ReadFile(realmFile)
+	require.NoError(t, err)
+	imported := expandRealm(raw, kc)
+	var realm Realm
+	require.NoError(t, json.Unmarshal(imported, &realm))
+	secrets := map[string]string{}
+	for _, c := range realm.Clients {
+		secrets[c.ClientID] = c.Secret
+	}
+	assert.Equal(t, e["KEYCLOAK_CLIENT_SECRET"], secrets[e["KEYCLOAK_CLIENT_ID"]], "the runner logs in as the realm's service account")
+
+	// conf/apisix.yaml as APISIX resolves it in the apisix container.
+	routes := loadRoutesWith(t, func(k string) string { return e[k] })
+	var resolved []string
+	for _, r := range routes.Routes {
+		if oidc := pluginConf(r, "openid-connect"); oidc != nil {
+			assert.Equal(t, ours["APISIX_OIDC_CLIENT_SECRET"], oidc["client_secret"], "route %s", r.ID)
+			assert.Equal(t, secrets[asString(oidc["client_id"])], oidc["client_secret"], "route %s: the realm's client agrees", r.ID)
+			session, _ := oidc["session"].(map[string]any)
+			assert.Equal(t, ours["APISIX_OIDC_SESSION_SECRET"], session["secret"], "route %s", r.ID)
+			resolved = append(resolved, r.ID)
+		}
+	}
+	assert.NotEmpty(t, resolved)
+
+	// No demo default survives anywhere.
+	stack, err := yaml.Marshal(map[string]any{"apisix": e, "keycloak": kc, "routes": routes})
+	require.NoError(t, err)
+	for _, demo := range []string{"apisix-demo-secret", "identity-runner-demo-secret", "orgsync-demo-webhook-secret",
+		"admin-demo-password", "demo-session-secret"} {
+		assert.NotContains(t, string(stack), demo)
+		assert.NotContains(t, string(imported), demo)
+	}
+}
+
+// The runner's metrics listener (and pprof, when on) is published on the
+// host's loopback only.
+func TestComposeMetricsPortIsLocal(t *testing.T) {
+	p := loadCompose(t)
+	s := p.Services[apisixService]
+	_, port, err := net.SplitHostPort(env(s)["RUNNER_METRICS_ADDR"])
+	require.NoError(t, err)
+	found := false
+	for _, pc := range s.Ports {
+		if strconv.Itoa(int(pc.Target)) == port {
+			found = true
+			assert.Equal(t, "127.0.0.1", pc.HostIP, "the metrics port is published on %q", pc.HostIP)
+		}
+	}
+	assert.True(t, found, "the metrics port %s is not published", port)
 }

@@ -183,3 +183,28 @@ func TestDockerfileCopiesEveryPackageTheBinariesNeed(t *testing.T) {
 		assert.True(t, covered, "package %s is not copied into the build stage", rel)
 	}
 }
+
+// This module builds the runner's packages from the checkout, but the root
+// go.mod's replace directives apply only there: each must be mirrored here,
+// or these tests would build the plugins against an unpatched dependency.
+func TestModuleMirrorsTheRootReplaces(t *testing.T) {
+	parse := func(rel string) *modfile.File {
+		b := readFile(t, rel)
+		f, err := modfile.Parse(rel, b, nil)
+		require.NoError(t, err)
+		return f
+	}
+	rootMod, ours := parse("go.mod"), parse("test/deploy/go.mod")
+	mirrored := map[string]string{}
+	for _, r := range ours.Replace {
+		mirrored[r.Old.Path] = r.New.Path
+	}
+	for _, r := range rootMod.Replace {
+		want := r.New.Path
+		if modfile.IsDirectoryPath(want) {
+			want = "../../" + strings.TrimPrefix(want, "./")
+		}
+		assert.Equal(t, want, mirrored[r.Old.Path], "root go.mod replaces %s: test/deploy/go.mod must too", r.Old.Path)
+	}
+	assert.Equal(t, "../..", mirrored[rootMod.Module.Mod.Path], "test/deploy builds the runner from this checkout")
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -22,6 +23,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/routecheck"
 )
 
 // Paths of the deployment files, relative to the repository root.
@@ -64,12 +67,19 @@ func readFile(t testing.TB, rel string) []byte {
 // empty environment so that the ${VAR:-default} values are the committed ones.
 func loadCompose(t testing.TB) *types.Project {
 	t.Helper()
+	return loadComposeWith(t, types.Mapping{})
+}
+
+// loadComposeWith reads docker-compose.yml as `docker compose` does in a
+// shell whose environment is environ.
+func loadComposeWith(t testing.TB, environ types.Mapping) *types.Project {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := loader.LoadWithContext(ctx, types.ConfigDetails{
 		WorkingDir:  root(t),
 		ConfigFiles: []types.ConfigFile{{Filename: repoPath(t, composeFile)}},
-		Environment: types.Mapping{},
+		Environment: environ,
 	}, func(o *loader.Options) { o.SetProjectName(projectName, true) })
 	require.NoError(t, err, "compose file does not load")
 	return p
@@ -125,12 +135,46 @@ type StandaloneConfig struct {
 	} `yaml:"upstreams"`
 }
 
+// loadRoutes reads conf/apisix.yaml with its ${{VAR:=default}} references
+// resolved to the defaults, the values the compose file passes by default.
 func loadRoutes(t testing.TB) StandaloneConfig {
 	t.Helper()
+	return loadRoutesWith(t, func(string) string { return "" })
+}
+
+// loadRoutesWith reads conf/apisix.yaml as APISIX does in an environment
+// given by getenv.
+func loadRoutesWith(t testing.TB, getenv func(string) string) StandaloneConfig {
+	t.Helper()
+	doc, err := routecheck.Decode(readFile(t, apisixYAML))
+	require.NoError(t, err)
+	doc, err = routecheck.ExpandVars(doc, getenv)
+	require.NoError(t, err)
+	b, err := yaml.Marshal(doc)
+	require.NoError(t, err)
 	var c StandaloneConfig
-	require.NoError(t, yaml.Unmarshal(readFile(t, apisixYAML), &c))
+	require.NoError(t, yaml.Unmarshal(b, &c))
 	require.NotEmpty(t, c.Routes)
 	return c
+}
+
+// keycloakPlaceholder is Keycloak's ${VAR} / ${VAR:default} in a realm file,
+// resolved from the Keycloak process's environment on import.
+var keycloakPlaceholder = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}`)
+
+// expandRealm resolves the realm file's placeholders as Keycloak does with
+// environment env (a placeholder with neither is left as it is).
+func expandRealm(b []byte, env map[string]string) []byte {
+	return keycloakPlaceholder.ReplaceAllFunc(b, func(m []byte) []byte {
+		sub := keycloakPlaceholder.FindSubmatch(m)
+		if v, ok := env[string(sub[1])]; ok && v != "" {
+			return []byte(v)
+		}
+		if sub[2] != nil {
+			return sub[2]
+		}
+		return m
+	})
 }
 
 // extPlugin decodes one of the route's ext-plugin-* configs.

@@ -2,6 +2,10 @@ package deploy
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +20,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 )
 
 // startRunner starts the real runner binary as APISIX would (APISIX sets
@@ -186,4 +192,199 @@ func TestApisixHealthcheckScript(t *testing.T) {
 	assert.Equal(t, "127.0.0.1", st2["ip"])
 	assert.Equal(t, 7085, st2["port"])
 	assert.Contains(t, string(readFile(t, "conf/apisix-healthcheck.sh")), "127.0.0.1:7085")
+}
+
+// On `apisix reload` the new runner starts while the old one still holds
+// RUNNER_METRICS_ADDR. Both must serve the protocol (APISIX would otherwise
+// answer 503 until it respawns the new one 3 s later); the second logs the
+// busy address once and takes the address over when the first one exits.
+func TestTwoRunnersShareAMetricsAddress(t *testing.T) {
+	addr := freeAddr(t)
+	start := func() *apisix.Runner {
+		r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"},
+			Env: []string{"RUNNER_METRICS_ADDR=" + addr}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = r.Stop() })
+		return r
+	}
+	jwks := &apisix.Route{ID: "jwks", Conf: []apisix.PluginConf{{Name: "userinfo", Value: `{"jwks":true}`}}}
+	serves := func(r *apisix.Runner) {
+		t.Helper()
+		g := apisix.NewGateway(r.Socket())
+		defer g.Close()
+		res, err := g.Do(context.Background(), jwks, &apisix.Request{Path: "/.well-known/identity-assertion/jwks.json"})
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, res.Status, "%s", res.Body)
+		assert.Contains(t, string(res.Body), `"keys"`)
+	}
+
+	first := start()
+	require.NoError(t, waitHTTP("http://"+addr+"/healthz", 10*time.Second))
+	second := start()
+	serves(first)
+	serves(second)
+	select {
+	case <-second.Exited():
+		t.Fatalf("the second runner exited:\n%s", second.Output())
+	case <-time.After(time.Second): // a few retries of the listener
+	}
+	assert.Equal(t, 1, strings.Count(second.Output(), "RUNNER_METRICS_ADDR is busy"), second.Output())
+
+	require.NoError(t, first.Stop())
+	require.NoError(t, waitHTTP("http://"+addr+"/healthz", 5*time.Second), "the second runner took the address over")
+	assert.Contains(t, second.Output(), "metrics listener up")
+	serves(second)
+	require.NoError(t, second.Stop())
+}
+
+// RUNNER_LOG_FILE: the JSON lines go to the file (one line in APISIX's
+// error.log says where), and SIGHUP reopens it after a rotation.
+func TestRunnerLogFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "runner.log")
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"},
+		Env: []string{"RUNNER_LOG_FILE=" + path, "RUNNER_LOG_LEVEL=info"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Stop() })
+
+	assert.Contains(t, r.Output(), "go-runner logs to RUNNER_LOG_FILE")
+	assert.NotContains(t, r.Output(), "go-runner started", "stdout (error.log) has only the pointer to the file")
+	first := jsonLines(t, path)
+	assert.Contains(t, messages(first), "go-runner started")
+
+	require.NoError(t, os.Rename(path, path+".1"))
+	require.NoError(t, syscall.Kill(r.Pid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "SIGHUP reopens the file at its path")
+	require.NoError(t, r.Stop())
+
+	assert.NotContains(t, messages(jsonLines(t, path+".1")), "go-runner stopped")
+	after := messages(jsonLines(t, path))
+	assert.Contains(t, after, "RUNNER_LOG_FILE reopened")
+	assert.Contains(t, after, "go-runner stopped")
+}
+
+func TestRunnerLogFileUnwritableStopsTheRunner(t *testing.T) {
+	cmd := exec.Command(runnerBinary(t), "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + filepath.Join(t.TempDir(), "r.sock"),
+		"RUNNER_LOG_FILE=" + filepath.Join(t.TempDir(), "no-such-dir", "runner.log")}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "RUNNER_LOG_FILE")
+}
+
+// A stray SIGHUP (no log file to reopen) must not kill the runner: APISIX
+// would answer 503 until it respawns one.
+func TestRunnerSurvivesSIGHUP(t *testing.T) {
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary(t), Args: []string{"run"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Stop() })
+	require.NoError(t, syscall.Kill(r.Pid(), syscall.SIGHUP))
+	select {
+	case <-r.Exited():
+		t.Fatalf("SIGHUP stopped the runner:\n%s", r.Output())
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, r.Stop())
+}
+
+// jsonLines reads a log file; every line must be one JSON object.
+func jsonLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "not a JSON line: %q", line)
+		out = append(out, m)
+	}
+	return out
+}
+
+func messages(lines []map[string]any) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, asString(l["msg"]))
+	}
+	return out
+}
+
+// RUNNER_PPROF=1 serves all of net/http/pprof on the metrics listener;
+// without it none of it is there.
+func TestRunnerPprof(t *testing.T) {
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	on := freeAddr(t)
+	startRunner(t, map[string]string{"RUNNER_METRICS_ADDR": on, "RUNNER_PPROF": "1"}).waitHealthy(t, "http://"+on+"/healthz")
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol",
+		"/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=0.2", "/debug/pprof/heap",
+		"/debug/pprof/goroutine?debug=1", "/debug/pprof/allocs", "/debug/pprof/block", "/debug/pprof/mutex",
+		"/debug/pprof/threadcreate"} {
+		code, body := get("http://" + on + path)
+		assert.Equal(t, http.StatusOK, code, "%s: %.200s", path, body)
+	}
+	_, cmdline := get("http://" + on + "/debug/pprof/cmdline")
+	assert.Contains(t, cmdline, "run")
+
+	off := freeAddr(t)
+	startRunner(t, map[string]string{"RUNNER_METRICS_ADDR": off}).waitHealthy(t, "http://"+off+"/healthz")
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		code, _ := get("http://" + off + path)
+		assert.Equal(t, http.StatusNotFound, code, path)
+	}
+
+	cmd := exec.Command(runnerBinary(t), "run")
+	cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + filepath.Join(t.TempDir(), "r.sock"),
+		"RUNNER_METRICS_ADDR=" + freeAddr(t), "RUNNER_PPROF=yes"}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "a bad RUNNER_PPROF stops the runner")
+	assert.Contains(t, string(out), "RUNNER_PPROF")
+}
+
+// The command line operators and CI pipelines use, with its exit codes.
+func TestRunnerCommandLine(t *testing.T) {
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(runnerBinary(t), args...)
+		cmd.Dir = root(t)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		require.NoError(t, err)
+		return 0, string(out)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out := run(args...)
+		assert.Equal(t, 0, code, "%v", args)
+		assert.Equal(t, "apisix-identity-runner deploy-test\n", out, "%v", args)
+	}
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}} {
+		code, out := run(args...)
+		assert.Equal(t, 0, code, "%v", args)
+		assert.Contains(t, out, "usage: go-runner", "%v", args)
+	}
+	code, _ := run()
+	assert.Equal(t, 2, code, "no command")
+	code, _ = run("serve")
+	assert.Equal(t, 2, code, "unknown command")
+
+	code, out := run("check", "-config", configYAML, apisixYAML)
+	assert.Equal(t, 0, code, out)
+	bad := filepath.Join(t.TempDir(), "route.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"uri":"/*","plugins":{"ext-plugin-post-req":{"conf":[{"name":"usrinfo","value":"{}"}]}}}`), 0o600))
+	code, out = run("check", bad)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, `no plugin "usrinfo"`)
+	code, _ = run("check", filepath.Join(t.TempDir(), "missing.yaml"))
+	assert.Equal(t, 2, code)
 }

@@ -126,10 +126,10 @@ func TestDemoStack(t *testing.T) {
 		assert.NotContains(t, strings.ToLower(k), "userinfo", "forged %s reached the app", k)
 	}
 
-	// Keycloak changes Alice's organizations (as the runner's own least-privilege
-	// account can); her next request, with the same frozen login, shows them.
-	sa := token(t, base, realm, url.Values{"grant_type": {"client_credentials"},
-		"client_id": {e["KEYCLOAK_CLIENT_ID"]}, "client_secret": {e["KEYCLOAK_CLIENT_SECRET"]}})
+	// An administrator changes Alice's organizations; her next request, with
+	// the same frozen login, shows them. (The runner's own account cannot: on
+	// Keycloak 26.7+ it holds view-organizations only.)
+	sa := adminToken(t, base)
 	orgs := orgIDs(t, base, realm, sa)
 	member := func(method, org string) {
 		u := base + "/admin/realms/" + realm + "/organizations/" + orgs[org] + "/members"
@@ -211,4 +211,16 @@ func orgIDs(t *testing.T, base, realm, bearer string) map[string]string {
 		out[o.Alias] = o.ID
 	}
 	return out
+}
+
+// adminToken logs in as the master realm's admin of the test Keycloak
+// (KEYCLOAK_TEST_ADMIN_USER / _PASSWORD, from scripts/keycloak.sh's env file).
+func adminToken(t *testing.T, base string) string {
+	t.Helper()
+	user, password := os.Getenv("KEYCLOAK_TEST_ADMIN_USER"), os.Getenv("KEYCLOAK_TEST_ADMIN_PASSWORD")
+	if user == "" {
+		user, password = "admin", "admin"
+	}
+	return token(t, base, "master", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"},
+		"username": {user}, "password": {password}})
 }

@@ -4,11 +4,15 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,6 +105,9 @@ func TestSIGTERMLetsCallsUnderWayFinish(t *testing.T) {
 	proxy := newKeycloakProxy(t)
 	e := baseEnv(t, proxy.URL)
 	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	// Longer than the default: outside APISIX (which kills at 1 s) a
+	// supervisor may wait longer, and the variable says how long.
+	e["RUNNER_SHUTDOWN_GRACE"] = "5s"
 	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: runnerBinary, Args: []string{"run"}, Env: e.list(),
 		StopTimeout: 10 * time.Second})
 	require.NoError(t, err)
@@ -130,4 +137,127 @@ func TestSIGTERMLetsCallsUnderWayFinish(t *testing.T) {
 	assert.Equal(t, 200, res.Status, "the call under way at SIGTERM is answered")
 	assert.Equal(t, "keycloak", res.UpstreamHeader.Get("X-User-Orgs-Source"))
 	require.NoError(t, <-stopped)
+}
+
+// APISIX kills the runner about a second after SIGTERM. With a call under way
+// and the watcher's poll stuck on a slow Keycloak, the lease is released and
+// the runner has exited within that second.
+func TestSIGTERMReleasesTheLeaseWithinASecond(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	e := baseEnv(t, proxy.URL)
+	opts, err := redis.ParseURL(e["REDIS_URL"])
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	const lease = "apisix-identity:lease:orgsync:events:lease"
+	ctx := context.Background()
+
+	// StopTimeout 1 s: SIGKILL when APISIX would send it. The binary is built
+	// as it ships, without -race: the race detector's own exit work can take
+	// hundreds of milliseconds.
+	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: shippedBinary(t), Args: []string{"run"}, Env: e.list()})
+	require.NoError(t, err)
+	gw := apisix.NewGateway(r.Socket())
+	defer gw.Close()
+	eventually(t, 15*time.Second, "this runner takes the watcher lease", func() bool {
+		return strings.Contains(r.Output(), "admin event watcher lease taken")
+	})
+	user := kctest.CreateUser(t, "quickstop")
+	sess := kctest.Login(t, user.Username, user.Password)
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"timeout":"10s"}`))
+
+	proxy.delay.Store(int64(5 * time.Second)) // every Keycloak call, the watcher's polls too
+	go func() {
+		h := http.Header{}
+		for k, v := range headersOf(sess) {
+			h.Set(k, v)
+		}
+		_, _ = gw.Do(context.Background(), route, &apisix.Request{Method: http.MethodGet, Path: "/app", Header: h})
+	}()
+	time.Sleep(1500 * time.Millisecond) // the call and a poll now wait on Keycloak
+	start := time.Now()
+	err = r.Stop()
+	took := time.Since(start)
+	assert.NoError(t, err, "the runner must exit before APISIX's SIGKILL:\n%s", r.Output())
+	assert.Less(t, took, time.Second)
+	assert.Contains(t, r.Output(), "go-runner stopping with calls still under way", "the stuck call did not hold the exit up")
+	assert.EqualValues(t, 0, rdb.Exists(ctx, lease).Val(), "lease released on SIGTERM, not left to expire")
+}
+
+var (
+	shippedOnce sync.Once
+	shippedPath string
+	shippedErr  error
+)
+
+// shippedBinary is the runner built as the Dockerfile builds it (no -race).
+func shippedBinary(t *testing.T) string {
+	t.Helper()
+	shippedOnce.Do(func() {
+		shippedPath = filepath.Join(filepath.Dir(runnerBinary), "go-runner-shipped")
+		build := exec.Command("go", "build", "-trimpath", "-o", shippedPath, "./cmd/go-runner")
+		build.Dir = repoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			shippedErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	require.NoError(t, shippedErr)
+	return shippedPath
+}
+
+// /readyz reports Redis, Keycloak's reachability and its breaker: 200 when
+// all configured ones answer, 503 naming the one that does not.
+func TestReadyz(t *testing.T) {
+	proxy := newKeycloakProxy(t)
+	addr := "127.0.0.1:" + itoa(freePort(t))
+	e := baseEnv(t, proxy.URL)
+	e["RUNNER_METRICS_ADDR"] = addr
+	startRunner(t, e)
+	type state struct {
+		Ready    bool
+		Redis    struct{ Configured, Up bool }
+		Keycloak *struct {
+			Reachable bool
+			Breaker   string
+		}
+	}
+	get := func() (int, state) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var s state
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&s))
+		return resp.StatusCode, s
+	}
+	var code int
+	var s state
+	eventually(t, 10*time.Second, "ready", func() bool { code, s = get(); return code == 200 })
+	assert.True(t, s.Ready)
+	assert.True(t, s.Redis.Configured && s.Redis.Up)
+	require.NotNil(t, s.Keycloak)
+	assert.True(t, s.Keycloak.Reachable)
+	assert.Equal(t, "closed", s.Keycloak.Breaker)
+
+	proxy.down.Store(true)
+	// The breaker may open first (the watcher's polls fail); the probe sees it within its 5 s.
+	eventually(t, 15*time.Second, "not ready, Keycloak unreachable", func() bool {
+		code, s = get()
+		return code == 503 && !s.Keycloak.Reachable
+	})
+	assert.False(t, s.Ready)
+	assert.True(t, s.Redis.Up, "Redis is still fine")
+	proxy.down.Store(false)
+	eventually(t, 15*time.Second, "ready again", func() bool { code, _ = get(); return code == 200 })
+
+	// A runner whose Redis is gone.
+	addr2 := "127.0.0.1:" + itoa(freePort(t))
+	e2 := baseEnv(t, kctest.Env(t).URL)
+	e2["RUNNER_METRICS_ADDR"] = addr2
+	e2["REDIS_URL"] = "redis://127.0.0.1:" + itoa(freePort(t)) + "/0"
+	e2["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	startRunner(t, e2)
+	addr = addr2
+	eventually(t, 10*time.Second, "not ready without Redis", func() bool { code, s = get(); return code == 503 })
+	assert.True(t, s.Redis.Configured)
+	assert.False(t, s.Redis.Up)
 }

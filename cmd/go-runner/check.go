@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/routecheck"
+	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
+	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
+)
+
+// Exit codes of `go-runner check`, for CI pipelines.
+const (
+	checkOK       = 0 // every route passed
+	checkProblems = 1 // at least one problem was found
+	checkUsage    = 2 // bad arguments, or a file could not be read or parsed
+)
+
+// checkParsers are the plugins' own conf parsers, by the name routes use:
+// the check accepts exactly what the runner accepts.
+func checkParsers() map[string]routecheck.Parser {
+	return map[string]routecheck.Parser{
+		userinfo.Name: confParser(userinfo.New(userinfo.Deps{}).ParseConf),
+		orgsync.Name:  confParser(orgsync.New(orgsync.Deps{}).ParseConf),
+	}
+}
+
+// confParser adapts a runner ParseConf: ours never fail there, they carry
+// the error to answer the route with (Err).
+func confParser(parse func([]byte) (any, error)) routecheck.Parser {
+	return func(value []byte) error {
+		c, err := parse(value)
+		if err != nil {
+			return err
+		}
+		if e, ok := c.(interface{ Err() error }); ok {
+			return e.Err()
+		}
+		return nil
+	}
+}
+
+func checkUsageText(w io.Writer) {
+	fmt.Fprint(w, `usage: go-runner check [-config config.yaml] FILE...
+
+Checks APISIX route configs that use the runner's plugins. FILE is a route
+(Admin API JSON), a list of routes, a standalone apisix.yaml, or an Admin API
+dump (GET /apisix/admin/routes); "-" reads stdin. Every ext-plugin conf is
+parsed by the plugin's own parser; names must be plugins the runner has (a
+misspelled one is skipped silently at run time); identity plugins belong in
+ext-plugin-post-req with allow_degradation false, userinfo before orgsync;
+openid-connect without bearer_only needs session.secret (APISIX >= 3.14).
+With -config (APISIX's config.yaml), every secret_env must be listed in
+nginx_config.envs. ${{VAR:=default}} references resolve from this
+environment, as APISIX resolves them.
+
+Exit status: 0 no problem, 1 problems found (one per line on stdout),
+2 usage error or unreadable file.
+`)
+}
+
+// runCheck is `go-runner check ARGS`.
+func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { checkUsageText(stderr) }
+	configFile := fs.String("config", "", "APISIX config.yaml: check secret_env against nginx_config.envs")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return checkOK
+		}
+		return checkUsage
+	}
+	if fs.NArg() == 0 {
+		checkUsageText(stderr)
+		return checkUsage
+	}
+	opts := routecheck.Options{
+		Parsers: checkParsers(),
+		Order:   []string{userinfo.Name, orgsync.Name},
+		// orgsync's invalidation endpoint works without an identity.
+		Exempt: func(name string, v map[string]any) bool { return name == orgsync.Name && v["invalidate"] == true },
+	}
+	if *configFile != "" {
+		doc, err := readDoc(*configFile, stdin)
+		if err == nil {
+			opts.Envs, err = routecheck.Envs(doc)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "go-runner check: -config %s: %v\n", *configFile, err)
+			return checkUsage
+		}
+	}
+	code, routes, problems := checkOK, 0, 0
+	for _, file := range fs.Args() {
+		doc, err := readDoc(file, stdin)
+		if err == nil {
+			doc, err = routecheck.ExpandVars(doc, os.Getenv)
+		}
+		var rs []routecheck.Route
+		if err == nil {
+			rs, err = routecheck.Load(doc)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "go-runner check: %s: %v\n", file, err)
+			code = checkUsage
+			continue
+		}
+		routes += len(rs)
+		for _, p := range routecheck.Check(rs, opts) {
+			fmt.Fprintf(stdout, "%s: %s\n", file, p)
+			problems++
+		}
+	}
+	if problems > 0 && code == checkOK {
+		code = checkProblems
+	}
+	if code == checkOK {
+		fmt.Fprintf(stderr, "go-runner check: %d routes, no problem\n", routes)
+	} else if problems > 0 {
+		fmt.Fprintf(stderr, "go-runner check: %d problems in %d routes\n", problems, routes)
+	}
+	return code
+}
+
+func readDoc(file string, stdin io.Reader) (any, error) {
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(stdin)
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return routecheck.Decode(b)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	goodUserinfo = `{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\"}"}`
+	goodOrgsync  = `{"name":"orgsync","value":"{\"fresh_ttl\":\"30s\"}"}`
+	oidc         = `"openid-connect":{"client_id":"apisix","client_secret":"s","discovery":"https://sso.example.org/d","session":{"secret":"0123456789abcdef0123"}}`
+)
+
+func route(plugins string) string {
+	return `{"id":"r1","uri":"/*","plugins":{` + plugins + `}}`
+}
+
+func postReq(confs ...string) string {
+	return `"ext-plugin-post-req":{"conf":[` + strings.Join(confs, ",") + `]}`
+}
+
+func check(t *testing.T, doc string, args ...string) (int, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "route.json")
+	require.NoError(t, os.WriteFile(file, []byte(doc), 0o600))
+	var out, errOut bytes.Buffer
+	code := runCheck(append(args, file), strings.NewReader(""), &out, &errOut)
+	return code, out.String() + errOut.String()
+}
+
+func TestCheckFindsEachMistake(t *testing.T) {
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"misspelled plugin name", route(oidc + "," + postReq(strings.Replace(goodUserinfo, "userinfo", "user-info", 1))),
+			`no plugin "user-info"`},
+		{"conf the plugin refuses", route(oidc + "," + postReq(`{"name":"orgsync","value":"{\"fresh_tll\":\"30s\"}"}`)),
+			`fresh_tll`},
+		{"identity plugin before the login", route(oidc + `,"ext-plugin-pre-req":{"conf":[` + goodUserinfo + `]}`),
+			`belongs in ext-plugin-post-req`},
+		{"allow_degradation", route(oidc + `,"ext-plugin-post-req":{"allow_degradation":true,"conf":[` + goodUserinfo + `]}`),
+			`allow_degradation`},
+		{"orgsync without userinfo first", route(oidc + "," + postReq(goodOrgsync, goodUserinfo)),
+			`orgsync must follow userinfo`},
+		{"empty conf list", route(oidc + `,"ext-plugin-post-req":{"conf":[]}`), `runs nothing`},
+		{"login without session secret", route(`"openid-connect":{"client_id":"a","client_secret":"s","discovery":"https://x/d"},` + postReq(goodUserinfo)),
+			`session.secret`},
+		{"value not a string", route(oidc + "," + postReq(`{"name":"userinfo","value":{"issuer":"x"}}`)), `"value" must be`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := check(t, tc.doc)
+			assert.Equal(t, checkProblems, code, out)
+			assert.Contains(t, out, tc.want)
+			assert.Contains(t, out, "route r1")
+		})
+	}
+}
+
+func TestCheckPassesAGoodRoute(t *testing.T) {
+	code, out := check(t, route(oidc+","+postReq(goodUserinfo, goodOrgsync)))
+	assert.Equal(t, checkOK, code, out)
+	assert.Contains(t, out, "1 routes, no problem")
+
+	// The invalidation endpoint runs orgsync alone.
+	code, out = check(t, route(postReq(`{"name":"orgsync","value":"{\"invalidate\":true,\"secret_env\":\"HOOK_SECRET\"}"}`)))
+	assert.Equal(t, checkOK, code, out)
+}
+
+func TestCheckSecretEnvAgainstConfigYAML(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(config, []byte("nginx_config:\n  envs: [OTHER]\n"), 0o600))
+	doc := route(postReq(`{"name":"orgsync","value":"{\"invalidate\":true,\"secret_env\":\"HOOK_SECRET\"}"}`))
+	code, out := check(t, doc, "-config", config)
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "HOOK_SECRET is not listed in nginx_config.envs")
+
+	require.NoError(t, os.WriteFile(config, []byte("nginx_config:\n  envs: [HOOK_SECRET]\n"), 0o600))
+	code, out = check(t, doc, "-config", config)
+	assert.Equal(t, checkOK, code, out)
+}
+
+func TestCheckAdminAPIDump(t *testing.T) {
+	dump := `{"total":2,"list":[{"key":"/apisix/routes/good","value":` + route(oidc+","+postReq(goodUserinfo)) + `},
+		{"key":"/apisix/routes/bad","value":{"uri":"/b","plugins":{` + postReq(`{"name":"orgsyn","value":"{}"}`) + `}}}]}`
+	code, out := check(t, dump)
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, `route bad: ext-plugin-post-req conf[0]: the runner has no plugin "orgsyn"`)
+	assert.NotContains(t, out, "route r1:")
+}
+
+func TestCheckTheRepositorysConf(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := runCheck([]string{"-config", filepath.Join("..", "..", "conf", "config.yaml"),
+		filepath.Join("..", "..", "conf", "apisix.yaml")}, nil, &out, &errOut)
+	assert.Equal(t, checkOK, code, out.String()+errOut.String())
+}
+
+func TestCheckUsageErrors(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, checkUsage, runCheck(nil, nil, &out, &errOut), "no file")
+	assert.Equal(t, checkUsage, runCheck([]string{filepath.Join(t.TempDir(), "missing.json")}, nil, &out, &errOut))
+	code, msg := check(t, `{"not":"routes"}`)
+	assert.Equal(t, checkUsage, code, msg)
+	code, msg = check(t, `{"routes": [{"id": "x", "plugins": {"openid-connect": {"session": {"secret": "${{NO_SUCH_VAR_SET}}"}}}}]}`)
+	assert.Equal(t, checkUsage, code)
+	assert.Contains(t, msg, "NO_SUCH_VAR_SET")
+	assert.Equal(t, checkOK, runCheck([]string{"-h"}, nil, &out, &errOut))
+}
+
+func TestCheckReadsStdin(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := runCheck([]string{"-"}, strings.NewReader(route(oidc+","+postReq(goodUserinfo))), &out, &errOut)
+	assert.Equal(t, checkOK, code, out.String()+errOut.String())
+}

@@ -1,0 +1,67 @@
+package routecheck
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestExpandVars(t *testing.T) {
+	doc, err := Decode([]byte(`
+a: "${{SET:=unused}}"
+b: ["${{UNSET:=fallback}}", "x-${{SET}}-y"]
+c: {d: "${{ EMPTY_DEFAULT:= }}"}
+`))
+	require.NoError(t, err)
+	env := map[string]string{"SET": "from-env"}
+	got, err := ExpandVars(doc, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	m := got.(map[string]any)
+	assert.Equal(t, "from-env", m["a"])
+	assert.Equal(t, []any{"fallback", "x-from-env-y"}, m["b"])
+	assert.Equal(t, map[string]any{"d": ""}, m["c"])
+
+	doc, err = Decode([]byte(`secret: "${{NOT_SET}}"`))
+	require.NoError(t, err)
+	_, err = ExpandVars(doc, func(string) string { return "" })
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "NOT_SET")
+	doc, err = Decode([]byte("# ${{IN_A_COMMENT}}\na: [\"${{SET:=1}} ${{UNSET}}\", \"${{SET}}\"]\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"SET", "UNSET"}, VarNames(doc))
+}
+
+func TestLoadForms(t *testing.T) {
+	route := `{"id":"r1","uri":"/a","plugins":{"x":{}}}`
+	for name, doc := range map[string]string{
+		"one route":        route,
+		"a list":           `[` + route + `]`,
+		"apisix.yaml":      `{"routes":[` + route + `]}`,
+		"admin api 3 list": `{"total":1,"list":[{"key":"/apisix/routes/r1","value":{"uri":"/a","plugins":{"x":{}}}}]}`,
+		"admin api 3 item": `{"key":"/apisix/routes/r1","value":` + route + `}`,
+		"admin api 2":      `{"node":{"nodes":[{"key":"/apisix/routes/r1","value":` + route + `}]}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			d, err := Decode([]byte(doc))
+			require.NoError(t, err)
+			routes, err := Load(d)
+			require.NoError(t, err)
+			require.Len(t, routes, 1)
+			assert.Equal(t, "route r1", routes[0].ID)
+			assert.Contains(t, routes[0].Plugins, "x")
+		})
+	}
+	d, err := Decode([]byte(`{"nothing":"here"}`))
+	require.NoError(t, err)
+	_, err = Load(d)
+	assert.Error(t, err)
+}
+
+func TestEnvs(t *testing.T) {
+	d, err := Decode([]byte("nginx_config:\n  envs: [A, B=1]\n"))
+	require.NoError(t, err)
+	envs, err := Envs(d)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"A", "B"}, envs)
+}
