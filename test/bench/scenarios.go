@@ -211,10 +211,12 @@ func (e *env) rounds(ctx context.Context) (err error) {
 			}
 		}
 	}
-	e.report.rounds(vs, results, e.o)
+	localOffRead := true
 	if bin, err := os.ReadFile(e.binary); err == nil && !bytes.Contains(bin, []byte(localOff)) {
+		localOffRead = false
 		e.report.note("This runner does not read " + localOff + ": the \"Redis hit\" row was served by the in-process tier like the local-hit row.")
 	}
+	e.report.rounds(vs, results, e.o, localOffRead)
 	if err := e.clientCost(vs); err != nil {
 		return err
 	}
