@@ -25,7 +25,6 @@ type local struct {
 	byID map[string]*list.Element
 }
 
-// newLocal makes a tier of at most max entries; max 0 keeps nothing (Options.NoLocal).
 func newLocal(max int) *local {
 	return &local{max: max, ll: list.New(), byID: make(map[string]*list.Element)}
 }

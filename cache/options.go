@@ -31,11 +31,6 @@ type Options struct {
 	// Default 10000; must be >= 0.
 	LocalSize int
 
-	// NoLocal turns the in-process tier off: every Get asks Redis (or, without Redis, the loader).
-	// For measuring Redis-only hits (make bench-e2e). Minimal: the tier is kept with room for no
-	// entry, so each put is evicted at once.
-	NoLocal bool
-
 	// LocalTTL: how long the in-process tier answers on its own before it asks Redis again.
 	// It bounds how long a missed invalidation can linger. Default 5s; must be >= 0.
 	LocalTTL time.Duration
@@ -112,9 +107,6 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.Channel == "" {
 		out.Channel = out.KeyPrefix + "invalidate"
-	}
-	if out.NoLocal {
-		out.LocalSize = 0
 	}
 	return out, nil
 }

@@ -98,19 +98,3 @@ func TestDefaults(t *testing.T) {
 	equal(t, 2*time.Second, o.LockWait)
 	equal(t, 200*time.Millisecond, o.OpTimeout)
 }
-
-// NoLocal leaves the in-process tier no room: nothing put there stays.
-func TestNoLocalKeepsNothingInProcess(t *testing.T) {
-	o, err := (&Options{NoLocal: true, LocalSize: 50}).withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.LocalSize != 0 {
-		t.Fatalf("LocalSize %d with NoLocal, want 0", o.LocalSize)
-	}
-	l := newLocal(o.LocalSize)
-	l.put(localEntry{key: "k", value: []byte("v"), fetched: time.Now(), storedAt: time.Now()})
-	if _, ok := l.get("k"); ok || l.len() != 0 {
-		t.Fatalf("the tier kept an entry (len %d)", l.len())
-	}
-}

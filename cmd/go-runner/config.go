@@ -21,7 +21,6 @@ type config struct {
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
 	pprof          bool          // RUNNER_PPROF: serve net/http/pprof on the metrics listener
 	redisURL       string        // REDIS_URL: "" = in-process cache only
-	localEntries   int           // CACHE_LOCAL_MAX_ENTRIES: in-process tier bound; -1 = the cache's default; 0 = no in-process tier
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
@@ -44,7 +43,7 @@ var envVars = []string{
 	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
 	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
-	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES",
+	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET",
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -98,14 +97,6 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		if _, err := os.Stat(c.signingKeyFile); err != nil {
 			return nil, fmt.Errorf("RUNNER_SIGNING_KEY_FILE: %w", err)
 		}
-	}
-	c.localEntries = -1
-	if v := getenv("CACHE_LOCAL_MAX_ENTRIES"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("CACHE_LOCAL_MAX_ENTRIES %q: want a number of entries, 0 for no in-process tier", v)
-		}
-		c.localEntries = n
 	}
 	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", defaultShutdownGrace); err != nil {
 		return nil, err

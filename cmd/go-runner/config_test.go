@@ -99,25 +99,3 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		assert.Contains(t, string(readme), "`"+v+"`", "README.md does not document %s", v)
 	}
 }
-
-// CACHE_LOCAL_MAX_ENTRIES: unset is the cache's default, 0 turns the
-// in-process tier off, anything else that is not a count is refused.
-func TestCacheLocalMaxEntries(t *testing.T) {
-	env := func(v string) map[string]string {
-		m := map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock"}
-		if v != "" {
-			m["CACHE_LOCAL_MAX_ENTRIES"] = v
-		}
-		return m
-	}
-	for v, want := range map[string]int{"": -1, "0": 0, "250000": 250000} {
-		cfg, err := loadConfig(getenv(env(v)))
-		require.NoError(t, err)
-		assert.Equal(t, want, cfg.localEntries, "CACHE_LOCAL_MAX_ENTRIES=%q", v)
-	}
-	for _, v := range []string{"-1", "many", "1e6"} {
-		_, err := loadConfig(getenv(env(v)))
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "CACHE_LOCAL_MAX_ENTRIES")
-	}
-}

@@ -39,14 +39,7 @@ func start(cfg *config) (*services, error) {
 	var err error
 	// An unreachable Redis does not stop the runner: the cache runs on its
 	// in-process tier and reconnects by itself. A malformed REDIS_URL does.
-	co := &cache.Options{RedisURL: cfg.redisURL}
-	switch {
-	case cfg.localEntries == 0:
-		co.NoLocal = true
-	case cfg.localEntries > 0:
-		co.LocalSize = cfg.localEntries
-	}
-	s.cache, err = cache.New(ctx, co)
+	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL})
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
