@@ -72,6 +72,9 @@ func run() int {
 	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
+	// Hand the watcher's lease over first: APISIX keeps sending on its open
+	// connections, so under load the drain below lasts the whole grace period.
+	services.stopWatcher()
 	// The library has closed its listener; calls already in a plugin finish
 	// before the clients they use are closed.
 	if !inflight.Wait(cfg.shutdownGrace) {

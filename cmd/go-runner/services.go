@@ -35,7 +35,8 @@ func start(cfg *config) (*services, error) {
 	var err error
 	// An unreachable Redis does not stop the runner: the cache runs on its
 	// in-process tier and reconnects by itself. A malformed REDIS_URL does.
-	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL})
+	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL, LocalSize: cfg.localEntries,
+		LocalMaxBytes: cfg.localBytes, NoLocal: cfg.localEntries == 0})
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
@@ -89,12 +90,18 @@ func (s *services) health(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, `{"status":"ok","keycloak":%q}`+"\n", keycloakState)
 }
 
-// stop releases everything: the watcher's lease first, so another runner of
-// the fleet takes over at once.
-func (s *services) stop(grace time.Duration) {
+// stopWatcher stops the admin-event watcher and releases its lease, so that
+// another runner of the fleet takes over at its next tick. Safe to call twice.
+func (s *services) stopWatcher() {
 	if s.watcher != nil {
 		s.watcher.Stop()
 	}
+}
+
+// stop releases everything: the watcher's lease first, so another runner of
+// the fleet takes over at once.
+func (s *services) stop(grace time.Duration) {
+	s.stopWatcher()
 	if s.metrics != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.metrics.Shutdown(ctx)
