@@ -1,0 +1,496 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
+)
+
+// The reliability suite (issue 9): real runner processes, a Redis of its own that it kills,
+// freezes and slows, and a proxy in front of the shared real Keycloak (never stopped here: other
+// suites use it) that freezes, drops or refuses calls and counts them.
+
+var (
+	plainBinaryOnce sync.Once
+	plainBinary     string
+	plainBinaryErr  error
+)
+
+// reliabilityBinary is the runner built without -race: load figures from a race build would
+// measure the race detector.
+func reliabilityBinary(t *testing.T) string {
+	plainBinaryOnce.Do(func() {
+		plainBinary = filepath.Join(filepath.Dir(runnerBinary), "go-runner-plain")
+		cmd := exec.Command("go", "build", "-o", plainBinary, "./cmd/go-runner")
+		cmd.Dir = repoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			plainBinaryErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	require.NoError(t, plainBinaryErr)
+	return plainBinary
+}
+
+// redisProc is a redis-server this suite owns: it may kill and freeze it.
+type redisProc struct {
+	t    *testing.T
+	port int
+	cmd  *exec.Cmd
+}
+
+func startRedisProc(t *testing.T) *redisProc {
+	_, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "redis-server must be on PATH")
+	r := &redisProc{t: t, port: freePort(t)}
+	r.start()
+	t.Cleanup(func() {
+		if r.cmd != nil {
+			_ = r.cmd.Process.Signal(syscall.SIGCONT)
+			r.kill()
+		}
+	})
+	return r
+}
+
+func (r *redisProc) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *redisProc) start() {
+	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no")
+	require.NoError(r.t, r.cmd.Start())
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", r.addr(), 100*time.Millisecond); err == nil {
+			_ = c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.t.Fatal("redis-server did not start")
+}
+
+func (r *redisProc) kill() {
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *redisProc) signal(sig syscall.Signal) { require.NoError(r.t, r.cmd.Process.Signal(sig)) }
+
+// slowProxy is a TCP proxy in front of Redis that holds each reply chunk for delay(): a Redis
+// that is alive but slow, which no real Redis produces on demand.
+type slowProxy struct {
+	ln    net.Listener
+	delay atomic.Pointer[func() time.Duration]
+}
+
+func startSlowProxy(t *testing.T, target string) *slowProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &slowProxy{ln: ln}
+	none := func() time.Duration { return 0 }
+	p.delay.Store(&none)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						time.Sleep((*p.delay.Load())())
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return p
+}
+
+func (p *slowProxy) url() string { return "redis://" + p.ln.Addr().String() + "/0" }
+
+func (p *slowProxy) set(f func() time.Duration) { p.delay.Store(&f) }
+
+// Keycloak faults the proxy injects.
+const (
+	kcPass      int32 = iota
+	kcFrozen          // requests are held until the fault ends (a SIGSTOPped process), then forwarded
+	kcKilled          // connections are dropped (a crashed process)
+	kcStatus500       // Keycloak answers 500
+	kcStatus429       // Keycloak (or a proxy before it) answers 429
+)
+
+// faultProxy stands between the runners and the real Keycloak: it counts every organizations
+// lookup per user, with its time, and injects the faults above.
+type faultProxy struct {
+	URL     string
+	fault   atomic.Int32
+	thawed  chan struct{}
+	thawMu  sync.Mutex
+	mu      sync.Mutex
+	lookups map[string][]time.Time // user id -> times of organizations lookups that reached the proxy
+}
+
+func newFaultProxy(t *testing.T) *faultProxy {
+	target, err := url.Parse(kctest.Env(t).URL)
+	require.NoError(t, err)
+	p := &faultProxy{lookups: map[string][]time.Time{}, thawed: make(chan struct{})}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := orgLookupPath.FindString(r.URL.Path); m != "" {
+			user := strings.TrimSuffix(strings.TrimPrefix(m, "/organizations/members/"), "/organizations")
+			p.mu.Lock()
+			p.lookups[user] = append(p.lookups[user], time.Now())
+			p.mu.Unlock()
+		}
+		switch p.fault.Load() {
+		case kcFrozen:
+			p.thawMu.Lock()
+			thawed := p.thawed
+			p.thawMu.Unlock()
+			select {
+			case <-thawed:
+			case <-r.Context().Done():
+				return
+			}
+		case kcKilled:
+			if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = c.Close()
+			}
+			return
+		case kcStatus500:
+			http.Error(w, `{"error":"injected"}`, http.StatusInternalServerError)
+			return
+		case kcStatus429:
+			http.Error(w, `{"error":"injected"}`, http.StatusTooManyRequests)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *faultProxy) set(fault int32) {
+	if fault == kcFrozen {
+		p.thawMu.Lock()
+		p.thawed = make(chan struct{})
+		p.thawMu.Unlock()
+	}
+	if p.fault.Swap(fault) == kcFrozen {
+		p.thawMu.Lock()
+		close(p.thawed)
+		p.thawMu.Unlock()
+	}
+}
+
+// lookupsSince counts the organizations lookups that reached the proxy after t.
+func (p *faultProxy) lookupsSince(t time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, ts := range p.lookups {
+		for _, at := range ts {
+			if at.After(t) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// windowStats says how the organizations lookups of users spread over fresh_ttl windows: the
+// most lookups of one user within any window of that length, and how many lookups came closer
+// than fresh to the previous one of the same user (each is one call more than the promise).
+func (p *faultProxy) windowStats(users []*kctest.TestUser, fresh time.Duration, from, to time.Time) (maxPerWindow, extra, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range users {
+		var ts []time.Time
+		for _, at := range p.lookups[u.ID] {
+			if !at.Before(from) && at.Before(to) {
+				ts = append(ts, at)
+			}
+		}
+		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+		total += len(ts)
+		for i := range ts {
+			n := 0
+			for j := i; j < len(ts) && ts[j].Sub(ts[i]) < fresh; j++ {
+				n++
+			}
+			maxPerWindow = max(maxPerWindow, n)
+			if i > 0 && ts[i].Sub(ts[i-1]) < fresh-50*time.Millisecond {
+				extra++
+			}
+		}
+	}
+	return maxPerWindow, extra, total
+}
+
+// node is one gateway with its own runner, as each APISIX node starts its runner.
+type node struct {
+	r    *apisix.Runner
+	gw   *apisix.Gateway
+	mark int // length of the runner's output when the steady phase began
+}
+
+func startFleet(t *testing.T, n int, e env) []*node {
+	nodes := make([]*node, n)
+	for i := range nodes {
+		r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: reliabilityBinary(t), Args: []string{"run"},
+			Env: e.list(), StopTimeout: 10 * time.Second})
+		require.NoError(t, err)
+		nd := &node{r: r, gw: apisix.NewGateway(r.Socket())}
+		nodes[i] = nd
+		t.Cleanup(func() {
+			nd.gw.Close()
+			_ = nd.r.Stop()
+			out := nd.r.Output()
+			if t.Failed() {
+				t.Logf("runner %d output (last 4 KB):\n%s", i, tail(out, 4096))
+			}
+			require.NotContains(t, out, "panic", "the runner must never panic")
+			require.NotContains(t, out, kctest.Env(t).SAClientSecret, "a secret leaked into the log")
+		})
+	}
+	return nodes
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// logCount counts the runner's log lines since mark whose message starts with msg.
+func (nd *node) logCount(msg string) int {
+	out := nd.r.Output()
+	return strings.Count(out[min(nd.mark, len(out)):], `"msg":"`+msg)
+}
+
+// warnLines are the runner's lines at warn or above since mark.
+func (nd *node) warnLines() []string {
+	out := nd.r.Output()
+	var lines []string
+	for _, l := range strings.Split(out[min(nd.mark, len(out)):], "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// reliabilityEnv is a runner's environment for the suite: the fault proxy as Keycloak, the
+// given Redis, the default log level, no watcher unless asked.
+func reliabilityEnv(t *testing.T, keycloakURL, redisURL string) env {
+	e := baseEnv(t, keycloakURL)
+	e["REDIS_URL"] = redisURL
+	e["RUNNER_LOG_LEVEL"] = "warn"
+	e["KEYCLOAK_EVENTS_INTERVAL"] = "0s"
+	return e
+}
+
+// loadUser is a logged-in user of the real Keycloak.
+type loadUser struct {
+	user    *kctest.TestUser
+	sess    *kctest.Session
+	headers http.Header
+}
+
+func loginUsers(t *testing.T, n int) []*loadUser {
+	users := make([]*loadUser, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			u := kctest.CreateUser(t, "rel")
+			s := kctest.Login(t, u.Username, u.Password)
+			h := http.Header{}
+			for k, v := range headersOf(s) {
+				h.Set(k, v)
+			}
+			users[i] = &loadUser{user: u, sess: s, headers: h}
+		}()
+	}
+	wg.Wait()
+	return users
+}
+
+func testUsers(users []*loadUser) []*kctest.TestUser {
+	out := make([]*kctest.TestUser, len(users))
+	for i, u := range users {
+		out[i] = u.user
+	}
+	return out
+}
+
+// loadStats are the figures of one load run.
+type loadStats struct {
+	sent, failed atomic.Int64
+	failedBy     []atomic.Int64 // per node
+	wrongUser    atomic.Int64   // answers that carried another user's identity
+	maxWait      atomic.Int64   // nanoseconds
+	lastNotFresh atomic.Int64   // unix ns of the last answer served stale or from the token
+	lastFailure  atomic.Int64   // unix ns
+	firstErr     atomic.Pointer[string]
+	wg           sync.WaitGroup
+}
+
+// wait returns once every worker has stopped (after the load's context ended).
+func (s *loadStats) wait() { s.wg.Wait() }
+
+func (s *loadStats) String() string {
+	return fmt.Sprintf("sent %d, failed %d, wrong user %d, longest wait %s", s.sent.Load(), s.failed.Load(),
+		s.wrongUser.Load(), time.Duration(s.maxWait.Load()).Round(time.Millisecond))
+}
+
+// runLoad sends requests with workers concurrent clients until ctx ends; worker w talks to node
+// w % len(nodes) (each APISIX node to its own runner), about one request per pause per worker.
+func runLoad(ctx context.Context, nodes []*node, route *apisix.Route, users []*loadUser, workers int, pause time.Duration) *loadStats {
+	st := &loadStats{failedBy: make([]atomic.Int64, len(nodes))}
+	for w := range workers {
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(w), 9))
+			nd := nodes[w%len(nodes)]
+			for ctx.Err() == nil {
+				u := users[rnd.IntN(len(users))]
+				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				begin := time.Now()
+				res, err := nd.gw.Do(rctx, route, &apisix.Request{Method: http.MethodGet, Path: "/app",
+					Header: u.headers.Clone(), SrcIP: "192.0.2.10"})
+				cancel()
+				wait := time.Since(begin)
+				st.sent.Add(1)
+				for {
+					cur := st.maxWait.Load()
+					if int64(wait) <= cur || st.maxWait.CompareAndSwap(cur, int64(wait)) {
+						break
+					}
+				}
+				if err != nil || res.Status != http.StatusOK {
+					st.failed.Add(1)
+					st.failedBy[w%len(nodes)].Add(1)
+					st.lastFailure.Store(time.Now().UnixNano())
+					msg := fmt.Sprint(err)
+					if res != nil {
+						msg = fmt.Sprintf("status %d %s %v", res.Status, res.Body, res.Err)
+					}
+					st.firstErr.CompareAndSwap(nil, &msg)
+				} else {
+					if res.UpstreamHeader.Get("X-User-Id") != u.user.ID {
+						st.wrongUser.Add(1)
+					}
+					if src := res.UpstreamHeader.Get("X-User-Orgs-Source"); src != "keycloak" && src != "cache" {
+						st.lastNotFresh.Store(time.Now().UnixNano())
+					}
+				}
+				if pause > 0 {
+					time.Sleep(pause)
+				}
+			}
+		}()
+	}
+	return st
+}
+
+// reliabilityRoute is userinfo (no assertion: its signature would dominate the CPU of a small
+// machine) and orgsync with the given fresh_ttl, serving stale on Keycloak errors.
+func reliabilityRoute(t *testing.T, fresh time.Duration) *apisix.Route {
+	return newRoute(
+		apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q}`, kctest.Env(t).Issuer)},
+		orgsyncConf(fmt.Sprintf(`{"fresh_ttl":%q,"stale_ttl":"10m","timeout":"2s"}`, fresh.String())))
+}
+
+// figures is one line of RELIABILITY.md's table.
+type figures struct {
+	Scenario        string
+	Sent, Failed    int64
+	FailedExpected  string
+	MaxPerWindow    int
+	ExtraCalls      int
+	Lookups         int
+	LongestWait     time.Duration
+	Recovery        time.Duration // -1: not applicable
+	RecoveryMeaning string
+}
+
+// report logs the figures and, when RELIABILITY_REPORT names a file, appends them to it as a
+// markdown table row (make reliability collects them there).
+func report(t *testing.T, f figures) {
+	rec := "n/a"
+	if f.Recovery >= 0 {
+		rec = f.Recovery.Round(10*time.Millisecond).String() + " (" + f.RecoveryMeaning + ")"
+	}
+	row := fmt.Sprintf("| %s | %d | %d (%s) | %d | %d of %d | %s | %s |", f.Scenario, f.Sent, f.Failed,
+		f.FailedExpected, f.MaxPerWindow, f.ExtraCalls, f.Lookups, f.LongestWait.Round(time.Millisecond), rec)
+	t.Log(row)
+	if path := os.Getenv("RELIABILITY_REPORT"); path != "" {
+		fh, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		require.NoError(t, err)
+		_, _ = fmt.Fprintln(fh, row)
+		_ = fh.Close()
+	}
+}
