@@ -234,7 +234,8 @@ func (w *Watcher) poll(ctx context.Context) error {
 		}
 		if err != nil {
 			// Keep the position before this event: it is handled again next time.
-			w.save(ctx, pos)
+			// A failure to save it too is part of the same failing poll.
+			_ = w.save(ctx, pos)
 			return err
 		}
 		if ms > pos.at {
@@ -247,12 +248,14 @@ func (w *Watcher) poll(ctx context.Context) error {
 	if handled == 0 {
 		metricWatcherLag.Set(0)
 	}
-	w.save(ctx, pos)
-	return nil
+	// An unsaved position fails the poll: it is reported (and its recovery)
+	// as "admin event poll failing", and the events are handled again.
+	return w.save(ctx, pos)
 }
 
-func (w *Watcher) save(ctx context.Context, pos position) {
+func (w *Watcher) save(ctx context.Context, pos position) error {
 	if err := w.deps.Cache.SetState(ctx, watcherPosition, pos.String()); err != nil {
-		logger().Warn("admin event watcher position not saved", "error", err)
+		return fmt.Errorf("orgsync: watcher position not saved: %w", err)
 	}
+	return nil
 }
