@@ -172,23 +172,29 @@ const (
 	kcKilled          // connections are dropped (a crashed process)
 	kcStatus500       // Keycloak answers 500
 	kcStatus429       // Keycloak (or a proxy before it) answers 429
+	kcSlow            // every call is held 1.5 s, then forwarded
 )
 
 // faultProxy stands between the runners and the real Keycloak: it counts every organizations
 // lookup per user, with its time, and injects the faults above.
 type faultProxy struct {
-	URL     string
-	fault   atomic.Int32
-	thawed  chan struct{}
-	thawMu  sync.Mutex
-	mu      sync.Mutex
-	lookups map[string][]time.Time // user id -> times of organizations lookups that reached the proxy
+	URL       string
+	fault     atomic.Int32
+	thawed    chan struct{}
+	thawMu    sync.Mutex
+	mu        sync.Mutex
+	lookups   map[string][]time.Time // user id -> times of organizations lookups that reached the proxy
+	forwarded []time.Time            // organizations lookups passed on to Keycloak
+	refused   atomic.Int64           // calls answered 401 because their token was revoked
+	seen      map[string]bool        // bearer tokens of admin calls so far
+	revoked   map[string]bool        // those refused with 401, as Keycloak refuses a revoked token
 }
 
 func newFaultProxy(t *testing.T) *faultProxy {
 	target, err := url.Parse(kctest.Env(t).URL)
 	require.NoError(t, err)
-	p := &faultProxy{lookups: map[string][]time.Time{}, thawed: make(chan struct{})}
+	p := &faultProxy{lookups: map[string][]time.Time{}, thawed: make(chan struct{}), seen: map[string]bool{},
+		revoked: map[string]bool{}}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if m := orgLookupPath.FindString(r.URL.Path); m != "" {
@@ -197,7 +203,24 @@ func newFaultProxy(t *testing.T) *faultProxy {
 			p.lookups[user] = append(p.lookups[user], time.Now())
 			p.mu.Unlock()
 		}
+		if auth := r.Header.Get("Authorization"); strings.HasPrefix(auth, "Bearer ") {
+			p.mu.Lock()
+			p.seen[auth] = true
+			revoked := p.revoked[auth]
+			p.mu.Unlock()
+			if revoked {
+				p.refused.Add(1)
+				http.Error(w, `{"error":"HTTP 401 Unauthorized"}`, http.StatusUnauthorized)
+				return
+			}
+		}
 		switch p.fault.Load() {
+		case kcSlow:
+			select {
+			case <-time.After(1500 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
 		case kcFrozen:
 			p.thawMu.Lock()
 			thawed := p.thawed
@@ -219,6 +242,11 @@ func newFaultProxy(t *testing.T) *faultProxy {
 			http.Error(w, `{"error":"injected"}`, http.StatusTooManyRequests)
 			return
 		}
+		if orgLookupPath.MatchString(r.URL.Path) {
+			p.mu.Lock()
+			p.forwarded = append(p.forwarded, time.Now())
+			p.mu.Unlock()
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -239,16 +267,25 @@ func (p *faultProxy) set(fault int32) {
 	}
 }
 
-// lookupsSince counts the organizations lookups that reached the proxy after t.
+// revokeTokens makes every token the runners have used so far answer 401 from now on: the
+// service-account token revoked mid-run, without touching the shared Keycloak's sessions.
+func (p *faultProxy) revokeTokens() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for auth := range p.seen {
+		p.revoked[auth] = true
+	}
+	return len(p.revoked)
+}
+
+// lookupsSince counts the organizations lookups passed on to Keycloak after t.
 func (p *faultProxy) lookupsSince(t time.Time) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	for _, ts := range p.lookups {
-		for _, at := range ts {
-			if at.After(t) {
-				n++
-			}
+	for _, at := range p.forwarded {
+		if at.After(t) {
+			n++
 		}
 	}
 	return n

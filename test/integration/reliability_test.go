@@ -32,8 +32,8 @@ type suiteScale struct {
 }
 
 func scale() suiteScale {
-	s := suiteScale{users: 12, workers: 12, warm: 2 * time.Second, steady: 6 * time.Second,
-		fault: 3 * time.Second, fresh: 2 * time.Second, requestPause: 2 * time.Millisecond, nodes: 3,
+	s := suiteScale{users: 12, workers: 12, warm: 2 * time.Second, steady: 5 * time.Second,
+		fault: 2500 * time.Millisecond, fresh: 2 * time.Second, requestPause: 2 * time.Millisecond, nodes: 3,
 		recoveryBound: 20 * time.Second}
 	if os.Getenv("RELIABILITY_LONG") != "" {
 		s.users, s.workers, s.steady, s.fault, s.requestPause = 100, 48, 40*time.Second, 8*time.Second, 0
@@ -216,6 +216,26 @@ func TestReliability(t *testing.T) {
 	keycloakFault("Keycloak killed (proxy drops connections)", kcKilled)
 	keycloakFault("Keycloak answering 500", kcStatus500)
 	keycloakFault("Keycloak answering 429", kcStatus429)
+
+	keycloakFault("Keycloak slowed (1.5 s per call)", kcSlow)
+
+	t.Run("service-account token revoked", func(t *testing.T) {
+		s := newSetup(t, sc, users, nil)
+		s.sc.fault = 0 // revocation is a moment, not a period
+		var revokedAt time.Time
+		st, rec, begin := s.phases(func() {
+			require.Positive(t, s.kc.revokeTokens(), "the runners used a token")
+			revokedAt = time.Now()
+		}, func() {}, func(*loadStats) bool { return s.kc.lookupsSince(revokedAt) > 0 })
+		report(t, s.figures("service-account token revoked mid-run", st, rec, "a lookup answered with a new token",
+			"0", begin))
+		assert.Positive(t, s.kc.refused.Load(), "the revoked token was used and refused")
+		assert.Zero(t, st.failed.Load(), st.String())
+		assert.Zero(t, st.wrongUser.Load())
+		for i, nd := range s.nodes {
+			assert.Zero(t, nd.logCount("keycloak unreachable"), "runner %d: a revoked token is renewed, not an outage", i)
+		}
+	})
 
 	t.Run("runner killed and restarted", func(t *testing.T) {
 		s := newSetup(t, sc, users, nil)
