@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -257,7 +258,7 @@ func TestReliability(t *testing.T) {
 		for i := 1; i < len(s.nodes); i++ {
 			others += st.failedBy[i].Load()
 		}
-		report(t, s.figures("runner SIGKILLed, restarted 3 s later", st, rec, "first answer of the new process",
+		report(t, s.figures(fmt.Sprintf("runner SIGKILLed, restarted %s later", s.sc.fault), st, rec, "first answer of the new process",
 			"only on its node while it was down", begin))
 		assert.Zero(t, others, "the other runners failed nothing")
 		assert.Zero(t, st.wrongUser.Load())
