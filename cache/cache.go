@@ -332,6 +332,9 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 			waitTimeout.Inc()
 		}
 	}
+	// A value is as old as the question that produced it: a change made while the loader ran
+	// may be missing from its answer, so the value's age counts from the start of the load.
+	asked := fetchTime()
 	v, err := load(ctx)
 	if err != nil {
 		loadsErr.Inc()
@@ -341,7 +344,7 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	if v == nil {
 		v = []byte{}
 	}
-	e := Entry{Value: v, FetchedAt: fetchTime()}
+	e := Entry{Value: v, FetchedAt: asked}
 	// Store only if no invalidation of this key arrived while loading: the load may predate it.
 	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
 		c.redisUsable() {

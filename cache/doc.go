@@ -4,7 +4,9 @@
 //
 // # Tiers
 //
-// Every value carries the time its loader produced it (Entry.FetchedAt, millisecond precision).
+// Every value carries the time its loader was called to produce it (Entry.FetchedAt, millisecond
+// precision): a change made while the loader ran may be missing from the value, so its age counts
+// from the question, not the answer.
 // The caller's Policy says how old a value may be: younger than Fresh it is served; between Fresh
 // and Stale it is served while one background refresh runs; older, it is reloaded first. The
 // in-process tier answers alone for LocalTTL after it stored or confirmed a value, then asks Redis

@@ -52,8 +52,11 @@ type Options struct {
 	// Default 5s; must be >= 0.
 	LockTTL time.Duration
 
-	// LockWait: how long a process waits for another process's fill before it loads itself.
-	// Default 2s; must be >= 0.
+	// LockWait: how long a process waits for another process's fill before it loads itself
+	// (it stops earlier when the lock goes away without a value). Default 5s, the default
+	// LockTTL: a holder whose loader is slow is still loading, and a second load would double
+	// the calls to a source that is already slow. Callers bound their own wait with ctx.
+	// Must be >= 0.
 	LockWait time.Duration
 
 	// OpTimeout: deadline of each Redis command, waiting for a pooled connection included.
@@ -72,7 +75,7 @@ const (
 	defaultLocalTTL  = 5 * time.Second
 	defaultRetention = 24 * time.Hour
 	defaultLockTTL   = 5 * time.Second
-	defaultLockWait  = 2 * time.Second
+	defaultLockWait  = 5 * time.Second
 	defaultOpTimeout = 500 * time.Millisecond
 	// defaultPoolSize replaces go-redis's 10 connections per CPU when the URL sets no pool_size,
 	// so that a burst of concurrent requests does not queue for a connection (that wait counts

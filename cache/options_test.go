@@ -97,6 +97,6 @@ func TestDefaults(t *testing.T) {
 	equal(t, 5*time.Second, o.LocalTTL)
 	equal(t, 24*time.Hour, o.Retention)
 	equal(t, 5*time.Second, o.LockTTL)
-	equal(t, 2*time.Second, o.LockWait)
+	equal(t, 5*time.Second, o.LockWait)
 	equal(t, 500*time.Millisecond, o.OpTimeout)
 }

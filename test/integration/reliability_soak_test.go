@@ -27,7 +27,8 @@ import (
 // (default 10 000), SOAK_DURATION (default 10m) of load on 3 runners sharing Redis, memberships
 // changing underneath. Every answer must carry its own token's user, and an organization list
 // that reflects every change older than fresh_ttl (stale_ttl = fresh_ttl here, so no list is
-// served past it); resident memory and goroutines must be flat at the end. It runs only when
+// served past it unless marked stale because Keycloak did not answer in time); resident memory
+// and goroutines must be flat at the end. It runs only when
 // RELIABILITY_SOAK is set: it creates that many users in the Keycloak it is given.
 func TestReliabilitySoak(t *testing.T) {
 	if os.Getenv("RELIABILITY_SOAK") == "" {
@@ -89,15 +90,15 @@ func TestReliabilitySoak(t *testing.T) {
 			changes.Add(1)
 		}
 	}()
-	// Access tokens last 5 minutes: sessions are refreshed (refresh token grant) as
-	// lua-resty-openidc does, from 2.5 minutes on, four at a time.
+	// Access tokens last 5 minutes, counted from the logins before the load: sessions are
+	// refreshed (refresh token grant) as lua-resty-openidc does, every 100 s, four at a time.
 	var sessMu sync.RWMutex
 	go func() {
 		for ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(150 * time.Second):
+			case <-time.After(100 * time.Second):
 			}
 			var rw sync.WaitGroup
 			sem := make(chan struct{}, 4)
@@ -119,8 +120,8 @@ func TestReliabilitySoak(t *testing.T) {
 		}
 	}()
 
-	var sent, failed, wrongUser, outdated atomic.Int64
-	var firstBad atomic.Pointer[string]
+	var sent, failed, wrongUser, outdated, marked atomic.Int64
+	var firstBad, firstOutdated atomic.Pointer[string]
 	var wg sync.WaitGroup
 	rssAt := func() []int64 {
 		out := make([]int64, len(nodes))
@@ -161,11 +162,16 @@ func TestReliabilitySoak(t *testing.T) {
 				case res.UpstreamHeader.Get("X-User-Id") != u.user.ID:
 					wrongUser.Add(1)
 					bad("another user's identity: " + res.UpstreamHeader.Get("X-User-Id"))
-				case !changed.IsZero() && asked.Sub(changed) > fresh+time.Second &&
+				case res.UpstreamHeader.Get("X-User-Orgs-Source") == "stale" || res.UpstreamHeader.Get("X-User-Orgs-Source") == "token":
+					// Keycloak did not answer in time: the list is marked as not current.
+					marked.Add(1)
+				case !changed.IsZero() && asked.Sub(changed) > fresh+100*time.Millisecond &&
 					strings.Contains(res.UpstreamHeader.Get("X-User-Orgs"), "acme") != inAcme:
 					outdated.Add(1)
-					bad(fmt.Sprintf("orgs %q, in acme %v since %s", res.UpstreamHeader.Get("X-User-Orgs"), inAcme,
-						asked.Sub(changed).Round(time.Millisecond)))
+					msg := fmt.Sprintf("user %s: orgs %q (source %s), in acme %v since %s", u.user.ID,
+						res.UpstreamHeader.Get("X-User-Orgs"), res.UpstreamHeader.Get("X-User-Orgs-Source"), inAcme,
+						asked.Sub(changed).Round(time.Millisecond))
+					firstOutdated.CompareAndSwap(nil, &msg)
 				}
 			}
 		}()
@@ -191,9 +197,12 @@ func TestReliabilitySoak(t *testing.T) {
 	if p := firstBad.Load(); p != nil {
 		t.Logf("first bad answer: %s", *p)
 	}
-	t.Logf("soak: %d users, %s, sent %d (%.0f/s), failed %d, wrong user %d, outdated lists %d, changes %d",
+	if p := firstOutdated.Load(); p != nil {
+		t.Logf("first outdated list: %s", *p)
+	}
+	t.Logf("soak: %d users, %s, sent %d (%.0f/s), failed %d, wrong user %d, outdated lists %d, marked stale %d, changes %d",
 		nUsers, duration, sent.Load(), float64(sent.Load())/duration.Seconds(), failed.Load(), wrongUser.Load(),
-		outdated.Load(), changes.Load())
+		outdated.Load(), marked.Load(), changes.Load())
 	t.Logf("soak: organizations lookups %d, max per user per fresh_ttl window %d, closer than fresh_ttl %d",
 		total, maxW, extra)
 	t.Logf("soak: RSS kB at 1/4 %v, at end %v; goroutines at 1/4 %v, at end %v", rssEarly, rssEnd, gorEarly, gorEnd)

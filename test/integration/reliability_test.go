@@ -109,6 +109,7 @@ func (s *setup) phases(inject, heal func(), recovered func(st *loadStats) bool) 
 
 func (s *setup) figures(name string, st *loadStats, recovery time.Duration, meaning, failedExpected string, begin time.Time) figures {
 	maxW, extra, total := s.kc.windowStats(testUsers(s.users), s.sc.fresh, begin, time.Now())
+	s.t.Logf("%s: cache metrics of the fleet: %s; sample of gaps under fresh_ttl: %v", name, cacheMetrics(s.nodes), s.kc.gaps)
 	return figures{Scenario: name, Sent: st.sent.Load(), Failed: st.failed.Load(), FailedExpected: failedExpected,
 		MaxPerWindow: maxW, ExtraCalls: extra, Lookups: total, LongestWait: time.Duration(st.maxWait.Load()),
 		Recovery: recovery, RecoveryMeaning: meaning}
