@@ -533,6 +533,9 @@ func runLoad(ctx context.Context, nodes []*node, route *apisix.Route, users []*l
 						msg = fmt.Sprintf("status %d %s %v", res.Status, res.Body, res.Err)
 					}
 					st.firstErr.CompareAndSwap(nil, &msg)
+					// A refused connection fails in microseconds: without a pause the workers of a
+					// dead node would spin and starve the machine the other runners share.
+					time.Sleep(20 * time.Millisecond)
 				} else {
 					if res.UpstreamHeader.Get("X-User-Id") != u.user.ID {
 						st.wrongUser.Add(1)

@@ -171,7 +171,9 @@ func TestReliability(t *testing.T) {
 			assert.Zero(t, nd.logCount("redis unavailable"), "runner %d: a slow Redis is not down", i)
 			assert.Empty(t, nd.warnLines(), "runner %d: no warning storm", i)
 		}
-		assert.LessOrEqual(t, f.ExtraCalls, f.Lookups/50, "extra Keycloak calls with a slow Redis")
+		// A refresh whose Redis read, and then its re-check under the lock, all miss the deadline
+		// cannot see the value another runner stored: rare (1 in 20 replies late here), not zero.
+		assert.LessOrEqual(t, f.ExtraCalls, max(1, f.Lookups/50), "extra Keycloak calls with a slow Redis")
 	})
 
 	redisFault := func(name string, inject, heal func(s *setup)) {
