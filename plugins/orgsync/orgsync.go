@@ -128,7 +128,9 @@ func userKeys(realm, sub string) []string {
 }
 
 // lastKnownKey holds the aliases last seen for a user, for the change feed;
-// invalidation leaves it alone so that the next fetch can be compared.
+// invalidation leaves it alone so that the next fetch can be compared. It
+// lives in the shared tier only: the in-process tier holds one entry per
+// user, the snapshot the request path reads.
 func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + ":" + sub }
 
 // stripWithoutUserinfo removes a client's copies of every header orgsync
@@ -363,7 +365,7 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 		now = append(now, o.Alias)
 	}
 	var before []string
-	if e, err := c.Peek(ctx, lastKnownKey(realm, id.Subject)); err == nil {
+	if e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject)); err == nil {
 		_ = json.Unmarshal(e.Value, &before)
 	} else {
 		before = id.Orgs.Aliases()
@@ -373,10 +375,10 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 		if len(before) == 0 && len(now) == 0 {
 			return
 		}
-		_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+		_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 		return
 	}
-	_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+	_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 	at := time.Now().UTC()
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
