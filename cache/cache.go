@@ -62,6 +62,10 @@ func (e Entry) Age(now time.Time) time.Duration { return now.Sub(e.FetchedAt) }
 // up to Options.Retention). Stale < Fresh counts as Stale == Fresh.
 type Policy struct {
 	Fresh, Stale time.Duration
+	// Wait, when > 0, bounds everything past a fresh in-process hit (Redis,
+	// waiting for a fill, loading). The hit itself needs no deadline, so the
+	// caller need not make one (a context with a timer) for every request.
+	Wait time.Duration
 }
 
 // Result is the answer of Get.
@@ -211,6 +215,11 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 		default:
 			cand = &candidate{Entry: Entry{Value: le.value, FetchedAt: le.fetched}, src: SourceLocal}
 		}
+	}
+	if p.Wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Wait)
+		defer cancel()
 	}
 
 	if c.redisUsable() {

@@ -618,3 +618,32 @@ func TestRedisWrongPassword(t *testing.T) {
 	ok := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:right@127.0.0.1:%d/0", srv.port), OpTimeout: time.Second})
 	isTrue(t, ok.up.Load(), "the right password connects")
 }
+
+// Policy.Wait bounds a load (and anything past a fresh in-process hit), so a
+// caller need not build a deadline for every request.
+func TestPolicyWaitBoundsALoad(t *testing.T) {
+	c := newTestCache(t, Options{})
+	start := time.Now()
+	_, err := c.Get(context.Background(), "slow", Policy{Fresh: time.Minute, Wait: 50 * time.Millisecond},
+		func(ctx context.Context) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})
+	if err == nil {
+		t.Fatal("a load past Wait must fail")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the load was not cut at Wait: %s", d)
+	}
+
+	_, err = c.Get(context.Background(), "fast", Policy{Fresh: time.Minute, Wait: 50 * time.Millisecond},
+		func(context.Context) ([]byte, error) { return []byte("v"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Get(context.Background(), "fast", Policy{Fresh: time.Minute, Wait: time.Nanosecond},
+		func(context.Context) ([]byte, error) { return nil, errors.New("not called") })
+	if err != nil || string(res.Value) != "v" {
+		t.Fatalf("a fresh in-process hit needs no time: %q, %v", res.Value, err)
+	}
+}

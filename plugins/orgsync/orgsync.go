@@ -185,10 +185,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonRealmMismatch)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout.Std())
-	defer cancel()
-
-	value, source, err := c.lookup(ctx, realm, id)
+	value, source, err := c.lookup(r.Context(), realm, id)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
 	}
@@ -289,7 +286,8 @@ func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape
 // An error means Keycloak could not be asked and nothing was cached.
 func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) ([]byte, string, error) {
 	key := cacheKey(realm, id.Subject, c.checkAccount, c.groups, c.roles)
-	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std()}
+	// The timeout applies past an in-process hit only: a hit needs no timer.
+	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std()}
 	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
 		return c.load(ctx, realm, id)
 	})
