@@ -243,12 +243,12 @@ func TestReliability(t *testing.T) {
 
 	t.Run("runner killed and restarted", func(t *testing.T) {
 		s := newSetup(t, sc, users, nil)
+		s.sc.fault = 3 * time.Second // APISIX respawns an exited runner about 3 s later
 		victim := s.nodes[0]
 		var restarted time.Time
 		st, rec, begin := s.phases(func() {
 			require.NoError(t, syscall.Kill(victim.r.Pid(), syscall.SIGKILL))
 		}, func() {
-			// APISIX respawns a runner that exited; s.sc.fault (3 s) stands for its delay.
 			require.NoError(t, victim.r.Restart())
 			restarted = time.Now()
 		}, func(*loadStats) bool {
