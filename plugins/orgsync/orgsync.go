@@ -363,10 +363,16 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 		now = append(now, o.Alias)
 	}
 	var before []string
-	if e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject)); err == nil {
+	e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject))
+	switch {
+	case err == nil:
 		_ = json.Unmarshal(e.Value, &before)
-	} else {
+	case errors.Is(err, cache.ErrMiss):
 		before = id.Orgs.Aliases()
+	default:
+		// Redis cannot be asked now: compare at the next load, not against
+		// the token (which would report changes that are not).
+		return
 	}
 	added, removed := identity.DiffAliases(before, now)
 	if len(added) == 0 && len(removed) == 0 {
@@ -381,7 +387,7 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	err := c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
+	err = c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}
