@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -35,27 +34,9 @@ import (
 // freezes and slows, and a proxy in front of the shared real Keycloak (never stopped here: other
 // suites use it) that freezes, drops or refuses calls and counts them.
 
-var (
-	plainBinaryOnce sync.Once
-	plainBinary     string
-	plainBinaryErr  error
-)
-
 // reliabilityBinary is the runner built without -race: load figures from a race build would
 // measure the race detector.
-func reliabilityBinary(t *testing.T) string {
-	plainBinaryOnce.Do(func() {
-		plainBinary = filepath.Join(filepath.Dir(runnerBinary), "go-runner-plain")
-		cmd := exec.Command("go", "build", "-o", plainBinary, "./cmd/go-runner")
-		cmd.Dir = repoRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			plainBinaryErr = fmt.Errorf("%v: %s", err, out)
-		}
-	})
-	require.NoError(t, plainBinaryErr)
-	return plainBinary
-}
+func reliabilityBinary(t *testing.T) string { return plainRunnerBinary(t) }
 
 // redisProc is a redis-server this suite owns: it may kill and freeze it.
 type redisProc struct {
