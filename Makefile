@@ -8,7 +8,7 @@ DIST ?= dist
 PLATFORMS ?= linux/amd64 linux/arm64
 IMAGE ?= apisix-identity-runner
 
-.PHONY: build run test demo bench bench-e2e fuzz clean release release-binaries release-image
+.PHONY: build run test demo bench bench-e2e fuzz reliability clean release release-binaries release-image
 
 build:
 	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/go-runner ./cmd/go-runner
@@ -33,6 +33,16 @@ bench:
 # smoke run. Method and figures: BENCHMARKS.md.
 bench-e2e:
 	go run ./test/bench $(BENCH_ARGS)
+
+# RELIABILITY.md: the fault suite's long form and the soak (SOAK_USERS, SOAK_DURATION), against
+# the test Redis and Keycloak; the figures go to .work/reliability-figures.md. CI runs the short
+# form with the other integration tests.
+reliability:
+	set -a; . .work/redis.env; . .work/keycloak.env; set +a; \
+	rm -f .work/reliability-figures.md; \
+	RELIABILITY_LONG=1 RELIABILITY_SOAK=1 RELIABILITY_REPORT=$(CURDIR)/.work/reliability-figures.md \
+	go test -tags integration -count=1 -timeout 90m -run 'TestReliability' -v ./test/integration/; \
+	status=$$?; cat .work/reliability-figures.md; exit $$status
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecodeUserinfo -fuzztime 30s ./internal/identity/

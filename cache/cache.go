@@ -62,6 +62,10 @@ func (e Entry) Age(now time.Time) time.Duration { return now.Sub(e.FetchedAt) }
 // up to Options.Retention). Stale < Fresh counts as Stale == Fresh.
 type Policy struct {
 	Fresh, Stale time.Duration
+	// Wait, when > 0, bounds everything past a fresh in-process hit (Redis,
+	// waiting for a fill, loading). The hit itself needs no deadline, so the
+	// caller need not make one (a context with a timer) for every request.
+	Wait time.Duration
 }
 
 // Result is the answer of Get.
@@ -77,8 +81,10 @@ type Cache struct {
 	opts    Options
 	id      string // identifies this process on the invalidation channel
 	local   *local
+	aside   *local                // PeekRemote/SetRemote values when there is no Redis; never the request tier
 	rdb     redis.UniversalClient // nil: in-process only
-	up      atomic.Bool           // Redis answered the last command
+	up      atomic.Bool           // false while health says Redis is down (read on every Get)
+	health  health
 	closed  atomic.Bool
 	flights group
 	gens    [256]atomic.Uint64 // invalidation counters, by key hash
@@ -100,7 +106,9 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{opts: o, id: randomToken(), local: newLocal(o.LocalSize)}
+	c := &Cache{opts: o, id: randomToken(), local: newLocal(o.localEntries(), o.LocalMaxBytes),
+		aside: newLocal(o.LocalSize, o.LocalMaxBytes/4)}
+	c.health.now = time.Now
 	c.flights.m = make(map[string]*call)
 	c.closeCtx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if o.RedisURL == "" {
@@ -115,7 +123,10 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	pctx, cancel := c.opCtx(ctx)
 	err = c.rdb.Ping(pctx).Err()
 	cancel()
-	c.observe(ctx, err)
+	if err != nil && ctx.Err() == nil && c.health.forceDown(err) {
+		// Nothing answered yet to weigh this failure against: start degraded, let the probe recover.
+		c.markDown(err)
+	}
 	if err == nil {
 		// Wait for the subscription to be confirmed, so that an invalidation published
 		// right after New returns reaches this process.
@@ -205,6 +216,11 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 			cand = &candidate{Entry: Entry{Value: le.value, FetchedAt: le.fetched}, src: SourceLocal}
 		}
 	}
+	if p.Wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Wait)
+		defer cancel()
+	}
 
 	if c.redisUsable() {
 		gen := c.gen(key)
@@ -238,7 +254,7 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 		}
 		if age < p.Stale {
 			staleRefreshing.Inc()
-			c.startFill(ctx, key, load, &cand.Entry)
+			c.startFill(ctx, key, load, &cand.Entry, p.Fresh)
 			return Result{Entry: cand.Entry, Source: SourceStale, Refreshing: true}, nil
 		}
 	}
@@ -248,7 +264,7 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	if cand != nil {
 		prev = &cand.Entry
 	}
-	cl := c.startFill(ctx, key, load, prev)
+	cl := c.startFill(ctx, key, load, prev, p.Fresh)
 	var err error
 	select {
 	case <-cl.done:
@@ -267,7 +283,7 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 }
 
 // startFill joins the running fill of key or starts one.
-func (c *Cache) startFill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry) *call {
+func (c *Cache) startFill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry, fresh time.Duration) *call {
 	cl, started := c.flights.join(key)
 	if !started {
 		return cl
@@ -288,22 +304,34 @@ func (c *Cache) startFill(ctx context.Context, key string, load func(context.Con
 			stop()
 			cancel()
 		}()
-		e, src, err := c.fill(fctx, key, load, prev)
+		e, src, err := c.fill(fctx, key, load, prev, fresh)
 		c.flights.finish(key, cl, e, src, err)
 	}()
 	return cl
 }
 
-// fill loads key under the fleet-wide lock and stores the result in both tiers.
-func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry) (Entry, Source, error) {
+// fill loads key under the fleet-wide lock and stores the result in both tiers. A value younger
+// than fresh found in Redis once the lock is ours was stored by another process between our read
+// and our lock (it held the lock and released it meanwhile): it is used instead of a second load.
+func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry, fresh time.Duration) (Entry, Source, error) {
 	gen := c.gen(key)
 	g := gen.Load()
 	if c.redisUsable() {
 		lk, token := c.lockKey(key), randomToken()
-		got, err := c.tryLock(ctx, lk, token, c.opts.LockTTL)
+		got, err := c.acquireFill(ctx, lk, token)
 		switch {
 		case err == nil && got:
-			defer func() { _, _ = c.unlock(context.WithoutCancel(ctx), lk, token) }()
+			defer func() {
+				_ = c.onceMore(func() error { _, err := c.unlock(context.WithoutCancel(ctx), lk, token); return err })
+			}()
+			var e Entry
+			err := c.onceMore(func() (err error) { e, err = c.redisGet(ctx, key); return err })
+			if err == nil && time.Since(e.FetchedAt) < fresh &&
+				(prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
+				fillRecheckTotal.Inc()
+				c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
+				return e, SourceRedis, nil
+			}
 		case err == nil && !got:
 			if e, ok := c.waitFill(ctx, key, prev); ok {
 				waitFilled.Inc()
@@ -313,6 +341,9 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 			waitTimeout.Inc()
 		}
 	}
+	// A value is as old as the question that produced it: a change made while the loader ran
+	// may be missing from its answer, so the value's age counts from the start of the load.
+	asked := fetchTime()
 	v, err := load(ctx)
 	if err != nil {
 		loadsErr.Inc()
@@ -322,11 +353,12 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	if v == nil {
 		v = []byte{}
 	}
-	e := Entry{Value: v, FetchedAt: fetchTime()}
+	e := Entry{Value: v, FetchedAt: asked}
 	// Store only if no invalidation of this key arrived while loading: the load may predate it.
 	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
 		c.redisUsable() {
-		_ = c.redisSet(ctx, key, e)
+		// Other processes wait for this value: a slow SET is worth a second try.
+		_ = c.onceMore(func() error { return c.redisSet(ctx, key, e) })
 	}
 	return e, SourceLoader, nil
 }
@@ -351,7 +383,11 @@ func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, b
 		if err == nil && (prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
 			return e, true
 		}
-		if herr != nil || !held || (err != nil && !errors.Is(err, ErrMiss)) || !time.Now().Before(deadline) {
+		// A slow answer is no reason to stop waiting (the holder's value is coming); an error
+		// that is not a timeout, or Redis declared down, is.
+		failed := herr != nil && !isTimeout(herr) || err != nil && !errors.Is(err, ErrMiss) && !isTimeout(err)
+		gone := herr == nil && !held && (err == nil || errors.Is(err, ErrMiss))
+		if failed || gone || !c.redisUsable() || !time.Now().Before(deadline) {
 			return Entry{}, false
 		}
 		pause = min(pause*2, 100*time.Millisecond)
@@ -436,3 +472,45 @@ func (c *Cache) flushLocal() {
 
 // fetchTime is now at the millisecond precision Redis keeps, so both tiers agree on a value's age.
 func fetchTime() time.Time { return time.Now().Truncate(time.Millisecond) }
+
+// SetRemote stores value for key in the shared tier only (Redis), never in the in-process tier:
+// for bookkeeping values (orgsync's last known list of a user) that must not take a place the
+// request path needs. Without Redis they go to a separate in-process LRU, bounded like the
+// in-process tier. A Redis failure is returned.
+func (c *Cache) SetRemote(ctx context.Context, key string, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	e := Entry{Value: value, FetchedAt: fetchTime()}
+	if c.rdb == nil {
+		c.aside.put(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt})
+		return nil
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("cache: set %s: closed", key)
+	}
+	if err := c.redisSet(ctx, key, e); err != nil {
+		return fmt.Errorf("cache: set %s: %w", key, err)
+	}
+	return nil
+}
+
+// PeekRemote returns what SetRemote stored for key (Redis, or the separate LRU without Redis).
+// ErrMiss when absent; another error when Redis could not be asked.
+func (c *Cache) PeekRemote(ctx context.Context, key string) (Entry, error) {
+	if c.rdb == nil {
+		le, ok := c.aside.get(key)
+		if !ok || time.Since(le.fetched) >= c.opts.Retention {
+			return Entry{}, fmt.Errorf("cache: peek %s: %w", key, ErrMiss)
+		}
+		return Entry{Value: le.value, FetchedAt: le.fetched}, nil
+	}
+	if !c.redisUsable() {
+		return Entry{}, fmt.Errorf("cache: peek %s: redis unavailable", key)
+	}
+	e, err := c.redisGet(ctx, key)
+	if err != nil {
+		return Entry{}, fmt.Errorf("cache: peek %s: %w", key, err)
+	}
+	return e, nil
+}

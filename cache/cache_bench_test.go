@@ -63,3 +63,19 @@ func BenchmarkGetRedisHit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetRedisOnlyHit is a hit with the in-process tier off (NoLocal, what
+// CACHE_LOCAL_MAX_ENTRIES=0 gives the runner): every Get is one Redis GET.
+func BenchmarkGetRedisOnlyHit(b *testing.B) {
+	c := newTestCache(b, Options{RedisURL: needEnv(b, "REDIS_TEST_URL"), KeyPrefix: testPrefix(b), NoLocal: true})
+	p := Policy{Fresh: time.Hour, Stale: 2 * time.Hour}
+	if _, err := c.Get(ctx, "user", p, benchLoad); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, err := c.Get(ctx, "user", p, benchLoad); err != nil || r.Source != SourceRedis {
+			b.Fatal(r, err)
+		}
+	}
+}

@@ -4,7 +4,9 @@
 //
 // # Tiers
 //
-// Every value carries the time its loader produced it (Entry.FetchedAt, millisecond precision).
+// Every value carries the time its loader was called to produce it (Entry.FetchedAt, millisecond
+// precision): a change made while the loader ran may be missing from the value, so its age counts
+// from the question, not the answer.
 // The caller's Policy says how old a value may be: younger than Fresh it is served; between Fresh
 // and Stale it is served while one background refresh runs; older, it is reloaded first. The
 // in-process tier answers alone for LocalTTL after it stored or confirmed a value, then asks Redis
@@ -22,12 +24,36 @@
 //
 // # Redis outages
 //
-// Every Redis command has OpTimeout. When one fails the cache logs "redis unavailable" once,
-// stops asking Redis on the Get path, serves from the in-process tier and the loader, and pings
-// every second until Redis answers ("redis recovered"). No Get fails because of Redis. Operations
-// that only make sense with Redis (Invalidate's fan-out, leases, state, feed) return the error.
-// New installs a go-redis logger that sends go-redis's own lines to slog at Debug level, so that a
-// dead Redis does not log once per dial attempt.
+// Every Redis command has OpTimeout (500 ms by default, the wait for a pooled connection
+// included; the pool holds 64 connections unless the URL sets pool_size). A slow Redis is not a
+// dead one: one failed command changes nothing. Outcomes go into a breaker over a 5 s window, and
+// Redis is declared down when at least 5 commands failed and they are 80 % of the window's, or
+// when 5 failed in a row over at least 1 s with no success between them (a Redis that stopped
+// answering). Until then the fill lock stays in use: a timed-out lock command is followed by a
+// look at who holds the lock, and a timed-out read while waiting for another process's fill does
+// not end the wait. Once down, the cache logs "redis unavailable" (warn), stops asking Redis on
+// the Get path, serves from the in-process tier and the loader, and pings every second; the first
+// command that succeeds logs "redis recovered" (warn, like the outage, once) and Redis is used
+// again. No Get fails because of Redis. Operations that only make sense with Redis
+// (Invalidate's fan-out, leases, state, feed) return the error. New installs a go-redis logger
+// that sends go-redis's own lines to slog at Debug level, so that a dead Redis does not log once
+// per dial attempt.
+//
+// # Fills
+//
+// The process that wins the fill lock looks in Redis once more before it calls the loader: a
+// value younger than the caller's Fresh found there was stored by another process between this
+// one's read and its lock, and is used instead of a second load. With several processes sharing
+// Redis the loader is thus called once per key per Fresh window.
+//
+// # The in-process tier
+//
+// A least-recently-used map bounded by Options.LocalSize entries (100 000) and
+// Options.LocalMaxBytes (64 MiB), counting keys, values and about 200 bytes of bookkeeping per
+// entry (TestLocalBytesAccounting measures it). An orgsync user costs about 350 bytes, so the
+// default holds 100 000 active users in about 35 MB. NoLocal turns it off (every hit then asks
+// Redis). SetRemote and PeekRemote keep bookkeeping values out of it: in Redis, or without Redis
+// in a separate LRU of the same entry bound and a quarter of the bytes.
 //
 // # Invalidation
 //
@@ -65,7 +91,8 @@
 //   - apisix_identity_cache_misses_total: Gets that loaded synchronously
 //   - apisix_identity_cache_loads_total{result="ok|error"}: loader calls by this process
 //   - apisix_identity_cache_stale_served_total{reason="refreshing|load_error"}
-//   - apisix_identity_cache_redis_errors_total
+//   - apisix_identity_cache_redis_errors_total{kind="timeout|connection"}
+//   - apisix_identity_cache_fill_rechecks_total: fills that found another process's value after the lock
 //   - apisix_identity_cache_redis_up: 1 while Redis answers
 //   - apisix_identity_cache_invalidations_received_total: messages from other processes
 //   - apisix_identity_cache_local_flushes_total: flushes after a resubscription

@@ -15,18 +15,31 @@ type localEntry struct {
 	storedAt time.Time // when this process last stored or confirmed it; LocalTTL counts from here
 }
 
-// local is the in-process tier: a bounded LRU. Entries past LocalTTL are not dropped: they stay as a
-// fallback for when Redis and the loader both fail, until evicted by size, by Retention or by an
-// invalidation. Callers decide what "expired" means.
-type local struct {
-	mu   sync.Mutex
-	max  int
-	ll   *list.List // front = most recently used; values are *localEntry
-	byID map[string]*list.Element
+// entryOverhead is what one entry costs besides its key and value bytes: the list element, the
+// localEntry it points to, and its share of the map (measured by TestLocalBytesAccounting).
+const entryOverhead = 200
+
+// cost is the number of bytes an entry is accounted for. A value read from Redis shares the
+// reply's buffer, so its capacity is what stays alive.
+func (e *localEntry) cost() int64 {
+	return int64(len(e.key)+cap(e.value)) + entryOverhead
 }
 
-func newLocal(max int) *local {
-	return &local{max: max, ll: list.New(), byID: make(map[string]*list.Element)}
+// local is the in-process tier: an LRU bounded by a number of entries and by bytes. Entries past
+// LocalTTL are not dropped: they stay as a fallback for when Redis and the loader both fail, until
+// evicted by size, by Retention or by an invalidation. Callers decide what "expired" means.
+// A local with maxEntries 0 holds nothing.
+type local struct {
+	mu         sync.Mutex
+	maxEntries int
+	maxBytes   int64
+	bytes      int64
+	ll         *list.List // front = most recently used; values are *localEntry
+	byID       map[string]*list.Element
+}
+
+func newLocal(maxEntries int, maxBytes int64) *local {
+	return &local{maxEntries: maxEntries, maxBytes: maxBytes, ll: list.New(), byID: make(map[string]*list.Element)}
 }
 
 // get returns a copy of the entry's metadata and its value slice (shared, never modified in place).
@@ -61,29 +74,37 @@ func (l *local) put(e localEntry) {
 }
 
 func (l *local) putLocked(e localEntry) {
+	if l.maxEntries == 0 || e.cost() > l.maxBytes {
+		return
+	}
 	if el, ok := l.byID[e.key]; ok {
 		cur := el.Value.(*localEntry)
 		if cur.fetched.After(e.fetched) {
 			return
 		}
+		l.bytes += e.cost() - cur.cost()
 		*cur = e
 		l.ll.MoveToFront(el)
-		return
+	} else {
+		l.byID[e.key] = l.ll.PushFront(&e)
+		l.bytes += e.cost()
 	}
-	l.byID[e.key] = l.ll.PushFront(&e)
-	for l.ll.Len() > l.max {
-		last := l.ll.Back()
-		l.ll.Remove(last)
-		delete(l.byID, last.Value.(*localEntry).key)
+	for l.ll.Len() > l.maxEntries || l.bytes > l.maxBytes {
+		l.removeLocked(l.ll.Back())
 	}
+}
+
+func (l *local) removeLocked(el *list.Element) {
+	e := l.ll.Remove(el).(*localEntry)
+	delete(l.byID, e.key)
+	l.bytes -= e.cost()
 }
 
 func (l *local) remove(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if el, ok := l.byID[key]; ok {
-		l.ll.Remove(el)
-		delete(l.byID, key)
+		l.removeLocked(el)
 	}
 }
 
@@ -92,10 +113,18 @@ func (l *local) flush() {
 	defer l.mu.Unlock()
 	l.ll.Init()
 	clear(l.byID)
+	l.bytes = 0
 }
 
 func (l *local) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.ll.Len()
+}
+
+// size is the number of entries and the bytes they are accounted for.
+func (l *local) size() (int, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ll.Len(), l.bytes
 }

@@ -27,10 +27,10 @@ var (
 		Namespace: namespace, Subsystem: subsystem, Name: "stale_served_total",
 		Help: "Values served past their fresh age, by reason (refreshing or load_error).",
 	}, []string{"reason"})
-	redisErrorsTotal = promauto.NewCounter(prometheus.CounterOpts{
+	redisErrorsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "redis_errors_total",
-		Help: "Redis commands that failed (timeouts and connection errors included).",
-	})
+		Help: "Redis commands that failed, by kind: timeout (no answer within the op timeout) or connection (refused, reset, closed, login refused).",
+	}, []string{"kind"})
 	redisUp = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "redis_up",
 		Help: "1 while Redis answers, 0 while the cache runs without it.",
@@ -42,6 +42,10 @@ var (
 	flushesTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "local_flushes_total",
 		Help: "Flushes of the in-process tier after the invalidation subscription was (re)established.",
+	})
+	fillRecheckTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "fill_rechecks_total",
+		Help: "Fills that took the lock and found a value another process had just stored, so did not load.",
 	})
 	lockWaitsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "fill_waits_total",
@@ -57,4 +61,6 @@ var (
 	staleLoadErr    = staleTotal.WithLabelValues("load_error")
 	waitFilled      = lockWaitsTotal.WithLabelValues("filled")
 	waitTimeout     = lockWaitsTotal.WithLabelValues("timeout")
+	redisTimeouts   = redisErrorsTotal.WithLabelValues("timeout")
+	redisConnErrors = redisErrorsTotal.WithLabelValues("connection")
 )

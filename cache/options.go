@@ -28,8 +28,17 @@ type Options struct {
 	KeyPrefix string
 
 	// LocalSize: maximum number of entries in the in-process tier (least recently used go first).
-	// Default 10000; must be >= 0.
+	// Default 100000; must be >= 0.
 	LocalSize int
+
+	// LocalMaxBytes: maximum bytes the in-process tier holds, counting keys, values and about 200
+	// bytes of bookkeeping per entry. Default 64 MiB (100 000 users of orgsync with values up to
+	// ~400 bytes); must be >= 0.
+	LocalMaxBytes int64
+
+	// NoLocal turns the in-process tier off: every Get asks Redis (or, without Redis, the loader).
+	// For measuring Redis-only hits; Set and fills then keep nothing in the process.
+	NoLocal bool
 
 	// LocalTTL: how long the in-process tier answers on its own before it asks Redis again.
 	// It bounds how long a missed invalidation can linger. Default 5s; must be >= 0.
@@ -43,11 +52,16 @@ type Options struct {
 	// Default 5s; must be >= 0.
 	LockTTL time.Duration
 
-	// LockWait: how long a process waits for another process's fill before it loads itself.
-	// Default 2s; must be >= 0.
+	// LockWait: how long a process waits for another process's fill before it loads itself
+	// (it stops earlier when the lock goes away without a value). Default 5s, the default
+	// LockTTL: a holder whose loader is slow is still loading, and a second load would double
+	// the calls to a source that is already slow. Callers bound their own wait with ctx.
+	// Must be >= 0.
 	LockWait time.Duration
 
-	// OpTimeout: deadline of each Redis command. Default 200ms; must be >= 0.
+	// OpTimeout: deadline of each Redis command, waiting for a pooled connection included.
+	// Default 500ms; must be >= 0. A command that misses it does not mark Redis down by itself
+	// (see the package documentation, Redis outages).
 	OpTimeout time.Duration
 
 	// Channel: Redis pub/sub channel that carries invalidations. Default KeyPrefix+"invalidate".
@@ -56,12 +70,17 @@ type Options struct {
 
 const (
 	defaultKeyPrefix = "apisix-identity:"
-	defaultLocalSize = 10000
+	defaultLocalSize = 100000
+	defaultLocalMax  = 64 << 20
 	defaultLocalTTL  = 5 * time.Second
 	defaultRetention = 24 * time.Hour
 	defaultLockTTL   = 5 * time.Second
-	defaultLockWait  = 2 * time.Second
-	defaultOpTimeout = 200 * time.Millisecond
+	defaultLockWait  = 5 * time.Second
+	defaultOpTimeout = 500 * time.Millisecond
+	// defaultPoolSize replaces go-redis's 10 connections per CPU when the URL sets no pool_size,
+	// so that a burst of concurrent requests does not queue for a connection (that wait counts
+	// against OpTimeout, and a small machine has few CPUs).
+	defaultPoolSize = 64
 )
 
 // withDefaults validates o and returns a copy with every zero field set to its default.
@@ -83,6 +102,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.LocalSize < 0 {
 		return out, fmt.Errorf("cache: option LocalSize %d must be >= 0", out.LocalSize)
+	}
+	if out.LocalMaxBytes < 0 {
+		return out, fmt.Errorf("cache: option LocalMaxBytes %d must be >= 0", out.LocalMaxBytes)
+	}
+	if out.LocalMaxBytes == 0 {
+		out.LocalMaxBytes = defaultLocalMax
 	}
 	if out.KeyPrefix == "" {
 		out.KeyPrefix = defaultKeyPrefix
@@ -111,6 +136,14 @@ func (o *Options) withDefaults() (Options, error) {
 	return out, nil
 }
 
+// localEntries is the entry bound of the in-process tier: 0 when it is off.
+func (o *Options) localEntries() int {
+	if o.NoLocal {
+		return 0
+	}
+	return o.LocalSize
+}
+
 // newRedisClient builds a go-redis client for one of the RedisURL forms. Errors name the option
 // and never repeat the URL, which may carry a password.
 func newRedisClient(rawURL string) (redis.UniversalClient, error) {
@@ -135,6 +168,9 @@ func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 			return nil, wrap(err)
 		}
 		o.ContextTimeoutEnabled = true
+		if o.PoolSize == 0 {
+			o.PoolSize = defaultPoolSize
+		}
 		return redis.NewClient(o), nil
 	case "redis+sentinel", "rediss+sentinel":
 		o, err := parseSentinelURL(strings.TrimSuffix(strings.ToLower(scheme), "+sentinel"), rest)
@@ -213,6 +249,9 @@ func parseSentinelURL(scheme, rest string) (*redis.FailoverOptions, error) {
 		o.Username, o.Password = o.SentinelUsername, o.SentinelPassword
 	}
 	o.ContextTimeoutEnabled = true
+	if o.PoolSize == 0 {
+		o.PoolSize = defaultPoolSize
+	}
 	return o, nil
 }
 
@@ -231,5 +270,8 @@ func parseClusterURL(scheme, rest string) (*redis.ClusterOptions, error) {
 		return nil, err
 	}
 	o.ContextTimeoutEnabled = true
+	if o.PoolSize == 0 {
+		o.PoolSize = defaultPoolSize
+	}
 	return o, nil
 }

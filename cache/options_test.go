@@ -28,6 +28,7 @@ func TestBadOptions(t *testing.T) {
 		{"negative LocalTTL", Options{LocalTTL: -time.Second}, []string{"LocalTTL", "-1s"}},
 		{"negative LocalSize", Options{LocalSize: -1}, []string{"LocalSize"}},
 		{"negative OpTimeout", Options{OpTimeout: -1}, []string{"OpTimeout"}},
+		{"negative LocalMaxBytes", Options{LocalMaxBytes: -1}, []string{"LocalMaxBytes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New(context.Background(), &tc.opts)
@@ -91,10 +92,11 @@ func TestDefaults(t *testing.T) {
 	noErr(t, err)
 	equal(t, "apisix-identity:", o.KeyPrefix)
 	equal(t, "apisix-identity:invalidate", o.Channel)
-	equal(t, 10000, o.LocalSize)
+	equal(t, 100000, o.LocalSize)
+	equal(t, int64(64<<20), o.LocalMaxBytes)
 	equal(t, 5*time.Second, o.LocalTTL)
 	equal(t, 24*time.Hour, o.Retention)
 	equal(t, 5*time.Second, o.LockTTL)
-	equal(t, 2*time.Second, o.LockWait)
-	equal(t, 200*time.Millisecond, o.OpTimeout)
+	equal(t, 5*time.Second, o.LockWait)
+	equal(t, 500*time.Millisecond, o.OpTimeout)
 }

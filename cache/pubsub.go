@@ -83,7 +83,11 @@ func (c *Cache) subscribe(confirmed bool) {
 					continue
 				}
 			}
-			redisErrorsTotal.Inc()
+			if classify(err) == failTimeout {
+				redisTimeouts.Inc()
+			} else {
+				redisConnErrors.Inc()
+			}
 			if !broken {
 				broken = true
 				if ever {
@@ -119,7 +123,8 @@ func (c *Cache) subscribe(confirmed bool) {
 					c.flushLocal()
 				}
 				if ever {
-					logger().Info("redis invalidation subscription restored; in-process tier flushed")
+					// Warn, as the loss was: the operator sees the end of what was reported.
+					logger().Warn("redis invalidation subscription restored; in-process tier flushed")
 				}
 			}
 			confirmed, broken, ever = true, false, true

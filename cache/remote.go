@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,33 +70,35 @@ func (c *Cache) opCtx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, c.opts.OpTimeout)
 }
 
-// observe records the outcome of a Redis command: success (redis.Nil included) marks Redis up,
-// a failure marks it down, unless the caller's own context ended first.
+// observe records the outcome of a Redis command in the health window, unless the caller's own
+// context ended first (that says nothing about Redis). State changes are logged once each way, at
+// the same level, so an operator who sees the outage also sees its end.
 func (c *Cache) observe(parent context.Context, err error) {
-	if err == nil || errors.Is(err, redis.Nil) {
-		if !c.up.Load() && c.up.CompareAndSwap(false, true) {
-			redisUp.Set(1)
-			logger().Info("redis recovered")
+	kind := classify(err)
+	if kind != failNone {
+		if parent.Err() != nil || c.closed.Load() {
+			return
 		}
-		return
+		if kind == failTimeout {
+			redisTimeouts.Inc()
+		} else {
+			redisConnErrors.Inc()
+		}
 	}
-	if parent.Err() != nil || c.closed.Load() {
-		return
-	}
-	redisErrorsTotal.Inc()
-	var reply redis.Error
-	if errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "WRONGTYPE") {
-		return // Redis is up; a foreign value sits under one of our keys
-	}
-	if c.up.CompareAndSwap(true, false) {
-		redisUp.Set(0)
-		logger().Warn("redis unavailable; serving from the in-process tier and the loader", "error", err)
+	switch c.health.record(kind, err) {
+	case +1:
+		c.markDown(err)
+	case -1:
+		c.up.Store(true)
+		redisUp.Set(1)
+		logger().Warn("redis recovered; using it again")
 	}
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+func (c *Cache) markDown(err error) {
+	c.up.Store(false)
+	redisUp.Set(0)
+	logger().Warn("redis unavailable; serving from the in-process tier and the loader", "error", err)
 }
 
 // probe pings Redis every probeInterval while it is marked down, so the cache recovers by itself.
@@ -168,6 +168,45 @@ func (c *Cache) tryLock(ctx context.Context, key, token string, ttl time.Duratio
 	cancel()
 	c.observe(ctx, err)
 	return ok, err
+}
+
+// onceMore runs op and, if it timed out while Redis still counts as up, runs it a second time:
+// on the fill path a lost answer costs another process a loader call.
+func (c *Cache) onceMore(op func() error) error {
+	err := op()
+	if err != nil && isTimeout(err) && c.redisUsable() {
+		err = op()
+	}
+	return err
+}
+
+// acquireFill takes the fill lock lk with token. A SET that timed out may still have been applied,
+// and Redis may only be slow: rather than load at once (a second loader call in the fleet), it
+// asks who holds the lock, and tries once more if nobody does. An error means Redis did not
+// answer these either (the caller then loads without the lock); a timeout of these as well is
+// reported as "held elsewhere", so that the caller waits for a value rather than load at once.
+func (c *Cache) acquireFill(ctx context.Context, lk, token string) (bool, error) {
+	got, err := c.tryLock(ctx, lk, token, c.opts.LockTTL)
+	if err == nil || !isTimeout(err) || !c.redisUsable() {
+		return got, err
+	}
+	octx, cancel := c.opCtx(ctx)
+	holder, gerr := c.rdb.Get(octx, lk).Result()
+	cancel()
+	c.observe(ctx, gerr)
+	switch {
+	case gerr == nil:
+		return holder == token, nil
+	case errors.Is(gerr, redis.Nil):
+		got, err = c.tryLock(ctx, lk, token, c.opts.LockTTL)
+		if err != nil && isTimeout(err) && c.redisUsable() {
+			return false, nil
+		}
+		return got, err
+	case isTimeout(gerr) && c.redisUsable():
+		return false, nil
+	}
+	return false, gerr
 }
 
 // unlock deletes key if it still holds token. It returns the script's answer (1, 0 or -1).

@@ -30,7 +30,7 @@ type Options struct {
 	ClientSecret string
 	// Timeout bounds each HTTP call to Keycloak, token fetches included. Default 3s; must be >= 0.
 	Timeout time.Duration
-	// FailureThreshold is how many consecutive failures (timeouts, connection errors, 5xx; not 4xx)
+	// FailureThreshold is how many consecutive failures (timeouts, connection errors, 5xx and 429; not other 4xx)
 	// open the circuit breaker. Default 5; must be >= 0.
 	FailureThreshold int
 	// CoolOff is how long an open breaker fails calls with ErrCoolingOff before it lets one trial
@@ -141,7 +141,8 @@ func New(opts *Options) (*Client, error) {
 			return
 		}
 		breakerOpen.Set(0)
-		logger().Info("keycloak reachable again", "url", o.URL, "realm", o.Realm)
+		// Warn, as the outage was: at the default level the operator sees both ends.
+		logger().Warn("keycloak reachable again", "url", o.URL, "realm", o.Realm)
 	}
 	c.token.now = time.Now
 	return c, nil
@@ -212,7 +213,7 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 	switch {
 	case err == nil && status > 0:
 		requestsTotal.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
-		if status >= 500 {
+		if overloaded(status) {
 			c.breaker.done(outcomeFailure)
 		} else {
 			c.breaker.done(outcomeSuccess)
@@ -233,13 +234,19 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 		} else {
 			requestsTotal.WithLabelValues(endpoint, statusConnError).Inc()
 		}
-		if status > 0 && status < 500 {
+		if status > 0 && !overloaded(status) {
 			c.breaker.done(outcomeSuccess)
 		} else {
 			c.breaker.done(outcomeFailure)
 		}
 		return fmt.Errorf("%s: %w", endpoint, err)
 	}
+}
+
+// overloaded reports statuses that say Keycloak cannot serve now: 5xx, and 429 (its rate limit,
+// or a proxy's in front of it). They count against the breaker, so that the fleet backs off.
+func overloaded(status int) bool {
+	return status >= 500 || status == http.StatusTooManyRequests
 }
 
 func isTimeout(err error) bool {

@@ -195,6 +195,9 @@ func TestFaultsOpenTheBreaker(t *testing.T) {
 		"500": func(w http.ResponseWriter, r *http.Request, _ string) {
 			w.WriteHeader(http.StatusInternalServerError)
 		},
+		"429": func(w http.ResponseWriter, r *http.Request, _ string) {
+			w.WriteHeader(http.StatusTooManyRequests)
+		},
 		"timeout": func(w http.ResponseWriter, r *http.Request, _ string) {
 			select {
 			case <-r.Context().Done():

@@ -21,6 +21,8 @@ type config struct {
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
 	pprof          bool          // RUNNER_PPROF: serve net/http/pprof on the metrics listener
 	redisURL       string        // REDIS_URL: "" = in-process cache only
+	localEntries   int           // CACHE_LOCAL_MAX_ENTRIES: in-process tier bound, default 100000; 0 = no in-process tier
+	localBytes     int64         // CACHE_LOCAL_MAX_BYTES: in-process tier bound in bytes, default 64 MiB
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
@@ -43,7 +45,7 @@ var envVars = []string{
 	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
 	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
-	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET",
+	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES", "CACHE_LOCAL_MAX_BYTES",
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -101,6 +103,17 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.shutdownGrace, err = duration(getenv, "RUNNER_SHUTDOWN_GRACE", defaultShutdownGrace); err != nil {
 		return nil, err
 	}
+	if c.localEntries, err = count(getenv, "CACHE_LOCAL_MAX_ENTRIES", 100000); err != nil {
+		return nil, err
+	}
+	n, err := count(getenv, "CACHE_LOCAL_MAX_BYTES", 64<<20)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("CACHE_LOCAL_MAX_BYTES \"0\": want a positive number of bytes (CACHE_LOCAL_MAX_ENTRIES=0 turns the in-process tier off)")
+	}
+	c.localBytes = int64(n)
 	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
 		return nil, fmt.Errorf("REDIS_URL %q: want a URL such as redis://host:6379/0", c.redisURL)
 	}
@@ -151,6 +164,19 @@ func duration(getenv func(string) string, name string, def time.Duration) (time.
 		return 0, fmt.Errorf("%s %q: want a duration such as \"2s\"", name, v)
 	}
 	return d, nil
+}
+
+// count reads a whole number >= 0 (entries or bytes).
+func count(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s %q: want a whole number >= 0", name, v)
+	}
+	return n, nil
 }
 
 func seconds(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {

@@ -25,6 +25,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, 600*time.Millisecond, cfg.shutdownGrace, "inside the second APISIX waits before SIGKILL")
 	assert.False(t, cfg.keycloak.enabled())
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
+	assert.Equal(t, 100000, cfg.localEntries)
+	assert.Equal(t, int64(64<<20), cfg.localBytes)
+
+	cfg, err = loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock",
+		"CACHE_LOCAL_MAX_ENTRIES": "0", "CACHE_LOCAL_MAX_BYTES": "1048576"}))
+	require.NoError(t, err)
+	assert.Equal(t, 0, cfg.localEntries, "0: no in-process tier")
+	assert.Equal(t, int64(1<<20), cfg.localBytes)
 }
 
 // A bad value stops the runner at start with a message naming the variable.
@@ -58,6 +66,9 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
 		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
 		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},
+		{"bad local entries", with(base(), "CACHE_LOCAL_MAX_ENTRIES", "-1"), "CACHE_LOCAL_MAX_ENTRIES"},
+		{"bad local bytes", with(base(), "CACHE_LOCAL_MAX_BYTES", "64MB"), "CACHE_LOCAL_MAX_BYTES"},
+		{"zero local bytes", with(base(), "CACHE_LOCAL_MAX_BYTES", "0"), "CACHE_LOCAL_MAX_BYTES"},
 		{"bad events interval", with(keycloak(), "KEYCLOAK_EVENTS_INTERVAL", "-1s"), "KEYCLOAK_EVENTS_INTERVAL"},
 		{"keycloak url not http", with(keycloak(), "KEYCLOAK_URL", "sso.example.org"), "KEYCLOAK_URL"},
 		{"keycloak without realm", with(keycloak(), "KEYCLOAK_REALM", ""), "KEYCLOAK_REALM"},

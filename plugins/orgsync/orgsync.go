@@ -128,7 +128,9 @@ func userKeys(realm, sub string) []string {
 }
 
 // lastKnownKey holds the aliases last seen for a user, for the change feed;
-// invalidation leaves it alone so that the next fetch can be compared.
+// invalidation leaves it alone so that the next fetch can be compared. It
+// lives in the shared tier only: the in-process tier holds one entry per
+// user, the snapshot the request path reads.
 func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + ":" + sub }
 
 // stripWithoutUserinfo removes a client's copies of every header orgsync
@@ -183,10 +185,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonRealmMismatch)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout.Std())
-	defer cancel()
-
-	value, source, err := c.lookup(ctx, realm, id)
+	value, source, err := c.lookup(r.Context(), realm, id)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
 	}
@@ -287,7 +286,8 @@ func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape
 // An error means Keycloak could not be asked and nothing was cached.
 func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) ([]byte, string, error) {
 	key := cacheKey(realm, id.Subject, c.checkAccount, c.groups, c.roles)
-	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std()}
+	// The timeout applies past an in-process hit only: a hit needs no timer.
+	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std()}
 	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
 		return c.load(ctx, realm, id)
 	})
@@ -363,25 +363,31 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 		now = append(now, o.Alias)
 	}
 	var before []string
-	if e, err := c.Peek(ctx, lastKnownKey(realm, id.Subject)); err == nil {
+	e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject))
+	switch {
+	case err == nil:
 		_ = json.Unmarshal(e.Value, &before)
-	} else {
+	case errors.Is(err, cache.ErrMiss):
 		before = id.Orgs.Aliases()
+	default:
+		// Redis cannot be asked now: compare at the next load, not against
+		// the token (which would report changes that are not).
+		return
 	}
 	added, removed := identity.DiffAliases(before, now)
 	if len(added) == 0 && len(removed) == 0 {
 		if len(before) == 0 && len(now) == 0 {
 			return
 		}
-		_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+		_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 		return
 	}
-	_ = c.Set(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+	_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
 	at := time.Now().UTC()
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	err := c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
+	err = c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}

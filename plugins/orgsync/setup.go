@@ -114,8 +114,8 @@ type Conf struct {
 // Store is the two-tier cache as orgsync uses it (*cache.Cache).
 type Store interface {
 	Get(ctx context.Context, key string, p cache.Policy, load func(ctx context.Context) ([]byte, error)) (cache.Result, error)
-	Peek(ctx context.Context, key string) (cache.Entry, error)
-	Set(ctx context.Context, key string, value []byte) error
+	PeekRemote(ctx context.Context, key string) (cache.Entry, error)
+	SetRemote(ctx context.Context, key string, value []byte) error
 	Invalidate(ctx context.Context, keys ...string) error
 	AppendFeed(ctx context.Context, stream string, maxLen int64, fields map[string]string) error
 	AcquireLease(ctx context.Context, name string, ttl time.Duration) (*cache.Lease, bool, error)

@@ -28,10 +28,6 @@ var watchedResources = []string{
 	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
 }
 
-// releaseTimeout bounds the lease release on Stop, inside the second APISIX
-// gives a runner between SIGTERM and SIGKILL.
-const releaseTimeout = 300 * time.Millisecond
-
 // eventsPage is how many admin events one call asks for.
 const eventsPage = 100
 
@@ -44,60 +40,74 @@ type Watcher struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
-	// cancel ends a poll under way on Stop: APISIX kills the runner about a
-	// second after SIGTERM, and the lease must be released before that.
-	ctx    context.Context
-	cancel context.CancelFunc
 }
 
 // StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
 func StartWatcher(d *Deps, interval time.Duration) *Watcher {
 	w := &Watcher{deps: d, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return w
 }
 
-// Stop ends polling and gives the lease up so another runner takes over at
-// once rather than after the lease runs out.
+// Stop ends polling (a poll under way is cancelled) and gives the lease up
+// so another runner takes over at its next tick rather than after the lease
+// runs out. Call it as soon as the runner is told to stop, before draining
+// calls: a drain under load lasts the whole grace period, and the fleet would
+// have no watcher meanwhile.
 func (w *Watcher) Stop() {
-	w.once.Do(func() {
-		w.cancel()
-		close(w.stop)
-	})
+	w.once.Do(func() { close(w.stop) })
 	<-w.done
+}
+
+// leaseTTL is how long the watcher's lease lasts without renewal: three polls,
+// at least 10 s. It bounds the hand-over when a holder dies without releasing.
+func leaseTTL(interval time.Duration) time.Duration {
+	return max(3*interval, 10*time.Second)
 }
 
 func (w *Watcher) run() {
 	defer close(w.done)
-	leaseTTL := 3 * w.interval
-	if leaseTTL < 10*time.Second {
-		leaseTTL = 10 * time.Second
-	}
+	base, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	go func() {
+		select {
+		case <-w.stop:
+			cancelAll()
+		case <-base.Done():
+		}
+	}()
+	ttl := leaseTTL(w.interval)
 	var lease *cache.Lease
 	defer func() {
 		if lease != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			_ = lease.Release(ctx)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := lease.Release(ctx); err != nil {
+				logger().Warn("admin event watcher lease not released; another runner takes over when it expires",
+					"expires_within", ttl.String(), "error", err)
+			}
 			cancel()
 		}
 	}()
 	ticker := time.NewTicker(w.interval)
 	defer ticker.Stop()
-	failing := false
+	var st watchState
 	for {
-		ctx, cancel := context.WithTimeout(w.ctx, w.interval+5*time.Second)
-		lease = w.holdLease(ctx, lease, leaseTTL)
+		ctx, cancel := context.WithTimeout(base, w.interval+5*time.Second)
+		lease = w.holdLease(ctx, lease, ttl, &st)
 		if lease != nil {
 			err := w.poll(ctx)
+			if base.Err() != nil {
+				cancel()
+				return // stopping: a cancelled poll is not a failure
+			}
 			if err != nil {
 				metricWatcherPolls.WithLabelValues("error").Inc()
 			} else {
 				metricWatcherPolls.WithLabelValues("ok").Inc()
 			}
-			if (err != nil) != failing {
-				failing = err != nil
-				if failing {
+			if (err != nil) != st.failing {
+				st.failing = err != nil
+				if st.failing {
 					logger().Warn("admin event poll failing; memberships fall back to fresh_ttl", "error", err)
 				} else {
 					logger().Warn("admin event poll recovered")
@@ -115,21 +125,46 @@ func (w *Watcher) run() {
 	}
 }
 
-func (w *Watcher) holdLease(ctx context.Context, lease *cache.Lease, ttl time.Duration) *cache.Lease {
+// watchState is what the watcher has reported, so that each degraded state
+// logged at warn gets its end logged at warn too, once.
+type watchState struct {
+	failing bool // "admin event poll failing" is standing
+	lost    bool // "lease lost" is standing
+}
+
+func (w *Watcher) holdLease(ctx context.Context, lease *cache.Lease, ttl time.Duration, st *watchState) *cache.Lease {
 	if lease != nil {
 		if ok, err := lease.Renew(ctx); ok || err != nil {
 			// On a Redis error keep polling: the lease may still be ours, and
 			// two pollers for a moment cost only duplicate invalidations.
 			return lease
 		}
-		logger().Info("admin event watcher lease lost")
-		return nil
+		// The lease ran out (Redis restarted, or a renewal came too late).
+		// This runner stops polling, so a failure it reported ends here.
+		st.lost = true
+		if st.failing {
+			st.failing = false
+			logger().Warn("admin event watcher lease lost; its failing poll stops here")
+		} else {
+			logger().Warn("admin event watcher lease lost")
+		}
 	}
 	l, ok, err := w.deps.Cache.AcquireLease(ctx, watcherLease, ttl)
-	if err != nil || !ok {
+	switch {
+	case err != nil:
+		return nil // Redis is down: the cache reports that, once
+	case ok && st.lost:
+		st.lost = false
+		logger().Warn("admin event watcher lease taken again")
+	case ok:
+		logger().Info("admin event watcher lease taken")
+	case st.lost:
+		st.lost = false
+		logger().Warn("admin event watcher lease held by another runner; this one stands by")
+	}
+	if !ok {
 		return nil
 	}
-	logger().Info("admin event watcher lease taken")
 	return l
 }
 
@@ -199,7 +234,8 @@ func (w *Watcher) poll(ctx context.Context) error {
 		}
 		if err != nil {
 			// Keep the position before this event: it is handled again next time.
-			w.save(ctx, pos)
+			// A failure to save it too is part of the same failing poll.
+			_ = w.save(ctx, pos)
 			return err
 		}
 		if ms > pos.at {
@@ -212,12 +248,14 @@ func (w *Watcher) poll(ctx context.Context) error {
 	if handled == 0 {
 		metricWatcherLag.Set(0)
 	}
-	w.save(ctx, pos)
-	return nil
+	// An unsaved position fails the poll: it is reported (and its recovery)
+	// as "admin event poll failing", and the events are handled again.
+	return w.save(ctx, pos)
 }
 
-func (w *Watcher) save(ctx context.Context, pos position) {
+func (w *Watcher) save(ctx context.Context, pos position) error {
 	if err := w.deps.Cache.SetState(ctx, watcherPosition, pos.String()); err != nil {
-		logger().Warn("admin event watcher position not saved", "error", err)
+		return fmt.Errorf("orgsync: watcher position not saved: %w", err)
 	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -305,4 +306,52 @@ func TestSecurityRefusalHidesInternalURLs(t *testing.T) {
 	assert.Equal(t, "token_keys_unavailable", reasonOf(t, res))
 	assert.NotContains(t, string(res.Body), "127.0.0.1")
 	assert.NotContains(t, string(res.Body), "internal")
+}
+
+// An aud entry spelled "azp:<client>" once satisfied audience <client>; the
+// audience and azp checks are now separate. The token is a real Keycloak
+// token whose aud an audience mapper sets to "azp:mitxonline".
+func TestSecurityAudienceAndAzpSeparate(t *testing.T) {
+	r := startRunner(t, baseEnv(t, kctest.Env(t).URL))
+	user := kctest.CreateUser(t, "aud")
+	s := kctest.Env(t)
+	clientID := fmt.Sprintf("aud-%d", time.Now().UnixNano())
+	body, _ := json.Marshal(map[string]any{
+		"clientId": clientID, "publicClient": false, "secret": "aud-client-secret", "directAccessGrantsEnabled": true,
+		"standardFlowEnabled": false,
+		"protocolMappers": []map[string]any{{
+			"name": "forged-audience", "protocol": "openid-connect", "protocolMapper": "oidc-audience-mapper",
+			"config": map[string]string{"included.custom.audience": "azp:mitxonline", "access.token.claim": "true",
+				"id.token.claim": "false"},
+		}},
+	})
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/realms/"+s.Realm+"/clients", strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+
+	form := url.Values{"grant_type": {"password"}, "client_id": {clientID}, "client_secret": {"aud-client-secret"},
+		"username": {user.Username}, "password": {user.Password}, "scope": {"openid"}}
+	resp, err = http.PostForm(s.Issuer+"/protocol/openid-connect/token", form)
+	require.NoError(t, err)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tok))
+	resp.Body.Close()
+	require.NotEmpty(t, tok.AccessToken)
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[1])
+	require.NoError(t, err)
+	require.Contains(t, string(payload), `azp:mitxonline`, "the mapper wrote the forged audience entry")
+
+	h := map[string]string{"x-userinfo": base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q}`, user.ID))),
+		"x-access-token": tok.AccessToken}
+	res := r.do(t, newRoute(userinfoConf(t, `,"audience":"mitxonline"`)), h)
+	assert.Equal(t, 401, res.Status)
+	assert.Equal(t, "token_wrong_audience", reasonOf(t, res))
+	res = r.do(t, newRoute(userinfoConf(t, fmt.Sprintf(`,"audience":%q`, clientID))), h)
+	assert.True(t, res.Upstream, "the token's azp is accepted as the audience: %d %s", res.Status, res.Body)
 }
