@@ -222,11 +222,15 @@ func (r *report) fleetResult(clients, users int, ttl, dur time.Duration, start t
 		}
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
 		total += len(ts)
-		// The most calls for this user within any window of fresh_ttl.
+		// The most calls for this user within any window of 3/4 fresh_ttl: a
+		// value is dated from the start of its load, and the proxy sees the
+		// organizations call after the account call, so two loads one
+		// fresh_ttl apart can arrive a little closer (RELIABILITY.md counts
+		// the same way).
 		most := 0
 		for i := range ts {
 			j := i
-			for j < len(ts) && ts[j].Sub(ts[i]) < ttl {
+			for j < len(ts) && ts[j].Sub(ts[i]) < ttl*3/4 {
 				j++
 			}
 			most = max(most, j-i)
@@ -253,13 +257,15 @@ func (r *report) fleetResult(clients, users int, ttl, dur time.Duration, start t
 	all := &measurement{lat: lat}
 	periods := float64(dur) / float64(ttl)
 	r.printf("%d concurrent clients (connections, spread over the 3 runners) for %s, fresh_ttl %s, after every user's "+
-		"entry was invalidated (the first period includes the cold fill). Organization lookups counted by a proxy in front of the real Keycloak.\n\n",
+		"entry was invalidated (the first period includes the cold fill). Organization lookups counted by a proxy in front of the real Keycloak; "+
+		"two lookups of a user count as one window apart from 3/4 of fresh_ttl on (a value is dated from its load's start, and the proxy sees "+
+		"the organizations call after the account call).\n\n",
 		clients, dur, ttl)
 	gap := "-"
 	if shortest >= 0 {
 		gap = shortest.Round(time.Millisecond).String()
 	}
-	r.printf("| calls | calls/s | p50 µs | p99 µs | org lookups | per user per fresh_ttl (mean) | most for one user within one fresh_ttl | users over 1 | shortest gap between two lookups of a user |\n")
+	r.printf("| calls | calls/s | p50 µs | p99 µs | org lookups | per user per fresh_ttl (mean) | most for one user within 3/4 fresh_ttl | users over 1 | shortest gap between two lookups of a user |\n")
 	r.printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	r.printf("| %d | %.0f | %s | %s | %d | %.2f | %d | %d | %s |\n\n", n, tput, us(all.pct(0.5)), us(all.pct(0.99)), total,
 		float64(total)/(float64(users)*periods), worst, over, gap)
