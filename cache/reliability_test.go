@@ -276,8 +276,9 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 	equal(t, logs.count("redis unavailable"), 0, "slow Redis reported down: ", logs)
 	total, near := ll.check(p.Fresh)
 	t.Logf("%d loads, %d closer than fresh_ttl: %v", total, len(near), near)
-	// A fill whose lock commands all time out loads without the lock: allow a few of those.
-	isTrue(t, len(near) <= total/50, "loads per window with a slow Redis: ", near)
+	// A fill whose lock commands all time out loads without the lock: allow a few of those
+	// (2 %, or 2 on a run this short; RELIABILITY.md promise 2).
+	isTrue(t, len(near) <= max(2, total/50), "loads per window with a slow Redis: ", near)
 }
 
 // Issue 9, items 1 and 4: a dead Redis (killed, then frozen) is declared down once and recovered
