@@ -141,7 +141,9 @@ type countingProxy struct {
 	mu     sync.Mutex
 	calls  map[string][]time.Time // user id -> organization lookups
 	total  int
-	errors int // calls that did not complete (cancelled by the runner, or Keycloak unreachable)
+	errors int // organization lookups that did not complete (cancelled by the runner, or Keycloak unreachable)
+	// completed: the lookups Keycloak answered, per user.
+	completed map[string][]time.Time
 }
 
 var orgLookup = regexp.MustCompile(`/organizations/members/([^/]+)/organizations$`)
@@ -155,25 +157,32 @@ func startCountingProxy(target string) (*countingProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &countingProxy{url: "http://" + ln.Addr().String(), calls: map[string][]time.Time{}}
+	p := &countingProxy{url: "http://" + ln.Addr().String(), calls: map[string][]time.Time{}, completed: map[string][]time.Time{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
 	// A runner that gives up on a call (its timeout, or the fill's LockTTL)
 	// cancels it: counted, not logged line by line.
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		p.mu.Lock()
-		p.errors++
-		p.mu.Unlock()
+		if f, ok := r.Context().Value(failedKey{}).(*bool); ok {
+			*f = true
+		}
 		w.WriteHeader(http.StatusBadGateway)
 	}
 	p.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
+		failed := new(bool)
+		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), failedKey{}, failed)))
 		p.mu.Lock()
 		p.total++
 		if m := orgLookup.FindStringSubmatch(r.URL.Path); m != nil {
-			p.calls[m[1]] = append(p.calls[m[1]], time.Now())
+			p.calls[m[1]] = append(p.calls[m[1]], at)
+			if *failed {
+				p.errors++
+			} else {
+				p.completed[m[1]] = append(p.completed[m[1]], at)
+			}
 		}
 		p.mu.Unlock()
-		rp.ServeHTTP(w, r)
 	})}
 	go func() { _ = p.srv.Serve(ln) }()
 	return p, nil
@@ -187,17 +196,24 @@ func (p *countingProxy) close() {
 
 func (p *countingProxy) reset() {
 	p.mu.Lock()
-	p.calls = map[string][]time.Time{}
+	p.calls, p.completed = map[string][]time.Time{}, map[string][]time.Time{}
 	p.total, p.errors = 0, 0
 	p.mu.Unlock()
 }
 
-// orgCalls returns a copy of the organization lookups per user.
-func (p *countingProxy) orgCalls() map[string][]time.Time {
+type failedKey struct{}
+
+// orgCalls returns a copy of the organization lookups per user: all of them,
+// or only those Keycloak answered.
+func (p *countingProxy) orgCalls(completedOnly bool) map[string][]time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string][]time.Time, len(p.calls))
-	for k, v := range p.calls {
+	src := p.calls
+	if completedOnly {
+		src = p.completed
+	}
+	out := make(map[string][]time.Time, len(src))
+	for k, v := range src {
 		out[k] = append([]time.Time(nil), v...)
 	}
 	return out
