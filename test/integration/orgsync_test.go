@@ -61,7 +61,7 @@ func TestMembershipChangesWithoutRelogin(t *testing.T) {
 	listRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","shape":"list"}`))
 	mapRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
 
-	for i := 0; i < 3; i++ { // the first requests teach userinfo that orgsync follows
+	for i := 0; i < 3; i++ {
 		res := r.do(t, listRoute, headersOf(sess))
 		require.Equal(t, 200, res.Status, "body %s", res.Body)
 		assert.Equal(t, []string{"acme"}, orgAliases(t, res.UpstreamHeader))
@@ -434,4 +434,53 @@ func adminJSON(t *testing.T, token, method, path string, body any) any {
 	var out any
 	require.NoError(t, json.Unmarshal(b, &out))
 	return out
+}
+
+// shape auto converges to what a fresh login shows (issue 9, item 3): a user
+// whose login claim had no attributes (their organization has none) joins an
+// organization with attributes, and the app gets its attributes too, as a
+// new login would show them.
+func TestAutoShapeMatchesAFreshLogin(t *testing.T) {
+	s := kctest.Env(t)
+	r := startRunner(t, baseEnv(t, s.URL))
+	alias := fmt.Sprintf("plain-%d", time.Now().UnixNano())
+	body := fmt.Sprintf(`{"name":%q,"alias":%q,"enabled":true,"domains":[{"name":%q}]}`, alias, alias, alias+".example.org")
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/realms/"+s.Realm+"/organizations", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	t.Cleanup(func() {
+		req, _ := http.NewRequest(http.MethodDelete, s.URL+"/admin/realms/"+s.Realm+"/organizations/"+kctest.OrgIDByAlias(t, alias), nil)
+		req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	})
+
+	user := kctest.CreateUser(t, "shape")
+	kctest.AddMember(t, alias, user.ID)
+	sess := kctest.Login(t, user.Username, user.Password)
+	claim := sess.UserinfoMap(t)["organization"].(map[string]any)[alias].(map[string]any)
+	require.Len(t, claim, 1, "the login's claim has the id only: %v", claim)
+
+	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
+	// Another login of the realm shows attributes (acme's tier): the mapper adds them.
+	other := kctest.CreateUser(t, "shape-other")
+	kctest.AddMember(t, "acme", other.ID)
+	require.Equal(t, 200, r.do(t, route, headersOf(kctest.Login(t, other.Username, other.Password))).Status)
+	require.Equal(t, 200, r.do(t, route, headersOf(sess)).Status)
+
+	kctest.AddMember(t, "acme", user.ID)
+	var got map[string]any
+	eventually(t, 5*time.Second, "acme visible", func() bool {
+		res := r.do(t, route, headersOf(sess))
+		got, _ = userinfoOrgs(t, res.UpstreamHeader).(map[string]any)
+		return got["acme"] != nil
+	})
+	fresh := kctest.Login(t, user.Username, user.Password).UserinfoMap(t)["organization"]
+	assert.Equal(t, fresh, any(got), "what the app gets is what a new login shows")
+	assert.Equal(t, []any{"gold"}, got["acme"].(map[string]any)["tier"])
 }
