@@ -29,7 +29,7 @@ bench:
 
 # The real runner binary over its unix socket, driven as APISIX drives it,
 # against the test Keycloak (scripts/keycloak.sh start) and a Redis of its own
-# (redis-server on the PATH). About 12 minutes; BENCH_ARGS=-quick is a ~30 s
+# (redis-server on the PATH). 10-13 minutes; BENCH_ARGS=-quick is a ~30 s
 # smoke run. Method and figures: BENCHMARKS.md.
 bench-e2e:
 	go run ./test/bench $(BENCH_ARGS)
