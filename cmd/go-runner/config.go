@@ -23,6 +23,7 @@ type config struct {
 	redisURL       string        // REDIS_URL: "" = in-process cache only
 	localEntries   int           // CACHE_LOCAL_MAX_ENTRIES: in-process tier bound, default 100000; 0 = no in-process tier
 	localBytes     int64         // CACHE_LOCAL_MAX_BYTES: in-process tier bound in bytes, default 64 MiB
+	memoryLimit    int64         // RUNNER_MEMORY_LIMIT: Go's soft memory limit in bytes, default 256 MiB; 0 = none
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
@@ -46,6 +47,7 @@ var envVars = []string{
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
 	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES", "CACHE_LOCAL_MAX_BYTES",
+	"RUNNER_MEMORY_LIMIT",
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -114,6 +116,16 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return nil, fmt.Errorf("CACHE_LOCAL_MAX_BYTES \"0\": want a positive number of bytes (CACHE_LOCAL_MAX_ENTRIES=0 turns the in-process tier off)")
 	}
 	c.localBytes = int64(n)
+	// The caches are bounded in bytes (about 130 MiB by default); the limit
+	// makes the garbage collector keep the heap near that instead of twice
+	// the live data, so the process stays within its budget.
+	if n, err = count(getenv, "RUNNER_MEMORY_LIMIT", defaultMemoryLimit); err != nil {
+		return nil, err
+	}
+	if n != 0 && n < minMemoryLimit {
+		return nil, fmt.Errorf("RUNNER_MEMORY_LIMIT %d: want 0 (no limit) or at least %d bytes (64 MiB)", n, minMemoryLimit)
+	}
+	c.memoryLimit = int64(n)
 	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
 		return nil, fmt.Errorf("REDIS_URL %q: want a URL such as redis://host:6379/0", c.redisURL)
 	}
@@ -167,6 +179,13 @@ func duration(getenv func(string) string, name string, def time.Duration) (time.
 }
 
 // count reads a whole number >= 0 (entries or bytes).
+// defaultMemoryLimit is the runner's memory budget; minMemoryLimit is the
+// least that leaves the caches their default room.
+const (
+	defaultMemoryLimit = 256 << 20
+	minMemoryLimit     = 64 << 20
+)
+
 func count(getenv func(string) string, name string, def int) (int, error) {
 	v := getenv(name)
 	if v == "" {

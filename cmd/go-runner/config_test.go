@@ -27,6 +27,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
 	assert.Equal(t, 100000, cfg.localEntries)
 	assert.Equal(t, int64(64<<20), cfg.localBytes)
+	assert.Equal(t, int64(256<<20), cfg.memoryLimit, "the runner's memory budget")
 
 	cfg, err = loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock",
 		"CACHE_LOCAL_MAX_ENTRIES": "0", "CACHE_LOCAL_MAX_BYTES": "1048576"}))
@@ -108,5 +109,22 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 	require.NoError(t, err)
 	for _, v := range envVars {
 		assert.Contains(t, string(readme), "`"+v+"`", "README.md does not document %s", v)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	env := func(v string) func(string) string {
+		return getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock", "RUNNER_MEMORY_LIMIT": v})
+	}
+	cfg, err := loadConfig(env("0"))
+	require.NoError(t, err)
+	assert.Zero(t, cfg.memoryLimit, "0 turns the limit off")
+	cfg, err = loadConfig(env("536870912"))
+	require.NoError(t, err)
+	assert.Equal(t, int64(512<<20), cfg.memoryLimit)
+	for _, bad := range []string{"1000", "-1", "256MiB", "lots"} {
+		_, err := loadConfig(env(bad))
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "RUNNER_MEMORY_LIMIT", bad)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -78,6 +79,10 @@ func run() int {
 	if err != nil {
 		slog.Error("go-runner: RUNNER_SIGNING_KEY_FILE", "error", err)
 		return 1
+	}
+	// GOMEMLIMIT, when set, is Go's own and wins.
+	if cfg.memoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.memoryLimit)
 	}
 	services, err := start(cfg)
 	if err != nil {
