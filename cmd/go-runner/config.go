@@ -23,7 +23,7 @@ type config struct {
 	redisURL       string        // REDIS_URL: "" = in-process cache only
 	localEntries   int           // CACHE_LOCAL_MAX_ENTRIES: in-process tier bound, default 100000; 0 = no in-process tier
 	localBytes     int64         // CACHE_LOCAL_MAX_BYTES: in-process tier bound in bytes, default 64 MiB
-	memoryLimit    int64         // RUNNER_MEMORY_LIMIT: Go's soft memory limit in bytes, default 256 MiB; 0 = none
+	memoryLimit    int64         // RUNNER_MEMORY_LIMIT: Go's soft memory limit in bytes, default 224 MiB; 0 = none
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 }
@@ -182,7 +182,7 @@ func duration(getenv func(string) string, name string, def time.Duration) (time.
 // defaultMemoryLimit is the runner's memory budget; minMemoryLimit is the
 // least that leaves the caches their default room.
 const (
-	defaultMemoryLimit = 256 << 20
+	defaultMemoryLimit = 224 << 20
 	minMemoryLimit     = 64 << 20
 )
 

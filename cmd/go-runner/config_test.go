@@ -27,7 +27,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Empty(t, cfg.redisURL, "no REDIS_URL: the in-process cache")
 	assert.Equal(t, 100000, cfg.localEntries)
 	assert.Equal(t, int64(64<<20), cfg.localBytes)
-	assert.Equal(t, int64(256<<20), cfg.memoryLimit, "the runner's memory budget")
+	assert.Equal(t, int64(224<<20), cfg.memoryLimit, "the runner's memory budget, less what is not Go heap")
 
 	cfg, err = loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock",
 		"CACHE_LOCAL_MAX_ENTRIES": "0", "CACHE_LOCAL_MAX_BYTES": "1048576"}))
