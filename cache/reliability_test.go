@@ -11,57 +11,18 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 )
 
-// logCapture sends the default slog logger into a buffer for the test's duration, at warn: what
+// captureWarn sends the default slog logger into a buffer for the test's duration, at warn: what
 // an operator running the default RUNNER_LOG_LEVEL sees.
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logCapture) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
-}
-
-// count is how many captured lines contain s.
-func (l *logCapture) count(s string) int {
-	n := 0
-	for _, line := range l.lines() {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *logCapture) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func captureWarn(t *testing.T) *logCapture {
-	lc := &logCapture{}
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(lc, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	t.Cleanup(func() { slog.SetDefault(prev) })
-	return lc
-}
+func captureWarn(t *testing.T) *logtest.Buffer { return logtest.Capture(t, slog.LevelWarn) }
 
 // delayProxy is a TCP proxy in front of a Redis: it holds each reply chunk for delay() before
 // passing it on, which makes a Redis that is alive but slow. Only a stand-in can do that.
@@ -219,7 +180,7 @@ func TestOneLoadPerKeyPerWindow(t *testing.T) {
 			t.Logf("%d loads for %d keys over 3.5 s, fresh %s", total, len(keys), tc.p.Fresh)
 			isTrue(t, len(near) == 0, "more than one load per key per fresh window: ", near)
 			isTrue(t, total >= 3*len(keys), "every key refreshed after each window: ", total)
-			equal(t, logs.count("level=WARN"), 0, "warnings from a healthy fleet: ", logs)
+			equal(t, logs.Count("level=WARN"), 0, "warnings from a healthy fleet: ", logs)
 		})
 	}
 }
@@ -273,7 +234,7 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 	for i, c := range caches {
 		isTrue(t, c.redisUsable(), "cache ", i, " still uses Redis")
 	}
-	equal(t, logs.count("redis unavailable"), 0, "slow Redis reported down: ", logs)
+	equal(t, logs.Count("redis unavailable"), 0, "slow Redis reported down: ", logs)
 	total, near := ll.check(p.Fresh)
 	t.Logf("%d loads, %d closer than fresh_ttl: %v", total, len(near), near)
 	// A fill whose lock commands all time out loads without the lock: allow a few of those
@@ -294,7 +255,7 @@ func TestRedisDownAndRecoveredLoggedOnceEachWay(t *testing.T) {
 	load := func(d time.Duration) { equal(t, hammer(caches, keys, 20, d, p, ll), int64(0), "failed gets") }
 
 	load(500 * time.Millisecond)
-	equal(t, logs.count("level=WARN"), 0, "warnings while healthy: ", logs)
+	equal(t, logs.Count("level=WARN"), 0, "warnings while healthy: ", logs)
 
 	srv.kill()
 	load(2 * time.Second)
@@ -304,8 +265,8 @@ func TestRedisDownAndRecoveredLoggedOnceEachWay(t *testing.T) {
 	srv.start()
 	eventually(t, 5*time.Second, "both recover", func() bool { return caches[0].redisUsable() && caches[1].redisUsable() })
 	load(500 * time.Millisecond)
-	equal(t, logs.count("redis unavailable"), 2, "one down line per cache: ", logs)
-	equal(t, logs.count("redis recovered"), 2, "one recovery line per cache: ", logs)
+	equal(t, logs.Count("redis unavailable"), 2, "one down line per cache: ", logs)
+	equal(t, logs.Count("redis recovered"), 2, "one recovery line per cache: ", logs)
 
 	// Frozen: the process is there, nothing answers (all timeouts).
 	noErr(t, srv.cmd.Process.Signal(syscall.SIGSTOP))
@@ -323,9 +284,9 @@ func TestRedisDownAndRecoveredLoggedOnceEachWay(t *testing.T) {
 	frozen = false
 	eventually(t, 5*time.Second, "both recover", func() bool { return caches[0].redisUsable() && caches[1].redisUsable() })
 	load(500 * time.Millisecond)
-	equal(t, logs.count("redis unavailable"), 4, "one down line per cache and outage: ", logs)
-	equal(t, logs.count("redis recovered"), 4, "one recovery line per cache and outage: ", logs)
-	lost, restored := logs.count("subscription lost"), logs.count("subscription restored")
+	equal(t, logs.Count("redis unavailable"), 4, "one down line per cache and outage: ", logs)
+	equal(t, logs.Count("redis recovered"), 4, "one recovery line per cache and outage: ", logs)
+	lost, restored := logs.Count("subscription lost"), logs.Count("subscription restored")
 	equal(t, lost, restored, "every lost subscription restored, at the same level: ", logs)
 }
 

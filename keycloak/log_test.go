@@ -1,41 +1,21 @@
 package keycloak
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // At the default level (warn) an operator who sees the breaker open also sees it close: each
 // state change is one line, at the same level, and healthy calls log nothing.
 func TestBreakerStateChangesLoggedAtWarnBothWays(t *testing.T) {
-	var logs syncBuffer
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	t.Cleanup(func() { slog.SetDefault(prev) })
+	logs := logtest.Capture(t, slog.LevelWarn)
 
 	s := newStandIn(t)
 	c := s.client(t, Options{Timeout: 100 * time.Millisecond, FailureThreshold: 2, CoolOff: 100 * time.Millisecond})

@@ -1,13 +1,11 @@
 package userinfo
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"os"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"net/http/httptest"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 )
 
@@ -100,31 +99,7 @@ func TestBadConfigFailsClosed(t *testing.T) {
 }
 
 // captureLogs sends the default slog logger to a buffer for the test.
-func captureLogs(t *testing.T) *syncBuffer {
-	t.Helper()
-	buf := &syncBuffer{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	t.Cleanup(func() { slog.SetDefault(old) })
-	return buf
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func captureLogs(t *testing.T) *logtest.Buffer { return logtest.Capture(t, slog.LevelDebug) }
 
 // Config keys are matched exactly and once: a case twin or a duplicate
 // cannot turn verification off, and an explicit zero stays zero.

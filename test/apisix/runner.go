@@ -1,7 +1,6 @@
 package apisix
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 )
 
 // RunnerOptions says how to start a runner.
@@ -45,7 +46,7 @@ type Runner struct {
 	socket  string
 	tempDir string // removed on Stop/Kill when we made it
 
-	out *lockedBuffer
+	out *logtest.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -72,7 +73,7 @@ func StartRunner(opts RunnerOptions) (*Runner, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 10 * time.Second
 	}
-	r := &Runner{opts: opts, out: &lockedBuffer{}}
+	r := &Runner{opts: opts, out: &logtest.Buffer{}}
 	dir := opts.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "a6-")
@@ -271,22 +272,4 @@ func (r *Runner) cleanup() {
 	if r.tempDir != "" {
 		_ = os.RemoveAll(r.tempDir)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the process copier and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

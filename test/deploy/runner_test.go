@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 )
 
@@ -35,7 +34,7 @@ func startRunner(t *testing.T, vars map[string]string) *runnerProc {
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &syncBuffer{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	done := make(chan struct{})
@@ -54,7 +53,7 @@ func startRunner(t *testing.T, vars map[string]string) *runnerProc {
 }
 
 type runnerProc struct {
-	out  *syncBuffer
+	out  *logtest.Buffer
 	done chan struct{}
 }
 
@@ -69,24 +68,6 @@ func (p *runnerProc) waitHealthy(t *testing.T, url string) {
 	case <-p.done:
 		t.Fatalf("the runner exited:\n%s", p.out)
 	}
-}
-
-// syncBuffer collects the runner's output, written by exec's copying goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The runner starts with the environment docker-compose.yml gives it: every
