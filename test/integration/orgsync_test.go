@@ -444,21 +444,7 @@ func TestAutoShapeMatchesAFreshLogin(t *testing.T) {
 	s := kctest.Env(t)
 	r := startRunner(t, baseEnv(t, s.URL))
 	alias := fmt.Sprintf("plain-%d", time.Now().UnixNano())
-	body := fmt.Sprintf(`{"name":%q,"alias":%q,"enabled":true,"domains":[{"name":%q}]}`, alias, alias, alias+".example.org")
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/realms/"+s.Realm+"/organizations", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusCreated, resp.StatusCode)
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, s.URL+"/admin/realms/"+s.Realm+"/organizations/"+kctest.OrgIDByAlias(t, alias), nil)
-		req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	})
+	kctest.CreateOrganization(t, alias)
 
 	user := kctest.CreateUser(t, "shape")
 	kctest.AddMember(t, alias, user.ID)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -314,9 +313,8 @@ func TestSecurityRefusalHidesInternalURLs(t *testing.T) {
 func TestSecurityAudienceAndAzpSeparate(t *testing.T) {
 	r := startRunner(t, baseEnv(t, kctest.Env(t).URL))
 	user := kctest.CreateUser(t, "aud")
-	s := kctest.Env(t)
 	clientID := fmt.Sprintf("aud-%d", time.Now().UnixNano())
-	body, _ := json.Marshal(map[string]any{
+	kctest.CreateClient(t, map[string]any{
 		"clientId": clientID, "publicClient": false, "secret": "aud-client-secret", "directAccessGrantsEnabled": true,
 		"standardFlowEnabled": false,
 		"protocolMappers": []map[string]any{{
@@ -325,24 +323,7 @@ func TestSecurityAudienceAndAzpSeparate(t *testing.T) {
 				"id.token.claim": "false"},
 		}},
 	})
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/realms/"+s.Realm+"/clients", strings.NewReader(string(body)))
-	req.Header.Set("Authorization", "Bearer "+kctest.AdminToken(t))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusCreated, resp.StatusCode)
-
-	form := url.Values{"grant_type": {"password"}, "client_id": {clientID}, "client_secret": {"aud-client-secret"},
-		"username": {user.Username}, "password": {user.Password}, "scope": {"openid"}}
-	resp, err = http.PostForm(s.Issuer+"/protocol/openid-connect/token", form)
-	require.NoError(t, err)
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tok))
-	resp.Body.Close()
-	require.NotEmpty(t, tok.AccessToken)
+	tok := kctest.PasswordGrant(t, clientID, "aud-client-secret", user.Username, user.Password, "openid")
 	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[1])
 	require.NoError(t, err)
 	require.Contains(t, string(payload), `azp:mitxonline`, "the mapper wrote the forged audience entry")

@@ -3,15 +3,11 @@
 package integration
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -180,34 +176,14 @@ type shortSession struct{ token, userinfo string }
 
 func shortLivedLogin(t *testing.T, user *kctest.TestUser) shortSession {
 	t.Helper()
-	s := kctest.Env(t)
-	admin := kctest.AdminToken(t)
 	clientID := fmt.Sprintf("short-%d", time.Now().UnixNano())
-	body, _ := json.Marshal(map[string]any{
+	kctest.CreateClient(t, map[string]any{
 		"clientId": clientID, "publicClient": false, "secret": "short-secret", "directAccessGrantsEnabled": true,
 		"standardFlowEnabled": false, "attributes": map[string]string{"access.token.lifespan": "1"},
 	})
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/realms/"+s.Realm+"/clients", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+admin)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusCreated, resp.StatusCode)
-
-	form := url.Values{"grant_type": {"password"}, "client_id": {clientID}, "client_secret": {"short-secret"},
-		"username": {user.Username}, "password": {user.Password}, "scope": {"openid"}}
-	resp, err = http.PostForm(s.Issuer+"/protocol/openid-connect/token", form)
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, 200, resp.StatusCode, string(b))
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	require.NoError(t, json.Unmarshal(b, &tok))
+	sess := kctest.PasswordGrant(t, clientID, "short-secret", user.Username, user.Password, "openid")
 	ui := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q}`, user.ID)))
-	return shortSession{token: tok.AccessToken, userinfo: ui}
+	return shortSession{token: sess.AccessToken, userinfo: ui}
 }
 
 func signRogue(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {

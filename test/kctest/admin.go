@@ -112,6 +112,42 @@ func CreateUser(t testing.TB, prefix string) *TestUser {
 	return u
 }
 
+// CreateClient creates a client of the realm from its representation (a
+// ClientRepresentation as JSON would give it) and deletes it when the test
+// ends.
+func CreateClient(t testing.TB, rep map[string]any) {
+	t.Helper()
+	createDeleted(t, "clients", rep)
+}
+
+// CreateOrganization creates an enabled organization named alias, with one
+// domain, and deletes it when the test ends. It returns its id.
+func CreateOrganization(t testing.TB, alias string) string {
+	t.Helper()
+	return createDeleted(t, "organizations", map[string]any{"name": alias, "alias": alias, "enabled": true,
+		"domains": []map[string]any{{"name": alias + ".example.org"}}})
+}
+
+// createDeleted POSTs rep to the realm's admin collection and registers the
+// DELETE of what it made; it returns the new id (the Location's last part).
+func createDeleted(t testing.TB, collection string, rep map[string]any) string {
+	t.Helper()
+	body, _ := json.Marshal(rep)
+	resp := send(t, http.MethodPost, adminURL(t, collection), AdminToken(t), "application/json", bytes.NewReader(body))
+	if resp.status != http.StatusCreated {
+		t.Fatalf("kctest: create in %s: status %d: %s", collection, resp.status, resp.body)
+	}
+	loc := resp.header.Get("Location")
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	t.Cleanup(func() {
+		r := send(t, http.MethodDelete, adminURL(t, collection+"/"+url.PathEscape(id)), AdminToken(t), "", nil)
+		if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
+			t.Errorf("kctest: delete %s/%s: status %d", collection, id, r.status)
+		}
+	})
+	return id
+}
+
 // UserIDByUsername returns the id of the user with exactly that username.
 func UserIDByUsername(t testing.TB, username string) string {
 	t.Helper()

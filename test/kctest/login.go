@@ -56,10 +56,21 @@ func Login(t testing.TB, username, password string) *Session {
 func LoginScope(t testing.TB, username, password, scope string) *Session {
 	t.Helper()
 	s := Env(t)
+	sess := PasswordGrant(t, s.ClientID, s.ClientSecret, username, password, scope)
+	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
+	return sess
+}
+
+// PasswordGrant gets username's tokens through a confidential client of the
+// realm (one made by CreateClient, say), with the scope given. The session
+// has no Userinfo: a token that lives one second may be gone before it.
+func PasswordGrant(t testing.TB, clientID, clientSecret, username, password, scope string) *Session {
+	t.Helper()
+	s := Env(t)
 	form := url.Values{
 		"grant_type":    {"password"},
-		"client_id":     {s.ClientID},
-		"client_secret": {s.ClientSecret},
+		"client_id":     {clientID},
+		"client_secret": {clientSecret},
 		"username":      {username},
 		"password":      {password},
 		"scope":         {scope},
@@ -71,9 +82,7 @@ func LoginScope(t testing.TB, username, password, scope string) *Session {
 	}
 	doJSON(t, http.MethodPost, s.Issuer+"/protocol/openid-connect/token", "", "application/x-www-form-urlencoded",
 		strings.NewReader(form.Encode()), http.StatusOK, &tok)
-	sess := &Session{AccessToken: tok.AccessToken, IDToken: tok.IDToken, RefreshToken: tok.RefreshToken}
-	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", tok.AccessToken, "", nil, http.StatusOK)
-	return sess
+	return &Session{AccessToken: tok.AccessToken, IDToken: tok.IDToken, RefreshToken: tok.RefreshToken}
 }
 
 // Refresh renews the session's tokens with its refresh token, as
