@@ -38,11 +38,32 @@ var ProfileClaims = []string{"email", "name", "preferred_username", "groups", "r
 
 // Encode renders the claims as the JWS payload, registered claims first.
 func (c *Claims) Encode() ([]byte, error) {
-	if c.Issuer == "" || c.Audience == "" || c.Subject == "" {
-		return nil, fmt.Errorf("assertion: iss, aud and sub are required")
-	}
 	if !c.Expiry.After(c.IssuedAt) {
 		return nil, fmt.Errorf("assertion: exp must be after iat")
+	}
+	payload, err := c.identity()
+	if err != nil {
+		return nil, err
+	}
+	payload["iat"] = c.IssuedAt.Unix()
+	payload["exp"] = c.Expiry.Unix()
+	if c.ID != "" {
+		payload["jti"] = c.ID
+	}
+	return json.Marshal(payload)
+}
+
+// registeredClaims are set from Claims' own fields: a Profile entry of the
+// same name is ignored.
+var registeredClaims = map[string]bool{"iss": true, "aud": true, "sub": true, "iat": true, "exp": true, "jti": true,
+	"organization": true, "organization_source": true}
+
+// identity is the payload without what describes one signed assertion (iat,
+// exp, jti): equal identities give equal maps, which is what a reused
+// assertion is keyed by.
+func (c *Claims) identity() (map[string]any, error) {
+	if c.Issuer == "" || c.Audience == "" || c.Subject == "" {
+		return nil, fmt.Errorf("assertion: iss, aud and sub are required")
 	}
 	org := c.Organization
 	if len(org) == 0 {
@@ -52,23 +73,18 @@ func (c *Claims) Encode() ([]byte, error) {
 		"iss":          c.Issuer,
 		"aud":          c.Audience,
 		"sub":          c.Subject,
-		"iat":          c.IssuedAt.Unix(),
-		"exp":          c.Expiry.Unix(),
 		"organization": org,
-	}
-	if c.ID != "" {
-		payload["jti"] = c.ID
 	}
 	if c.OrganizationSource != "" {
 		payload["organization_source"] = c.OrganizationSource
 	}
 	for name, v := range c.Profile {
-		if _, registered := payload[name]; registered || len(v) == 0 {
+		if registeredClaims[name] || len(v) == 0 {
 			continue
 		}
 		payload[name] = v
 	}
-	return json.Marshal(payload)
+	return payload, nil
 }
 
 // SignClaims encodes and signs c.

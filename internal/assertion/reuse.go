@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"time"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/lru"
@@ -42,9 +43,11 @@ func NewReuser(maxBytes int64) *Reuser {
 // one. c's IssuedAt, Expiry and ID are set by Sign. It reports whether the
 // assertion is new, and until when it may be reused.
 func (r *Reuser) Sign(keys *KeyRing, c *Claims, ttl time.Duration) (jws string, fresh bool, reuseUntil time.Time, err error) {
-	c.IssuedAt, c.Expiry, c.ID = time.Time{}, time.Time{}, ""
-	c.Expiry = c.IssuedAt.Add(time.Second) // Encode wants exp > iat; the times are not part of the key
-	body, err := c.Encode()
+	identity, err := c.identity()
+	if err != nil {
+		return "", false, time.Time{}, err
+	}
+	body, err := json.Marshal(identity)
 	if err != nil {
 		return "", false, time.Time{}, err
 	}
