@@ -135,25 +135,31 @@ func (r *StripRule) Strip(h pkgHTTP.Header) int {
 	return removed
 }
 
-// Repeated returns the identity header a request carries more than once, in
-// any spellings together ("X-User-Orgs" twice, or "X-User-Orgs" and
-// "x_user_orgs"), or "" when none is. An upstream reading such a header may
-// see any of the values, or all of them joined: such a request is refused,
-// never cleaned up.
-func (r *StripRule) Repeated(h pkgHTTP.Header) string {
+// Scan reads the request's headers once and returns how many values they
+// hold in all (APISIX hands the runner only the first 100) and the identity
+// header carried more than once, in any spellings together ("X-User-Orgs"
+// twice, or "X-User-Orgs" and "x_user_orgs"), or "" when none is. An
+// upstream reading such a header may see any of the values, or all of them
+// joined: such a request is refused, never cleaned up.
+func (r *StripRule) Scan(h pkgHTTP.Header) (values int, repeated string) {
 	var counts [MaxIdentityHeaders]uint8
-	for name, values := range h.View() {
+	for name, vs := range h.View() {
+		values += len(vs)
+		if repeated != "" {
+			continue
+		}
 		i := r.index(name)
 		if i < 0 || i >= MaxIdentityHeaders {
 			continue
 		}
-		n := int(counts[i]) + len(values)
+		n := int(counts[i]) + len(vs)
 		if n > 1 {
-			return headerDisplayName(r.names[i])
+			repeated = headerDisplayName(r.names[i])
+			continue
 		}
 		counts[i] = uint8(n)
 	}
-	return ""
+	return values, repeated
 }
 
 // headerDisplayName writes a normalized name in the usual capitalisation, for

@@ -251,7 +251,9 @@ func TestRepeatedIdentityHeaders(t *testing.T) {
 			for _, kv := range tc.headers {
 				h.h.Add(kv[0], kv[1])
 			}
-			assert.Equal(t, tc.want, rule.Repeated(h))
+			values, repeated := rule.Scan(h)
+			assert.Equal(t, tc.want, repeated)
+			assert.Equal(t, len(tc.headers), values)
 		})
 	}
 }

@@ -152,7 +152,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 			return
 		}
-		if stripWithoutUserinfo.Repeated(h) != "" {
+		if _, repeated := stripWithoutUserinfo.Scan(h); repeated != "" {
 			countRefused.Inc()
 			identity.Refuse(w, http.StatusBadRequest, ReasonDuplicateHeader)
 			return

@@ -52,16 +52,17 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	h := r.Header()
-	if n := headerCount(h); n >= apisixHeaderLimit {
+	values, repeated := c.strip.Scan(h)
+	if values >= apisixHeaderLimit {
 		// APISIX shows the runner only the first 100 headers but passes all
 		// of them upstream: a forged X_Userinfo placed after the hundredth
 		// could not be seen, so could not be removed.
 		c.reject(w, r, refusal{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonTooManyHeaders})
 		return
 	}
-	if name := c.strip.Repeated(h); name != "" {
+	if repeated != "" {
 		// An upstream may read any of the values, or all of them joined.
-		c.reject(w, r, refusal{status: http.StatusBadRequest, reason: ReasonDuplicateHeader, detail: name})
+		c.reject(w, r, refusal{status: http.StatusBadRequest, reason: ReasonDuplicateHeader, detail: repeated})
 		return
 	}
 	c.strip.Strip(h)
@@ -111,14 +112,6 @@ func (c *Conf) reject(w http.ResponseWriter, r pkgHTTP.Request, ref refusal) {
 		logger().Debug("identity refused", "reason", ref.reason, "detail", ref.detail)
 	}
 	identity.Refuse(w, ref.status, ref.reason)
-}
-
-func headerCount(h pkgHTTP.Header) int {
-	n := 0
-	for _, values := range h.View() {
-		n += len(values)
-	}
-	return n
 }
 
 // anonymous lets the request through with no identity at all, unless the
