@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 )
 
 var ctx = context.Background()
@@ -402,8 +404,8 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 }
 
 func TestRedisKilledMidRun(t *testing.T) {
-	srv := startOwnRedis(t)
-	o := Options{RedisURL: srv.url(), KeyPrefix: "killed:", OpTimeout: time.Second}
+	srv := redistest.Start(t)
+	o := Options{RedisURL: srv.URL(), KeyPrefix: "killed:", OpTimeout: time.Second}
 	a, b := newTestCache(t, o), newTestCache(t, o)
 	p := Policy{Fresh: time.Minute}
 	var l counter
@@ -412,7 +414,7 @@ func TestRedisKilledMidRun(t *testing.T) {
 		noErr(t, err)
 	}
 
-	srv.kill()
+	srv.Kill()
 	// Every Get keeps answering: warm keys from the in-process tier, cold ones from the loader.
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -443,12 +445,12 @@ func TestRedisKilledMidRun(t *testing.T) {
 		return !a.up.Load()
 	})
 
-	srv.start()
+	srv.Start()
 	eventually(t, 5*time.Second, "a recovers", a.up.Load)
 	// Fills reach Redis again.
 	_, err := a.Get(ctx, "after", p, l.load("v"))
 	noErr(t, err)
-	raw := rawClient(t, srv.url())
+	raw := rawClient(t, srv.URL())
 	_, err = raw.Get(ctx, "killed:v:after").Bytes()
 	noErr(t, err)
 	// And invalidations fan out again once both subscriptions are back.
@@ -466,10 +468,10 @@ func TestRedisKilledMidRun(t *testing.T) {
 }
 
 func TestRedisFlushOnResubscribe(t *testing.T) {
-	srv := startOwnRedis(t)
-	c := newTestCache(t, Options{RedisURL: srv.url(), KeyPrefix: "flush:", OpTimeout: time.Second})
+	srv := redistest.Start(t)
+	c := newTestCache(t, Options{RedisURL: srv.URL(), KeyPrefix: "flush:", OpTimeout: time.Second})
 	noErr(t, c.Set(ctx, "k", []byte("v")))
-	raw := rawClient(t, srv.url())
+	raw := rawClient(t, srv.URL())
 	// Drop the subscriber's connection: invalidations may be missed until it is back.
 	noErr(t, raw.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
 	eventually(t, 5*time.Second, "local tier flushed after resubscribe", func() bool {
@@ -608,14 +610,14 @@ func TestRedisTimeoutsDoNotStallGets(t *testing.T) {
 }
 
 func TestRedisWrongPassword(t *testing.T) {
-	srv := startOwnRedis(t, "--requirepass", "right")
-	c := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:wrong@127.0.0.1:%d/0", srv.port), OpTimeout: time.Second})
+	srv := redistest.Start(t, "--requirepass", "right")
+	c := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:wrong@127.0.0.1:%d/0", srv.Port()), OpTimeout: time.Second})
 	isTrue(t, !c.up.Load(), "a refused login runs degraded")
 	var l counter
 	_, err := c.Get(ctx, "k", Policy{Fresh: time.Minute}, l.load("v"))
 	noErr(t, err)
 
-	ok := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:right@127.0.0.1:%d/0", srv.port), OpTimeout: time.Second})
+	ok := newTestCache(t, Options{RedisURL: fmt.Sprintf("redis://:right@127.0.0.1:%d/0", srv.Port()), OpTimeout: time.Second})
 	isTrue(t, ok.up.Load(), "the right password connects")
 }
 

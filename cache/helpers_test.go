@@ -3,9 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"reflect"
 	"strconv"
 	"sync/atomic"
@@ -96,65 +94,6 @@ func (l *counter) load(prefix string) func(context.Context) ([]byte, error) {
 }
 
 var errLoader = fmt.Errorf("keycloak down")
-
-// ownRedis is a redis-server this test starts, kills and restarts.
-type ownRedis struct {
-	t    testing.TB
-	port int
-	args []string
-	cmd  *exec.Cmd
-}
-
-func startOwnRedis(t testing.TB, args ...string) *ownRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not on PATH (required under CI)")
-		}
-		t.Skip("redis-server is not on PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	r := &ownRedis{t: t, port: port, args: args}
-	r.start()
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *ownRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-func (r *ownRedis) start() {
-	r.t.Helper()
-	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no"}, r.args...)
-	r.cmd = exec.Command("redis-server", args...)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), 100*time.Millisecond)
-		if err == nil {
-			_ = conn.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	r.t.Fatal("own redis-server did not start")
-}
-
-func (r *ownRedis) kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
 
 // eventually polls cond every 5ms until it holds or d passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {

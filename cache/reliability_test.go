@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"runtime"
 	"slices"
 	"strconv"
@@ -18,74 +16,12 @@ import (
 	"time"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 )
 
 // captureWarn sends the default slog logger into a buffer for the test's duration, at warn: what
 // an operator running the default RUNNER_LOG_LEVEL sees.
 func captureWarn(t *testing.T) *logtest.Buffer { return logtest.Capture(t, slog.LevelWarn) }
-
-// delayProxy is a TCP proxy in front of a Redis: it holds each reply chunk for delay() before
-// passing it on, which makes a Redis that is alive but slow. Only a stand-in can do that.
-type delayProxy struct {
-	ln    net.Listener
-	delay atomic.Pointer[func() time.Duration]
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startDelayProxy(t testing.TB, target string) *delayProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	noErr(t, err)
-	p := &delayProxy{ln: ln}
-	none := func() time.Duration { return 0 }
-	p.delay.Store(&none)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := up.Read(buf)
-					if n > 0 {
-						time.Sleep((*p.delay.Load())())
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				_ = c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-	})
-	return p
-}
-
-func (p *delayProxy) url() string { return "redis://" + p.ln.Addr().String() + "/0" }
-
-func (p *delayProxy) setDelay(f func() time.Duration) { p.delay.Store(&f) }
 
 // loadLog is a loader that records when it was called for each key.
 type loadLog struct {
@@ -211,15 +147,15 @@ func TestFillRechecksRedisAfterTheLock(t *testing.T) {
 // Issue 9, item 1: a Redis that answers slowly, some commands past OpTimeout, is not declared
 // down: no warning, the fill lock stays in use, and the loads stay one per key per window.
 func TestSlowRedisIsNotDown(t *testing.T) {
-	srv := startOwnRedis(t)
-	proxy := startDelayProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
+	srv := redistest.Start(t)
+	proxy := redistest.StartSlowProxy(t, srv.Addr())
 	logs := captureWarn(t)
-	o := Options{RedisURL: proxy.url(), KeyPrefix: "slow:", OpTimeout: 100 * time.Millisecond, LocalTTL: 200 * time.Millisecond}
+	o := Options{RedisURL: proxy.URL(), KeyPrefix: "slow:", OpTimeout: 100 * time.Millisecond, LocalTTL: 200 * time.Millisecond}
 	caches := []*Cache{newTestCache(t, o), newTestCache(t, o), newTestCache(t, o)}
 	// One reply in 20 misses OpTimeout, the others take up to 40 ms.
 	var mu sync.Mutex
 	r := rand.New(rand.NewPCG(1, 2))
-	proxy.setDelay(func() time.Duration {
+	proxy.SetDelay(func() time.Duration {
 		mu.Lock()
 		defer mu.Unlock()
 		if r.IntN(20) == 0 {
@@ -245,9 +181,9 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 // Issue 9, items 1 and 4: a dead Redis (killed, then frozen) is declared down once and recovered
 // once, both at warn, and no Get fails meanwhile.
 func TestRedisDownAndRecoveredLoggedOnceEachWay(t *testing.T) {
-	srv := startOwnRedis(t)
+	srv := redistest.Start(t)
 	logs := captureWarn(t)
-	o := Options{RedisURL: srv.url(), KeyPrefix: "updown:", OpTimeout: 100 * time.Millisecond}
+	o := Options{RedisURL: srv.URL(), KeyPrefix: "updown:", OpTimeout: 100 * time.Millisecond}
 	caches := []*Cache{newTestCache(t, o), newTestCache(t, o)}
 	p := Policy{Fresh: 500 * time.Millisecond, Stale: time.Minute}
 	ll := &loadLog{}
@@ -257,31 +193,24 @@ func TestRedisDownAndRecoveredLoggedOnceEachWay(t *testing.T) {
 	load(500 * time.Millisecond)
 	equal(t, logs.Count("level=WARN"), 0, "warnings while healthy: ", logs)
 
-	srv.kill()
+	srv.Kill()
 	load(2 * time.Second)
 	for i, c := range caches {
 		isTrue(t, !c.redisUsable(), "cache ", i, " noticed the killed Redis")
 	}
-	srv.start()
+	srv.Start()
 	eventually(t, 5*time.Second, "both recover", func() bool { return caches[0].redisUsable() && caches[1].redisUsable() })
 	load(500 * time.Millisecond)
 	equal(t, logs.Count("redis unavailable"), 2, "one down line per cache: ", logs)
 	equal(t, logs.Count("redis recovered"), 2, "one recovery line per cache: ", logs)
 
 	// Frozen: the process is there, nothing answers (all timeouts).
-	noErr(t, srv.cmd.Process.Signal(syscall.SIGSTOP))
-	frozen := true
-	defer func() {
-		if frozen {
-			_ = srv.cmd.Process.Signal(syscall.SIGCONT)
-		}
-	}()
+	srv.Signal(syscall.SIGSTOP) // the server's cleanup thaws it if the test stops here
 	load(2 * time.Second)
 	for i, c := range caches {
 		isTrue(t, !c.redisUsable(), "cache ", i, " noticed the frozen Redis")
 	}
-	noErr(t, srv.cmd.Process.Signal(syscall.SIGCONT))
-	frozen = false
+	srv.Signal(syscall.SIGCONT)
 	eventually(t, 5*time.Second, "both recover", func() bool { return caches[0].redisUsable() && caches[1].redisUsable() })
 	load(500 * time.Millisecond)
 	equal(t, logs.Count("redis unavailable"), 4, "one down line per cache and outage: ", logs)

@@ -7,20 +7,17 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,115 +34,6 @@ import (
 // reliabilityBinary is the runner built without -race: load figures from a race build would
 // measure the race detector.
 func reliabilityBinary(t *testing.T) string { return plainRunnerBinary(t) }
-
-// redisProc is a redis-server this suite owns: it may kill and freeze it.
-type redisProc struct {
-	t    *testing.T
-	port int
-	cmd  *exec.Cmd
-}
-
-func startRedisProc(t *testing.T) *redisProc {
-	_, err := exec.LookPath("redis-server")
-	require.NoError(t, err, "redis-server must be on PATH")
-	r := &redisProc{t: t, port: freePort(t)}
-	r.start()
-	t.Cleanup(func() {
-		if r.cmd != nil {
-			_ = r.cmd.Process.Signal(syscall.SIGCONT)
-			r.kill()
-		}
-	})
-	return r
-}
-
-func (r *redisProc) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *redisProc) start() {
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no")
-	require.NoError(r.t, r.cmd.Start())
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", r.addr(), 100*time.Millisecond); err == nil {
-			_ = c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	r.t.Fatal("redis-server did not start")
-}
-
-func (r *redisProc) kill() {
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
-
-func (r *redisProc) signal(sig syscall.Signal) { require.NoError(r.t, r.cmd.Process.Signal(sig)) }
-
-// slowProxy is a TCP proxy in front of Redis that holds each reply chunk for delay(): a Redis
-// that is alive but slow, which no real Redis produces on demand.
-type slowProxy struct {
-	ln    net.Listener
-	delay atomic.Pointer[func() time.Duration]
-}
-
-func startSlowProxy(t *testing.T, target string) *slowProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &slowProxy{ln: ln}
-	none := func() time.Duration { return 0 }
-	p.delay.Store(&none)
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := up.Read(buf)
-					if n > 0 {
-						time.Sleep((*p.delay.Load())())
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return p
-}
-
-func (p *slowProxy) url() string { return "redis://" + p.ln.Addr().String() + "/0" }
-
-func (p *slowProxy) set(f func() time.Duration) { p.delay.Store(&f) }
 
 // Keycloak faults the proxy injects.
 const (

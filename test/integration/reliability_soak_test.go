@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
 )
@@ -41,9 +42,9 @@ func TestReliabilitySoak(t *testing.T) {
 	users := loginUsers(t, nUsers)
 	t.Logf("%d users created and logged in in %s", nUsers, time.Since(begin).Round(time.Second))
 
-	redis := startRedisProc(t)
+	redis := redistest.Start(t)
 	kc := newFaultProxy(t)
-	e := reliabilityEnv(t, kc.URL, "redis://"+redis.addr()+"/0")
+	e := reliabilityEnv(t, kc.URL, "redis://"+redis.Addr()+"/0")
 	var metricsAddrs []string
 	nodes := make([]*node, 0, 3)
 	for range 3 {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
 )
@@ -47,8 +48,8 @@ func scale() suiteScale {
 type setup struct {
 	t     *testing.T
 	sc    suiteScale
-	redis *redisProc
-	slow  *slowProxy
+	redis *redistest.Server
+	slow  *redistest.SlowProxy
 	kc    *faultProxy
 	nodes []*node
 	route *apisix.Route
@@ -57,10 +58,10 @@ type setup struct {
 
 func newSetup(t *testing.T, sc suiteScale, users []*loadUser, extraEnv env) *setup {
 	s := &setup{t: t, sc: sc, users: users}
-	s.redis = startRedisProc(t)
-	s.slow = startSlowProxy(t, s.redis.addr())
+	s.redis = redistest.Start(t)
+	s.slow = redistest.StartSlowProxy(t, s.redis.Addr())
 	s.kc = newFaultProxy(t)
-	e := reliabilityEnv(t, s.kc.URL, s.slow.url())
+	e := reliabilityEnv(t, s.kc.URL, s.slow.URL())
 	for k, v := range extraEnv {
 		e[k] = v
 	}
@@ -154,7 +155,7 @@ func TestReliability(t *testing.T) {
 		rnd := rand.New(rand.NewPCG(3, 4))
 		st, _, begin := s.phases(func() {
 			// Most replies take up to 30 ms; one in 20 takes 700 ms, past the 500 ms op timeout.
-			s.slow.set(func() time.Duration {
+			s.slow.SetDelay(func() time.Duration {
 				mu.Lock()
 				defer mu.Unlock()
 				if rnd.IntN(20) == 0 {
@@ -162,7 +163,7 @@ func TestReliability(t *testing.T) {
 				}
 				return time.Duration(rnd.IntN(30)) * time.Millisecond
 			})
-		}, func() { s.slow.set(func() time.Duration { return 0 }) }, func(*loadStats) bool { return true })
+		}, func() { s.slow.SetDelay(func() time.Duration { return 0 }) }, func(*loadStats) bool { return true })
 		f := s.figures("Redis slowed (1 reply in 20 past the op timeout)", st, -1, "", "0", begin)
 		report(t, f)
 		assert.Zero(t, st.failed.Load(), st.String())
@@ -191,9 +192,9 @@ func TestReliability(t *testing.T) {
 			}
 		})
 	}
-	redisFault("Redis killed, restarted", func(s *setup) { s.redis.kill() }, func(s *setup) { s.redis.start() })
-	redisFault("Redis frozen (SIGSTOP)", func(s *setup) { s.redis.signal(syscall.SIGSTOP) },
-		func(s *setup) { s.redis.signal(syscall.SIGCONT) })
+	redisFault("Redis killed, restarted", func(s *setup) { s.redis.Kill() }, func(s *setup) { s.redis.Start() })
+	redisFault("Redis frozen (SIGSTOP)", func(s *setup) { s.redis.Signal(syscall.SIGSTOP) },
+		func(s *setup) { s.redis.Signal(syscall.SIGCONT) })
 
 	keycloakFault := func(name string, fault int32) {
 		t.Run(name, func(t *testing.T) {
@@ -358,11 +359,11 @@ func TestReliabilityWatcherLogsAfterRedisRestart(t *testing.T) {
 	nd.mark = len(nd.r.Output())
 	ctx, cancel := context.WithCancel(context.Background())
 	st := runLoad(ctx, s.nodes, s.route, users, 4, 10*time.Millisecond)
-	s.redis.kill()
+	s.redis.Kill()
 	eventually(t, 10*time.Second, "the poll failure is reported", func() bool {
 		return nd.logCount("admin event poll failing") > 0
 	})
-	s.redis.start()
+	s.redis.Start()
 	pairs := [][2][]string{
 		{{"redis unavailable"}, {"redis recovered"}},
 		{{"redis invalidation subscription lost"}, {"redis invalidation subscription restored"}},
