@@ -322,10 +322,14 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 		switch {
 		case err == nil && got:
 			defer func() {
-				_ = c.onceMore(func() error { _, err := c.unlock(context.WithoutCancel(ctx), lk, token); return err })
+				uctx := context.WithoutCancel(ctx)
+				_ = c.persist(uctx, func(within time.Duration) error {
+					_, err := c.unlock(uctx, lk, token, within)
+					return err
+				})
 			}()
 			var e Entry
-			err := c.onceMore(func() (err error) { e, err = c.redisGet(ctx, key); return err })
+			err := c.persist(ctx, func(within time.Duration) (err error) { e, err = c.redisGetWithin(ctx, key, within); return err })
 			if err == nil && time.Since(e.FetchedAt) < fresh &&
 				(prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
 				fillRecheckTotal.Inc()
@@ -357,8 +361,8 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	// Store only if no invalidation of this key arrived while loading: the load may predate it.
 	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
 		c.redisUsable() {
-		// Other processes wait for this value: a slow SET is worth a second try.
-		_ = c.onceMore(func() error { return c.redisSet(ctx, key, e) })
+		// Other processes wait for this value: a slow SET is worth more patience.
+		_ = c.persist(ctx, func(within time.Duration) error { return c.redisSet(ctx, key, e, within) })
 	}
 	return e, SourceLoader, nil
 }
@@ -437,7 +441,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte) error {
 	if c.rdb == nil || c.closed.Load() {
 		return nil
 	}
-	if err := c.redisSet(ctx, key, e); err != nil {
+	if err := c.redisSet(ctx, key, e, c.opts.OpTimeout); err != nil {
 		return fmt.Errorf("cache: set %s: %w", key, err)
 	}
 	return nil
@@ -489,7 +493,7 @@ func (c *Cache) SetRemote(ctx context.Context, key string, value []byte) error {
 	if c.closed.Load() {
 		return fmt.Errorf("cache: set %s: closed", key)
 	}
-	if err := c.redisSet(ctx, key, e); err != nil {
+	if err := c.redisSet(ctx, key, e, c.opts.OpTimeout); err != nil {
 		return fmt.Errorf("cache: set %s: %w", key, err)
 	}
 	return nil

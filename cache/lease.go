@@ -32,7 +32,7 @@ func (c *Cache) AcquireLease(ctx context.Context, name string, ttl time.Duration
 		}
 		return l, true, nil
 	}
-	ok, err := c.tryLock(ctx, c.leaseKey(name), l.token, ttl)
+	ok, err := c.tryLock(ctx, c.leaseKey(name), l.token, ttl, c.opts.OpTimeout)
 	if err != nil {
 		return nil, false, fmt.Errorf("cache: lease %s: %w", name, err)
 	}
@@ -68,7 +68,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		n = c.mem.release(l.name, l.token)
 	} else {
 		var err error
-		if n, err = c.unlock(ctx, c.leaseKey(l.name), l.token); err != nil {
+		if n, err = c.unlock(ctx, c.leaseKey(l.name), l.token, c.opts.OpTimeout); err != nil {
 			return fmt.Errorf("cache: release lease %s: %w", l.name, err)
 		}
 	}

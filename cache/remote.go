@@ -124,7 +124,11 @@ func (c *Cache) probe() {
 
 // redisGet reads key's value from Redis. ErrMiss when absent (or unreadable).
 func (c *Cache) redisGet(ctx context.Context, key string) (Entry, error) {
-	octx, cancel := c.opCtx(ctx)
+	return c.redisGetWithin(ctx, key, c.opts.OpTimeout)
+}
+
+func (c *Cache) redisGetWithin(ctx context.Context, key string, within time.Duration) (Entry, error) {
+	octx, cancel := context.WithTimeout(ctx, within)
 	b, err := c.rdb.Get(octx, c.valueKey(key)).Bytes()
 	cancel()
 	c.observe(ctx, err)
@@ -141,8 +145,8 @@ func (c *Cache) redisGet(ctx context.Context, key string) (Entry, error) {
 	return e, nil
 }
 
-func (c *Cache) redisSet(ctx context.Context, key string, e Entry) error {
-	octx, cancel := c.opCtx(ctx)
+func (c *Cache) redisSet(ctx context.Context, key string, e Entry, within time.Duration) error {
+	octx, cancel := context.WithTimeout(ctx, within)
 	err := c.rdb.Set(octx, c.valueKey(key), encodeEntry(e), c.opts.Retention).Err()
 	cancel()
 	c.observe(ctx, err)
@@ -161,57 +165,83 @@ var renewScript = redis.NewScript(`
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
 return 0`)
 
-// tryLock sets key to token for ttl if nobody holds it.
-func (c *Cache) tryLock(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
-	octx, cancel := c.opCtx(ctx)
+// tryLock sets key to token for ttl if nobody holds it, waiting up to within for the answer.
+func (c *Cache) tryLock(ctx context.Context, key, token string, ttl, within time.Duration) (bool, error) {
+	octx, cancel := context.WithTimeout(ctx, within)
 	ok, err := c.rdb.SetNX(octx, key, token, ttl).Result()
 	cancel()
 	c.observe(ctx, err)
 	return ok, err
 }
 
-// onceMore runs op and, if it timed out while Redis still counts as up, runs it a second time:
-// on the fill path a lost answer costs another process a loader call.
-func (c *Cache) onceMore(op func() error) error {
-	err := op()
-	if err != nil && isTimeout(err) && c.redisUsable() {
-		err = op()
+// fillAttempts is how many times a command of the fill path is sent when it times out, each
+// attempt waiting twice as long as the one before (OpTimeout, 2x, 4x): on the fill path a lost
+// answer costs a loader call, so a Redis that is slow but answers within 7 x OpTimeout in all
+// costs none. A Redis that answers nothing is declared down by its breaker meanwhile, and that
+// ends the attempts.
+const fillAttempts = 3
+
+// persist runs op (a fill-path command, given its timeout) until it answers, fails otherwise
+// than by a timeout, Redis is declared down, ctx ends, or fillAttempts timed out.
+func (c *Cache) persist(ctx context.Context, op func(within time.Duration) error) error {
+	var err error
+	within := c.opts.OpTimeout
+	for range fillAttempts {
+		if err = op(within); err == nil || !isTimeout(err) || !c.redisUsable() || ctx.Err() != nil {
+			return err
+		}
+		within *= 2
 	}
 	return err
 }
 
-// acquireFill takes the fill lock lk with token. A SET that timed out may still have been applied,
-// and Redis may only be slow: rather than load at once (a second loader call in the fleet), it
-// asks who holds the lock, and tries once more if nobody does. An error means Redis did not
-// answer these either (the caller then loads without the lock); a timeout of these as well is
-// reported as "held elsewhere", so that the caller waits for a value rather than load at once.
+// acquireFill takes the fill lock lk with token. A SET that timed out may still have been
+// applied, and Redis may only be slow: rather than load at once (a second loader call in the
+// fleet), it sends the SET again with more patience, and if an earlier attempt timed out it asks
+// who holds the lock (the lock may be its own). When Redis never answers in time but still counts
+// as up, it reports "held elsewhere", so that the caller waits for a value rather than loads
+// beside a holder. An error means Redis failed otherwise; the caller then loads without the lock.
 func (c *Cache) acquireFill(ctx context.Context, lk, token string) (bool, error) {
-	got, err := c.tryLock(ctx, lk, token, c.opts.LockTTL)
-	if err == nil || !isTimeout(err) || !c.redisUsable() {
-		return got, err
-	}
-	octx, cancel := c.opCtx(ctx)
-	holder, gerr := c.rdb.Get(octx, lk).Result()
-	cancel()
-	c.observe(ctx, gerr)
+	var got, lost bool
+	err := c.persist(ctx, func(within time.Duration) error {
+		var err error
+		got, err = c.tryLock(ctx, lk, token, c.opts.LockTTL, within)
+		lost = lost || isTimeout(err)
+		return err
+	})
 	switch {
-	case gerr == nil:
-		return holder == token, nil
-	case errors.Is(gerr, redis.Nil):
-		got, err = c.tryLock(ctx, lk, token, c.opts.LockTTL)
-		if err != nil && isTimeout(err) && c.redisUsable() {
+	case err != nil:
+		if isTimeout(err) && c.redisUsable() {
 			return false, nil
 		}
-		return got, err
-	case isTimeout(gerr) && c.redisUsable():
+		return false, err
+	case got || !lost:
+		return got, nil
+	}
+	var holder string
+	err = c.persist(ctx, func(within time.Duration) error {
+		octx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		var err error
+		holder, err = c.rdb.Get(octx, lk).Result()
+		c.observe(ctx, err)
+		return err
+	})
+	switch {
+	case err == nil:
+		return holder == token, nil
+	case errors.Is(err, redis.Nil), isTimeout(err) && c.redisUsable():
+		// Released meanwhile, or no answer: wait for the holder's value (waitFill stops early
+		// when the lock is gone without one).
 		return false, nil
 	}
-	return false, gerr
+	return false, err
 }
 
-// unlock deletes key if it still holds token. It returns the script's answer (1, 0 or -1).
-func (c *Cache) unlock(ctx context.Context, key, token string) (int64, error) {
-	octx, cancel := c.opCtx(ctx)
+// unlock deletes key if it still holds token, waiting up to within for the answer. It returns
+// the script's answer (1, 0 or -1).
+func (c *Cache) unlock(ctx context.Context, key, token string, within time.Duration) (int64, error) {
+	octx, cancel := context.WithTimeout(ctx, within)
 	n, err := releaseScript.Run(octx, c.rdb, []string{key}, token).Int64()
 	cancel()
 	c.observe(ctx, err)
