@@ -67,8 +67,12 @@ func ServiceAccountToken(t testing.TB) string {
 }
 
 func adminURL(t testing.TB, path string) string {
+	return realmAdminURL(t) + "/" + path
+}
+
+func realmAdminURL(t testing.TB) string {
 	s := Env(t)
-	return s.URL + "/admin/realms/" + url.PathEscape(s.Realm) + "/" + path
+	return s.URL + "/admin/realms/" + url.PathEscape(s.Realm)
 }
 
 // TestUser is a user made by CreateUser.
@@ -110,6 +114,86 @@ func CreateUser(t testing.TB, prefix string) *TestUser {
 		}
 	})
 	return u
+}
+
+// CreateUsers makes n users like CreateUser's, through the realm's partial import (a few hundred
+// per call instead of one), and deletes them when the test ends. The soak needs thousands:
+// one POST per user, each hashing a password, took most of an hour for 10 000.
+func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
+	t.Helper()
+	const batch = 500
+	users := make([]*TestUser, 0, n)
+	for len(users) < n {
+		reps := make([]map[string]any, 0, batch)
+		byName := map[string]*TestUser{}
+		for range min(batch, n-len(users)) {
+			b := make([]byte, 6)
+			_, _ = rand.Read(b)
+			name := strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
+			u := &TestUser{Username: name, Password: name + "-password", Email: name + "@example.org"}
+			byName[name] = u
+			reps = append(reps, map[string]any{
+				"username": u.Username, "enabled": true, "email": u.Email, "emailVerified": true,
+				"firstName": "Test", "lastName": name,
+				"credentials": []map[string]any{{"type": "password", "value": u.Password, "temporary": false}},
+			})
+		}
+		body, _ := json.Marshal(map[string]any{"ifResourceExists": "FAIL", "users": reps})
+		var out struct {
+			Results []struct {
+				ResourceType string `json:"resourceType"`
+				ResourceName string `json:"resourceName"`
+				ID           string `json:"id"`
+			} `json:"results"`
+		}
+		doJSON(t, http.MethodPost, adminURL(t, "partialImport"), AdminToken(t), "application/json",
+			bytes.NewReader(body), http.StatusOK, &out)
+		for _, r := range out.Results {
+			if u := byName[r.ResourceName]; r.ResourceType == "USER" && u != nil && r.ID != "" {
+				u.ID = r.ID
+				users = append(users, u)
+				delete(byName, r.ResourceName)
+			}
+		}
+		if len(byName) > 0 {
+			t.Fatalf("kctest: partial import of %d users: %d not reported as added", len(reps), len(byName))
+		}
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for _, u := range users {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(u.ID)), AdminToken(t), "", nil)
+				if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
+					t.Errorf("kctest: delete user %s: status %d", u.Username, r.status)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	return users
+}
+
+// CheapPasswords sets the realm's password policy to one hash iteration until the test ends
+// (then puts the previous policy back). Creating and logging in thousands of users is otherwise
+// bound by Keycloak's password hashing (210 000 PBKDF2 iterations each), not by what a test
+// measures. Only users whose password is set meanwhile get the cheap hash.
+func CheapPasswords(t testing.TB) {
+	t.Helper()
+	var realm struct {
+		PasswordPolicy string `json:"passwordPolicy"`
+	}
+	doJSON(t, http.MethodGet, realmAdminURL(t), AdminToken(t), "", nil, http.StatusOK, &realm)
+	setPolicy := func(policy string) {
+		body, _ := json.Marshal(map[string]any{"passwordPolicy": policy})
+		do(t, http.MethodPut, realmAdminURL(t), AdminToken(t), "application/json", bytes.NewReader(body), http.StatusNoContent)
+	}
+	setPolicy("hashIterations(1)")
+	t.Cleanup(func() { setPolicy(realm.PasswordPolicy) })
 }
 
 // CreateClient creates a client of the realm from its representation (a
