@@ -196,6 +196,23 @@ func CheapPasswords(t testing.TB) {
 	t.Cleanup(func() { setPolicy(realm.PasswordPolicy) })
 }
 
+// AccessTokenLifespan sets the realm's access token lifespan to d until the test ends (then puts
+// the previous one back). A soak logs thousands of users in before its load starts, longer ago
+// than the 5 minutes tokens live by default.
+func AccessTokenLifespan(t testing.TB, d time.Duration) {
+	t.Helper()
+	var realm struct {
+		AccessTokenLifespan int `json:"accessTokenLifespan"`
+	}
+	doJSON(t, http.MethodGet, realmAdminURL(t), AdminToken(t), "", nil, http.StatusOK, &realm)
+	set := func(seconds int) {
+		body, _ := json.Marshal(map[string]any{"accessTokenLifespan": seconds})
+		do(t, http.MethodPut, realmAdminURL(t), AdminToken(t), "application/json", bytes.NewReader(body), http.StatusNoContent)
+	}
+	set(int(d.Seconds()))
+	t.Cleanup(func() { set(realm.AccessTokenLifespan) })
+}
+
 // CreateClient creates a client of the realm from its representation (a
 // ClientRepresentation as JSON would give it) and deletes it when the test
 // ends.
