@@ -1,9 +1,11 @@
 package orgsync
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +31,11 @@ type fakeDirectory struct {
 	fail     error
 	calls    atomic.Int64
 	orgCalls atomic.Int64
+
+	// queries are the AdminEvents calls' queries, in order; eventsFail, when
+	// set, fails the call it returns an error for (n counts from 1).
+	queries    []keycloak.AdminEventQuery
+	eventsFail func(n int) error
 }
 
 func newFakeDirectory(realm string) *fakeDirectory {
@@ -112,13 +119,53 @@ func (d *fakeDirectory) OrganizationMemberIDs(_ context.Context, orgID string) (
 	return append([]string(nil), d.members[orgID]...), nil
 }
 
-func (d *fakeDirectory) AdminEvents(context.Context, keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error) {
+// AdminEvents answers like Keycloak: events at or after From's millisecond,
+// ordered by time (events of one millisecond in the order they were added),
+// then First skipped and Max (default 100) kept.
+func (d *fakeDirectory) AdminEvents(ctx context.Context, q keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error) {
 	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]keycloak.AdminEvent(nil), d.events...), nil
+	d.queries = append(d.queries, q)
+	if d.eventsFail != nil {
+		if err := d.eventsFail(len(d.queries)); err != nil {
+			return nil, err
+		}
+	}
+	var out []keycloak.AdminEvent
+	for _, ev := range d.events {
+		if !q.From.IsZero() && ev.Time.UnixMilli() < q.From.UnixMilli() {
+			continue
+		}
+		if len(q.ResourceTypes) > 0 && !slices.Contains(q.ResourceTypes, ev.ResourceType) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	slices.SortStableFunc(out, func(a, b keycloak.AdminEvent) int {
+		if q.Ascending {
+			return cmp.Compare(a.Time.UnixMilli(), b.Time.UnixMilli())
+		}
+		return cmp.Compare(b.Time.UnixMilli(), a.Time.UnixMilli())
+	})
+	limit := q.Max
+	if limit == 0 {
+		limit = 100
+	}
+	out = out[min(q.First, len(out)):]
+	return out[:min(limit, len(out))], nil
+}
+
+// adminEventQueries are the queries AdminEvents was called with so far.
+func (d *fakeDirectory) adminEventQueries() []keycloak.AdminEventQuery {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.queries)
 }
 
 var errKeycloakDown = errors.New("keycloak: connection refused")

@@ -1,9 +1,11 @@
 package orgsync
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,9 +201,18 @@ func parsePosition(s string) (position, error) {
 	return p, nil
 }
 
+// maxListAge is the oldest an organization list is served at: fresh_ttl and
+// stale_ttl are at most 24 h (setup.go), and the cache keeps no value past
+// its Retention (24 h) even as a fallback while Keycloak fails. A change
+// older than that is already in every list a route still serves, so the
+// watcher never resumes further back: after a long stop it would otherwise
+// spend its polls on events that change nothing.
+const maxListAge = 24 * time.Hour
+
 func (w *Watcher) poll(ctx context.Context) error {
 	c, kc := w.deps.Cache, w.deps.Keycloak
-	pos := position{at: time.Now().Add(-w.interval).UnixMilli(), ids: map[string]bool{}}
+	now := time.Now()
+	pos := position{at: now.Add(-w.interval).UnixMilli(), ids: map[string]bool{}}
 	if s, err := c.GetState(ctx, watcherPosition); err == nil {
 		if p, err := parsePosition(s); err == nil {
 			pos = p
@@ -209,48 +220,73 @@ func (w *Watcher) poll(ctx context.Context) error {
 	} else if !errors.Is(err, cache.ErrMiss) {
 		return fmt.Errorf("orgsync: watcher position: %w", err)
 	}
-	var events []keycloak.AdminEvent
-	for first := 0; ; first += eventsPage {
+	if horizon := now.Add(-maxListAge).UnixMilli(); pos.at < horizon {
+		logger().Info("admin event watcher position too old: events older than any list still served are skipped",
+			"position_age", now.Sub(time.UnixMilli(pos.at)).Round(time.Second).String(),
+			"resumes_from", time.UnixMilli(horizon).UTC().Format(time.RFC3339))
+		pos = position{at: horizon, ids: map[string]bool{}}
+	}
+	handled := 0
+	// Each page is handled and the position saved before the next is asked
+	// for: a poll cut short by its deadline or a failure keeps what it did,
+	// so a backlog longer than one poll is still worked off.
+	for first := 0; ; {
 		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: watchedResources,
 			From: time.UnixMilli(pos.at), First: first, Max: eventsPage, Ascending: true})
 		if err != nil {
 			return fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)
 		}
-		events = append(events, page...)
+		if !slices.IsSortedFunc(page, func(a, b keycloak.AdminEvent) int {
+			return cmp.Compare(a.Time.UnixMilli(), b.Time.UnixMilli())
+		}) {
+			// Newest first, handling this page would move the position past
+			// the older events of the pages still to come.
+			return fmt.Errorf("orgsync: admin events since %d came newest first (Keycloak before 26 ignores direction=asc)", pos.at)
+		}
+		pageFrom := pos.at
+		for _, ev := range page {
+			ms := ev.Time.UnixMilli()
+			if ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID] {
+				continue
+			}
+			users, err := affectedUsers(ctx, kc, ev)
+			if err == nil {
+				err = invalidateUsers(ctx, *w.deps, dedupe(users), InvalidatedByEvents)
+			}
+			if err != nil {
+				// Keep the position before this event: it is handled again next time.
+				// A failure to save it too is part of the same failing poll.
+				_ = w.save(ctx, pos)
+				return err
+			}
+			if ms > pos.at {
+				pos = position{at: ms, ids: map[string]bool{}}
+			}
+			pos.ids[ev.ID] = true
+			handled++
+			metricWatcherLag.Set(time.Since(ev.Time).Seconds())
+		}
+		// An unsaved position fails the poll: it is reported (and its recovery)
+		// as "admin event poll failing", and the events are handled again.
+		if err := w.save(ctx, pos); err != nil {
+			return err
+		}
 		if len(page) < eventsPage {
 			break
 		}
-	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
-	handled := 0
-	for _, ev := range events {
-		ms := ev.Time.UnixMilli()
-		if ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID] {
-			continue
+		// dateFrom is inclusive, so asking again from a later position
+		// returns only the events at its millisecond as old ones. A full page
+		// all at one millisecond would come back the same: page past it.
+		if pos.at == pageFrom {
+			first += eventsPage
+		} else {
+			first = 0
 		}
-		users, err := affectedUsers(ctx, kc, ev)
-		if err == nil {
-			err = invalidateUsers(ctx, *w.deps, dedupe(users), InvalidatedByEvents)
-		}
-		if err != nil {
-			// Keep the position before this event: it is handled again next time.
-			// A failure to save it too is part of the same failing poll.
-			_ = w.save(ctx, pos)
-			return err
-		}
-		if ms > pos.at {
-			pos = position{at: ms, ids: map[string]bool{}}
-		}
-		pos.ids[ev.ID] = true
-		handled++
-		metricWatcherLag.Set(time.Since(ev.Time).Seconds())
 	}
 	if handled == 0 {
 		metricWatcherLag.Set(0)
 	}
-	// An unsaved position fails the poll: it is reported (and its recovery)
-	// as "admin event poll failing", and the events are handled again.
-	return w.save(ctx, pos)
+	return nil
 }
 
 func (w *Watcher) save(ctx context.Context, pos position) error {

@@ -1,6 +1,10 @@
 package orgsync
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -8,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -81,4 +86,155 @@ func TestWatcherSurvivesKeycloakFailures(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "the watcher did not recover")
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// invalidationCounter is the cache as the watcher sees it, counting how
+// often each key is invalidated.
+type invalidationCounter struct {
+	Store
+	mu    sync.Mutex
+	byKey map[string]int
+}
+
+func (c *invalidationCounter) Invalidate(ctx context.Context, keys ...string) error {
+	if err := c.Store.Invalidate(ctx, keys...); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		c.byKey[k]++
+	}
+	return nil
+}
+
+// of is how often user's cached lists were invalidated.
+func (c *invalidationCounter) of(user string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byKey[userKeys(testRealm, user)[0]]
+}
+
+// newPoller is a watcher whose polls the test runs itself, one at a time,
+// from position at (unix ms).
+func newPoller(t *testing.T, h *harness, at int64) (*Watcher, *invalidationCounter) {
+	t.Helper()
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition, position{at: at, ids: map[string]bool{}}.String()))
+	return &Watcher{deps: &Deps{Cache: counter, Keycloak: h.dir}, interval: time.Second}, counter
+}
+
+// addUserEvents adds one USER event for each of n users (u-000, u-001, ...),
+// the i-th at time at(i).
+func (d *fakeDirectory) addUserEvents(n int, at func(i int) time.Time) []string {
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("u-%03d", i)
+		d.addEvent(keycloak.AdminEvent{ID: "ev-" + users[i], Time: at(i), OperationType: "UPDATE",
+			ResourceType: keycloak.ResourceUser, ResourcePath: "users/" + users[i]})
+	}
+	return users
+}
+
+// A backlog longer than one poll gets through (the position of an old
+// watcher, a Keycloak that fails now and then): each page is handled and its
+// position saved before the next is asked for. With the whole backlog fetched
+// first, every poll met a failure and started over from the same position.
+func TestWatcherWorksOffBacklogDespiteFailures(t *testing.T) {
+	h := newHarness(t)
+	start := time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)
+	users := h.dir.addUserEvents(350, func(i int) time.Time { return start.Add(time.Duration(i+1) * 10 * time.Second) })
+	h.dir.eventsFail = func(n int) error {
+		if n%3 == 0 {
+			return errKeycloakDown
+		}
+		return nil
+	}
+	w, counter := newPoller(t, h, start.UnixMilli())
+
+	polls := 0
+	for ; polls < 5; polls++ {
+		if w.poll(t.Context()) == nil {
+			break
+		}
+	}
+	for _, u := range users {
+		require.Equal(t, 1, counter.of(u), "user %s invalidated once", u)
+	}
+	require.Less(t, polls, 5, "the last poll got to the end of the backlog")
+	for _, q := range h.dir.adminEventQueries() {
+		assert.False(t, q.From.Before(start), "every query asks from the saved position or later: %v", q.From)
+	}
+}
+
+// Keycloak's dateFrom is inclusive and a bulk change records many events in
+// one millisecond: a full page of them does not move the position, so the
+// next page is asked for by First rather than the same one again. Each event
+// is handled once, and a failure after the first page keeps that page's
+// progress.
+func TestWatcherHandlesEventsSharingOneMillisecond(t *testing.T) {
+	h := newHarness(t)
+	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	users := h.dir.addUserEvents(280, func(i int) time.Time {
+		if i < 250 {
+			return at
+		}
+		return at.Add(time.Duration(i-249) * time.Millisecond)
+	})
+	h.dir.eventsFail = func(n int) error {
+		if n == 3 {
+			return errKeycloakDown
+		}
+		return nil
+	}
+	w, counter := newPoller(t, h, at.Add(-time.Second).UnixMilli())
+	// Re-asking the same page would go on until the poll's deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+
+	require.Error(t, w.poll(ctx), "the third call fails")
+	kept := 0
+	for _, u := range users {
+		kept += counter.of(u)
+	}
+	assert.Equal(t, eventsPage, kept, "the first page is handled before the failure")
+
+	require.NoError(t, w.poll(ctx))
+	for _, u := range users {
+		require.Equal(t, 1, counter.of(u), "user %s invalidated once", u)
+	}
+	calls := len(h.dir.adminEventQueries())
+	require.NoError(t, w.poll(ctx))
+	for _, u := range users {
+		require.Equal(t, 1, counter.of(u), "user %s not invalidated again", u)
+	}
+	assert.Less(t, len(h.dir.adminEventQueries())-calls, 5, "a poll with nothing new pages once past the last millisecond's events")
+}
+
+// A position older than 24 h (a fleet without a watcher for days) is not
+// resumed: each list a route serves was fetched within the last 24 h, after
+// any older change. The clamp is logged once, with the position's age.
+func TestWatcherResumesAtMost24hBack(t *testing.T) {
+	logs := logtest.Capture(t, slog.LevelInfo)
+	h := newHarness(t)
+	now := time.Now()
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-old", Time: now.Add(-30 * time.Hour), OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceUser, ResourcePath: "users/u-old"})
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-new", Time: now.Add(-time.Hour), OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceUser, ResourcePath: "users/u-new"})
+	w, counter := newPoller(t, h, now.Add(-48*time.Hour).UnixMilli())
+
+	require.NoError(t, w.poll(t.Context()))
+	queries := h.dir.adminEventQueries()
+	require.NotEmpty(t, queries)
+	assert.WithinDuration(t, now.Add(-24*time.Hour), queries[0].From, time.Minute)
+	assert.Equal(t, 0, counter.of("u-old"), "a change older than 24 h is in every list still served")
+	assert.Equal(t, 1, counter.of("u-new"))
+	const clamped = "admin event watcher position too old"
+	require.Equal(t, 1, logs.Count(clamped), logs.String())
+	assert.Contains(t, logs.String(), "position_age=48h0m")
+
+	// The position saved is within 24 h: the next poll does not clamp again.
+	require.NoError(t, w.poll(t.Context()))
+	assert.Equal(t, 1, logs.Count(clamped))
 }
