@@ -4,7 +4,8 @@
 # gofmt, go vet, the unit tests and fuzz seed corpora with the race detector,
 # the Python client's and the Django demo's pytest suites (scripts/python-tests.sh),
 # the patched runner library's own tests (third_party/, a module of its own),
-# and the integration tests that drive the real runner binary against them;
+# the integration tests that drive the real runner binary against them, and a
+# one-minute soak of 500 users (make reliability runs the full one);
 # go mod tidy must have nothing to change. test/deploy is its own module.
 # Services it started are stopped on exit.
 set -euo pipefail
@@ -66,6 +67,10 @@ step "the patched runner library (third_party/apisix-go-plugin-runner, its own m
 
 step "integration tests: the runner binary over its unix socket, real Redis and Keycloak"
 go test -race -count=1 -tags integration -timeout 15m ./test/integration/
+
+step "the soak, short form: 500 users of the realm for 1 min on 3 runners (make reliability: 10 000 users, 10 min)"
+RELIABILITY_SOAK=1 SOAK_USERS=500 SOAK_DURATION=1m go test -race -count=1 -tags integration -timeout 10m \
+	-run TestReliabilitySoak ./test/integration/
 
 step "bench-e2e smoke: the benchmark tool runs end to end (-quick; it checks every answer, never the speed)"
 go run ./test/bench -quick -out .work/bench-e2e-quick.md >/dev/null
