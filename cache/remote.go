@@ -174,12 +174,12 @@ func (c *Cache) tryLock(ctx context.Context, key, token string, ttl, within time
 	return ok, err
 }
 
-// fillAttempts is how many times a command of the fill path is sent when it times out, each
-// attempt waiting twice as long as the one before (OpTimeout, 2x, 4x): on the fill path a lost
-// answer costs a loader call, so a Redis that is slow but answers within 7 x OpTimeout in all
-// costs none. A Redis that answers nothing is declared down by its breaker meanwhile, and that
-// ends the attempts.
-const fillAttempts = 3
+// fillAttempts is how many times a command of the fill path is sent when it times out, the
+// second waiting twice OpTimeout: on the fill path a lost answer costs a loader call, so a Redis
+// that is slow but answers within twice OpTimeout costs none. More attempts would spare a slower
+// Redis too, but a frozen one would then hold a quiet runner's first fill past its LockTTL before
+// the breaker (5 failures over 1 s) declares it down.
+const fillAttempts = 2
 
 // persist runs op (a fill-path command, given its timeout) until it answers, fails otherwise
 // than by a timeout, Redis is declared down, ctx ends, or fillAttempts timed out.
