@@ -310,39 +310,19 @@ func (c *Cache) startFill(ctx context.Context, key string, load func(context.Con
 	return cl
 }
 
-// fill loads key under the fleet-wide lock and stores the result in both tiers. A value younger
-// than fresh found in Redis once the lock is ours was stored by another process between our read
-// and our lock (it held the lock and released it meanwhile): it is used instead of a second load.
+// fill loads key under the fleet-wide lock and stores the result in both tiers, unless claim
+// finds the value another process loaded.
 func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry, fresh time.Duration) (Entry, Source, error) {
 	gen := c.gen(key)
 	g := gen.Load()
 	if c.redisUsable() {
-		lk, token := c.lockKey(key), randomToken()
-		got, err := c.acquireFill(ctx, lk, token)
-		switch {
-		case err == nil && got:
-			defer func() {
-				uctx := context.WithoutCancel(ctx)
-				_ = c.persist(uctx, func(within time.Duration) error {
-					_, err := c.unlock(uctx, lk, token, within)
-					return err
-				})
-			}()
-			var e Entry
-			err := c.persist(ctx, func(within time.Duration) (err error) { e, err = c.redisGetWithin(ctx, key, within); return err })
-			if err == nil && time.Since(e.FetchedAt) < fresh &&
-				(prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
-				fillRecheckTotal.Inc()
-				c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
-				return e, SourceRedis, nil
-			}
-		case err == nil && !got:
-			if e, ok := c.waitFill(ctx, key, prev); ok {
-				waitFilled.Inc()
-				c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
-				return e, SourceRedis, nil
-			}
-			waitTimeout.Inc()
+		e, found, release := c.claim(ctx, key, prev, fresh)
+		if found {
+			c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
+			return e, SourceRedis, nil
+		}
+		if release != nil {
+			defer release()
 		}
 	}
 	// A value is as old as the question that produced it: a change made while the loader ran
@@ -367,9 +347,66 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	return e, SourceLoader, nil
 }
 
-// waitFill polls Redis for a value of key newer than prev while another process holds the fill lock,
-// for at most LockWait. It gives up early when the lock disappears without a new value.
-func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, bool) {
+// fillRounds bounds how many holders in turn a fill waits for: a holder that lets the lock go
+// without a value (its load failed) is replaced by one of its waiters, and the others wait again.
+const fillRounds = 3
+
+// claim settles who loads key. It returns another process's value (found), or release, the
+// unlock of the fill lock it now holds (the caller loads, then releases), or neither: Redis failed
+// or the waits ran out, and the caller loads without the lock. A value younger than fresh found
+// in Redis once the lock is ours was stored by another process between our read and our lock: it
+// is used instead of a second load. When the holder we waited for lets go without a value, the
+// waiters take the lock again rather than all load at once (one load instead of one per process).
+func (c *Cache) claim(ctx context.Context, key string, prev *Entry, fresh time.Duration) (e Entry, found bool, release func()) {
+	lk, token := c.lockKey(key), randomToken()
+	for range fillRounds {
+		got, err := c.acquireFill(ctx, lk, token)
+		if err != nil {
+			return Entry{}, false, nil
+		}
+		if got {
+			release = func() {
+				uctx := context.WithoutCancel(ctx)
+				_ = c.persist(uctx, func(within time.Duration) error {
+					_, err := c.unlock(uctx, lk, token, within)
+					return err
+				})
+			}
+			err := c.persist(ctx, func(within time.Duration) (err error) { e, err = c.redisGetWithin(ctx, key, within); return err })
+			if err == nil && time.Since(e.FetchedAt) < fresh && (prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
+				fillRecheckTotal.Inc()
+				release()
+				return e, true, nil
+			}
+			return Entry{}, false, release
+		}
+		e, outcome := c.waitFill(ctx, key, prev)
+		switch outcome {
+		case waitGotValue:
+			waitFilled.Inc()
+			return e, true, nil
+		case waitLockReleased:
+			waitReleased.Inc()
+			continue
+		}
+		break
+	}
+	waitTimeout.Inc()
+	return Entry{}, false, nil
+}
+
+// waitOutcome is how a wait for another process's fill ended.
+type waitOutcome int
+
+const (
+	waitGotValue     waitOutcome = iota // the holder's value is in Redis
+	waitLockReleased                    // the lock is gone and no new value came: the holder failed
+	waitGaveUp                          // LockWait passed, ctx ended, or Redis failed
+)
+
+// waitFill polls Redis for a value of key newer than prev while another process holds the fill
+// lock, for at most LockWait.
+func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, waitOutcome) {
 	deadline := time.Now().Add(c.opts.LockWait)
 	pause := 10 * time.Millisecond
 	for {
@@ -377,7 +414,7 @@ func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, b
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Entry{}, false
+			return Entry{}, waitGaveUp
 		case <-t.C:
 		}
 		// Lock first, then value: the holder stores before it unlocks, so "no lock" followed by
@@ -385,14 +422,16 @@ func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, b
 		held, herr := c.lockHeld(ctx, key)
 		e, err := c.redisGet(ctx, key)
 		if err == nil && (prev == nil || e.FetchedAt.After(prev.FetchedAt)) {
-			return e, true
+			return e, waitGotValue
+		}
+		if herr == nil && !held && (err == nil || errors.Is(err, ErrMiss)) {
+			return Entry{}, waitLockReleased
 		}
 		// A slow answer is no reason to stop waiting (the holder's value is coming); an error
 		// that is not a timeout, or Redis declared down, is.
 		failed := herr != nil && !isTimeout(herr) || err != nil && !errors.Is(err, ErrMiss) && !isTimeout(err)
-		gone := herr == nil && !held && (err == nil || errors.Is(err, ErrMiss))
-		if failed || gone || !c.redisUsable() || !time.Now().Before(deadline) {
-			return Entry{}, false
+		if failed || !c.redisUsable() || !time.Now().Before(deadline) {
+			return Entry{}, waitGaveUp
 		}
 		pause = min(pause*2, 100*time.Millisecond)
 	}

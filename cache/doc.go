@@ -46,7 +46,10 @@
 // The process that wins the fill lock looks in Redis once more before it calls the loader: a
 // value younger than the caller's Fresh found there was stored by another process between this
 // one's read and its lock, and is used instead of a second load. With several processes sharing
-// Redis the loader is thus called once per key per Fresh window.
+// Redis the loader is thus called once per key per Fresh window. A holder that lets the lock go
+// without a value (its load failed) is replaced by one of the processes that waited for it, which
+// takes the lock in turn while the others wait again (up to three holders), instead of all of
+// them loading at once.
 //
 // # The in-process tier
 //
@@ -98,7 +101,7 @@
 //   - apisix_identity_cache_redis_up: 1 while Redis answers
 //   - apisix_identity_cache_invalidations_received_total: messages from other processes
 //   - apisix_identity_cache_local_flushes_total: flushes after a resubscription
-//   - apisix_identity_cache_fill_waits_total{outcome="filled|timeout"}: waits for another process's fill
+//   - apisix_identity_cache_fill_waits_total{outcome="filled|released|timeout"}: waits for another process's fill
 //
 // # Limits
 //

@@ -49,7 +49,7 @@ var (
 	})
 	lockWaitsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "fill_waits_total",
-		Help: "Waits for another process's fill, by outcome (filled or timeout).",
+		Help: "Waits for another process's fill, by outcome: filled, released (the holder let go without a value; the lock is taken again) or timeout (this process loads).",
 	}, []string{"outcome"})
 
 	// Resolved children, so the hot path does no label lookup.
@@ -61,6 +61,7 @@ var (
 	staleLoadErr    = staleTotal.WithLabelValues("load_error")
 	waitFilled      = lockWaitsTotal.WithLabelValues("filled")
 	waitTimeout     = lockWaitsTotal.WithLabelValues("timeout")
+	waitReleased    = lockWaitsTotal.WithLabelValues("released")
 	redisTimeouts   = redisErrorsTotal.WithLabelValues("timeout")
 	redisConnErrors = redisErrorsTotal.WithLabelValues("connection")
 )
