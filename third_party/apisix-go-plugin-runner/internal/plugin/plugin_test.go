@@ -47,7 +47,8 @@ var (
 )
 
 func TestHTTPReqCall(t *testing.T) {
-	InitConfCache(10 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 10 * time.Millisecond).
+	InitConfCache(time.Second)
 	SetRuleConfInTest(1, RuleConf{})
 
 	builder := flatbuffers.NewBuilder(1024)
@@ -68,7 +69,8 @@ func TestHTTPReqCall(t *testing.T) {
 }
 
 func TestHTTPReqCall_FailedToParseConf(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	bazParseConf := func(in []byte) (conf interface{}, err error) {
 		return nil, errors.New("ouch")
@@ -324,7 +326,8 @@ func TestRegisterPluginConcurrent(t *testing.T) {
 }
 
 func TestRequestFilter(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	fooParseConf := func(in []byte) (conf interface{}, err error) {
 		return "foo", nil
@@ -378,7 +381,8 @@ func TestRequestFilter(t *testing.T) {
 }
 
 func TestRequestFilter_SetRespHeaderDoNotBreakReq(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	barParseConf := func(in []byte) (conf interface{}, err error) {
 		return "", nil
@@ -419,7 +423,8 @@ func TestRequestFilter_SetRespHeaderDoNotBreakReq(t *testing.T) {
 }
 
 func TestRequestFilter_SetRespHeader(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	filterSetRespHeaderParseConf := func(in []byte) (conf interface{}, err error) {
 		return "", nil
@@ -451,7 +456,8 @@ func TestRequestFilter_SetRespHeader(t *testing.T) {
 }
 
 func TestHTTPRespCall(t *testing.T) {
-	InitConfCache(10 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 10 * time.Millisecond).
+	InitConfCache(time.Second)
 	SetRuleConfInTest(1, RuleConf{})
 
 	builder := flatbuffers.NewBuilder(1024)
@@ -473,7 +479,8 @@ func TestHTTPRespCall(t *testing.T) {
 }
 
 func TestHTTPRespCall_FailedToParseConf(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	bazParseConf := func(in []byte) (conf interface{}, err error) {
 		return nil, errors.New("ouch")
@@ -507,7 +514,8 @@ func TestHTTPRespCall_FailedToParseConf(t *testing.T) {
 }
 
 func TestResponseFilter(t *testing.T) {
-	InitConfCache(1 * time.Millisecond)
+	// apisix-identity-runner patch: test flake, see PATCHES.md (was 1 * time.Millisecond).
+	InitConfCache(time.Second)
 
 	beeParseConf := func(in []byte) (conf interface{}, err error) {
 		return "bee", nil
