@@ -140,29 +140,6 @@ func startRunner(t *testing.T, e env) *runner {
 	return startRunnerBinary(t, runnerBinary, e)
 }
 
-var (
-	plainBinaryOnce sync.Once
-	plainBinary     string
-	plainBinaryErr  error
-)
-
-// plainRunnerBinary is the runner built without the race detector, for
-// measurements of memory.
-func plainRunnerBinary(t *testing.T) string {
-	t.Helper()
-	plainBinaryOnce.Do(func() {
-		plainBinary = runnerBinary + "-plain"
-		build := exec.Command("go", "build", "-o", plainBinary, "./cmd/go-runner")
-		build.Dir = repoRoot()
-		out, err := build.CombinedOutput()
-		if err != nil {
-			plainBinaryErr = fmt.Errorf("building the runner: %v: %s", err, out)
-		}
-	})
-	require.NoError(t, plainBinaryErr)
-	return plainBinary
-}
-
 func startRunnerBinary(t *testing.T, binary string, e env) *runner {
 	t.Helper()
 	r, err := apisix.StartRunner(apisix.RunnerOptions{Binary: binary, Args: []string{"run"}, Env: e.list(),

@@ -190,7 +190,9 @@ var (
 	shippedErr  error
 )
 
-// shippedBinary is the runner built as the Dockerfile builds it (no -race).
+// shippedBinary is the runner built as the Dockerfile builds it (no -race): the
+// binary the ops tests check, and the one memory and load are measured on
+// (the race detector's shadow memory and slowdown would be measured instead).
 func shippedBinary(t *testing.T) string {
 	t.Helper()
 	shippedOnce.Do(func() {

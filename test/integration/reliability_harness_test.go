@@ -33,7 +33,7 @@ import (
 
 // reliabilityBinary is the runner built without -race: load figures from a race build would
 // measure the race detector.
-func reliabilityBinary(t *testing.T) string { return plainRunnerBinary(t) }
+func reliabilityBinary(t *testing.T) string { return shippedBinary(t) }
 
 // Keycloak faults the proxy injects.
 const (

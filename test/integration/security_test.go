@@ -171,7 +171,7 @@ func rssBytes(t *testing.T, pid int) int64 {
 func TestSecurityDistinctUserinfoFloodIsBounded(t *testing.T) {
 	// Memory is measured on the binary as shipped: the race detector's
 	// shadow memory would multiply it.
-	r := startRunnerBinary(t, plainRunnerBinary(t), baseEnv(t, kctest.Env(t).URL))
+	r := startRunnerBinary(t, shippedBinary(t), baseEnv(t, kctest.Env(t).URL))
 	user := kctest.CreateUser(t, "flood")
 	sess := kctest.Login(t, user.Username, user.Password)
 	route := newRoute(userinfoConf(t, ""))
