@@ -88,32 +88,39 @@ type TestUser struct {
 // the test ends.
 func CreateUser(t testing.TB, prefix string) *TestUser {
 	t.Helper()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
-	u := &TestUser{Username: name, Password: name + "-password", Email: name + "@example.org"}
-	body, _ := json.Marshal(map[string]any{
-		"username":      u.Username,
-		"enabled":       true,
-		"email":         u.Email,
-		"emailVerified": true,
-		"firstName":     "Test",
-		"lastName":      name,
-		"credentials":   []map[string]any{{"type": "password", "value": u.Password, "temporary": false}},
-	})
+	u, rep := newTestUser(prefix)
+	body, _ := json.Marshal(rep)
 	resp := send(t, http.MethodPost, adminURL(t, "users"), AdminToken(t), "application/json", bytes.NewReader(body))
 	if resp.status != http.StatusCreated {
-		t.Fatalf("kctest: create user %s: status %d: %s", name, resp.status, resp.body)
+		t.Fatalf("kctest: create user %s: status %d: %s", u.Username, resp.status, resp.body)
 	}
 	loc := resp.header.Get("Location")
 	u.ID = loc[strings.LastIndex(loc, "/")+1:]
-	t.Cleanup(func() {
-		r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(u.ID)), AdminToken(t), "", nil)
-		if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
-			t.Errorf("kctest: delete user %s: status %d", u.Username, r.status)
-		}
-	})
+	t.Cleanup(func() { deleteTestUser(t, u) })
 	return u
+}
+
+// newTestUser names a user with prefix and a random suffix and gives the
+// representation CreateUser and CreateUsers send: enabled, a password, a
+// verified email and a name.
+func newTestUser(prefix string) (*TestUser, map[string]any) {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
+	u := &TestUser{Username: name, Password: name + "-password", Email: name + "@example.org"}
+	return u, map[string]any{
+		"username": u.Username, "enabled": true, "email": u.Email, "emailVerified": true,
+		"firstName": "Test", "lastName": name,
+		"credentials": []map[string]any{{"type": "password", "value": u.Password, "temporary": false}},
+	}
+}
+
+// deleteTestUser is the cleanup of a created user; one the test deleted itself is fine.
+func deleteTestUser(t testing.TB, u *TestUser) {
+	r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(u.ID)), AdminToken(t), "", nil)
+	if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
+		t.Errorf("kctest: delete user %s: status %d", u.Username, r.status)
+	}
 }
 
 // CreateUsers makes n users like CreateUser's, through the realm's partial import (a few hundred
@@ -127,16 +134,9 @@ func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
 		reps := make([]map[string]any, 0, batch)
 		byName := map[string]*TestUser{}
 		for range min(batch, n-len(users)) {
-			b := make([]byte, 6)
-			_, _ = rand.Read(b)
-			name := strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
-			u := &TestUser{Username: name, Password: name + "-password", Email: name + "@example.org"}
-			byName[name] = u
-			reps = append(reps, map[string]any{
-				"username": u.Username, "enabled": true, "email": u.Email, "emailVerified": true,
-				"firstName": "Test", "lastName": name,
-				"credentials": []map[string]any{{"type": "password", "value": u.Password, "temporary": false}},
-			})
+			u, rep := newTestUser(prefix)
+			byName[u.Username] = u
+			reps = append(reps, rep)
 		}
 		body, _ := json.Marshal(map[string]any{"ifResourceExists": "FAIL", "users": reps})
 		var out struct {
@@ -167,10 +167,7 @@ func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				r := send(t, http.MethodDelete, adminURL(t, "users/"+url.PathEscape(u.ID)), AdminToken(t), "", nil)
-				if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
-					t.Errorf("kctest: delete user %s: status %d", u.Username, r.status)
-				}
+				deleteTestUser(t, u)
 			}()
 		}
 		wg.Wait()
@@ -184,16 +181,7 @@ func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
 // measures. Only users whose password is set meanwhile get the cheap hash.
 func CheapPasswords(t testing.TB) {
 	t.Helper()
-	var realm struct {
-		PasswordPolicy string `json:"passwordPolicy"`
-	}
-	doJSON(t, http.MethodGet, realmAdminURL(t), AdminToken(t), "", nil, http.StatusOK, &realm)
-	setPolicy := func(policy string) {
-		body, _ := json.Marshal(map[string]any{"passwordPolicy": policy})
-		do(t, http.MethodPut, realmAdminURL(t), AdminToken(t), "application/json", bytes.NewReader(body), http.StatusNoContent)
-	}
-	setPolicy("hashIterations(1)")
-	t.Cleanup(func() { setPolicy(realm.PasswordPolicy) })
+	changeRealm(t, func(s *realmSettings) { s.PasswordPolicy = "hashIterations(1)" })
 }
 
 // AccessTokenLifespan sets the realm's access token lifespan to d until the test ends (then puts
@@ -201,16 +189,29 @@ func CheapPasswords(t testing.TB) {
 // than the 5 minutes tokens live by default.
 func AccessTokenLifespan(t testing.TB, d time.Duration) {
 	t.Helper()
-	var realm struct {
-		AccessTokenLifespan int `json:"accessTokenLifespan"`
-	}
-	doJSON(t, http.MethodGet, realmAdminURL(t), AdminToken(t), "", nil, http.StatusOK, &realm)
-	set := func(seconds int) {
-		body, _ := json.Marshal(map[string]any{"accessTokenLifespan": seconds})
+	changeRealm(t, func(s *realmSettings) { s.AccessTokenLifespan = int(d.Seconds()) })
+}
+
+// realmSettings are the realm's attributes that tests change for their duration.
+type realmSettings struct {
+	PasswordPolicy      string `json:"passwordPolicy"`
+	AccessTokenLifespan int    `json:"accessTokenLifespan"`
+}
+
+// changeRealm applies change to the realm's settings until the test ends, then puts back what
+// they were (cleanups run last-in first-out, so nested changes unwind in order).
+func changeRealm(t testing.TB, change func(*realmSettings)) {
+	t.Helper()
+	var before realmSettings
+	doJSON(t, http.MethodGet, realmAdminURL(t), AdminToken(t), "", nil, http.StatusOK, &before)
+	put := func(s realmSettings) {
+		body, _ := json.Marshal(s)
 		do(t, http.MethodPut, realmAdminURL(t), AdminToken(t), "application/json", bytes.NewReader(body), http.StatusNoContent)
 	}
-	set(int(d.Seconds()))
-	t.Cleanup(func() { set(realm.AccessTokenLifespan) })
+	after := before
+	change(&after)
+	put(after)
+	t.Cleanup(func() { put(before) })
 }
 
 // CreateClient creates a client of the realm from its representation (a
