@@ -30,8 +30,9 @@
 // Redis is declared down when at least 5 commands failed and they are 80 % of the window's, or
 // when 5 failed in a row over at least 1 s with no success between them (a Redis that stopped
 // answering). Until then the fill lock stays in use. A command of the fill path (the lock, the
-// look in Redis after it, the store of the loaded value, the unlock) that times out is sent once
-// more with twice OpTimeout, because a lost answer there costs a loader call; a lock SET that timed out is followed by a look at who holds the lock (it
+// look in Redis after it, the store of the loaded value, the unlock) that times out is sent again
+// with twice the patience, up to three times (OpTimeout, 2x, 4x; a retry often pays a new
+// connection's handshake too), because a lost answer there costs a loader call; a lock SET that timed out is followed by a look at who holds the lock (it
 // may be ours); a timed-out read while waiting for another process's fill does not end the wait.
 // Once down, the cache logs "redis unavailable" (warn), stops asking Redis on
 // the Get path, serves from the in-process tier and the loader, and pings every second; the first

@@ -174,12 +174,16 @@ func (c *Cache) tryLock(ctx context.Context, key, token string, ttl, within time
 	return ok, err
 }
 
-// fillAttempts is how many times a command of the fill path is sent when it times out, the
-// second waiting twice OpTimeout: on the fill path a lost answer costs a loader call, so a Redis
-// that is slow but answers within twice OpTimeout costs none. More attempts would spare a slower
-// Redis too, but a frozen one would then hold a quiet runner's first fill past its LockTTL before
-// the breaker (5 failures over 1 s) declares it down.
-const fillAttempts = 2
+// fillAttempts is how many times a command of the fill path is sent when it times out, each
+// attempt waiting twice as long as the one before (OpTimeout, 2x, 4x): on the fill path a lost
+// answer costs a loader call. go-redis drops a connection whose command timed out, so a retry
+// often runs on a new connection and waits for its handshake (HELLO, CLIENT SETINFO) through the
+// same slow Redis as well: two or three replies, not one. With two attempts a Redis whose
+// replies were all within twice OpTimeout still cost an extra load in one test run in five
+// (TestSlowRedisIsNotDown). A frozen Redis is declared down by the breaker meanwhile, which ends
+// the attempts; on a quiet runner its first cold fill may run out of LockTTL first, for a
+// request that had already given up at its own wait.
+const fillAttempts = 3
 
 // persist runs op (a fill-path command, given its timeout) until it answers, fails otherwise
 // than by a timeout, Redis is declared down, ctx ends, or fillAttempts timed out.
