@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -126,10 +127,19 @@ func deleteTestUser(t testing.TB, u *TestUser) {
 // CreateUsers makes n users like CreateUser's, through the realm's partial import (a few hundred
 // per call instead of one), and deletes them when the test ends. The soak needs thousands:
 // one POST per user, each hashing a password, took most of an hour for 10 000.
+//
+// A bulk import on a Keycloak that has just started (cold JIT, 2 cores) takes far longer than
+// one admin call, so each batch gets a deadline sized from its length (importDeadline) instead
+// of the client's 15 s, and a batch that fails (timed out, connection lost) is sent again with
+// ifResourceExists SKIP: users the first attempt did create are then found by name, not
+// created twice, so a retried import is idempotent.
 func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
 	t.Helper()
-	const batch = 500
+	const batch = 250
 	users := make([]*TestUser, 0, n)
+	// Registered before the first import so that users of a batch that failed half-way are
+	// deleted too (a user without an id is looked up by name).
+	t.Cleanup(func() { deleteUsers(t, users) })
 	for len(users) < n {
 		reps := make([]map[string]any, 0, batch)
 		byName := map[string]*TestUser{}
@@ -138,41 +148,100 @@ func CreateUsers(t testing.TB, prefix string, n int) []*TestUser {
 			byName[u.Username] = u
 			reps = append(reps, rep)
 		}
-		body, _ := json.Marshal(map[string]any{"ifResourceExists": "FAIL", "users": reps})
+		made, err := importUsers(t, adminURL(t, "partialImport"), importDeadline(len(reps)), reps, byName)
+		users = append(users, made...)
+		if err != nil {
+			t.Fatalf("kctest: partial import of %d users: %v", len(reps), err)
+		}
+	}
+	return users
+}
+
+// importDeadline is how long one partial import of n users may take: a floor for the call
+// itself plus a share per user, generous for a freshly started Keycloak on a small machine
+// (500 users took over 15 s there; a warm one imports them in 2-3 s).
+func importDeadline(n int) time.Duration {
+	return 30*time.Second + time.Duration(n)*200*time.Millisecond
+}
+
+// importUsers sends reps as one partial import to importURL, each attempt within deadline, up to three attempts, and returns the users
+// of byName that exist afterwards with their ids. The first attempt refuses existing
+// resources (FAIL: the names are random, a clash is a bug); a retry skips them, because the
+// failed attempt may have created some or all before its answer was lost.
+func importUsers(t testing.TB, importURL string, deadline time.Duration, reps []map[string]any,
+	byName map[string]*TestUser) ([]*TestUser, error) {
+	t.Helper()
+	const attempts = 3
+	var made []*TestUser
+	var lastErr error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		mode := "FAIL"
+		if attempt > 1 {
+			mode = "SKIP"
+		}
+		body, _ := json.Marshal(map[string]any{"ifResourceExists": mode, "users": reps})
+		r, err := sendWithin(deadline, http.MethodPost, importURL, AdminToken(t),
+			"application/json", bytes.NewReader(body))
+		switch {
+		case err != nil:
+			lastErr = err
+			t.Logf("kctest: partial import of %d users, attempt %d: %v", len(reps), attempt, err)
+			continue
+		case r.status != http.StatusOK:
+			return made, fmt.Errorf("status %d: %s", r.status, r.body)
+		}
 		var out struct {
 			Results []struct {
+				Action       string `json:"action"`
 				ResourceType string `json:"resourceType"`
 				ResourceName string `json:"resourceName"`
 				ID           string `json:"id"`
 			} `json:"results"`
 		}
-		doJSON(t, http.MethodPost, adminURL(t, "partialImport"), AdminToken(t), "application/json",
-			bytes.NewReader(body), http.StatusOK, &out)
-		for _, r := range out.Results {
-			if u := byName[r.ResourceName]; r.ResourceType == "USER" && u != nil && r.ID != "" {
-				u.ID = r.ID
-				users = append(users, u)
-				delete(byName, r.ResourceName)
+		if err := json.Unmarshal(r.body, &out); err != nil {
+			return made, fmt.Errorf("decode answer: %w", err)
+		}
+		for _, res := range out.Results {
+			u := byName[res.ResourceName]
+			if res.ResourceType != "USER" || u == nil {
+				continue
 			}
+			if res.ID == "" || res.Action == "SKIPPED" {
+				// Made by an earlier attempt whose answer was lost: its id is the realm's.
+				res.ID = UserIDByUsername(t, u.Username)
+			}
+			u.ID = res.ID
+			made = append(made, u)
+			delete(byName, res.ResourceName)
 		}
 		if len(byName) > 0 {
-			t.Fatalf("kctest: partial import of %d users: %d not reported as added", len(reps), len(byName))
+			return made, fmt.Errorf("%d users not reported as added or skipped", len(byName))
+		}
+		return made, nil
+	}
+	// Every attempt failed: keep what did get created, so the cleanup deletes it.
+	for name, u := range byName {
+		if id, ok := userIDIfExists(t, name); ok {
+			u.ID = id
+			made = append(made, u)
 		}
 	}
-	t.Cleanup(func() {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for _, u := range users {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				deleteTestUser(t, u)
-			}()
-		}
-		wg.Wait()
-	})
-	return users
+	return made, fmt.Errorf("%d attempts: %w", attempts, lastErr)
+}
+
+// deleteUsers deletes users, eight at a time.
+func deleteUsers(t testing.TB, users []*TestUser) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, u := range users {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			deleteTestUser(t, u)
+		}()
+	}
+	wg.Wait()
 }
 
 // CheapPasswords sets the realm's password policy to one hash iteration until the test ends
@@ -253,6 +322,16 @@ func createDeleted(t testing.TB, collection string, rep map[string]any) string {
 // UserIDByUsername returns the id of the user with exactly that username.
 func UserIDByUsername(t testing.TB, username string) string {
 	t.Helper()
+	id, ok := userIDIfExists(t, username)
+	if !ok {
+		t.Fatalf("kctest: no user %q", username)
+	}
+	return id
+}
+
+// userIDIfExists returns the id of the user with exactly that username, if there is one.
+func userIDIfExists(t testing.TB, username string) (string, bool) {
+	t.Helper()
 	var users []struct {
 		ID       string `json:"id"`
 		Username string `json:"username"`
@@ -261,11 +340,10 @@ func UserIDByUsername(t testing.TB, username string) string {
 	doJSON(t, http.MethodGet, adminURL(t, "users?"+q.Encode()), AdminToken(t), "", nil, http.StatusOK, &users)
 	for _, u := range users {
 		if strings.EqualFold(u.Username, username) {
-			return u.ID
+			return u.ID, true
 		}
 	}
-	t.Fatalf("kctest: no user %q", username)
-	return ""
+	return "", false
 }
 
 // OrgIDByAlias returns the id of the organization with that alias.
@@ -351,9 +429,23 @@ type result struct {
 
 func send(t testing.TB, method, u, token, contentType string, body io.Reader) result {
 	t.Helper()
+	r, err := sendWith(httpClient, method, u, token, contentType, body)
+	if err != nil {
+		t.Fatalf("kctest: %v", err)
+	}
+	return r
+}
+
+// sendWithin is send with its own deadline instead of the client's, for bulk calls; it
+// returns the error instead of failing the test, so the caller can retry.
+func sendWithin(deadline time.Duration, method, u, token, contentType string, body io.Reader) (result, error) {
+	return sendWith(&http.Client{Timeout: deadline}, method, u, token, contentType, body)
+}
+
+func sendWith(client *http.Client, method, u, token, contentType string, body io.Reader) (result, error) {
 	req, err := http.NewRequest(method, u, body)
 	if err != nil {
-		t.Fatalf("kctest: %s %s: %v", method, u, err)
+		return result{}, fmt.Errorf("%s %s: %w", method, redact(u), err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -362,16 +454,16 @@ func send(t testing.TB, method, u, token, contentType string, body io.Reader) re
 		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("kctest: %s %s: %v", method, u, err)
+		return result{}, fmt.Errorf("%s %s: %w", method, redact(u), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("kctest: %s %s: read body: %v", method, u, err)
+		return result{}, fmt.Errorf("%s %s: read body: %w", method, redact(u), err)
 	}
-	return result{status: resp.StatusCode, header: resp.Header, body: b}
+	return result{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 func do(t testing.TB, method, u, token, contentType string, body io.Reader, want int) []byte {
