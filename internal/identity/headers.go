@@ -15,6 +15,10 @@ const (
 	HeaderAccessToken = "X-Access-Token"
 	HeaderIDToken     = "X-ID-Token"
 	HeaderRawIDToken  = "X-Raw-ID-Token"
+	// HeaderRefreshToken is sent with set_refresh_token_header. Keycloak
+	// signs refresh tokens with a realm secret, so nothing outside Keycloak
+	// can verify one: the runner always removes it.
+	HeaderRefreshToken = "X-Refresh-Token"
 )
 
 // Headers this project emits by default.
@@ -33,7 +37,12 @@ var EmittedHeaders = []string{HeaderAssertion, HeaderOrgsSource, HeaderUserID, H
 
 // OIDCHeaders are the headers openid-connect sets. Only their hyphenated names
 // can come from openid-connect; the spelling with "_" is always a client's.
-var OIDCHeaders = []string{HeaderUserinfo, HeaderAccessToken, HeaderIDToken, HeaderRawIDToken}
+var OIDCHeaders = []string{HeaderUserinfo, HeaderAccessToken, HeaderIDToken, HeaderRawIDToken, HeaderRefreshToken}
+
+// UnverifiedOIDCHeaders are the openid-connect headers that reach the upstream
+// only when userinfo verified them on this request (the ID token headers), or
+// never (the refresh token): every other path removes them in any spelling.
+var UnverifiedOIDCHeaders = []string{HeaderIDToken, HeaderRawIDToken, HeaderRefreshToken}
 
 // NormalizeName folds a header name the way a proxy that accepts underscores
 // (APISIX ships underscores_in_headers on) lets an upstream see it: lower case,

@@ -158,9 +158,10 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			return
 		}
 		stripWithoutUserinfo.Strip(h)
-		// Without openid-connect's X-Userinfo (refused above) an X-ID-Token
-		// can only be a client's: it is unsigned, so it goes.
-		identity.DeleteAllSpellings(h, identity.HeaderIDToken)
+		// Without openid-connect's X-Userinfo (refused above) the ID token
+		// headers can only be a client's, and nothing here verifies them
+		// (nor the refresh token, which no one before the upstream can): they go.
+		identity.DeleteAllSpellings(h, identity.UnverifiedOIDCHeaders...)
 		countAnonymous.Inc()
 		return
 	}
@@ -203,35 +204,34 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	if shape == identity.ShapeAbsent {
 		shape = c.plugin.autoShape(id.Orgs.Shape)
 	}
-	refreshed := *id
-	refreshed.OrgsSource = source
-	refreshed.Refresh = &identity.Refresh{By: c.profiles[shape], Source: source, Value: value}
-	if proof.Emitter.Replay(r, &refreshed) {
-		// Exactly this value was accepted and written for this login
-		// before: same account state, same output.
-		countSource(source)
-		return
-	}
+	// The route's own decisions come first, on the value itself: a rendering
+	// reused below may have been stored by another route of the same login
+	// whose settings let it through (check_account false), so reuse is only
+	// ever a shortcut to output this route has already decided to give.
+	var snap snapshot
 	if value != nil {
-		var snap snapshot
 		if err := json.Unmarshal(value, &snap); err != nil {
 			countMisconfigured.Inc()
 			logger().Error("cached snapshot unreadable", "user", id.Subject, "error", err)
 			identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 			return
 		}
-		if c.checkAccount {
-			switch snap.Account {
-			case accountUnknown:
-				countRefused.Inc()
-				identity.Refuse(w, http.StatusUnauthorized, ReasonAccountUnknown)
-				return
-			case accountDisabled:
-				countRefused.Inc()
-				identity.Refuse(w, http.StatusUnauthorized, ReasonAccountDisabled)
-				return
-			}
+		if reason := c.accountRefusal(snap.Account); reason != "" {
+			countRefused.Inc()
+			identity.Refuse(w, http.StatusUnauthorized, reason)
+			return
 		}
+	}
+	refreshed := *id
+	refreshed.OrgsSource = source
+	refreshed.Refresh = &identity.Refresh{By: c.profiles[shape], Source: source, Value: value}
+	if proof.Emitter.Replay(r, &refreshed) {
+		// Exactly this value was accepted and written for this login
+		// before, with the same output settings.
+		countSource(source)
+		return
+	}
+	if value != nil {
 		c.apply(&refreshed, &snap, shape)
 	}
 	countSource(source)
@@ -240,6 +240,22 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		logger().Error("cannot emit the refreshed identity", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 	}
+}
+
+// accountRefusal is the reason this route refuses an account in state
+// account, "" when it lets it through.
+func (c *Conf) accountRefusal(account string) string {
+	if !c.checkAccount {
+		return ""
+	}
+	switch account {
+	case accountActive:
+		return ""
+	case accountDisabled:
+		return ReasonAccountDisabled
+	}
+	// Unknown, and any state this version does not know: fail closed.
+	return ReasonAccountUnknown
 }
 
 // autoShape is what shape "auto" writes for a login whose claim came in

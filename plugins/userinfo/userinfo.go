@@ -83,6 +83,12 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.anonymous(w, r, *ref)
 		return
 	}
+	// The strip rule removed the "_" spellings; the hyphenated ones are
+	// openid-connect's, or a client's where openid-connect did not overwrite
+	// them. A refresh token cannot be verified outside Keycloak, so it never
+	// passes; the ID token headers pass only as a verified X-Raw-ID-Token
+	// proves them.
+	h.Del(identity.HeaderRefreshToken)
 	if s.idToken == "" {
 		h.Del(identity.HeaderIDToken)
 		h.Del(identity.HeaderRawIDToken)
@@ -208,17 +214,14 @@ func tokenRefusal(err error) *refusal {
 	return &refusal{status: http.StatusUnauthorized, reason: "token_invalid"}
 }
 
-// bindToToken checks that X-Userinfo's claims describe the token's user and
-// keeps only what the token vouches for: each claim X-Userinfo shares with
-// the token, with the token's value. A claim the token does not carry
-// (an organization list, an email) could be written by whoever sent the
-// header, so it never reaches the trusted outputs. Without X-Userinfo
-// (bearer use) the token's claims are the identity.
+// bindToToken checks that X-Userinfo (when sent) names the token's user and
+// builds the identity from the verified token alone: its claims, less the
+// ones that only describe the token itself. X-Userinfo is checked, never
+// used: a client that can write it could otherwise add claims (an email the
+// token lacks) or, by sending fewer, hide the ones it does carry (a role, a
+// group, an organization) from every trusted output.
 func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identity, *refusal) {
-	var trusted identity.Claims
-	if claims == nil {
-		trusted = identity.Claims(tok.Claims).Clone()
-	} else {
+	if claims != nil {
 		if sub := claims.Subject(); sub != tok.Subject {
 			if sub == "" {
 				return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
@@ -226,15 +229,13 @@ func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identit
 			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSubjectMismatch,
 				detail: "X-Userinfo names another user than the access token"}
 		}
-		trusted = make(identity.Claims, len(claims))
-		for name := range claims {
-			if v, ok := tok.Claims[name]; ok {
-				trusted[name] = v
-			}
+	}
+	trusted := make(identity.Claims, len(tok.Claims))
+	for name, v := range tok.Claims {
+		if _, mechanics := tokenMechanicsClaims[name]; !mechanics {
+			trusted[name] = v
 		}
 	}
-	// The token's values replaced X-Userinfo's: check their types as
-	// X-Userinfo's were checked.
 	if err := trusted.Validate(); err != nil {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}
@@ -243,6 +244,15 @@ func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identit
 		id.Issuer = tok.Issuer
 	}
 	return id, ref
+}
+
+// tokenMechanicsClaims describe the access token rather than the user (its
+// times, audience, session and client): they stay out of the rewritten
+// X-Userinfo, which describes the user as Keycloak's userinfo does.
+var tokenMechanicsClaims = map[string]struct{}{
+	"exp": {}, "iat": {}, "nbf": {}, "auth_time": {}, "jti": {}, "iss": {}, "aud": {}, "typ": {}, "azp": {},
+	"sid": {}, "session_state": {}, "nonce": {}, "acr": {}, "amr": {}, "at_hash": {}, "c_hash": {},
+	"allowed-origins": {}, "scope": {}, "client_id": {},
 }
 
 func newIdentity(claims identity.Claims) (*identity.Identity, *refusal) {
