@@ -150,7 +150,10 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartSlowProxy(t, srv.Addr())
 	logs := captureWarn(t)
-	o := Options{RedisURL: proxy.URL(), KeyPrefix: "slow:", OpTimeout: 100 * time.Millisecond, LocalTTL: 200 * time.Millisecond}
+	// OpTimeout is 200 ms rather than 100 so that the margins below (a late reply 100 ms short of
+	// twice OpTimeout) hold on a loaded 2-core CI machine under the race detector too: with
+	// 100 ms, scheduling delays pushed late replies past 2x and the test failed there.
+	o := Options{RedisURL: proxy.URL(), KeyPrefix: "slow:", OpTimeout: 200 * time.Millisecond, LocalTTL: 200 * time.Millisecond}
 	caches := []*Cache{newTestCache(t, o), newTestCache(t, o), newTestCache(t, o)}
 	// One reply in 8 misses OpTimeout (but not twice OpTimeout), the others take up to 40 ms.
 	var mu sync.Mutex
@@ -159,7 +162,7 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if r.IntN(8) == 0 {
-			return 150 * time.Millisecond
+			return 300 * time.Millisecond
 		}
 		return time.Duration(r.IntN(40)) * time.Millisecond
 	})
