@@ -60,6 +60,13 @@ func TestAssertionNamesTheRealmOfItsUser(t *testing.T) {
 	}
 	assert.NotEqual(t, payloads[0], payloads[1], "users of two issuers with one id get the same assertion")
 
+	// orgsync signs again after replacing the organizations: the realm stays.
+	res := r.do(t, newRoute(conf(s.Issuer), orgsyncConf(`{}`)), headersOf(sessA))
+	require.Equal(t, 200, res.Status, "body: %s", res.Body)
+	claims := verifyAssertion(t, r, res.UpstreamHeader.Get("X-Identity-Assertion"))
+	assert.Equal(t, "keycloak", claims["organization_source"])
+	assert.Equal(t, s.Issuer, claims["token_iss"])
+
 	// An app of realm A, with the verify package.
 	jwks := r.do(t, newRoute(apisix.PluginConf{Name: "userinfo", Value: `{"jwks":true}`}), nil)
 	require.Equal(t, 200, jwks.Status)
