@@ -246,3 +246,12 @@ def test_an_unverified_email_never_names_an_account(manifest, settings, name, em
     assert resp.json()["reason"] == "claims"
     assert "_auth_user_id" not in client.session
     assert get_user_model().objects.get(username="alice@acme.example.com").first_name == "Alice"
+
+
+def test_an_unverified_email_is_not_copied_onto_the_user(manifest):
+    assert get(Client(), assertion_for(manifest)).status_code == 200
+    resp = get(Client(), assertion_for(manifest, email="someone-else@example.org", email_verified=False))
+    assert resp.status_code == 200
+    assert get_user_model().objects.get(username=ALICE).email == "alice@acme.example.com"
+    get(Client(), assertion_for(manifest, sub="new-id", email="someone-else@example.org", email_verified=DROP))
+    assert get_user_model().objects.get(username="new-id").email == ""

@@ -47,10 +47,11 @@ class AssertionBackend(ModelBackend):
 
     def configure_user(self, request, user, identity: Identity, created: bool = False) -> bool:
         """Copies the assertion's profile onto user; returns whether anything changed. The
-        default sets email, and first/last name from name (or a "name" field if the model has
-        one)."""
+        default sets email when Keycloak verified it (an unverified one may be anyone's, and
+        apps look users up by email: it stays on ``request.identity`` only), and first/last name
+        from name (or a "name" field if the model has one)."""
         wanted = {}
-        if identity.email and hasattr(user, "email"):
+        if identity.email and identity.email_verified is True and hasattr(user, "email"):
             wanted["email"] = identity.email
         if identity.name:
             if _has_field(user, "name"):
