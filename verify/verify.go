@@ -102,10 +102,9 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("verify: set exactly one of JWKSURL and JWKS")
 	}
 	v := &Verifier{
-		issuer:   cfg.Issuer,
-		audience: cfg.Audience,
-		header:   cfg.Header,
-		// token_iss is checked only when the app names its realm.
+		issuer:      cfg.Issuer,
+		audience:    cfg.Audience,
+		header:      cfg.Header,
 		tokenIssuer: cfg.TokenIssuer,
 		leeway:      cfg.Leeway,
 		now:         cfg.Now,
