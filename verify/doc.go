@@ -3,22 +3,32 @@
 // apps behind the gateway.
 //
 //	v, err := verify.New(verify.Config{
-//		JWKSURL:  "http://apisix:9080/.well-known/identity-assertion/jwks.json",
-//		Issuer:   "apisix-identity-runner",
-//		Audience: "my-app",
+//		JWKSURL:     "http://apisix:9080/.well-known/identity-assertion/jwks.json",
+//		Issuer:      "apisix-identity-runner",
+//		Audience:    "my-app",
+//		TokenIssuer: "https://sso.example.org/realms/olapps", // the realm of the users
 //	})
 //	http.Handle("/", v.Middleware(app)) // 401 unless the assertion verifies
 //	// in a handler:
 //	id, _ := verify.FromContext(r.Context())
-//	id.Subject, id.Email, id.Organizations, id.OrganizationSource
+//	id.Subject, id.TokenIssuer, id.Email, id.EmailVerified, id.Organizations, id.OrganizationSource
 //
 // An assertion is accepted when it is a compact JWS signed with ES256 (P-256)
 // or EdDSA (Ed25519) by a key of the gateway's key set, names the expected
-// issuer and audience, and is inside its validity window (iat .. exp, with a
+// issuer and audience (and, when Config.TokenIssuer is set, the expected
+// realm in token_iss), and is inside its validity window (iat .. exp, with a
 // small leeway for clock skew). Every other algorithm is refused before a key
 // is looked at: "none", HS256 (whose "secret" an attacker would take from
 // the public key set), RS*, PS*. The key named by kid must also be of the
 // header's algorithm's type.
+//
+// iss is the gateway (the route's assertion.issuer) whatever realm the route
+// trusts; token_iss is the realm: the iss of the access token the gateway
+// verified. Keycloak user ids are unique only within a realm, so an app
+// reached by routes of more than one realm must set Config.TokenIssuer (one
+// Verifier per realm, each with its own Audience) or key its users by
+// (TokenIssuer, Subject). Email is anyone's until EmailVerified: match an
+// account by email only when it is true.
 //
 // The key set comes from the gateway's JWKS route, fetched on first use, kept
 // for Config.CacheTTL, and fetched again when an assertion names an unknown

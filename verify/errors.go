@@ -27,6 +27,9 @@ const (
 	// ReasonIssuer and ReasonAudience: iss or aud is not the expected one.
 	ReasonIssuer   Reason = "issuer"
 	ReasonAudience Reason = "audience"
+	// ReasonTokenIssuer: Config.TokenIssuer is set and the assertion's
+	// token_iss (the realm of its subject) is another one, or missing.
+	ReasonTokenIssuer Reason = "token_issuer"
 	// ReasonExpired: now is past exp plus the leeway.
 	ReasonExpired Reason = "expired"
 	// ReasonNotYetValid: iat (or nbf) is after now plus the leeway.

@@ -9,9 +9,18 @@ import (
 
 // Identity is what a verified assertion says about the user.
 type Identity struct {
-	// Subject is Keycloak's user id (sub).
-	Subject           string
-	Email             string
+	// Subject is Keycloak's user id (sub), unique within TokenIssuer only.
+	Subject string
+	// TokenIssuer is the iss of the access token the gateway verified: the
+	// Keycloak realm URL the subject belongs to. "" when the route verified
+	// no token (verify_token false).
+	TokenIssuer string
+	Email       string
+	// EmailVerified is the token's email_verified: Keycloak checked that
+	// the user controls Email. false when the assertion does not say.
+	// An Email that is not verified may be anyone's: never let it name an
+	// account.
+	EmailVerified     bool
 	Name              string
 	PreferredUsername string
 	// Organizations, sorted by alias: the current memberships when orgsync
@@ -73,11 +82,14 @@ func identityFrom(claims map[string]json.RawMessage, iat, exp time.Time) (Identi
 	}
 	for name, dst := range map[string]*string{
 		"email": &id.Email, "name": &id.Name, "preferred_username": &id.PreferredUsername,
-		"organization_source": &id.OrganizationSource, "jti": &id.ID,
+		"organization_source": &id.OrganizationSource, "jti": &id.ID, claimTokenIssuer: &id.TokenIssuer,
 	} {
 		if *dst, err = optionalString(claims, name); err != nil {
 			return Identity{}, err
 		}
+	}
+	if id.EmailVerified, err = optionalBool(claims, "email_verified"); err != nil {
+		return Identity{}, err
 	}
 	if id.Groups, err = stringList(claims, "groups"); err != nil {
 		return Identity{}, err
@@ -102,6 +114,19 @@ func optionalString(claims map[string]json.RawMessage, name string) (string, err
 		return "", refuse(ReasonClaims, "%s must be a string", name)
 	}
 	return s, nil
+}
+
+// optionalBool reads a boolean claim that may be absent or null (false).
+func optionalBool(claims map[string]json.RawMessage, name string) (bool, error) {
+	raw, ok := claims[name]
+	if !ok || isNull(raw) {
+		return false, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) != nil {
+		return false, refuse(ReasonClaims, "%s must be a boolean", name)
+	}
+	return b, nil
 }
 
 // stringList reads a list of strings; Keycloak mappers with "multivalued"

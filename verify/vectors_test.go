@@ -41,7 +41,9 @@ const (
 	vectorDir      = "../testdata/assertions"
 	vectorIssuer   = "apisix-identity-runner"
 	vectorAudience = "demo-app"
-	vectorLeeway   = 5
+	// vectorTokenIssuer is the realm the verifiers expect (token_iss).
+	vectorTokenIssuer = "https://sso.example.org/realms/olapps"
+	vectorLeeway      = 5
 )
 
 // t0 is the iat of most vectors; "now" is given per vector.
@@ -51,6 +53,7 @@ type manifest struct {
 	Comment       string          `json:"comment"`
 	Issuer        string          `json:"issuer"`
 	Audience      string          `json:"audience"`
+	TokenIssuer   string          `json:"token_issuer"`
 	Header        string          `json:"header"`
 	LeewaySeconds int             `json:"leeway_seconds"`
 	JWKS          json.RawMessage `json:"jwks"`
@@ -63,7 +66,10 @@ type vector struct {
 	Token       string          `json:"token"`
 	Now         int64           `json:"now"`
 	JWKS        json.RawMessage `json:"jwks,omitempty"`
-	Expect      expectation     `json:"expect"`
+	// TokenIssuer, when set, replaces the manifest's token_issuer for this
+	// vector; "" means the verifier expects none.
+	TokenIssuer *string     `json:"token_issuer,omitempty"`
+	Expect      expectation `json:"expect"`
 }
 
 type expectation struct {
@@ -75,7 +81,9 @@ type expectation struct {
 // expectedIdentity is the language-neutral form of an accepted identity.
 type expectedIdentity struct {
 	Subject            string                 `json:"sub"`
+	TokenIssuer        string                 `json:"token_iss"`
 	Email              string                 `json:"email"`
+	EmailVerified      bool                   `json:"email_verified"`
 	Name               string                 `json:"name"`
 	PreferredUsername  string                 `json:"preferred_username"`
 	Groups             []string               `json:"groups"`
@@ -127,6 +135,7 @@ func baseClaims(name string) assertion.Claims {
 		Issuer:             vectorIssuer,
 		Audience:           vectorAudience,
 		Subject:            "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f",
+		TokenIssuer:        vectorTokenIssuer,
 		IssuedAt:           t0,
 		Expiry:             t0.Add(60 * time.Second),
 		ID:                 "jti-" + name,
@@ -134,6 +143,7 @@ func baseClaims(name string) assertion.Claims {
 		OrganizationSource: "keycloak",
 		Profile: map[string]json.RawMessage{
 			"email":              json.RawMessage(`"alice@acme.example.com"`),
+			"email_verified":     json.RawMessage(`true`),
 			"name":               json.RawMessage(`"Alice Liddell"`),
 			"preferred_username": json.RawMessage(`"alice"`),
 			"groups":             json.RawMessage(`["/staff"]`),
@@ -145,7 +155,9 @@ func baseClaims(name string) assertion.Claims {
 func baseIdentity(name string) *expectedIdentity {
 	return &expectedIdentity{
 		Subject:           "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f",
+		TokenIssuer:       vectorTokenIssuer,
 		Email:             "alice@acme.example.com",
+		EmailVerified:     true,
 		Name:              "Alice Liddell",
 		PreferredUsername: "alice",
 		Groups:            []string{"/staff"},
@@ -274,6 +286,31 @@ func buildManifest(t *testing.T, previous map[string]string) manifest {
 	iss.Issuer = "https://gateway.example.net"
 	g.add(vector{Name: "wrong_issuer", Description: "iss is not the expected issuer",
 		Token: g.sign("wrong_issuer", es, iss), Now: now, Expect: refuse("issuer")})
+
+	// token_iss: the realm of the subject. A sub is unique only within its
+	// realm, and iss is the gateway's whatever realm the route trusts.
+	otherRealm := baseClaims("wrong_token_issuer")
+	otherRealm.TokenIssuer = "https://sso.example.org/realms/another"
+	g.add(vector{Name: "wrong_token_issuer", Description: "a user of another realm (token_iss), same gateway, same audience",
+		Token: g.sign("wrong_token_issuer", es, otherRealm), Now: now, Expect: refuse("token_issuer")})
+	unverified := baseClaims("no_token_issuer")
+	unverified.TokenIssuer = ""
+	g.add(vector{Name: "no_token_issuer", Description: "no token_iss (a route with verify_token false) while one is expected",
+		Token: g.sign("no_token_issuer", es, unverified), Now: now, Expect: refuse("token_issuer")})
+	unchecked := baseClaims("token_issuer_not_expected")
+	unchecked.TokenIssuer = "https://sso.example.org/realms/another"
+	uncheckedID := baseIdentity("token_issuer_not_expected")
+	uncheckedID.TokenIssuer = unchecked.TokenIssuer
+	none := ""
+	g.add(vector{Name: "token_issuer_not_expected", Description: "the verifier expects no token issuer: any realm passes, and the identity says which",
+		Token: g.sign("token_issuer_not_expected", es, unchecked), Now: now, TokenIssuer: &none, Expect: accept(uncheckedID)})
+	unverifiedEmail := baseClaims("email_unverified")
+	unverifiedEmail.Profile["email_verified"] = json.RawMessage(`false`)
+	unverifiedEmailID := baseIdentity("email_unverified")
+	unverifiedEmailID.EmailVerified = false
+	g.add(vector{Name: "email_unverified", Description: "an email Keycloak has not verified (email_verified false)",
+		Token: g.sign("email_unverified", es, unverifiedEmail), Now: now, Expect: accept(unverifiedEmailID)})
+
 	g.add(vector{Name: "unknown_key", Description: "signed by a P-256 key the gateway does not publish",
 		Token: g.sign("unknown_key", ring(t, keys.unpublished), baseClaims("unknown_key")), Now: now, Expect: refuse("unknown_key")})
 
@@ -395,7 +432,7 @@ func buildManifest(t *testing.T, previous map[string]string) manifest {
 	}
 	g.add(vector{Name: "non_ascii", Description: "names, email, group and organization aliases and attributes outside ASCII",
 		Token: g.sign("non_ascii", ed, intl), Now: now, Expect: accept(&expectedIdentity{
-			Subject: "c2f0e7a4-9b1d-4c3e-8f5a-6d7b8c9e0a1b", Email: "zoë@exämple.org", Name: "Zoë Ångström-Łukasiewicz 山田花子",
+			Subject: "c2f0e7a4-9b1d-4c3e-8f5a-6d7b8c9e0a1b", TokenIssuer: vectorTokenIssuer, Email: "zoë@exämple.org", Name: "Zoë Ångström-Łukasiewicz 山田花子",
 			PreferredUsername: "zoë", Groups: []string{"/équipe"}, Roles: []string{},
 			Organizations: map[string]expectedOrg{
 				"société-générale": {ID: "e1d2c3b4-a5f6-4789-9abc-def012345678", Attributes: map[string][]string{"ville": {"Genève", "Zürich"}}},
@@ -407,7 +444,7 @@ func buildManifest(t *testing.T, previous map[string]string) manifest {
 	// Payloads the runner's Claims.Encode would refuse to make, signed with
 	// its key ring directly: the verifiers must not lean on the signer.
 	rawBase := func(name string) map[string]any {
-		return map[string]any{"iss": vectorIssuer, "aud": vectorAudience, "iat": t0.Unix(), "exp": t0.Add(60 * time.Second).Unix(),
+		return map[string]any{"iss": vectorIssuer, "aud": vectorAudience, "token_iss": vectorTokenIssuer, "iat": t0.Unix(), "exp": t0.Add(60 * time.Second).Unix(),
 			"jti": "jti-" + name, "organization": map[string]any{}}
 	}
 	noSub := rawBase("no_subject")
@@ -423,7 +460,7 @@ func buildManifest(t *testing.T, previous map[string]string) manifest {
 	audList["aud"] = []string{"another-app", vectorAudience}
 	g.add(vector{Name: "audience_list", Description: "aud as a list holding the expected audience (RFC 7519 4.1.3)",
 		Token: g.signRaw("audience_list", es, audList), Now: now, Expect: accept(&expectedIdentity{
-			Subject: "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f", Groups: []string{}, Roles: []string{},
+			Subject: "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f", TokenIssuer: vectorTokenIssuer, Groups: []string{}, Roles: []string{},
 			Organizations: map[string]expectedOrg{}, ID: "jti-audience_list", IssuedAt: t0.Unix(), Expiry: t0.Add(60 * time.Second).Unix(),
 		})})
 	badOrg := rawBase("organizations_malformed")
@@ -432,14 +469,27 @@ func buildManifest(t *testing.T, previous map[string]string) manifest {
 	g.add(vector{Name: "organizations_malformed", Description: "an organization entry that is not an object",
 		Token: g.signRaw("organizations_malformed", es, badOrg), Now: now, Expect: refuse("claims")})
 
+	badRealm := rawBase("token_issuer_not_a_string")
+	badRealm["sub"] = "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f"
+	badRealm["token_iss"] = []string{vectorTokenIssuer}
+	g.add(vector{Name: "token_issuer_not_a_string", Description: "token_iss as a list holding the expected realm",
+		Token: g.signRaw("token_issuer_not_a_string", es, badRealm), Now: now, Expect: refuse("claims")})
+	badVerified := rawBase("email_verified_not_a_boolean")
+	badVerified["sub"] = "5b7c3c1e-8d1f-4c1a-9f0e-0a1b2c3d4e5f"
+	badVerified["email"] = "alice@acme.example.com"
+	badVerified["email_verified"] = "true"
+	g.add(vector{Name: "email_verified_not_a_boolean", Description: `email_verified as the string "true"`,
+		Token: g.signRaw("email_verified_not_a_boolean", es, badVerified), Now: now, Expect: refuse("claims")})
+
 	g.add(vector{Name: "malformed_two_parts", Description: "not a compact JWS", Token: valid[0] + "." + valid[1], Now: now,
 		Expect: refuse("malformed")})
 
 	return manifest{
 		Comment: "Generated by `go test ./verify -run TestVectorsMatchTheRunnersSigner -update` with the runner's signer " +
 			"(internal/assertion) from the keys in keys/. Verify each token with its jwks (or the top-level one) at its now " +
-			"(unix seconds), the issuer, audience and leeway below; expect.reason is the refusal class.",
-		Issuer: vectorIssuer, Audience: vectorAudience, Header: "X-Identity-Assertion", LeewaySeconds: vectorLeeway,
+			"(unix seconds), the issuer, audience, token_issuer (a vector's own token_issuer replaces it; \"\": none expected) " +
+			"and leeway below; expect.reason is the refusal class.",
+		Issuer: vectorIssuer, Audience: vectorAudience, TokenIssuer: vectorTokenIssuer, Header: "X-Identity-Assertion", LeewaySeconds: vectorLeeway,
 		JWKS: published.JWKS(), Vectors: g.out,
 	}
 }

@@ -52,6 +52,17 @@ type Config struct {
 	// the userinfo route's assertion.issuer and assertion.audience. Required.
 	Issuer   string
 	Audience string
+	// TokenIssuer, when set, must equal the assertion's token_iss: the iss of
+	// the access token the gateway verified, the Keycloak realm URL such as
+	// "https://sso.example.org/realms/olapps" (the userinfo route's
+	// "issuer"). An assertion with another token_iss, or none (a route with
+	// verify_token false), is refused with ReasonTokenIssuer. Set it: a sub
+	// is unique only within its realm, and iss names the gateway, not the
+	// realm. Left empty, token_iss is not checked (Identity.TokenIssuer
+	// still says it), and the app must key its users by (TokenIssuer,
+	// Subject) or be sure that only routes of one realm sign for Audience
+	// (`go-runner check` refuses one iss and aud signed for two realms).
+	TokenIssuer string
 	// Header carrying the assertion. Default DefaultHeader.
 	Header string
 	// Leeway tolerated on exp and iat for clock skew. Default DefaultLeeway;
@@ -74,6 +85,7 @@ type Config struct {
 // Verifier checks assertions. It is safe for concurrent use.
 type Verifier struct {
 	issuer, audience, header string
+	tokenIssuer              string
 	leeway                   time.Duration
 	now                      func() time.Time
 	keys                     *keySource
@@ -90,12 +102,13 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("verify: set exactly one of JWKSURL and JWKS")
 	}
 	v := &Verifier{
-		issuer:   cfg.Issuer,
-		audience: cfg.Audience,
-		header:   cfg.Header,
-		leeway:   cfg.Leeway,
-		now:      cfg.Now,
-		log:      cfg.Logger,
+		issuer:      cfg.Issuer,
+		audience:    cfg.Audience,
+		header:      cfg.Header,
+		tokenIssuer: cfg.TokenIssuer,
+		leeway:      cfg.Leeway,
+		now:         cfg.Now,
+		log:         cfg.Logger,
 	}
 	if v.header == "" {
 		v.header = DefaultHeader
@@ -303,6 +316,9 @@ func (v *Verifier) checkClaims(payload []byte) (Identity, error) {
 	if err := v.checkAudience(claims["aud"]); err != nil {
 		return Identity{}, err
 	}
+	if err := v.checkTokenIssuer(claims); err != nil {
+		return Identity{}, err
+	}
 	exp, err := timeClaim(claims, "exp", true)
 	if err != nil {
 		return Identity{}, err
@@ -327,6 +343,33 @@ func (v *Verifier) checkClaims(payload []byte) (Identity, error) {
 	}
 	return identityFrom(claims, iat, exp)
 }
+
+// checkTokenIssuer: a token_iss that is there must be a string whether or
+// not one is expected, so that Identity.TokenIssuer never reads a wrong type
+// as "".
+func (v *Verifier) checkTokenIssuer(claims map[string]json.RawMessage) error {
+	raw, present := claims[claimTokenIssuer]
+	if present {
+		if _, err := stringClaim(claims, claimTokenIssuer); err != nil {
+			return err
+		}
+	}
+	if v.tokenIssuer == "" {
+		return nil
+	}
+	if !present {
+		return refuse(ReasonTokenIssuer, "no %s: the gateway verified no token of %q for this assertion", claimTokenIssuer, v.tokenIssuer)
+	}
+	var got string
+	_ = json.Unmarshal(raw, &got)
+	if got != v.tokenIssuer {
+		return refuse(ReasonTokenIssuer, "token issuer %q, want %q", got, v.tokenIssuer)
+	}
+	return nil
+}
+
+// claimTokenIssuer is the verified access token's iss, as the runner signs it.
+const claimTokenIssuer = "token_iss"
 
 func (v *Verifier) checkAudience(raw json.RawMessage) error {
 	if raw == nil {

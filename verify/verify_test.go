@@ -15,7 +15,7 @@ import (
 // asExpected renders an accepted identity in the manifest's neutral form.
 func asExpected(id verify.Identity) *expectedIdentity {
 	out := &expectedIdentity{
-		Subject: id.Subject, Email: id.Email, Name: id.Name, PreferredUsername: id.PreferredUsername,
+		Subject: id.Subject, TokenIssuer: id.TokenIssuer, Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, PreferredUsername: id.PreferredUsername,
 		Groups: nonNil(id.Groups), Roles: nonNil(id.Roles), Organizations: map[string]expectedOrg{},
 		OrganizationSource: id.OrganizationSource, ID: id.ID, IssuedAt: id.IssuedAt.Unix(), Expiry: id.Expiry.Unix(),
 	}
@@ -45,8 +45,12 @@ func TestSharedVectors(t *testing.T) {
 			if len(jwks) == 0 {
 				jwks = m.JWKS
 			}
+			tokenIssuer := m.TokenIssuer
+			if vec.TokenIssuer != nil {
+				tokenIssuer = *vec.TokenIssuer
+			}
 			v, err := verify.New(verify.Config{
-				JWKS: jwks, Issuer: m.Issuer, Audience: m.Audience,
+				JWKS: jwks, Issuer: m.Issuer, Audience: m.Audience, TokenIssuer: tokenIssuer,
 				Leeway: time.Duration(m.LeewaySeconds) * time.Second,
 				Now:    func() time.Time { return time.Unix(vec.Now, 0) },
 			})

@@ -43,6 +43,27 @@ func confParser(parse func([]byte) (any, error)) routecheck.Parser {
 	}
 }
 
+// checkSigns reads what assertion a userinfo conf signs, through userinfo's
+// own parser (its defaults included).
+func checkSigns(name string, value []byte) *routecheck.Signed {
+	if name != userinfo.Name {
+		return nil
+	}
+	v, err := userinfo.New(userinfo.Deps{}).ParseConf(value)
+	if err != nil {
+		return nil
+	}
+	c, ok := v.(*userinfo.Conf)
+	if !ok {
+		return nil
+	}
+	iss, aud, tokenIssuer, ok := c.SignedRealm()
+	if !ok {
+		return nil
+	}
+	return &routecheck.Signed{Issuer: iss, Audience: aud, TokenIssuer: tokenIssuer}
+}
+
 func checkUsageText(w io.Writer) {
 	fmt.Fprint(w, `usage: go-runner check [-config config.yaml] FILE...
 
@@ -52,8 +73,9 @@ dump (GET /apisix/admin/routes); "-" reads stdin. Every ext-plugin conf is
 parsed by the plugin's own parser; names must be plugins the runner has (a
 misspelled one is skipped silently at run time); identity plugins belong in
 ext-plugin-post-req with allow_degradation false, userinfo before orgsync;
-openid-connect without bearer_only needs session.secret (APISIX >= 3.14).
-With -config (APISIX's config.yaml), every secret_env must be listed in
+openid-connect without bearer_only needs session.secret (APISIX >= 3.14);
+one assertion issuer and audience must not be signed on routes of two realms
+(token issuers), across all FILEs. With -config (APISIX's config.yaml), every secret_env must be listed in
 nginx_config.envs. ${{VAR:=default}} references resolve from this
 environment, as APISIX resolves them.
 
@@ -83,6 +105,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		Order:   []string{userinfo.Name, orgsync.Name},
 		// orgsync's invalidation endpoint works without an identity.
 		Exempt: func(name string, v map[string]any) bool { return name == orgsync.Name && v["invalidate"] == true },
+		Signs:  checkSigns,
 	}
 	if *configFile != "" {
 		doc, err := readDoc(*configFile, stdin)
@@ -94,7 +117,9 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return checkUsage
 		}
 	}
-	code, routes, problems := checkOK, 0, 0
+	code, problems := checkOK, 0
+	// All files are checked as one config: the realm rule spans them.
+	var all []routecheck.Route
 	for _, file := range fs.Args() {
 		doc, err := readDoc(file, stdin)
 		if err == nil {
@@ -109,12 +134,16 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			code = checkUsage
 			continue
 		}
-		routes += len(rs)
-		for _, p := range routecheck.Check(rs, opts) {
-			fmt.Fprintf(stdout, "%s: %s\n", file, p)
-			problems++
+		for i := range rs {
+			rs[i].File = file
 		}
+		all = append(all, rs...)
 	}
+	for _, p := range routecheck.Check(all, opts) {
+		fmt.Fprintf(stdout, "%s: %s\n", p.File, p)
+		problems++
+	}
+	routes := len(all)
 	if problems > 0 && code == checkOK {
 		code = checkProblems
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,4 +119,47 @@ func TestCheckReadsStdin(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := runCheck([]string{"-"}, strings.NewReader(route(oidc+","+postReq(goodUserinfo))), &out, &errOut)
 	assert.Equal(t, checkOK, code, out.String()+errOut.String())
+}
+
+// signingRoute is a route whose userinfo trusts realm and signs for aud.
+func signingRoute(id, realm, aud string) string {
+	conf := fmt.Sprintf(`{\"issuer\":\"https://sso.example.org/realms/%s\",\"assertion\":{\"audience\":\"%s\"}}`, realm, aud)
+	return `{"id":"` + id + `","uri":"/` + id + `/*","plugins":{` + oidc + "," +
+		postReq(`{"name":"userinfo","value":"`+conf+`"}`) + `}}`
+}
+
+// Two realms may each have a user of the same id: one assertion audience
+// signed for both lets an app take one for the other.
+func TestCheckOneAudienceForTwoRealms(t *testing.T) {
+	code, out := check(t, `{"routes":[`+signingRoute("a", "alpha", "app")+`,`+signingRoute("b", "beta", "app")+`]}`)
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, `route b: ext-plugin-post-req conf[0]: userinfo: assertion iss "apisix-identity-runner" aud "app" `+
+		`is also signed on route a for users of "https://sso.example.org/realms/alpha"; here for users of "https://sso.example.org/realms/beta"`)
+
+	unverified := `{"id":"u","uri":"/u/*","plugins":{` + oidc + "," +
+		postReq(`{"name":"userinfo","value":"{\"verify_token\":false,\"assertion\":{\"audience\":\"app\"}}"}`) + `}}`
+	code, out = check(t, `{"routes":[`+signingRoute("a", "alpha", "app")+`,`+unverified+`]}`)
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "no verified token (verify_token false)")
+
+	for name, doc := range map[string]string{
+		"one realm, two routes": `{"routes":[` + signingRoute("a", "alpha", "app") + `,` + signingRoute("b", "alpha", "app") + `]}`,
+		"one audience per realm": `{"routes":[` + signingRoute("a", "alpha", "app-alpha") + `,` +
+			signingRoute("b", "beta", "app-beta") + `]}`,
+	} {
+		code, out := check(t, doc)
+		assert.Equal(t, checkOK, code, "%s: %s", name, out)
+	}
+}
+
+func TestCheckOneAudienceForTwoRealmsAcrossFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")
+	require.NoError(t, os.WriteFile(a, []byte(signingRoute("a", "alpha", "app")), 0o600))
+	require.NoError(t, os.WriteFile(b, []byte(signingRoute("b", "beta", "app")), 0o600))
+	var out, errOut bytes.Buffer
+	code := runCheck([]string{a, b}, strings.NewReader(""), &out, &errOut)
+	assert.Equal(t, checkProblems, code, out.String()+errOut.String())
+	assert.Contains(t, out.String(), b+": route b: ")
+	assert.Contains(t, out.String(), "also signed on "+a+": route a for users of")
 }

@@ -14,6 +14,8 @@
 //	                     Default "http://apisix:9080/.well-known/identity-assertion/jwks.json".
 //	ASSERTION_AUDIENCE   the aud the assertion must carry. Default "demo-app".
 //	ASSERTION_ISSUER     the iss the assertion must carry. Default "apisix-identity-runner".
+//	ASSERTION_TOKEN_ISSUER  the realm its user must come from (token_iss: the
+//	                     userinfo route's "issuer"). Default "": not checked.
 //	ASSERTION_HEADER     the header carrying it. Default "X-Identity-Assertion".
 package main
 
@@ -58,11 +60,14 @@ func serve() error {
 	jwksURL := env("JWKS_URL", "http://apisix:9080/.well-known/identity-assertion/jwks.json")
 	audience := env("ASSERTION_AUDIENCE", "demo-app")
 	v, err := verify.New(verify.Config{
-		JWKSURL:    jwksURL,
-		Audience:   audience,
-		Issuer:     env("ASSERTION_ISSUER", "apisix-identity-runner"),
-		Header:     env("ASSERTION_HEADER", verify.DefaultHeader),
-		HTTPClient: &http.Client{Timeout: 3 * time.Second},
+		JWKSURL:  jwksURL,
+		Audience: audience,
+		Issuer:   env("ASSERTION_ISSUER", "apisix-identity-runner"),
+		// A user id is unique only within its realm: the stack names the one
+		// its routes trust, so a user of another realm is refused.
+		TokenIssuer: os.Getenv("ASSERTION_TOKEN_ISSUER"),
+		Header:      env("ASSERTION_HEADER", verify.DefaultHeader),
+		HTTPClient:  &http.Client{Timeout: 3 * time.Second},
 	})
 	if err != nil {
 		return err

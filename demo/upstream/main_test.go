@@ -132,6 +132,31 @@ func TestRefusesAnAssertionForAnotherApp(t *testing.T) {
 	assert.Contains(t, rep.Assertion.Error, "aud")
 }
 
+// An app that names its realm refuses an assertion that does not name it:
+// here one from a route that verified no token (verify_token false).
+func TestRefusesAnAssertionWithoutItsRealm(t *testing.T) {
+	keys, err := assertion.Generate()
+	require.NoError(t, err)
+	g := newGateway(t, keys)
+	h := g.forward(t, `{"sub":"alice"}`)
+	v, err := verify.New(verify.Config{JWKSURL: g.jwks.URL, Audience: "demo-app", Issuer: "apisix-identity-runner",
+		TokenIssuer: "http://localhost:8080/realms/demo", HTTPClient: &http.Client{Timeout: 2 * time.Second}})
+	require.NoError(t, err)
+	rep := call(t, &app{verifier: v}, h)
+	assert.True(t, rep.Assertion.Present)
+	assert.False(t, rep.Assertion.Valid)
+	assert.Equal(t, verify.ReasonTokenIssuer, verify.ReasonOf(errorOf(t, v, h)))
+}
+
+func errorOf(t *testing.T, v *verify.Verifier, h http.Header) error {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header = h.Clone()
+	_, err := v.Verify(req)
+	require.Error(t, err)
+	return err
+}
+
 func TestRefusesATamperedAssertion(t *testing.T) {
 	keys, err := assertion.Generate()
 	require.NoError(t, err)

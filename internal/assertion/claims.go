@@ -11,9 +11,17 @@ import (
 // testdata/assertions are generated from it, so the verifiers in verify/ and
 // clients/python/ are held to the same shape.
 type Claims struct {
+	// Issuer (iss) is the route's assertion.issuer: who signed. Audience
+	// (aud) is the app the assertion is for.
 	Issuer   string
 	Audience string
 	Subject  string
+	// TokenIssuer (token_iss) is the iss of the verified access token: the
+	// Keycloak realm the subject belongs to. A sub is unique only within
+	// its realm, so an app that trusts one realm must check this claim, not
+	// only iss, which names the gateway. "" (the claim left out) when no
+	// token was verified (userinfo's verify_token false).
+	TokenIssuer string
 	// IssuedAt and Expiry bound the assertion's validity. An assertion is
 	// reused for the same identity for part of its lifetime, so they describe
 	// the assertion, not the request that carries it.
@@ -34,7 +42,12 @@ type Claims struct {
 }
 
 // ProfileClaims are the claims copied into Profile when present.
-var ProfileClaims = []string{"email", "name", "preferred_username", "groups", "roles"}
+// email_verified is there so that an app can tell an address Keycloak
+// checked from one the user typed in: only the first may name an account.
+var ProfileClaims = []string{"email", "email_verified", "name", "preferred_username", "groups", "roles"}
+
+// ClaimTokenIssuer is the name of TokenIssuer in the payload.
+const ClaimTokenIssuer = "token_iss"
 
 // Encode renders the claims as the JWS payload, registered claims first.
 func (c *Claims) Encode() ([]byte, error) {
@@ -56,7 +69,7 @@ func (c *Claims) Encode() ([]byte, error) {
 // registeredClaims are set from Claims' own fields: a Profile entry of the
 // same name is ignored.
 var registeredClaims = map[string]bool{"iss": true, "aud": true, "sub": true, "iat": true, "exp": true, "jti": true,
-	"organization": true, "organization_source": true}
+	ClaimTokenIssuer: true, "organization": true, "organization_source": true}
 
 // identity is the payload without what describes one signed assertion (iat,
 // exp, jti): equal identities give equal maps, which is what a reused
@@ -74,6 +87,9 @@ func (c *Claims) identity() (map[string]any, error) {
 		"aud":          c.Audience,
 		"sub":          c.Subject,
 		"organization": org,
+	}
+	if c.TokenIssuer != "" {
+		payload[ClaimTokenIssuer] = c.TokenIssuer
 	}
 	if c.OrganizationSource != "" {
 		payload["organization_source"] = c.OrganizationSource

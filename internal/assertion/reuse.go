@@ -15,8 +15,9 @@ import (
 // costs more than everything else on a request, and an upstream gains
 // nothing from a fresh one per request. iat, exp and jti therefore describe
 // the assertion, not the request carrying it. Anything that changes the
-// claims (organizations, profile, audience) or the signing key gives a new
-// assertion at once, because they are all part of the cache key.
+// claims (organizations, profile, audience, the token's realm) or the
+// signing key gives a new assertion at once, because they are all part of
+// the cache key: the key is the signed payload itself, less iat, exp, jti.
 type Reuser struct {
 	cache *lru.Cache[[sha256.Size]byte, signed]
 	now   func() time.Time

@@ -1,7 +1,9 @@
 package assertion
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,7 +12,7 @@ import (
 )
 
 func claimsFor(sub string) *Claims {
-	return &Claims{Issuer: "gw", Audience: "app", Subject: sub,
+	return &Claims{Issuer: "gw", Audience: "app", Subject: sub, TokenIssuer: "https://sso.example.org/realms/a",
 		Organization: json.RawMessage(`{"acme":{"id":"1"}}`), OrganizationSource: "keycloak",
 		Profile: map[string]json.RawMessage{"email": json.RawMessage(`"a@example.org"`)}}
 }
@@ -53,8 +55,10 @@ func TestReuserNewAssertionWhenAnythingChanges(t *testing.T) {
 	aud.Audience = "other-app"
 	email := claimsFor("u1")
 	email.Profile["email"] = json.RawMessage(`"b@example.org"`)
+	verified := claimsFor("u1")
+	verified.Profile["email_verified"] = json.RawMessage(`true`)
 	for name, c := range map[string]*Claims{"organizations": orgs, "source": source, "audience": aud,
-		"profile": email, "subject": claimsFor("u2")} {
+		"profile": email, "email_verified": verified, "subject": claimsFor("u2")} {
 		jws, fresh, _, err := r.Sign(keys, c, time.Minute)
 		require.NoError(t, err)
 		assert.True(t, fresh, name)
@@ -66,6 +70,32 @@ func TestReuserNewAssertionWhenAnythingChanges(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, fresh, "a new key signs at once")
 	assert.NotEqual(t, base, jws)
+}
+
+// Two realms may each have a user of the same id: the assertion for one must
+// never be handed out for the other, however equal everything else is.
+func TestReuserNeverSharesAnAssertionAcrossRealms(t *testing.T) {
+	keys, err := Generate()
+	require.NoError(t, err)
+	r := NewReuser(0)
+	for _, realm := range []string{"https://sso.example.org/realms/a", "https://sso.example.org/realms/b", "",
+		"https://sso.example.org/realms/a"} {
+		c := claimsFor("same-id")
+		c.TokenIssuer = realm
+		jws, _, _, err := r.Sign(keys, c, time.Minute)
+		require.NoError(t, err)
+		parts := strings.Split(jws, ".")
+		require.Len(t, parts, 3)
+		body, err := base64.RawURLEncoding.DecodeString(parts[1])
+		require.NoError(t, err)
+		var payload map[string]any
+		require.NoError(t, json.Unmarshal(body, &payload))
+		if realm == "" {
+			assert.NotContains(t, payload, ClaimTokenIssuer, "no verified token, no token_iss")
+		} else {
+			assert.Equal(t, realm, payload[ClaimTokenIssuer], "realm %q got another realm's assertion", realm)
+		}
+	}
 }
 
 func TestReuserBoundedInBytes(t *testing.T) {

@@ -3,8 +3,9 @@
 // refuse only at deploy time: a misspelled plugin name (the library skips it
 // and the request goes on unchecked), a conf that does not parse, identity
 // plugins in the wrong phase, allow_degradation, orgsync before userinfo, a
-// secret_env nginx never passes on, and an openid-connect login without a
-// session secret (APISIX >= 3.14 refuses it).
+// secret_env nginx never passes on, an openid-connect login without a
+// session secret (APISIX >= 3.14 refuses it), and one assertion issuer and
+// audience signed on routes of different realms.
 //
 // It knows the rules, not the plugins: callers hand it each plugin's own
 // parser, so the check can never disagree with what the runner accepts.
@@ -42,12 +43,16 @@ const minSessionSecret = 16
 type Route struct {
 	ID      string
 	Plugins map[string]any
+	// File is where the route was read, when the caller checks several
+	// files at once; Problems carry it.
+	File string
 }
 
 // Problem is one finding, tied to the route it was found on.
 type Problem struct {
 	Route   string
 	Message string
+	File    string
 }
 
 func (p Problem) String() string { return p.Route + ": " + p.Message }
@@ -69,6 +74,19 @@ type Options struct {
 	// Exempt says whether a conf is exempt from the Order rule (orgsync's
 	// invalidation endpoint runs alone).
 	Exempt func(name string, value map[string]any) bool
+	// Signs says what identity assertion a good conf of the named plugin
+	// signs, nil when none (or when the conf does not parse: that is
+	// reported already). nil skips the realm rule.
+	Signs func(name string, value []byte) *Signed
+}
+
+// Signed is what an app verifying an assertion can check: the iss and aud
+// it expects, and the realm of the subject (token_iss).
+type Signed struct {
+	Issuer, Audience string
+	// TokenIssuer is the realm the route verifies tokens of; "" when it
+	// verifies none (userinfo's verify_token false).
+	TokenIssuer string
 }
 
 // Check returns every problem found on routes, in route order.
@@ -76,7 +94,7 @@ func Check(routes []Route, o Options) []Problem {
 	var out []Problem
 	for _, r := range routes {
 		add := func(format string, args ...any) {
-			out = append(out, Problem{Route: r.ID, Message: fmt.Sprintf(format, args...)})
+			out = append(out, Problem{Route: r.ID, File: r.File, Message: fmt.Sprintf(format, args...)})
 		}
 		checkOpenIDConnect(r, add)
 		for _, phase := range phases {
@@ -85,6 +103,78 @@ func Check(routes []Route, o Options) []Problem {
 				continue
 			}
 			checkExtPlugin(phase, raw, o, add)
+		}
+	}
+	if o.Signs != nil {
+		out = append(out, checkRealms(routes, o.Signs)...)
+	}
+	return out
+}
+
+// checkRealms refuses one assertion iss and aud signed on routes of
+// different realms. A Keycloak user id is unique only within its realm, and
+// iss and aud say nothing about the realm, so an app that receives both
+// routes' assertions and checks what every verifier checks (iss, aud) takes
+// a user of one realm for the user of the other with the same id. The
+// assertion's token_iss tells them apart, but only for an app that sets the
+// expected realm, and such an app refuses every user of the other realm:
+// either way the pair is a mistake, and the fix is always at hand (one
+// assertion.audience per realm). So it is an error, not a warning.
+func checkRealms(routes []Route, signs func(string, []byte) *Signed) []Problem {
+	type first struct {
+		route, file, realm string
+	}
+	seen := map[[2]string][]first{}
+	var out []Problem
+	for _, r := range routes {
+		for _, phase := range phases {
+			for i, c := range confList(r.Plugins[phase]) {
+				name, _ := c["name"].(string)
+				value, _ := c["value"].(string)
+				s := signs(name, []byte(value))
+				if s == nil {
+					continue
+				}
+				key := [2]string{s.Issuer, s.Audience}
+				prior := seen[key]
+				for _, p := range prior {
+					if p.realm == s.TokenIssuer {
+						continue
+					}
+					where := p.route
+					if p.file != r.File {
+						where = p.file + ": " + where
+					}
+					out = append(out, Problem{Route: r.ID, File: r.File, Message: fmt.Sprintf(
+						"%s conf[%d]: %s: assertion iss %q aud %q is also signed on %s for users of %s; here for users of %s: "+
+							"an app that checks iss and aud takes a user of one realm for the user of the other with the same id; "+
+							"give each realm its own assertion.audience",
+						phase, i, name, s.Issuer, s.Audience, where, realmName(p.realm), realmName(s.TokenIssuer))})
+					break
+				}
+				seen[key] = append(prior, first{route: r.ID, file: r.File, realm: s.TokenIssuer})
+			}
+		}
+	}
+	return out
+}
+
+func realmName(tokenIssuer string) string {
+	if tokenIssuer == "" {
+		return "no verified token (verify_token false)"
+	}
+	return fmt.Sprintf("%q", tokenIssuer)
+}
+
+// confList is the conf list of an ext-plugin phase, the entries that are
+// objects only.
+func confList(raw any) []map[string]any {
+	m, _ := raw.(map[string]any)
+	list, _ := m["conf"].([]any)
+	out := make([]map[string]any, 0, len(list))
+	for _, item := range list {
+		if c, ok := item.(map[string]any); ok {
+			out = append(out, c)
 		}
 	}
 	return out

@@ -1,6 +1,8 @@
 package routecheck
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -64,4 +66,50 @@ func TestEnvs(t *testing.T) {
 	envs, err := Envs(d)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"A", "B"}, envs)
+}
+
+// fakeSigns reads {"iss","aud","realm"} confs of a plugin named "signer".
+func fakeSigns(name string, value []byte) *Signed {
+	var v struct{ Iss, Aud, Realm string }
+	if name != "signer" || json.Unmarshal(value, &v) != nil || v.Aud == "" {
+		return nil
+	}
+	return &Signed{Issuer: v.Iss, Audience: v.Aud, TokenIssuer: v.Realm}
+}
+
+func signer(id, file, iss, aud, realm string) Route {
+	value := fmt.Sprintf(`{"iss":%q,"aud":%q,"realm":%q}`, iss, aud, realm)
+	return Route{ID: id, File: file, Plugins: map[string]any{PostReq: map[string]any{
+		"conf": []any{map[string]any{"name": "signer", "value": value}}}}}
+}
+
+func TestOneAssertionForTwoRealms(t *testing.T) {
+	o := Options{Parsers: map[string]Parser{"signer": func([]byte) error { return nil }}, Signs: fakeSigns}
+	for _, tc := range []struct {
+		name   string
+		routes []Route
+		want   []string // routes with a problem
+	}{
+		{"two realms, one iss and aud", []Route{signer("a", "", "gw", "app", "A"), signer("b", "", "gw", "app", "B")}, []string{"b"}},
+		{"a verified and an unverified route", []Route{signer("a", "", "gw", "app", "A"), signer("b", "", "gw", "app", "")}, []string{"b"}},
+		{"each route sharing the pair with a route of another realm is named",
+			[]Route{signer("a", "", "gw", "app", "A"), signer("b", "", "gw", "app", "B"), signer("c", "", "gw", "app", "A"),
+				signer("d", "", "gw", "app", "D")}, []string{"b", "c", "d"}},
+		{"one realm", []Route{signer("a", "", "gw", "app", "A"), signer("b", "", "gw", "app", "A")}, nil},
+		{"one audience per realm", []Route{signer("a", "", "gw", "app-a", "A"), signer("b", "", "gw", "app-b", "B")}, nil},
+		{"one iss per realm", []Route{signer("a", "", "gw-a", "app", "A"), signer("b", "", "gw-b", "app", "B")}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range Check(tc.routes, o) {
+				assert.Contains(t, p.Message, "give each realm its own assertion.audience")
+				got = append(got, p.Route)
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	problems := Check([]Route{signer("a", "one.yaml", "gw", "app", "A"), signer("b", "two.yaml", "gw", "app", "B")}, o)
+	require.Len(t, problems, 1)
+	assert.Equal(t, "two.yaml", problems[0].File)
+	assert.Contains(t, problems[0].Message, "also signed on one.yaml: a for users of \"A\"")
 }

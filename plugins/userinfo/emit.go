@@ -155,13 +155,15 @@ func (c *Conf) render(id *identity.Identity, keys *assertion.KeyRing, now time.T
 }
 
 // assertionClaims are the claims an upstream may trust, each from the
-// verified token or from Keycloak (orgsync).
+// verified token or from Keycloak (orgsync). token_iss is the verified
+// token's issuer: a sub names a user only within its realm, and the route's
+// assertion.issuer (iss) is the same whichever realm the route trusts.
 func assertionClaims(a *AssertionConf, id *identity.Identity, claims identity.Claims) *assertion.Claims {
 	source := id.OrgsSource
 	if source == "" {
 		source = "token"
 	}
-	out := &assertion.Claims{Issuer: a.Issuer, Audience: a.Audience, Subject: id.Subject,
+	out := &assertion.Claims{Issuer: a.Issuer, Audience: a.Audience, Subject: id.Subject, TokenIssuer: id.Issuer,
 		Organization: id.Orgs.Encode(identity.ShapeMapAttributes), OrganizationSource: source,
 		Profile: map[string]json.RawMessage{}}
 	for _, name := range []string{identity.ClaimEmail, identity.ClaimName, identity.ClaimPreferredUsername,
@@ -170,10 +172,31 @@ func assertionClaims(a *AssertionConf, id *identity.Identity, claims identity.Cl
 			out.Profile[name] = v
 		}
 	}
+	if v, ok := emailVerified(claims); ok {
+		out.Profile[claimEmailVerified] = v
+	}
 	if roles := realmRoles(claims); roles != nil {
 		out.Profile[identity.ClaimRoles] = roles
 	}
 	return out
+}
+
+// claimEmailVerified is Keycloak's flag that the user proved the address.
+const claimEmailVerified = "email_verified"
+
+// emailVerified is the token's email_verified when it is a JSON boolean.
+// Anything else is left out, which verifiers read as false: an app must
+// never take an address as proven on a value it cannot read.
+func emailVerified(claims identity.Claims) (json.RawMessage, bool) {
+	var b bool
+	raw, ok := claims[claimEmailVerified]
+	if !ok || json.Unmarshal(raw, &b) != nil {
+		return nil, false
+	}
+	if b {
+		return json.RawMessage("true"), true
+	}
+	return json.RawMessage("false"), true
 }
 
 // realmRoles reads Keycloak's realm_access.roles (where orgsync writes them
@@ -228,4 +251,18 @@ func claimValue(id *identity.Identity, claims identity.Claims, claim string) (st
 		return strings.Join(parts, ","), true
 	}
 	return string(raw), true
+}
+
+// SignedRealm says what a good config signs, for `go-runner check`: the
+// assertion's iss and aud, and the realm its subjects come from (the token
+// issuer the route verifies, which becomes token_iss; "" when verify_token
+// is false). ok is false when the route signs no assertion.
+func (c *Conf) SignedRealm() (iss, aud, tokenIssuer string, ok bool) {
+	if c == nil || c.err != nil || c.Assertion == nil {
+		return "", "", "", false
+	}
+	if c.VerifyToken != nil && *c.VerifyToken {
+		tokenIssuer = c.Issuer
+	}
+	return c.Assertion.Issuer, c.Assertion.Audience, tokenIssuer, true
 }

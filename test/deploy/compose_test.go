@@ -299,15 +299,18 @@ func TestUpstreamVerifiesWhatTheAppRouteSigns(t *testing.T) {
 	jwks := findRoute(t, routes, "JWKS route", func(r Route) bool { return extConfValue(t, r, userinfo.Name)["jwks"] == true })
 	assert.Equal(t, jwks.URI, u.Path)
 
-	var audiences []any
+	var audiences, realms []any
 	for _, r := range routes {
-		if a, ok := extConfValue(t, r, userinfo.Name)["assertion"].(map[string]any); ok {
+		conf := extConfValue(t, r, userinfo.Name)
+		if a, ok := conf["assertion"].(map[string]any); ok {
 			audiences = append(audiences, a["audience"])
+			realms = append(realms, conf["issuer"])
 		}
 	}
 	require.NotEmpty(t, audiences)
-	for _, a := range audiences {
+	for i, a := range audiences {
 		assert.Equal(t, e["ASSERTION_AUDIENCE"], a)
+		assert.Equal(t, e["ASSERTION_TOKEN_ISSUER"], realms[i], "the upstream expects the realm the routes trust")
 	}
 
 	cfg := loadRoutes(t)

@@ -30,6 +30,7 @@ APISIX_IDENTITY = {
     "JWKS": _MANIFEST["jwks"],
     "ISSUER": _MANIFEST["issuer"],
     "AUDIENCE": _MANIFEST["audience"],
+    "TOKEN_ISSUER": _MANIFEST["token_issuer"],
     "EXEMPT_PATHS": ["/healthz"],
     "FEED_RECONCILE": "tests.testapp.hooks.reconcile",
 }

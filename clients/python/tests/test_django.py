@@ -11,6 +11,7 @@ from django.test import Client
 from apisix_identity.django.models import FeedPosition
 
 from .conf_helpers import assertion_for
+from .conftest import DROP
 from .testapp import hooks
 from .testapp.models import Reconciled
 
@@ -85,6 +86,7 @@ def test_the_shared_vectors_through_the_middleware(manifest, monkeypatch):
     for vec in manifest["vectors"]:
         at_vector_time = Verifier(jwks=vec.get("jwks", manifest["jwks"]), issuer=manifest["issuer"],
                                   audience=manifest["audience"], leeway=manifest["leeway_seconds"],
+                                  token_issuer=vec.get("token_issuer", manifest["token_issuer"]),
                                   clock=lambda: float(vec["now"]))
         monkeypatch.setattr(middleware, "verifier", lambda: at_vector_time)
         resp = get(Client(), vec["token"])
@@ -184,3 +186,72 @@ def test_without_login_no_session_is_kept(manifest, settings):
         assert resp.json()["username"] == ALICE
     assert Session.objects.count() == 0
     assert get(client).status_code == 401
+
+
+ANOTHER_REALM = "https://sso.example.org/realms/another"
+
+
+@pytest.mark.parametrize("name,token_iss", [
+    ("a user of another realm with the same id", ANOTHER_REALM),
+    ("no token_iss (a route that verified no token)", DROP),
+    ("an empty token_iss", ""),
+])
+def test_a_user_of_another_realm_is_refused(manifest, name, token_iss):
+    # Alice's id in the realm this app trusts, signed by the same gateway for the same audience.
+    get(Client(), assertion_for(manifest))
+    client = Client()
+    resp = get(client, assertion_for(manifest, token_iss=token_iss, email="mallory@example.org"))
+    assert resp.status_code == 401, name
+    assert resp.json() == {"error": "identity_assertion", "reason": "token_issuer"}
+    assert "_auth_user_id" not in client.session
+    assert get_user_model().objects.get(username=ALICE).email == "alice@acme.example.com"
+
+
+def test_token_issuer_is_a_required_setting(manifest, settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    for value in (None, ""):
+        settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "TOKEN_ISSUER": value}
+        with pytest.raises(ImproperlyConfigured, match="TOKEN_ISSUER"):
+            get(Client(), assertion_for(manifest))
+    assert get_user_model().objects.count() == 0
+
+
+@pytest.mark.parametrize("claim", ["preferred_username", "email"])
+def test_a_username_claim_other_than_sub_must_be_allowed(manifest, settings, claim):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "USERNAME_CLAIM": claim}
+    with pytest.raises(ImproperlyConfigured, match="ALLOW_USERNAME_CLAIM"):
+        get(Client(), assertion_for(manifest))
+    assert get_user_model().objects.count() == 0
+    settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "ALLOW_USERNAME_CLAIM": True}
+    resp = get(Client(), assertion_for(manifest))
+    assert resp.status_code == 200
+    assert resp.json()["username"] == {"preferred_username": "alice", "email": "alice@acme.example.com"}[claim]
+
+
+@pytest.mark.parametrize("name,email_verified", [
+    ("email_verified false", False),
+    ("no email_verified", DROP),
+    ("email_verified as a string", "true"),
+])
+def test_an_unverified_email_never_names_an_account(manifest, settings, name, email_verified):
+    """Mallory, another Keycloak user, sets Alice's address as her own unverified email."""
+    settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "USERNAME_CLAIM": "email", "ALLOW_USERNAME_CLAIM": True}
+    assert get(Client(), assertion_for(manifest)).json()["username"] == "alice@acme.example.com"
+    client = Client()
+    resp = get(client, assertion_for(manifest, sub="mallory-id", name="Mallory", email_verified=email_verified))
+    assert resp.status_code == 401, name
+    assert resp.json()["reason"] == "claims"
+    assert "_auth_user_id" not in client.session
+    assert get_user_model().objects.get(username="alice@acme.example.com").first_name == "Alice"
+
+
+def test_an_unverified_email_is_not_copied_onto_the_user(manifest):
+    assert get(Client(), assertion_for(manifest)).status_code == 200
+    resp = get(Client(), assertion_for(manifest, email="someone-else@example.org", email_verified=False))
+    assert resp.status_code == 200
+    assert get_user_model().objects.get(username=ALICE).email == "alice@acme.example.com"
+    get(Client(), assertion_for(manifest, sub="new-id", email="someone-else@example.org", email_verified=DROP))
+    assert get_user_model().objects.get(username="new-id").email == ""

@@ -15,7 +15,9 @@ _VECTORS = json.loads(MANIFEST.read_text(encoding="utf-8"))
 def as_expected(identity):
     return {
         "sub": identity.subject,
+        "token_iss": identity.token_issuer,
         "email": identity.email,
+        "email_verified": identity.email_verified,
         "name": identity.name,
         "preferred_username": identity.preferred_username,
         "groups": list(identity.groups),
@@ -30,7 +32,8 @@ def as_expected(identity):
 
 def test_the_manifest_covers_every_case():
     reasons = {v["expect"].get("reason") for v in _VECTORS["vectors"]}
-    assert {"expired", "not_yet_valid", "audience", "issuer", "unknown_key", "signature", "algorithm"} <= reasons
+    assert {"expired", "not_yet_valid", "audience", "issuer", "token_issuer", "unknown_key", "signature",
+            "algorithm"} <= reasons
     assert sum(v["expect"]["accept"] for v in _VECTORS["vectors"]) >= 10
 
 
@@ -41,6 +44,7 @@ def test_vector(vec):
         jwks=vec.get("jwks", m["jwks"]),
         issuer=m["issuer"],
         audience=m["audience"],
+        token_issuer=vec.get("token_issuer", m["token_issuer"]),
         leeway=m["leeway_seconds"],
         clock=lambda: float(vec["now"]),
     )

@@ -34,6 +34,9 @@ APISIX_IDENTITY = {
     "JWKS_URL": os.environ.get("JWKS_URL", "http://apisix:9080/.well-known/identity-assertion/jwks.json"),
     "ISSUER": os.environ.get("ASSERTION_ISSUER", "apisix-identity-runner"),
     "AUDIENCE": os.environ.get("ASSERTION_AUDIENCE", "demo-app"),
+    # The realm of the users (the userinfo route's "issuer", signed as token_iss): a user of another
+    # realm with the same id is refused rather than logged in as ours.
+    "TOKEN_ISSUER": os.environ.get("ASSERTION_TOKEN_ISSUER", "http://localhost:8080/realms/demo"),
     "EXEMPT_PATHS": ["/healthz"],
     "FEED_REDIS_URL": os.environ.get("REDIS_URL", "redis://redis:6379/0"),
     "FEED_PREFIX": os.environ.get("FEED_PREFIX", "apisix-identity:"),

@@ -18,14 +18,16 @@ MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 def gateway_keys(settings):
     """The app trusts the key set of the shared vectors (the gateway's JWKS route in production)."""
     settings.APISIX_IDENTITY = {**settings.APISIX_IDENTITY, "JWKS_URL": None, "JWKS": MANIFEST["jwks"],
-                                "ISSUER": MANIFEST["issuer"], "AUDIENCE": MANIFEST["audience"]}
+                                "ISSUER": MANIFEST["issuer"], "AUDIENCE": MANIFEST["audience"],
+                                "TOKEN_ISSUER": MANIFEST["token_issuer"]}
 
 
 def assertion(sub, organization, *, email, name):
     """An assertion as userinfo signs it, with the committed test key the key set publishes."""
     now = int(time.time())
-    claims = {"iss": MANIFEST["issuer"], "aud": MANIFEST["audience"], "sub": sub, "iat": now, "exp": now + 60,
-              "jti": uuid.uuid4().hex, "email": email, "name": name, "organization": organization,
+    claims = {"iss": MANIFEST["issuer"], "aud": MANIFEST["audience"], "token_iss": MANIFEST["token_issuer"], "sub": sub,
+              "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex, "email": email, "email_verified": True,
+              "name": name, "organization": organization,
               "organization_source": "keycloak"}
     kid = next(k["kid"] for k in MANIFEST["jwks"]["keys"] if k["alg"] == "ES256")
     return jwt.encode(claims, (VECTORS / "keys" / "es256.pem").read_bytes(), algorithm="ES256",

@@ -47,6 +47,9 @@ class Reason(str, enum.Enum):
     SIGNATURE = "signature"
     ISSUER = "issuer"
     AUDIENCE = "audience"
+    #: ``token_issuer`` is set and the assertion's ``token_iss`` (the subject's realm) is another
+    #: one, or missing.
+    TOKEN_ISSUER = "token_issuer"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     CLAIMS = "claims"
@@ -73,8 +76,15 @@ class Organization:
 
 @dataclass(frozen=True)
 class Identity:
+    #: Keycloak's user id: unique within ``token_issuer`` only.
     subject: str
+    #: The iss of the access token the gateway verified (``token_iss``): the Keycloak realm URL
+    #: the subject belongs to; "" when the route verified no token (verify_token false).
+    token_issuer: str = ""
     email: str = ""
+    #: Keycloak checked that the user controls ``email``; False when the assertion does not say.
+    #: An unverified email may be anyone's: never let it name an account.
+    email_verified: bool = False
     name: str = ""
     preferred_username: str = ""
     #: Sorted by alias.
@@ -243,6 +253,13 @@ class Verifier:
     Give exactly one of ``jwks_url`` (the gateway's route, userinfo ``{"jwks":true}``) and
     ``jwks`` (a static key set: JSON text, bytes or a dict). ``issuer`` and ``audience`` are the
     userinfo route's ``assertion.issuer`` and ``assertion.audience``.
+
+    ``token_issuer``, when given, must equal the assertion's ``token_iss``: the iss of the access
+    token the gateway verified, the realm URL (the userinfo route's ``issuer``). Another one, or
+    none (a route with verify_token false), is refused with :attr:`Reason.TOKEN_ISSUER`. Give it:
+    a sub is unique only within its realm, and ``iss`` names the gateway, not the realm. Without
+    it ``token_iss`` is not checked (``Identity.token_issuer`` still says it) and the app must key
+    users by (token_issuer, subject), or be sure only one realm's routes sign for ``audience``.
     """
 
     def __init__(
@@ -250,6 +267,7 @@ class Verifier:
         *,
         issuer: str,
         audience: str,
+        token_issuer: str | None = None,
         jwks_url: str | None = None,
         jwks: bytes | str | Mapping | None = None,
         header: str = DEFAULT_HEADER,
@@ -266,6 +284,7 @@ class Verifier:
             raise ValueError("apisix_identity: give exactly one of jwks_url and jwks")
         self.issuer = issuer
         self.audience = audience
+        self.token_issuer = token_issuer or None
         self.header = header
         self.leeway = max(0.0, float(leeway))
         self._clock = clock
@@ -355,6 +374,15 @@ class Verifier:
                 raise _refuse(Reason.AUDIENCE, f"audience {aud!r} does not include {self.audience!r}")
         else:
             raise _refuse(Reason.CLAIMS, "aud must be a string or a list of strings")
+        token_iss = claims.get("token_iss")
+        if "token_iss" in claims and not isinstance(token_iss, str):
+            raise _refuse(Reason.CLAIMS, "token_iss must be a string")
+        if self.token_issuer is not None:
+            if token_iss is None:
+                raise _refuse(Reason.TOKEN_ISSUER,
+                              f"no token_iss: the gateway verified no token of {self.token_issuer!r} for this assertion")
+            if token_iss != self.token_issuer:
+                raise _refuse(Reason.TOKEN_ISSUER, f"token issuer {token_iss!r}, want {self.token_issuer!r}")
         exp = _time_claim(claims, "exp", required=True)
         iat = _time_claim(claims, "iat", required=True)
         nbf = _time_claim(claims, "nbf", required=False)
@@ -374,9 +402,14 @@ class Verifier:
             organizations = parse_organizations(claims.get("organization"))
         except ValueError as e:
             raise _refuse(Reason.CLAIMS, f"organization: {e}") from None
+        email_verified = claims.get("email_verified")
+        if email_verified is not None and not isinstance(email_verified, bool):
+            raise _refuse(Reason.CLAIMS, "email_verified must be a boolean")
         return Identity(
             subject=sub,
+            token_issuer=token_iss or "",
             email=_optional_string(claims, "email"),
+            email_verified=bool(email_verified),
             name=_optional_string(claims, "name"),
             preferred_username=_optional_string(claims, "preferred_username"),
             organization_source=_optional_string(claims, "organization_source"),

@@ -6,16 +6,21 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 
 from ..verifier import Identity
-from .conf import setting
+from .conf import username_claim
 
 
 def username_for(identity: Identity) -> str:
-    claim = setting("USERNAME_CLAIM")
+    """The Django username of the assertion's user: its USERNAME_CLAIM (checked by
+    conf.username_claim). An email names the user only when Keycloak verified it: anyone can type
+    another person's address into their own profile."""
+    claim = username_claim()
     if claim == "sub":
         return identity.subject
     value = identity.claims.get(claim)
     if not isinstance(value, str) or not value:
         raise ValueError(f"the assertion has no {claim} to use as the username")
+    if claim == "email" and identity.email_verified is not True:
+        raise ValueError("the assertion's email is not verified (email_verified): it cannot name the user")
     return value
 
 
@@ -42,10 +47,11 @@ class AssertionBackend(ModelBackend):
 
     def configure_user(self, request, user, identity: Identity, created: bool = False) -> bool:
         """Copies the assertion's profile onto user; returns whether anything changed. The
-        default sets email, and first/last name from name (or a "name" field if the model has
-        one)."""
+        default sets email when Keycloak verified it (an unverified one may be anyone's, and
+        apps look users up by email: it stays on ``request.identity`` only), and first/last name
+        from name (or a "name" field if the model has one)."""
         wanted = {}
-        if identity.email and hasattr(user, "email"):
+        if identity.email and identity.email_verified is True and hasattr(user, "email"):
             wanted["email"] = identity.email
         if identity.name:
             if _has_field(user, "name"):

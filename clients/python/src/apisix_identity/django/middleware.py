@@ -47,9 +47,12 @@ class AssertionMiddleware:
             return self._refused(request, e)
         user = request.user if request.user.is_authenticated else None
         try:
-            same = user is not None and user.get_username() == username_for(identity)
+            # Before any user is looked up: an assertion that names no one (an unverified email
+            # as the username) is refused as such, not as an inactive user.
+            username = username_for(identity)
         except ValueError as e:
             return self._refused(request, VerificationError(Reason.CLAIMS, str(e)))
+        same = user is not None and user.get_username() == username
         user = auth.authenticate(request, assertion=identity)
         if user is None:
             self._logout_ours(request, force=True)
