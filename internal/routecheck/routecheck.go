@@ -99,17 +99,6 @@ func Check(routes []Route, o Options) []Problem {
 	return out
 }
 
-// Problems are the findings of Check that are not warnings.
-func Problems(found []Problem) []Problem {
-	var out []Problem
-	for _, p := range found {
-		if !p.Warning {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // findings collects what one route's checks find.
 type findings struct{ add func(Problem) }
 
