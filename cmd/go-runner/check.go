@@ -29,17 +29,21 @@ func checkParsers() map[string]routecheck.Parser {
 }
 
 // confParser adapts a runner ParseConf: ours never fail there, they carry
-// the error to answer the route with (Err).
+// the error to answer the route with (Err), and say what a good conf
+// accepts that deserves a look (Warnings).
 func confParser(parse func([]byte) (any, error)) routecheck.Parser {
-	return func(value []byte) error {
+	return func(value []byte) ([]string, error) {
 		c, err := parse(value)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if e, ok := c.(interface{ Err() error }); ok {
-			return e.Err()
+		if e, ok := c.(interface{ Err() error }); ok && e.Err() != nil {
+			return nil, e.Err()
 		}
-		return nil
+		if w, ok := c.(interface{ Warnings() []string }); ok {
+			return w.Warnings(), nil
+		}
+		return nil, nil
 	}
 }
 
@@ -79,8 +83,12 @@ one assertion issuer and audience must not be signed on routes of two realms
 nginx_config.envs. ${{VAR:=default}} references resolve from this
 environment, as APISIX resolves them.
 
-Exit status: 0 no problem, 1 problems found (one per line on stdout),
-2 usage error or unreadable file.
+Warnings are printed too ("ROUTE: warning: ..."), one per line, and do
+not fail the check: a userinfo route with "any_audience": true accepts a
+token issued to any client of its realm.
+
+Exit status: 0 no problem (warnings possible), 1 problems found (one per
+line on stdout), 2 usage error or unreadable file.
 `)
 }
 
@@ -117,7 +125,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return checkUsage
 		}
 	}
-	code, problems := checkOK, 0
+	code, problems, warnings := checkOK, 0, 0
 	// All files are checked as one config: the realm rule spans them.
 	var all []routecheck.Route
 	for _, file := range fs.Args() {
@@ -141,16 +149,20 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	for _, p := range routecheck.Check(all, opts) {
 		fmt.Fprintf(stdout, "%s: %s\n", p.File, p)
-		problems++
+		if p.Warning {
+			warnings++
+		} else {
+			problems++
+		}
 	}
 	routes := len(all)
 	if problems > 0 && code == checkOK {
 		code = checkProblems
 	}
 	if code == checkOK {
-		fmt.Fprintf(stderr, "go-runner check: %d routes, no problem\n", routes)
+		fmt.Fprintf(stderr, "go-runner check: %d routes, no problem, %d warnings\n", routes, warnings)
 	} else if problems > 0 {
-		fmt.Fprintf(stderr, "go-runner check: %d problems in %d routes\n", problems, routes)
+		fmt.Fprintf(stderr, "go-runner check: %d problems and %d warnings in %d routes\n", problems, warnings, routes)
 	}
 	return code
 }

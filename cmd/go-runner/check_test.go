@@ -13,7 +13,7 @@ import (
 )
 
 const (
-	goodUserinfo = `{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\"}"}`
+	goodUserinfo = `{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\",\"audience\":\"apisix\"}"}`
 	goodOrgsync  = `{"name":"orgsync","value":"{\"fresh_ttl\":\"30s\"}"}`
 	oidc         = `"openid-connect":{"client_id":"apisix","client_secret":"s","discovery":"https://sso.example.org/d","session":{"secret":"0123456789abcdef0123"}}`
 )
@@ -52,6 +52,8 @@ func TestCheckFindsEachMistake(t *testing.T) {
 		{"empty conf list", route(oidc + `,"ext-plugin-post-req":{"conf":[]}`), `runs nothing`},
 		{"login without session secret", route(`"openid-connect":{"client_id":"a","client_secret":"s","discovery":"https://x/d"},` + postReq(goodUserinfo)),
 			`session.secret`},
+		{"userinfo without audience", route(oidc + "," + postReq(`{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\"}"}`)),
+			`"audience" is required`},
 		{"value not a string", route(oidc + "," + postReq(`{"name":"userinfo","value":{"issuer":"x"}}`)), `"value" must be`},
 	}
 	for _, tc := range cases {
@@ -72,6 +74,28 @@ func TestCheckPassesAGoodRoute(t *testing.T) {
 	// The invalidation endpoint runs orgsync alone.
 	code, out = check(t, route(postReq(`{"name":"orgsync","value":"{\"invalidate\":true,\"secret_env\":\"HOOK_SECRET\"}"}`)))
 	assert.Equal(t, checkOK, code, out)
+}
+
+// A route that accepts a token of any client of the realm passes, and is
+// named on a warning line; the routes that check the client are not.
+func TestCheckWarnsOfRoutesAcceptingAnyClient(t *testing.T) {
+	anyClient := `{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\",\"any_audience\":true}"}`
+	doc := `{"routes":[` + strings.Replace(route(oidc+","+postReq(anyClient, goodOrgsync)), `"r1"`, `"open"`, 1) + `,` +
+		route(oidc+","+postReq(goodUserinfo)) + `]}`
+	code, out := check(t, doc)
+	assert.Equal(t, checkOK, code, out)
+	assert.Contains(t, out, `route open: warning: ext-plugin-post-req conf[0]: userinfo: "any_audience": true: `+
+		`accepts a token issued to any client of https://sso.example.org/realms/r`)
+	assert.Equal(t, 1, strings.Count(out, "warning:"), out)
+	assert.NotContains(t, out, "route r1:")
+	assert.Contains(t, out, "2 routes, no problem, 1 warnings")
+
+	// A warning is no problem, and hides none.
+	bad := `{"routes":[` + route(oidc+`,"ext-plugin-post-req":{"allow_degradation":true,"conf":[`+anyClient+`]}`) + `]}`
+	code, out = check(t, bad)
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "allow_degradation")
+	assert.Contains(t, out, "warning:")
 }
 
 func TestCheckSecretEnvAgainstConfigYAML(t *testing.T) {
@@ -123,7 +147,7 @@ func TestCheckReadsStdin(t *testing.T) {
 
 // signingRoute is a route whose userinfo trusts realm and signs for aud.
 func signingRoute(id, realm, aud string) string {
-	conf := fmt.Sprintf(`{\"issuer\":\"https://sso.example.org/realms/%s\",\"assertion\":{\"audience\":\"%s\"}}`, realm, aud)
+	conf := fmt.Sprintf(`{\"issuer\":\"https://sso.example.org/realms/%s\",\"audience\":\"apisix\",\"assertion\":{\"audience\":\"%s\"}}`, realm, aud)
 	return `{"id":"` + id + `","uri":"/` + id + `/*","plugins":{` + oidc + "," +
 		postReq(`{"name":"userinfo","value":"`+conf+`"}`) + `}}`
 }

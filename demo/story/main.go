@@ -237,7 +237,7 @@ func (s *story) setUp(ctx context.Context) error {
 		return fmt.Errorf("set-up: start the runner: %w", err)
 	}
 	s.gw = apisix.NewGateway(s.runner.Socket())
-	userinfoConf := fmt.Sprintf(`{"issuer":%q,"assertion":{"audience":"demo-app"}}`, s.kc.issuer())
+	userinfoConf := fmt.Sprintf(`{"issuer":%q,"audience":%q,"assertion":{"audience":"demo-app"}}`, s.kc.issuer(), oidcClientID)
 	orgsyncConf := `{"fresh_ttl":"30s","stale_ttl":"10m"}`
 	s.route = &apisix.Route{ID: "demo-app", Conf: []apisix.PluginConf{
 		{Name: "userinfo", Value: userinfoConf},

@@ -5,7 +5,9 @@
 // plugins in the wrong phase, allow_degradation, orgsync before userinfo, a
 // secret_env nginx never passes on, an openid-connect login without a
 // session secret (APISIX >= 3.14 refuses it), and one assertion issuer and
-// audience signed on routes of different realms.
+// audience signed on routes of different realms. It also passes on the
+// warnings a plugin gives about a good conf (a userinfo route that accepts a
+// token of any client of the realm), which are findings but not problems.
 //
 // It knows the rules, not the plugins: callers hand it each plugin's own
 // parser, so the check can never disagree with what the runner accepts.
@@ -53,13 +55,22 @@ type Problem struct {
 	Route   string
 	Message string
 	File    string
+	// Warning marks a finding on a conf the runner accepts as it is: worth a
+	// look, not a reason to fail.
+	Warning bool
 }
 
-func (p Problem) String() string { return p.Route + ": " + p.Message }
+func (p Problem) String() string {
+	if p.Warning {
+		return p.Route + ": warning: " + p.Message
+	}
+	return p.Route + ": " + p.Message
+}
 
 // Parser parses one plugin conf value and returns the error the runner would
-// answer the route with (nil when the conf is good).
-type Parser func(value []byte) error
+// answer the route with (nil when the conf is good) and, for a good conf,
+// the plugin's warnings about what the route accepts.
+type Parser func(value []byte) (warnings []string, err error)
 
 // Options say what the runner has and what reaches it.
 type Options struct {
@@ -93,16 +104,14 @@ type Signed struct {
 func Check(routes []Route, o Options) []Problem {
 	var out []Problem
 	for _, r := range routes {
-		add := func(format string, args ...any) {
-			out = append(out, Problem{Route: r.ID, File: r.File, Message: fmt.Sprintf(format, args...)})
-		}
-		checkOpenIDConnect(r, add)
+		f := findings{add: func(p Problem) { p.Route, p.File = r.ID, r.File; out = append(out, p) }}
+		checkOpenIDConnect(r, f.problem)
 		for _, phase := range phases {
 			raw, ok := r.Plugins[phase]
 			if !ok {
 				continue
 			}
-			checkExtPlugin(phase, raw, o, add)
+			checkExtPlugin(phase, raw, o, f)
 		}
 	}
 	if o.Signs != nil {
@@ -180,6 +189,17 @@ func confList(raw any) []map[string]any {
 	return out
 }
 
+// findings collects what one route's checks find.
+type findings struct{ add func(Problem) }
+
+func (f findings) problem(format string, args ...any) {
+	f.add(Problem{Message: fmt.Sprintf(format, args...)})
+}
+
+func (f findings) warning(format string, args ...any) {
+	f.add(Problem{Message: fmt.Sprintf(format, args...), Warning: true})
+}
+
 // checkOpenIDConnect: APISIX 3.14 made session.secret required whenever
 // bearer_only is false (apisix/plugins/openid-connect.lua, check_schema:
 // `property "session.secret" is required when "bearer_only" is false`);
@@ -208,7 +228,8 @@ func checkOpenIDConnect(r Route, add func(string, ...any)) {
 	}
 }
 
-func checkExtPlugin(phase string, raw any, o Options, add func(string, ...any)) {
+func checkExtPlugin(phase string, raw any, o Options, f findings) {
+	add := f.problem
 	m, _ := raw.(map[string]any)
 	if m == nil {
 		add("%s: want an object", phase)
@@ -245,10 +266,14 @@ func checkExtPlugin(phase string, raw any, o Options, add func(string, ...any)) 
 		var v map[string]any
 		_ = json.Unmarshal([]byte(value), &v)
 		values[name] = v
-		if err := parseWithSecret(parse, value, v, o.Envs, func(format string, args ...any) {
+		warnings, err := parseWithSecret(parse, value, v, o.Envs, func(format string, args ...any) {
 			add(where+": "+name+": "+format, args...)
-		}); err != nil {
+		})
+		if err != nil {
 			add("%s: %v", where, err)
+		}
+		for _, w := range warnings {
+			f.warning("%s: %s: %s", where, name, w)
 		}
 	}
 	if ours {
@@ -264,7 +289,7 @@ func checkExtPlugin(phase string, raw any, o Options, add func(string, ...any)) 
 // parseWithSecret parses a conf. A secret_env variable this process lacks is
 // set to a placeholder while it parses: the check is about the route, and
 // whether the variable reaches the runner is what nginx_config.envs says.
-func parseWithSecret(parse Parser, value string, v map[string]any, envs []string, add func(string, ...any)) error {
+func parseWithSecret(parse Parser, value string, v map[string]any, envs []string, add func(string, ...any)) ([]string, error) {
 	name, _ := v["secret_env"].(string)
 	if name == "" {
 		return parse([]byte(value))

@@ -84,7 +84,7 @@ func signer(id, file, iss, aud, realm string) Route {
 }
 
 func TestOneAssertionForTwoRealms(t *testing.T) {
-	o := Options{Parsers: map[string]Parser{"signer": func([]byte) error { return nil }}, Signs: fakeSigns}
+	o := Options{Parsers: map[string]Parser{"signer": func([]byte) ([]string, error) { return nil, nil }}, Signs: fakeSigns}
 	for _, tc := range []struct {
 		name   string
 		routes []Route
@@ -112,4 +112,36 @@ func TestOneAssertionForTwoRealms(t *testing.T) {
 	require.Len(t, problems, 1)
 	assert.Equal(t, "two.yaml", problems[0].File)
 	assert.Contains(t, problems[0].Message, "also signed on one.yaml: a for users of \"A\"")
+}
+
+// A plugin's warnings about a good conf come back tied to their route and
+// marked, so a caller can print them without failing.
+func TestCheckPassesOnPluginWarnings(t *testing.T) {
+	o := Options{Parsers: map[string]Parser{
+		"userinfo": func(value []byte) ([]string, error) {
+			if string(value) == `{"any_audience":true}` {
+				return []string{"accepts a token issued to any client"}, nil
+			}
+			return nil, nil
+		},
+	}}
+	doc, err := Decode([]byte(`{"routes":[
+		{"id":"open","plugins":{"ext-plugin-post-req":{"conf":[{"name":"userinfo","value":"{\"any_audience\":true}"}]}}},
+		{"id":"checked","plugins":{"ext-plugin-post-req":{"conf":[{"name":"userinfo","value":"{\"audience\":\"apisix\"}"}]}}},
+		{"id":"degraded","plugins":{"ext-plugin-post-req":{"allow_degradation":true,
+			"conf":[{"name":"userinfo","value":"{\"any_audience\":true}"}]}}}]}`))
+	require.NoError(t, err)
+	routes, err := Load(doc)
+	require.NoError(t, err)
+	found := Check(routes, o)
+	require.Len(t, found, 3, "%v", found)
+	assert.Equal(t, Problem{Route: "route open", Warning: true,
+		Message: "ext-plugin-post-req conf[0]: userinfo: accepts a token issued to any client"}, found[0])
+	assert.Equal(t, "route open: warning: ext-plugin-post-req conf[0]: userinfo: accepts a token issued to any client",
+		found[0].String())
+	assert.Equal(t, "route degraded", found[1].Route)
+	assert.True(t, found[1].Warning)
+	assert.Equal(t, "route degraded", found[2].Route)
+	assert.False(t, found[2].Warning)
+	assert.Contains(t, found[2].Message, "allow_degradation")
 }

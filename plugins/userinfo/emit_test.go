@@ -92,13 +92,13 @@ func TestSignedRealm(t *testing.T) {
 		iss, aud, tokenIssuer string
 		ok                    bool
 	}{
-		{`{"issuer":"https://sso.example.org/realms/a","assertion":{"audience":"app"}}`,
+		{`{"issuer":"https://sso.example.org/realms/a","audience":"apisix","assertion":{"audience":"app"}}`,
 			"apisix-identity-runner", "app", "https://sso.example.org/realms/a", true},
-		{`{"issuer":"https://sso.example.org/realms/a","assertion":{"audience":"app","issuer":"gw"}}`,
+		{`{"issuer":"https://sso.example.org/realms/a","audience":"apisix","assertion":{"audience":"app","issuer":"gw"}}`,
 			"gw", "app", "https://sso.example.org/realms/a", true},
 		{`{"verify_token":false,"assertion":{"audience":"app"}}`, "apisix-identity-runner", "app", "", true},
 		{`{"issuer":"https://sso.example.org/realms/a"}`, "", "", "", false},
-		{`{"issuer":"https://sso.example.org/realms/a","assertion":{}}`, "", "", "", false},
+		{`{"issuer":"https://sso.example.org/realms/a","audience":"apisix","assertion":{}}`, "", "", "", false},
 	} {
 		v, err := p.ParseConf([]byte(tc.conf))
 		require.NoError(t, err)

@@ -13,10 +13,11 @@ import (
 )
 
 func FuzzParseConf(f *testing.F) {
-	f.Add(`{"issuer":"https://sso.example.org/realms/olapps","verify_token":true,"audience":"","on_invalid":"reject","require_user":false,"claim_headers":{"X-User-Id":"sub","X-User-Email":"email","X-User-Orgs":"organization"},"assertion":{"header":"X-Identity-Assertion","audience":"mitxonline","ttl":"60s"}}`)
+	f.Add(`{"issuer":"https://sso.example.org/realms/olapps","verify_token":true,"audience":"apisix","on_invalid":"reject","require_user":false,"claim_headers":{"X-User-Id":"sub","X-User-Email":"email","X-User-Orgs":"organization"},"assertion":{"header":"X-Identity-Assertion","audience":"mitxonline","ttl":"60s"}}`)
 	f.Add(`{"jwks":true}`)
 	f.Add(`{"verify_token":false,"on_invalid":"anonymous"}`)
 	f.Add(`{"issuer":"https://sso.example.org/r","assertion":{"audience":"a","ttl":60}}`)
+	f.Add(`{"issuer":"https://sso.example.org/r","any_audience":true}`)
 	f.Add(`[]`)
 	f.Add(``)
 	p := testPlugin

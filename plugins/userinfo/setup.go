@@ -48,9 +48,16 @@ type Conf struct {
 	// sub equals X-Userinfo's. Default true. false trusts X-Userinfo as it is:
 	// safe only on APISIX 3.17+ with openid-connect on the same route.
 	VerifyToken *bool `json:"verify_token,omitempty"`
-	// Audience, when set, must be in the token's aud (or be its azp).
-	// Default "" (not checked).
+	// Audience is the client the token must have been issued to: in its aud,
+	// or equal to its azp (Keycloak's access tokens name their client in azp).
+	// Required when verify_token is true, unless any_audience is true: every
+	// client of a realm gets tokens of the same issuer, so without it a token
+	// a user gave another application would pass here.
 	Audience string `json:"audience,omitempty"`
+	// AnyAudience accepts a token issued to any client of issuer. Default
+	// false; true only without audience, and only when verify_token is true.
+	// It is a key of its own so that no empty or forgotten audience can mean it.
+	AnyAudience bool `json:"any_audience,omitempty"`
 	// OnInvalid is what a request with an identity that fails verification gets:
 	// "reject" (401 with the reason, upstream not called) or "anonymous" (all
 	// identity headers removed, request passed on). Default "reject".
@@ -219,7 +226,7 @@ func (c *Conf) SetDefaults(set conf.Keys) {
 // Validate checks the config without changing it.
 func (c *Conf) Validate() error {
 	if c.JWKS {
-		if c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.OnInvalid != "" ||
+		if c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.AnyAudience || c.OnInvalid != "" ||
 			c.RequireUser || c.ClaimHeaders != nil || c.Assertion != nil || c.Leeway != 0 || c.MaxUserinfoBytes != 0 {
 			return errors.New(`"jwks": true serves the assertion keys and takes no other key`)
 		}
@@ -235,6 +242,9 @@ func (c *Conf) Validate() error {
 		if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
 			return err
 		}
+	}
+	if err := c.validateAudience(); err != nil {
+		return err
 	}
 	switch c.OnInvalid {
 	case OnInvalidReject, OnInvalidAnonymous:
@@ -291,6 +301,40 @@ func (c *Conf) Validate() error {
 		seen[norm] = key
 	}
 	return nil
+}
+
+// validateAudience: a token is checked against one client unless the route
+// says in a key of its own that any client of the realm will do.
+func (c *Conf) validateAudience() error {
+	if !*c.VerifyToken {
+		if c.Audience != "" || c.AnyAudience {
+			return errors.New(`"audience" and "any_audience" need "verify_token": true: without a token there is no client to check`)
+		}
+		return nil
+	}
+	switch {
+	case c.AnyAudience && c.Audience != "":
+		return fmt.Errorf(`"audience" %q and "any_audience": true: give one`, c.Audience)
+	case c.AnyAudience:
+		return nil
+	case c.Audience == "":
+		return errors.New(`"audience" is required when "verify_token" is true: name the client whose tokens the route accepts ` +
+			`(openid-connect's client_id), or set "any_audience": true to accept a token of any client of the realm`)
+	case c.Audience == "*":
+		return errors.New(`"audience" "*" is not a wildcard: set "any_audience": true to accept a token of any client of the realm`)
+	case strings.TrimSpace(c.Audience) != c.Audience:
+		return fmt.Errorf(`"audience" %q: leading or trailing space`, c.Audience)
+	}
+	return nil
+}
+
+// Warnings are what a good config accepts that a reviewer should know about:
+// go-runner check prints them without failing.
+func (c *Conf) Warnings() []string {
+	if c.err != nil || !c.verify || !c.AnyAudience {
+		return nil
+	}
+	return []string{fmt.Sprintf(`"any_audience": true: accepts a token issued to any client of %s`, c.Issuer)}
 }
 
 // maxClaimHeaders bounds claim_headers so that every identity header name a

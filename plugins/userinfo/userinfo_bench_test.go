@@ -14,7 +14,7 @@ import (
 func BenchmarkRequestFilter(b *testing.B) {
 	is := tokentest.NewIssuer(b)
 	p := New(Deps{Keys: testKeys})
-	v, _ := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","assertion":{"audience":"mitxonline"}}`))
+	v, _ := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	ui := map[string]any{"sub": "u-alice", "email": "alice@example.org", "name": "Alice", "preferred_username": "alice",
 		"organization": map[string]any{"acme": map[string]any{"id": "9d3b7c52-5b8a-4a6e-9f57-0b1c1d1e1f10", "tier": []string{"gold"}}}}
 	headers := loggedIn(is, "u-alice", ui)

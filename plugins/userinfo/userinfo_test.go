@@ -77,7 +77,7 @@ func userinfoHeader(claims map[string]any) string {
 }
 
 func confFor(is *tokentest.Issuer, extra string) string {
-	return fmt.Sprintf(`{"issuer":%q,"assertion":{"audience":"mitxonline","ttl":"60s"}%s}`, is.URL, extra)
+	return fmt.Sprintf(`{"issuer":%q,"audience":"apisix","assertion":{"audience":"mitxonline","ttl":"60s"}%s}`, is.URL, extra)
 }
 
 // loggedIn gives the headers openid-connect sends for a user whose access
@@ -162,6 +162,8 @@ func TestRefusals(t *testing.T) {
 			"x-access-token": is.Sign(is.Claims("u-alice"))}, 401, ReasonMalformedUserinfo},
 		{"wrong claim type", map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-alice", "organization": 7}),
 			"x-access-token": is.Sign(is.Claims("u-alice"))}, 401, ReasonMalformedUserinfo},
+		{"token of another client", map[string]string{"x-userinfo": userinfoHeader(alice),
+			"x-access-token": is.Sign(otherClient(is, "u-alice"))}, 401, "token_wrong_audience"},
 		{"userinfo without token", map[string]string{"x-userinfo": userinfoHeader(alice)}, 401, ReasonMissingToken},
 		{"huge userinfo", map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-alice", "pad": string(make([]byte, 64<<10))}),
 			"x-access-token": is.Sign(is.Claims("u-alice"))}, 401, ReasonMalformedUserinfo},
@@ -183,6 +185,66 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// otherClient is sub's access token as Keycloak issues it to another client
+// of the realm: the same issuer and keys, azp naming that client, aud the
+// account console's.
+func otherClient(is *tokentest.Issuer, sub string) map[string]any {
+	c := is.Claims(sub)
+	c["azp"] = "other-app"
+	c["aud"] = "account"
+	return c
+}
+
+// A token of another client of the realm passes only on a route that says
+// "any_audience": true, and what it proved there is not reused on a route
+// that checks the client (the proven-login cache is keyed by audience too).
+func TestTokenOfAnotherClient(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	alice := map[string]any{"sub": "u-alice", "email": "alice@example.org"}
+	h := map[string]string{"x-userinfo": userinfoHeader(alice), "x-access-token": is.Sign(otherClient(is, "u-alice"))}
+	bearer := map[string]string{"x-access-token": h["x-access-token"]}
+
+	anyClient := newRoute(t, fmt.Sprintf(`{"issuer":%q,"any_audience":true}`, is.URL))
+	for _, headers := range []map[string]string{h, bearer} {
+		w, r := anyClient.do(headers)
+		require.Equal(t, 200, w.Code, w.Body.String())
+		assert.Equal(t, "u-alice", r.Header().Get("X-User-Id"))
+	}
+
+	for name, conf := range map[string]string{
+		"the apisix client":                  confFor(is, ""),
+		"a third client":                     fmt.Sprintf(`{"issuer":%q,"audience":"billing"}`, is.URL),
+		"require_user on an anonymous route": fmt.Sprintf(`{"issuer":%q,"audience":"apisix","on_invalid":"anonymous","require_user":true}`, is.URL),
+	} {
+		t.Run(name, func(t *testing.T) {
+			rt := newRoute(t, conf)
+			for _, headers := range []map[string]string{h, bearer} {
+				w, r := rt.do(headers)
+				assert.Equal(t, 401, w.Code, w.Body.String())
+				assert.Contains(t, w.Body.String(), "token_wrong_audience")
+				assert.Empty(t, r.Header().Get("X-User-Id"))
+			}
+		})
+	}
+
+	// A route that names no client and does not opt out lets nobody in.
+	captureLogs(t)
+	v, err := testPlugin.ParseConf([]byte(fmt.Sprintf(`{"issuer":%q}`, is.URL)))
+	require.NoError(t, err)
+	silent := &route{t: t, plugin: testPlugin, conf: v, token: tokens.Add(1)}
+	for _, headers := range []map[string]string{h, bearer} {
+		w, r := silent.do(headers)
+		assert.Equal(t, 500, w.Code, w.Body.String())
+		assert.Empty(t, r.Header().Get("X-User-Id"))
+	}
+
+	// The client named in aud (an audience mapper) passes as well as azp.
+	withAud := otherClient(is, "u-alice")
+	withAud["aud"] = []string{"account", "apisix"}
+	w, _ := newRoute(t, confFor(is, "")).do(map[string]string{"x-access-token": is.Sign(withAud)})
+	assert.Equal(t, 200, w.Code, w.Body.String())
 }
 
 func TestForgedHeadersNeverReachUpstream(t *testing.T) {
@@ -492,8 +554,8 @@ func TestForgedEmittedHeadersAreStrippedForEveryConfig(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	configs := map[string]string{
 		"default":   confFor(is, ""),
-		"custom":    fmt.Sprintf(`{"issuer":%q,"claim_headers":{"X-Tenant-Id":"sub","X-Mail":"email"},"assertion":{"audience":"a","header":"X-Gateway-JWT"}}`, is.URL),
-		"no claims": fmt.Sprintf(`{"issuer":%q,"claim_headers":{}}`, is.URL),
+		"custom":    fmt.Sprintf(`{"issuer":%q,"audience":"apisix","claim_headers":{"X-Tenant-Id":"sub","X-Mail":"email"},"assertion":{"audience":"a","header":"X-Gateway-JWT"}}`, is.URL),
+		"no claims": fmt.Sprintf(`{"issuer":%q,"audience":"apisix","claim_headers":{}}`, is.URL),
 	}
 	defaults := []string{"X-User-Id", "x_user_id", "X-User-Email", "X-USER-ORGS", "X-User-Orgs-Source",
 		"X-Identity-Assertion", "x_identity_assertion"}

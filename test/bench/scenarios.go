@@ -50,9 +50,10 @@ type variant struct {
 func jsonConf(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func (e *env) userinfoConf(selfIssued bool, assertion bool) pluginConf {
-	c := map[string]any{"issuer": e.kc.Issuer}
+	c := map[string]any{"issuer": e.kc.Issuer, "audience": e.kc.ClientID}
 	if selfIssued {
-		c = map[string]any{"issuer": e.is.url, "jwks_uri": e.is.jwksURI}
+		// The issuer mints tokens as Keycloak does for the apisix client.
+		c = map[string]any{"issuer": e.is.url, "jwks_uri": e.is.jwksURI, "audience": "apisix"}
 	}
 	if assertion {
 		c["assertion"] = map[string]any{"audience": "mitxonline", "ttl": "60s"}

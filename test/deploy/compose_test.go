@@ -276,6 +276,11 @@ func TestDemoRealmMatchesComposeAndRoutes(t *testing.T) {
 			assert.Equal(t, issuer, ui["issuer"], "route %s: tokens are issued by KC_HOSTNAME", r.ID)
 			assert.Equal(t, e["KEYCLOAK_URL"]+"/realms/"+realm.Realm+"/protocol/openid-connect/certs", ui["jwks_uri"],
 				"route %s: the runner fetches keys on the compose network", r.ID)
+			if oidc := pluginConf(r, "openid-connect"); oidc != nil {
+				// Keycloak names the client a token was issued to in azp: the
+				// route accepts what its own login gets, not another app's tokens.
+				assert.Equal(t, oidc["client_id"], ui["audience"], "route %s: audience is the login's client", r.ID)
+			}
 		}
 	}
 }

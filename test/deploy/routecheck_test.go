@@ -28,15 +28,18 @@ func checkOptions(t testing.TB) routecheck.Options {
 		Order:  []string{userinfo.Name, orgsync.Name},
 		Exempt: func(name string, v map[string]any) bool { return name == orgsync.Name && v["invalidate"] == true }}
 	for name, p := range parsers {
-		o.Parsers[name] = func(value []byte) error {
+		o.Parsers[name] = func(value []byte) ([]string, error) {
 			c, err := p.ParseConf(value)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if e, ok := c.(interface{ Err() error }); ok {
-				return e.Err()
+			if e, ok := c.(interface{ Err() error }); ok && e.Err() != nil {
+				return nil, e.Err()
 			}
-			return nil
+			if w, ok := c.(interface{ Warnings() []string }); ok {
+				return w.Warnings(), nil
+			}
+			return nil, nil
 		}
 	}
 	return o
@@ -111,7 +114,7 @@ func TestRouteCheckWantsASessionSecret(t *testing.T) {
 	o := checkOptions(t)
 	route := func(oidc string) []routecheck.Route {
 		doc, err := routecheck.Decode([]byte(`{"uri":"/*","plugins":{"openid-connect":` + oidc + `,
-			"ext-plugin-post-req":{"conf":[{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\"}"}]}}}`))
+			"ext-plugin-post-req":{"conf":[{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\",\"audience\":\"apisix\"}"}]}}}`))
 		require.NoError(t, err)
 		routes, err := routecheck.Load(doc)
 		require.NoError(t, err)

@@ -175,9 +175,21 @@ func (r *runner) do(t *testing.T, route *apisix.Route, headers map[string]string
 }
 
 // userinfoConf is the userinfo config of the app routes.
+// userinfoConf is a userinfo conf verifying tokens of the realm's apisix
+// client (openid-connect's), with an assertion for mitxonline and extra keys.
 func userinfoConf(t *testing.T, extra string) apisix.PluginConf {
+	return userinfoConfFor(t, kctest.Env(t).ClientID, extra)
+}
+
+// userinfoConfFor is userinfoConf for tokens issued to client; "" leaves
+// audience out, for extra to say "any_audience" (or nothing).
+func userinfoConfFor(t *testing.T, client, extra string) apisix.PluginConf {
+	audience := ""
+	if client != "" {
+		audience = fmt.Sprintf(`,"audience":%q`, client)
+	}
 	return apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(
-		`{"issuer":%q,"assertion":{"audience":"mitxonline","ttl":"60s"}%s}`, kctest.Env(t).Issuer, extra)}
+		`{"issuer":%q%s,"assertion":{"audience":"mitxonline","ttl":"60s"}%s}`, kctest.Env(t).Issuer, audience, extra)}
 }
 
 var routeSeq atomic.Int64

@@ -37,7 +37,7 @@ func TestAssertionNamesTheRealmOfItsUser(t *testing.T) {
 
 	conf := func(issuer string) apisix.PluginConf {
 		return apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(
-			`{"issuer":%q,"assertion":{"audience":"shared-app","ttl":"60s"}}`, issuer)}
+			`{"issuer":%q,"audience":%q,"assertion":{"audience":"shared-app","ttl":"60s"}}`, issuer, s.ClientID)}
 	}
 	routeA, routeB := newRoute(conf(s.Issuer)), newRoute(conf(other.Issuer))
 	signed := map[string]string{}

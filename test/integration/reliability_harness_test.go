@@ -431,7 +431,7 @@ func runLoad(ctx context.Context, nodes []*node, route *apisix.Route, users []*l
 // machine) and orgsync with the given fresh_ttl, serving stale on Keycloak errors.
 func reliabilityRoute(t *testing.T, fresh time.Duration) *apisix.Route {
 	return newRoute(
-		apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q}`, kctest.Env(t).Issuer)},
+		apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"audience":%q}`, kctest.Env(t).Issuer, kctest.Env(t).ClientID)},
 		orgsyncConf(fmt.Sprintf(`{"fresh_ttl":%q,"stale_ttl":"10m","timeout":"2s"}`, fresh.String())))
 }
 

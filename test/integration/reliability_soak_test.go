@@ -60,7 +60,7 @@ func TestReliabilitySoak(t *testing.T) {
 		nodes = append(nodes, startFleet(t, 1, e)...)
 	}
 	route := newRoute(
-		apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q}`, kctest.Env(t).Issuer)},
+		apisix.PluginConf{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"audience":%q}`, kctest.Env(t).Issuer, kctest.Env(t).ClientID)},
 		orgsyncConf(fmt.Sprintf(`{"fresh_ttl":%q,"stale_ttl":%q,"timeout":"3s"}`, fresh, fresh)))
 
 	// Memberships change underneath: every 2 s one user joins or leaves acme. want[i] is what

@@ -212,9 +212,9 @@ func TestSecurityConfigKeysAreExact(t *testing.T) {
 	iss := kctest.Env(t).Issuer
 	forged := base64.StdEncoding.EncodeToString([]byte(`{"sub":"u-admin"}`))
 	for _, conf := range []string{
-		fmt.Sprintf(`{"issuer":%q,"verify_token":true,"Verify_Token":false}`, iss),
-		fmt.Sprintf(`{"issuer":%q,"verify_token":true,"verify_token":false}`, iss),
-		fmt.Sprintf(`{"issuer":%q,"VERIFY_TOKEN":false}`, iss),
+		fmt.Sprintf(`{"issuer":%q,"audience":"apisix","verify_token":true,"Verify_Token":false}`, iss),
+		fmt.Sprintf(`{"issuer":%q,"audience":"apisix","verify_token":true,"verify_token":false}`, iss),
+		fmt.Sprintf(`{"issuer":%q,"audience":"apisix","VERIFY_TOKEN":false}`, iss),
 	} {
 		res := r.do(t, newRoute(apisix.PluginConf{Name: "userinfo", Value: conf}), map[string]string{"x-userinfo": forged})
 		assert.False(t, res.Upstream, conf)
@@ -230,10 +230,10 @@ func TestSecurityZeroLeewayIsZero(t *testing.T) {
 	short := shortLivedLogin(t, user)
 	time.Sleep(2500 * time.Millisecond)
 	h := map[string]string{"x-userinfo": short.userinfo, "x-access-token": short.token}
-	res := r.do(t, newRoute(userinfoConf(t, `,"leeway":"0s"`)), h)
+	res := r.do(t, newRoute(userinfoConfFor(t, short.client, `,"leeway":"0s"`)), h)
 	assert.Equal(t, 401, res.Status)
 	assert.Equal(t, "token_expired", reasonOf(t, res))
-	res = r.do(t, newRoute(userinfoConf(t, `,"leeway":"1m"`)), h)
+	res = r.do(t, newRoute(userinfoConfFor(t, short.client, `,"leeway":"1m"`)), h)
 	assert.True(t, res.Upstream, "within a 1m leeway")
 }
 
@@ -330,9 +330,81 @@ func TestSecurityAudienceAndAzpSeparate(t *testing.T) {
 
 	h := map[string]string{"x-userinfo": base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q}`, user.ID))),
 		"x-access-token": tok.AccessToken}
-	res := r.do(t, newRoute(userinfoConf(t, `,"audience":"mitxonline"`)), h)
+	res := r.do(t, newRoute(userinfoConfFor(t, "mitxonline", "")), h)
 	assert.Equal(t, 401, res.Status)
 	assert.Equal(t, "token_wrong_audience", reasonOf(t, res))
-	res = r.do(t, newRoute(userinfoConf(t, fmt.Sprintf(`,"audience":%q`, clientID))), h)
+	res = r.do(t, newRoute(userinfoConfFor(t, clientID, "")), h)
 	assert.True(t, res.Upstream, "the token's azp is accepted as the audience: %d %s", res.Status, res.Body)
+}
+
+// A token Keycloak issued to another client of the realm is not a login to
+// this route: with audience set to the apisix client, a user's token of
+// another application and the runner's own service-account token are
+// refused (or stripped, on an anonymous route); only "any_audience": true
+// takes them. The apisix token passes through its azp, the claim Keycloak
+// names the client in (its aud is "account" here, no audience mapper).
+func TestSecurityTokenOfAnotherClientIsRefused(t *testing.T) {
+	s := kctest.Env(t)
+	r := startRunner(t, baseEnv(t, s.URL))
+	user := kctest.CreateUser(t, "otherapp")
+	own := kctest.Login(t, user.Username, user.Password)
+	claims := tokenClaims(t, own.AccessToken)
+	require.Equal(t, s.ClientID, claims["azp"], "Keycloak names the client in azp")
+
+	clientID := fmt.Sprintf("other-app-%d", time.Now().UnixNano())
+	kctest.CreateClient(t, map[string]any{
+		"clientId": clientID, "publicClient": false, "secret": "other-app-secret", "directAccessGrantsEnabled": true,
+		"standardFlowEnabled": false,
+	})
+	other := kctest.PasswordGrant(t, clientID, "other-app-secret", user.Username, user.Password, "openid profile email")
+	otherClaims := tokenClaims(t, other.AccessToken)
+	require.Equal(t, clientID, otherClaims["azp"])
+	require.Equal(t, user.ID, otherClaims["sub"], "the same user, the same issuer: only the client differs")
+	ui := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q}`, user.ID)))
+	otherApp := map[string]string{"x-userinfo": ui, "x-access-token": other.AccessToken}
+	serviceAccount := map[string]string{"x-access-token": kctest.ServiceAccountToken(t)}
+
+	reject := newRoute(userinfoConf(t, ""))
+	res := r.do(t, reject, headersOf(own))
+	require.True(t, res.Upstream, "the apisix client's token passes: %d %s", res.Status, res.Body)
+	for name, h := range map[string]map[string]string{"another app's token": otherApp, "a service account's token": serviceAccount} {
+		res = r.do(t, reject, h)
+		assert.Equal(t, 401, res.Status, name)
+		assert.False(t, res.Upstream, name)
+		assert.Equal(t, "token_wrong_audience", reasonOf(t, res), name)
+	}
+
+	// A route that names no client and does not opt out lets nobody in.
+	silent := newRoute(userinfoConfFor(t, "", ""))
+	for name, h := range map[string]map[string]string{"the apisix client's token": headersOf(own),
+		"another app's token": otherApp, "a service account's token": serviceAccount} {
+		res = r.do(t, silent, h)
+		assert.False(t, res.Upstream, name)
+		assert.Equal(t, 500, res.Status, name)
+		assert.Equal(t, "misconfigured", reasonOf(t, res), name)
+	}
+
+	anonymous := newRoute(userinfoConf(t, `,"on_invalid":"anonymous"`))
+	res = r.do(t, anonymous, otherApp)
+	require.True(t, res.Upstream)
+	for _, h := range []string{"X-User-Id", "X-Identity-Assertion", "X-Access-Token", "X-Userinfo"} {
+		assert.Empty(t, res.UpstreamHeader.Get(h), "%s reached the upstream of an anonymous route", h)
+	}
+
+	anyClient := newRoute(userinfoConfFor(t, "", `,"any_audience":true`))
+	res = r.do(t, anyClient, otherApp)
+	require.True(t, res.Upstream, "any_audience takes a token of any client: %d %s", res.Status, res.Body)
+	assert.Equal(t, user.ID, res.UpstreamHeader.Get("X-User-Id"))
+}
+
+// tokenClaims reads a JWT's payload without checking it.
+func tokenClaims(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	require.Len(t, parts, 3)
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(payload, &m))
+	return m
 }

@@ -153,8 +153,10 @@ func TestBadConfigAnswers500OnEveryRequest(t *testing.T) {
 	user := kctest.CreateUser(t, "cfg")
 	sess := kctest.Login(t, user.Username, user.Password)
 	for _, conf := range []apisix.PluginConf{
-		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"on_invalid":"allow"}`, kctest.Env(t).Issuer)},
-		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"verfy_token":false}`, kctest.Env(t).Issuer)},
+		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"audience":"apisix","on_invalid":"allow"}`, kctest.Env(t).Issuer)},
+		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"audience":"apisix","verfy_token":false}`, kctest.Env(t).Issuer)},
+		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q}`, kctest.Env(t).Issuer)},
+		{Name: "userinfo", Value: fmt.Sprintf(`{"issuer":%q,"audience":""}`, kctest.Env(t).Issuer)},
 		{Name: "orgsync", Value: `{"fresh_ttl":"1m","stale_ttl":"10s"}`},
 	} {
 		route := newRoute(conf)
@@ -167,12 +169,13 @@ func TestBadConfigAnswers500OnEveryRequest(t *testing.T) {
 	}
 	out := r.Output()
 	assert.Contains(t, out, `unknown key \"verfy_token\"`, "the bad key is named in the log")
+	assert.Contains(t, out, `\"audience\" is required`, "the bad key is named in the log")
 	assert.Contains(t, out, "stale_ttl", "the bad key is named in the log")
 }
 
 // shortLivedLogin logs user in through a client whose tokens live one
 // second, to get a real Keycloak token that expires during the test.
-type shortSession struct{ token, userinfo string }
+type shortSession struct{ token, userinfo, client string }
 
 func shortLivedLogin(t *testing.T, user *kctest.TestUser) shortSession {
 	t.Helper()
@@ -183,7 +186,7 @@ func shortLivedLogin(t *testing.T, user *kctest.TestUser) shortSession {
 	})
 	sess := kctest.PasswordGrant(t, clientID, "short-secret", user.Username, user.Password, "openid")
 	ui := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q}`, user.ID)))
-	return shortSession{token: sess.AccessToken, userinfo: ui}
+	return shortSession{token: sess.AccessToken, userinfo: ui, client: clientID}
 }
 
 func signRogue(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {
