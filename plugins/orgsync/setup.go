@@ -129,6 +129,8 @@ type Store interface {
 // Directory is Keycloak's admin API as orgsync uses it (*keycloak.Client).
 type Directory interface {
 	Realm() string
+	// Issuer is the realm's issuer as its tokens carry it.
+	Issuer() string
 	User(ctx context.Context, userID string) (*keycloak.User, error)
 	UserOrganizations(ctx context.Context, userID string) ([]keycloak.Organization, error)
 	UserGroups(ctx context.Context, userID string) ([]string, error)
