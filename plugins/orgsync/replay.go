@@ -131,8 +131,10 @@ func (p *Plugin) claimInvalidation(ctx context.Context, mac [sha256.Size]byte, a
 		logReplayCheck("invalidation refused: Redis cannot say whether another runner accepted it", "error", err)
 		return nil, http.StatusServiceUnavailable, ReasonReplayUnchecked
 	case !first:
-		// Accepted by another runner: kept here too, so that the next replay
-		// is refused without asking Redis.
+		// Claimed by another runner. Not kept here: should that runner's call
+		// fail and give its claim back, the sender's retry must be accepted
+		// wherever it lands.
+		local()
 		return nil, http.StatusConflict, ReasonReplayed
 	}
 	return func() {

@@ -180,9 +180,21 @@ func TestInvalidationReplayRefusedAcrossTheFleet(t *testing.T) {
 	code, _ = signedCall(t, runner2, conf2, freshBody("u-bob"))
 	assert.Equal(t, http.StatusOK, code, "a new call is accepted by the second runner")
 
+	// A call under way on runner 1 that then fails gives its claim back: the
+	// sender's retry is accepted by runner 2, which refused it meanwhile.
+	retried := freshBody("u-dave")
+	release, _, _ := runner1.plugin.claimInvalidation(t.Context(), conf1.(*Conf).bodyMAC([]byte(retried)),
+		time.Now(), time.Now())
+	require.NotNil(t, release)
+	code, _ = signedCall(t, runner2, conf2, retried)
+	require.Equal(t, http.StatusConflict, code, "under way on runner 1")
+	release()
+	code, resp = signedCall(t, runner2, conf2, retried)
+	assert.Equal(t, http.StatusOK, code, "retried after runner 1 failed: %s", resp)
+
 	srv.Kill()
 	code, resp = signedCall(t, runner2, conf2, freshBody("u-carol"))
 	assert.Equal(t, http.StatusServiceUnavailable, code, resp)
 	assert.Contains(t, resp, ReasonReplayUnchecked)
-	assert.Equal(t, 2, runner2.plugin.replays.len(), "a refused call leaves no record")
+	assert.Equal(t, 2, runner2.plugin.replays.len(), "only what runner 2 accepted is recorded")
 }
