@@ -22,6 +22,12 @@ type Options struct {
 	URL string
 	// Realm is the realm whose users and organizations are read, e.g. "olapps". Required.
 	Realm string
+	// Issuer is that realm's issuer as its tokens carry it in "iss", e.g.
+	// "https://sso.example.org/realms/olapps": only tokens of this issuer are
+	// about the users the client reads. Set it when Keycloak's public URL (its
+	// hostname setting) differs from URL. Default URL + "/realms/" + Realm; a
+	// trailing slash is dropped.
+	Issuer string
 	// ClientID is the confidential client whose service account calls the admin API. Required.
 	// Its service account needs the realm-management roles manage-realm, view-users and view-events
 	// (Keycloak 26.7+ also offers view-organizations).
@@ -49,6 +55,19 @@ func (o *Options) init() error {
 	o.URL = strings.TrimRight(o.URL, "/")
 	if o.Realm == "" {
 		return errors.New("keycloak: options: Realm is required")
+	}
+	if o.Issuer == "" {
+		o.Issuer = o.URL + "/realms/" + url.PathEscape(o.Realm)
+	}
+	o.Issuer = strings.TrimSuffix(o.Issuer, "/")
+	u, err = url.Parse(o.Issuer)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("keycloak: options: Issuer %q must be an absolute http(s) URL without query or fragment", o.Issuer)
+	}
+	// Keycloak names a realm's issuer {public URL}/realms/{realm}: another
+	// ending names another realm, whose users this client does not read.
+	if !strings.HasSuffix(u.EscapedPath(), "/realms/"+url.PathEscape(o.Realm)) {
+		return fmt.Errorf("keycloak: options: Issuer %q does not end with /realms/%s", o.Issuer, url.PathEscape(o.Realm))
 	}
 	if o.ClientID == "" || o.ClientSecret == "" {
 		return errors.New("keycloak: options: ClientID and ClientSecret are required")
@@ -158,6 +177,9 @@ func (c *Client) Options() Options { return c.opts }
 
 // Realm is the realm whose users and organizations the client reads.
 func (c *Client) Realm() string { return c.opts.Realm }
+
+// Issuer is that realm's issuer, as its tokens carry it.
+func (c *Client) Issuer() string { return c.opts.Issuer }
 
 // Requests returns how many HTTP requests this Client has sent to the endpoint
 // (one of the Endpoint constants), whatever their outcome. Calls refused by the

@@ -31,6 +31,7 @@ type config struct {
 type keycloakConfig struct {
 	url            string        // KEYCLOAK_URL: base URL, e.g. https://sso.example.org
 	realm          string        // KEYCLOAK_REALM
+	issuer         string        // KEYCLOAK_ISSUER: the realm's issuer in tokens; "" = url + "/realms/" + realm
 	clientID       string        // KEYCLOAK_CLIENT_ID: the runner's service-account client
 	clientSecret   string        // KEYCLOAK_CLIENT_SECRET or the file named by KEYCLOAK_CLIENT_SECRET_FILE
 	timeout        time.Duration // KEYCLOAK_TIMEOUT: per admin call, default 3s
@@ -45,7 +46,7 @@ func (k keycloakConfig) enabled() bool { return k.url != "" }
 var envVars = []string{
 	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
 	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
-	"KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
+	"KEYCLOAK_ISSUER", "KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES", "CACHE_LOCAL_MAX_BYTES",
 	"RUNNER_MEMORY_LIMIT",
 }
@@ -60,6 +61,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		keycloak: keycloakConfig{
 			url:      strings.TrimSuffix(getenv("KEYCLOAK_URL"), "/"),
 			realm:    getenv("KEYCLOAK_REALM"),
+			issuer:   getenv("KEYCLOAK_ISSUER"),
 			clientID: getenv("KEYCLOAK_CLIENT_ID"),
 		},
 	}
@@ -158,6 +160,8 @@ func loadConfig(getenv func(string) string) (*config, error) {
 				return nil, fmt.Errorf("%s is required when KEYCLOAK_URL is set", name)
 			}
 		}
+	} else if k.issuer != "" {
+		return nil, fmt.Errorf("KEYCLOAK_ISSUER is set but KEYCLOAK_URL is not: it names the issuer of KEYCLOAK_URL's realm")
 	}
 	return c, nil
 }

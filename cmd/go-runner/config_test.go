@@ -75,6 +75,7 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"keycloak without realm", with(keycloak(), "KEYCLOAK_REALM", ""), "KEYCLOAK_REALM"},
 		{"keycloak without secret", with(keycloak(), "KEYCLOAK_CLIENT_SECRET", ""), "KEYCLOAK_CLIENT_SECRET"},
 		{"both secrets", with(keycloak(), "KEYCLOAK_CLIENT_SECRET_FILE", secretFile), "KEYCLOAK_CLIENT_SECRET_FILE"},
+		{"issuer without keycloak", with(base(), "KEYCLOAK_ISSUER", "https://sso.example.org/realms/olapps"), "KEYCLOAK_ISSUER"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,11 +46,11 @@ func start(cfg *config) (*services, error) {
 	}
 	if cfg.keycloak.enabled() {
 		k := cfg.keycloak
-		s.keycloak, err = keycloak.New(&keycloak.Options{URL: k.url, Realm: k.realm, ClientID: k.clientID,
-			ClientSecret: k.clientSecret, Timeout: k.timeout})
+		s.keycloak, err = keycloak.New(&keycloak.Options{URL: k.url, Realm: k.realm, Issuer: k.issuer,
+			ClientID: k.clientID, ClientSecret: k.clientSecret, Timeout: k.timeout})
 		if err != nil {
 			s.cache.Close()
-			return nil, fmt.Errorf("KEYCLOAK_URL: %w", err)
+			return nil, fmt.Errorf("KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_ISSUER: %w", err)
 		}
 		if k.eventsInterval > 0 {
 			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)

@@ -68,6 +68,8 @@ func (d *fakeDirectory) begin() error {
 
 func (d *fakeDirectory) Realm() string { return d.realm }
 
+func (d *fakeDirectory) Issuer() string { return "https://sso.example.org/realms/" + d.realm }
+
 func (d *fakeDirectory) User(_ context.Context, id string) (*keycloak.User, error) {
 	if err := d.begin(); err != nil {
 		return nil, err

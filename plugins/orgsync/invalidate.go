@@ -27,6 +27,10 @@ const (
 	ReasonTooOld       = "invalidation_too_old"
 	ReasonReplayed     = "invalidation_replayed"
 	ReasonRateLimited  = "rate_limited"
+	// The fleet's record of accepted calls (Redis) cannot be asked.
+	ReasonReplayUnchecked = "replay_check_unavailable"
+	// The process's record of accepted calls is full.
+	ReasonReplaySetFull = "replay_set_full"
 )
 
 // Sources of an invalidation (metric label, log field).
@@ -65,13 +69,11 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusMethodNotAllowed, ReasonBadRequest)
 		return
 	}
-	if !c.limiter.allow(time.Now()) {
-		// Each accepted call lists members and flushes caches on every
-		// runner: a flood, signed or not, is cut here.
-		w.Header().Set("Retry-After", "1")
-		identity.Refuse(w, http.StatusTooManyRequests, ReasonRateLimited)
-		return
-	}
+	// The size cap comes first: it is checked before the body is read. The
+	// rate limit comes after the signature and the replay check: the cheap
+	// HMAC is what tells the sender's calls from anybody's, and a limit
+	// counting unsigned calls or replays would let anybody use up the
+	// sender's budget.
 	if refuseUnreadableBody(w, r.Header(), maxInvalidateBodyBytes) {
 		return
 	}
@@ -85,7 +87,8 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge)
 		return
 	}
-	if !c.signatureValid(r.Header().Get(c.SignatureHeader), body) {
+	mac := c.bodyMAC(body)
+	if !signatureMatches(r.Header().Get(c.SignatureHeader), mac) {
 		metricInvalidationsRefused.Inc()
 		// Anyone can post here: log at most once a minute, count every one.
 		if now := time.Now().Unix(); now-lastBadSignatureLog.Load() >= 60 {
@@ -102,15 +105,35 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusBadRequest, ReasonBadRequest)
 		return
 	}
-	if reason := c.fresh(req.Time, body, time.Now()); reason != "" {
+	now := time.Now()
+	if reason := c.fresh(req.Time, now); reason != "" {
 		metricInvalidationsRefused.Inc()
-		status := http.StatusUnauthorized
-		if reason == ReasonReplayed {
-			status = http.StatusConflict
+		identity.Refuse(w, http.StatusUnauthorized, reason)
+		return
+	}
+	release, status, reason := c.plugin.claimInvalidation(r.Context(), mac, time.UnixMilli(req.Time), now)
+	if release == nil {
+		metricInvalidationsRefused.Inc()
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
 		}
 		identity.Refuse(w, status, reason)
 		return
 	}
+	if !c.limiter.allow(now) {
+		// Each accepted call lists members and flushes caches on every
+		// runner: the sender's own flood is cut here, and may be sent again.
+		release()
+		w.Header().Set("Retry-After", "1")
+		identity.Refuse(w, http.StatusTooManyRequests, ReasonRateLimited)
+		return
+	}
+	accepted := false
+	defer func() {
+		if !accepted {
+			release()
+		}
+	}()
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	var users []string
@@ -144,6 +167,7 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusServiceUnavailable, ReasonKeycloakError)
 		return
 	}
+	accepted = true
 	out, _ := json.Marshal(map[string]any{"invalidated": map[string]any{"user_ids": nonNil(users)}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -153,11 +177,11 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 // maxFutureSkew tolerates a sender's clock ahead of ours.
 const maxFutureSkew = time.Minute
 
-// fresh refuses a signed body made more than max_age ago (or too far in the
-// future), and one already accepted within max_age: either would let whoever
-// captured one signed call replay it without end. It returns the reason, or
-// "" when the body is fresh, and remembers it.
-func (c *Conf) fresh(atMillis int64, body []byte, now time.Time) string {
+// fresh refuses a signed body made more than max_age ago, or too far in the
+// future: whoever captured one signed call could otherwise replay it without
+// end (a body seen before within max_age is claimInvalidation's to refuse).
+// It returns the reason, or "" when the body is fresh.
+func (c *Conf) fresh(atMillis int64, now time.Time) string {
 	if atMillis <= 0 {
 		return ReasonTooOld
 	}
@@ -165,22 +189,34 @@ func (c *Conf) fresh(atMillis int64, body []byte, now time.Time) string {
 	if now.Sub(at) > c.MaxAge.Std() || at.Sub(now) > maxFutureSkew {
 		return ReasonTooOld
 	}
-	if !c.limiter.firstSeen(sha256.Sum256(body), at.Add(c.MaxAge.Std()+maxFutureSkew), now) {
-		return ReasonReplayed
-	}
 	return ""
 }
 
+// bodyMAC is the HMAC-SHA256 of body under the route's secret: what the
+// signature header must carry, and the body's name in the replay record
+// (the same body signed with another secret is another call).
+func (c *Conf) bodyMAC(body []byte) [sha256.Size]byte {
+	mac := hmac.New(sha256.New, c.secret)
+	mac.Write(body)
+	var out [sha256.Size]byte
+	mac.Sum(out[:0])
+	return out
+}
+
 func (c *Conf) signatureValid(header string, body []byte) bool {
+	return signatureMatches(header, c.bodyMAC(body))
+}
+
+// signatureMatches compares a signature header (hex, optionally prefixed
+// "sha256=") with mac in constant time.
+func signatureMatches(header string, mac [sha256.Size]byte) bool {
 	header = strings.TrimSpace(header)
 	header = strings.TrimPrefix(header, "sha256=")
 	got, err := hex.DecodeString(header)
 	if err != nil || len(got) != sha256.Size {
 		return false
 	}
-	mac := hmac.New(sha256.New, c.secret)
-	mac.Write(body)
-	return hmac.Equal(got, mac.Sum(nil))
+	return hmac.Equal(got, mac[:])
 }
 
 // adminEvent reads a keycloak-events payload, whose "type" looks like

@@ -28,7 +28,7 @@ var (
 	}, []string{"source"})
 	metricInvalidationsRefused = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "invalidations_refused_total",
-		Help: "Invalidation calls refused for a bad signature.",
+		Help: "Invalidation calls refused: bad signature, too old, replayed, or the replay record full or unreachable.",
 	})
 	metricWatcherLag = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_lag_seconds",

@@ -178,7 +178,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 	kc := c.plugin.deps.Keycloak
 	realm := kc.Realm()
-	if !issuerOfRealm(id.Issuer, realm) {
+	if !sameIssuer(id.Issuer, kc.Issuer()) {
 		// The token's realm is not the one the runner's Keycloak client
 		// reads: asking it about this sub would describe someone else, or
 		// nobody.
@@ -277,11 +277,12 @@ func (p *Plugin) autoShape(had identity.Shape) identity.Shape {
 	return identity.ShapeMap
 }
 
-// issuerOfRealm reports whether a Keycloak issuer URL
-// (https://host/realms/<realm>) names realm.
-func issuerOfRealm(issuer, realm string) bool {
-	i := strings.LastIndex(issuer, "/realms/")
-	return i >= 0 && strings.TrimSuffix(issuer[i+len("/realms/"):], "/") == realm
+// sameIssuer reports whether a token's issuer is the realm's the Keycloak
+// client reads. The whole URL counts (scheme, host, port, path): a realm of
+// the same name on another Keycloak has other users under the same ids.
+// Only a trailing slash is forgiven.
+func sameIssuer(token, realm string) bool {
+	return token != "" && strings.TrimSuffix(token, "/") == strings.TrimSuffix(realm, "/")
 }
 
 // apply replaces the claims with Keycloak's view, the organizations in shape.

@@ -135,9 +135,9 @@ func TestTokenOfAnotherRealmIsRefused(t *testing.T) {
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
 	assert.Contains(t, w.Body.String(), ReasonRealmMismatch)
 	assert.EqualValues(t, 0, h.dir.calls.Load())
-	assert.True(t, issuerOfRealm("https://sso.example.org/realms/olapps/", "olapps"))
-	assert.False(t, issuerOfRealm("https://sso.example.org/realms/olapps-evil", "olapps"))
-	assert.False(t, issuerOfRealm("", "olapps"))
+	assert.True(t, sameIssuer("https://sso.example.org/realms/olapps/", "https://sso.example.org/realms/olapps"))
+	assert.False(t, sameIssuer("https://sso.example.org/realms/olapps-evil", "https://sso.example.org/realms/olapps"))
+	assert.False(t, sameIssuer("", "https://sso.example.org/realms/olapps"))
 }
 
 // Without userinfo before it, orgsync lets nothing identity-like through:

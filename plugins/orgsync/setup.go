@@ -89,11 +89,13 @@ type Conf struct {
 	SignatureHeader string `json:"signature_header,omitempty"`
 	// MaxAge is how old a signed invalidation may be: its time (the body's
 	// "time" in epoch milliseconds, as keycloak-events sends it) must be
-	// within max_age of now, and a body seen once in that window is refused
-	// again. Default "5m"; between "10s" and "1h".
+	// within max_age of now. A body accepted once is refused again, on any
+	// invalidation route and (with Redis) by any runner, until an hour past
+	// max_age's upper bound. Default "5m"; between "10s" and "1h".
 	MaxAge conf.Duration `json:"max_age,omitempty"`
 	// RateLimit is how many invalidation calls per second the route accepts
-	// (bursts of twice that); more get 429. Default 10.
+	// (bursts of twice that); more get 429. Only calls correctly signed,
+	// fresh and not seen before count. Default 10.
 	RateLimit int `json:"rate_limit,omitempty"`
 
 	err          error
@@ -119,6 +121,7 @@ type Store interface {
 	Invalidate(ctx context.Context, keys ...string) error
 	AppendFeed(ctx context.Context, stream string, maxLen int64, fields map[string]string) error
 	AcquireLease(ctx context.Context, name string, ttl time.Duration) (*cache.Lease, bool, error)
+	ClaimOnce(ctx context.Context, name string, ttl time.Duration) (*cache.Claim, bool, error)
 	GetState(ctx context.Context, name string) (string, error)
 	SetState(ctx context.Context, name, value string) error
 }
@@ -126,6 +129,8 @@ type Store interface {
 // Directory is Keycloak's admin API as orgsync uses it (*keycloak.Client).
 type Directory interface {
 	Realm() string
+	// Issuer is the realm's issuer as its tokens carry it.
+	Issuer() string
 	User(ctx context.Context, userID string) (*keycloak.User, error)
 	UserOrganizations(ctx context.Context, userID string) ([]keycloak.Organization, error)
 	UserGroups(ctx context.Context, userID string) ([]string, error)
@@ -155,6 +160,10 @@ type Plugin struct {
 	// attributesSeen: a login's organization claim carried attributes, so
 	// the realm's mapper adds them (see autoShape).
 	attributesSeen atomic.Bool
+	// replays records the invalidation calls accepted, for every route and
+	// config of the process: a route's config is rebuilt whenever APISIX
+	// sends it again.
+	replays *replaySet
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -163,7 +172,8 @@ var _ plugin.Plugin = (*Plugin)(nil)
 // Keycloak client (no KEYCLOAK_URL) every orgsync route answers 500: orgsync
 // cannot do its job and must not pretend to.
 func New(d Deps) *Plugin {
-	return &Plugin{deps: d, profiles: profiles{all: map[refreshSettings]*refreshProfile{}}}
+	return &Plugin{deps: d, profiles: profiles{all: map[refreshSettings]*refreshProfile{}},
+		replays: newReplaySet(maxReplayEntries)}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -245,7 +255,7 @@ func (c *Conf) Validate() error {
 		if err := conf.HeaderName("signature_header", c.SignatureHeader); err != nil {
 			return err
 		}
-		if c.MaxAge.Std() < 10*time.Second || c.MaxAge.Std() > time.Hour {
+		if c.MaxAge.Std() < 10*time.Second || c.MaxAge.Std() > maxMaxAge {
 			return fmt.Errorf(`"max_age" %q: want between "10s" and "1h"`, c.MaxAge)
 		}
 		if c.RateLimit < 1 || c.RateLimit > 10000 {

@@ -23,17 +23,17 @@ import (
 // templates: minting a million RS256 tokens (Keycloak's default) through a
 // JOSE library would cost the client more than the runner spends on them.
 type issuer struct {
-	url     string // iss, and the base of jwks_uri
+	url     string // iss: the test realm's issuer
 	jwksURI string
 	key     ed25519.PrivateKey
 	header  string // base64url of the JWS protected header
 	srv     *http.Server
 }
 
-// startIssuer serves the key under /realms/<realm>: orgsync asks Keycloak
-// only about tokens of the realm its client reads, which it tells from the
-// issuer URL's path.
-func startIssuer(realm string) (*issuer, error) {
+// startIssuer mints tokens that name iss, the test Keycloak realm's issuer,
+// and serves their key on a local JWKS endpoint: orgsync asks Keycloak only
+// about tokens whose issuer is exactly that realm's.
+func startIssuer(iss string) (*issuer, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -45,11 +45,10 @@ func startIssuer(realm string) (*issuer, error) {
 		return nil, err
 	}
 	hdr, _ := json.Marshal(map[string]string{"alg": "EdDSA", "typ": "JWT", "kid": kid})
-	is := &issuer{url: "http://" + ln.Addr().String() + "/realms/" + realm, key: priv,
-		header: base64.RawURLEncoding.EncodeToString(hdr)}
-	is.jwksURI = is.url + "/protocol/openid-connect/certs"
+	is := &issuer{url: iss, key: priv, header: base64.RawURLEncoding.EncodeToString(hdr),
+		jwksURI: "http://" + ln.Addr().String() + "/certs"}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/realms/"+realm+"/protocol/openid-connect/certs", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/certs", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(set)
 	})

@@ -11,7 +11,7 @@ import (
 
 // The hand-built tokens must be valid JWS with the claims Keycloak sets.
 func TestMintIsAValidKeycloakShapedToken(t *testing.T) {
-	is, err := startIssuer("olapps")
+	is, err := startIssuer("https://sso.example.org/realms/olapps")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func run(o *options) (err error) {
 		return err
 	}
 	defer e.redis.stop()
-	if e.is, err = startIssuer(e.kc.Realm); err != nil {
+	if e.is, err = startIssuer(e.kc.Issuer); err != nil {
 		return err
 	}
 	defer e.is.close()
@@ -354,6 +354,7 @@ func (e *env) runnerEnv(keyFile string, extra map[string]string) map[string]stri
 	m := map[string]string{
 		"KEYCLOAK_URL":            e.proxy.url,
 		"KEYCLOAK_REALM":          e.kc.Realm,
+		"KEYCLOAK_ISSUER":         e.kc.Issuer, // the tokens' (Keycloak's own address), not the proxy's
 		"KEYCLOAK_CLIENT_ID":      e.kc.SAClientID,
 		"KEYCLOAK_CLIENT_SECRET":  e.kc.SAClientSecret,
 		"REDIS_URL":               e.redis.url,

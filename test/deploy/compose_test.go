@@ -116,6 +116,16 @@ func TestComposePassesTheRunnerItsVariables(t *testing.T) {
 		assert.NotContains(t, e, v, "APISIX sets %s itself", v)
 	}
 
+	// orgsync looks up only users of tokens from KEYCLOAK_ISSUER: the issuer
+	// Keycloak announces (KC_HOSTNAME), which every route running orgsync trusts.
+	issuer := env(p.Services["keycloak"])["KC_HOSTNAME"] + "/realms/" + e["KEYCLOAK_REALM"]
+	assert.Equal(t, issuer, e["KEYCLOAK_ISSUER"])
+	for _, r := range loadRoutes(t).Routes {
+		if extConfValue(t, r, orgsync.Name) != nil && extConfValue(t, r, orgsync.Name)["invalidate"] != true {
+			assert.Equal(t, issuer, extConfValue(t, r, "userinfo")["issuer"], "route %s", r.ID)
+		}
+	}
+
 	// Secrets the routes name (secret_env) are set, and reach the runner.
 	cfg := loadYAML(t, configYAML)
 	nginx, _ := cfg["nginx_config"].(map[string]any)

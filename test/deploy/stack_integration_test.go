@@ -44,7 +44,9 @@ func TestDemoStack(t *testing.T) {
 	issuer := discoverIssuer(t, base, realm)
 
 	name := strings.TrimPrefix(e["RUNNER_SIGNING_KEY_FILE"], "/run/secrets/")
-	vars := []string{"KEYCLOAK_URL=" + base, "KEYCLOAK_EVENTS_INTERVAL=1s", "RUNNER_SIGNING_KEY_FILE=" + p.Secrets[name].File}
+	// KEYCLOAK_ISSUER as compose sets it, with the issuer this Keycloak announces.
+	vars := []string{"KEYCLOAK_URL=" + base, "KEYCLOAK_ISSUER=" + issuer, "KEYCLOAK_EVENTS_INTERVAL=1s",
+		"RUNNER_SIGNING_KEY_FILE=" + p.Secrets[name].File}
 	for _, k := range []string{"KEYCLOAK_REALM", "KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "ORGSYNC_WEBHOOK_SECRET", "RUNNER_LOG_LEVEL"} {
 		vars = append(vars, k+"="+e[k])
 	}

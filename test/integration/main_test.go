@@ -115,9 +115,11 @@ func (e env) list() []string {
 
 // baseEnv points the runner at keycloakURL (the real Keycloak, or a proxy in
 // front of it) and at the test Redis, with its own key prefix per test.
+// Behind a proxy, the realm's issuer is named: the tokens carry Keycloak's
+// own address, which orgsync compares whole.
 func baseEnv(t testing.TB, keycloakURL string) env {
 	s := kctest.Env(t)
-	return env{
+	e := env{
 		"KEYCLOAK_URL":             keycloakURL,
 		"KEYCLOAK_REALM":           s.Realm,
 		"KEYCLOAK_CLIENT_ID":       s.SAClientID,
@@ -128,6 +130,10 @@ func baseEnv(t testing.TB, keycloakURL string) env {
 		"RUNNER_LOG_LEVEL":         "info",
 		"ORGSYNC_WEBHOOK_SECRET":   webhookSecret,
 	}
+	if keycloakURL != s.URL {
+		e["KEYCLOAK_ISSUER"] = s.Issuer
+	}
+	return e
 }
 
 type runner struct {
