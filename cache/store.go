@@ -90,6 +90,9 @@ func (c *Cache) AppendFeed(ctx context.Context, stream string, maxLen int64, fie
 	return nil
 }
 
+// FeedKey is the Redis key of the feed stream: what a signature of its entries is bound to.
+func (c *Cache) FeedKey(stream string) string { return c.feedKey(stream) }
+
 // ReadFeed returns the newest count records of the feed, oldest first.
 func (c *Cache) ReadFeed(ctx context.Context, stream string, count int64) ([]FeedEntry, error) {
 	if count <= 0 {
