@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -85,6 +86,28 @@ func TestForgedRedisSnapshotsAreNotServed(t *testing.T) {
 			res = third.do(t, accountRoute, headersOf(sess))
 			assert.Equal(t, 401, res.Status, "a disabled account is not made active by Redis")
 			assert.Equal(t, "account_disabled", reasonOf(t, res))
+		})
+	}
+}
+
+// A runner given a shared Redis and no value secret refuses to start, saying what is missing:
+// without it, whoever can write Redis would decide what the fleet serves.
+func TestRedisWithoutValueSecretStopsTheRunner(t *testing.T) {
+	for name, secret := range map[string]string{"missing": "", "short": "31 bytes, one short of the mark"} {
+		t.Run(name, func(t *testing.T) {
+			// A runner that starts serves until killed: the deadline turns that into a failure.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, runnerBinary, "run")
+			cmd.Env = []string{"APISIX_LISTEN_ADDRESS=unix:" + t.TempDir() + "/r.sock", "REDIS_URL=" + redisURL(t),
+				"REDIS_VALUE_SECRET=" + secret}
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, "the runner must not start")
+			require.NoError(t, ctx.Err(), "the runner started and served")
+			assert.Contains(t, string(out), "REDIS_VALUE_SECRET")
+			if secret != "" {
+				assert.NotContains(t, string(out), secret, "the secret is not repeated")
+			}
 		})
 	}
 }
