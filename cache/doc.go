@@ -76,12 +76,14 @@
 // bytes. A value that is not sealed, fails the MAC (forged, altered, copied from another key, or
 // an old value given a new date) or is dated more than 5 s ahead of this process's clock is a
 // miss: it is loaded again, counted in redis_values_rejected_total and logged at most once a
-// minute (reason and key; never the value or the secret). What a Redis writer without the secret
+// minute (reason and key; never the value or the secret). State (GetState) is sealed the same way
+// and reads as unset when it fails. What a Redis writer without the secret
 // can still do: delete values (a reload, one per key in the process and, with the fill lock, in
 // the fleet), put back an older genuine value of the same key (it keeps its own fetch time: served
 // only while its age is under the caller's Stale, or under Retention while the loader fails),
-// publish invalidations, hold fill locks (others wait up to LockWait, then load) and state. Each
-// costs loads, not a value of its choosing. The in-process tier is this process's memory and is
+// publish invalidations, hold fill locks and leases (others wait up to LockWait, then load), and
+// delete or put back older state. Each costs loads, not a value of its choosing. Feed records are
+// not sealed here: their writer signs them (orgsync). The in-process tier is this process's memory and is
 // not sealed.
 //
 // # URL forms
@@ -100,7 +102,7 @@
 //	v:<key>        value: 1 version byte (2), 8-byte big-endian unix ms of the fetch, 32-byte MAC, the value; PX Retention
 //	lock:<key>     fill lock: random token; PX LockTTL
 //	lease:<name>   lease: random token; PX the lease ttl
-//	state:<name>   small string state, no expiry
+//	state:<name>   small string state, sealed like values; no expiry
 //	feed:<stream>  capped stream (XADD MAXLEN ~)
 //	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}
 //

@@ -45,26 +45,34 @@ func (c *Cache) mac(redisKey string, ms uint64, value []byte) []byte {
 	return h.Sum(nil)
 }
 
-// sealEntry is e as stored under key in Redis.
-func (c *Cache) sealEntry(key string, e Entry) []byte {
+// sealEntry is e as stored under key (a cache key) in Redis.
+func (c *Cache) sealEntry(key string, e Entry) []byte { return c.seal(c.valueKey(key), e) }
+
+// openEntry checks and decodes what Redis holds under key (a cache key). A value that is not in
+// the envelope, fails the MAC, or is dated in the future is refused (counted, logged at most once
+// a minute).
+func (c *Cache) openEntry(key string, b []byte) (Entry, bool) { return c.open(c.valueKey(key), b) }
+
+// seal is e in the envelope, bound to redisKey (the full Redis key it is stored under).
+func (c *Cache) seal(redisKey string, e Entry) []byte {
 	ms := uint64(e.FetchedAt.UnixMilli())
 	b := make([]byte, envelopeHeader+len(e.Value))
 	b[0] = envelopeVersion
 	binary.BigEndian.PutUint64(b[1:9], ms)
-	copy(b[9:envelopeHeader], c.mac(c.valueKey(key), ms, e.Value))
+	copy(b[9:envelopeHeader], c.mac(redisKey, ms, e.Value))
 	copy(b[envelopeHeader:], e.Value)
 	return b
 }
 
-// openEntry checks and decodes what Redis holds under key. A value that is not in the envelope,
-// fails the MAC, or is dated in the future is refused (counted, logged at most once a minute).
-func (c *Cache) openEntry(key string, b []byte) (Entry, bool) {
+// open checks and decodes what Redis holds under redisKey.
+func (c *Cache) open(redisKey string, b []byte) (Entry, bool) {
+	key := redisKey
 	if len(b) < envelopeHeader || b[0] != envelopeVersion {
 		c.reject(rejectFormat, key)
 		return Entry{}, false
 	}
 	ms := binary.BigEndian.Uint64(b[1:9])
-	if !hmac.Equal(b[9:envelopeHeader], c.mac(c.valueKey(key), ms, b[envelopeHeader:])) {
+	if !hmac.Equal(b[9:envelopeHeader], c.mac(redisKey, ms, b[envelopeHeader:])) {
 		c.reject(rejectMAC, key)
 		return Entry{}, false
 	}

@@ -162,3 +162,27 @@ func TestValueSecretRequiredWithRedis(t *testing.T) {
 	require.NoError(t, err, "no Redis, no secret needed")
 	require.NoError(t, c.Close())
 }
+
+// State (orgsync's admin-event watcher position) is sealed too: a position a Redis writer set far
+// ahead would leave the watcher blind to every event until then; forged, it reads as unset.
+func TestForgedStateIsUnset(t *testing.T) {
+	url := needEnv(t, "REDIS_TEST_URL")
+	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second}
+	c := newTestCache(t, o)
+	raw := rawClient(t, url)
+	require.NoError(t, c.SetState(ctx, "pos", "1700000000000"))
+	v, err := c.GetState(ctx, "pos")
+	require.NoError(t, err)
+	assert.Equal(t, "1700000000000", v)
+
+	require.NoError(t, raw.Set(ctx, o.KeyPrefix+"state:pos", "9999999999999", 0).Err())
+	_, err = c.GetState(ctx, "pos")
+	assert.ErrorIs(t, err, ErrMiss)
+	// A genuine state moved to another name fails as well.
+	require.NoError(t, c.SetState(ctx, "other", "1"))
+	b, err := raw.Get(ctx, o.KeyPrefix+"state:other").Bytes()
+	require.NoError(t, err)
+	require.NoError(t, raw.Set(ctx, o.KeyPrefix+"state:pos", b, 0).Err())
+	_, err = c.GetState(ctx, "pos")
+	assert.ErrorIs(t, err, ErrMiss)
+}
