@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -14,7 +15,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/verify"
 )
 
 // forgeSnapshot writes snap under orgsync's cache key of the user, as anyone who can write the
@@ -110,4 +113,55 @@ func TestRedisWithoutValueSecretStopsTheRunner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The change feed a real runner writes verifies with the key set its JWKS route publishes (what
+// an app fetches for the assertion), through the Go reader; an entry appended straight into the
+// stream for the same user is skipped.
+func TestChangeFeedVerifiesWithTheRunnersKeySet(t *testing.T) {
+	s := kctest.Env(t)
+	o, err := redis.ParseURL(redisURL(t))
+	require.NoError(t, err)
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	const stream = "apisix-identity:feed:orgsync:changes"
+	after := fmt.Sprintf("%d-0", time.Now().UnixMilli())
+	r := startRunner(t, baseEnv(t, s.URL))
+	jwks := r.do(t, newRoute(apisix.PluginConf{Name: "userinfo", Value: `{"jwks":true}`}), nil)
+	require.Equal(t, 200, jwks.Status)
+	v, err := verify.New(verify.Config{JWKS: jwks.Body, Issuer: "apisix-identity-runner", Audience: "mitxonline"})
+	require.NoError(t, err)
+	reader, err := verify.NewFeedReader(verify.FeedConfig{Redis: rdb, Verifier: v, Stream: stream, After: after})
+	require.NoError(t, err)
+
+	user := kctest.CreateUser(t, "feed")
+	sess := kctest.Login(t, user.Username, user.Password)
+	kctest.AddMember(t, "acme", user.ID)
+	require.Equal(t, 200, r.do(t, newRoute(userinfoConf(t, ""), orgsyncConf(`{}`)), headersOf(sess)).Status)
+	forged := map[string]any{"user": user.ID, "added": `["globex"]`, "removed": "[]", "source": "keycloak",
+		"at": time.Now().UTC().Format(time.RFC3339Nano)}
+	forgedID, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: forged}).Result()
+	require.NoError(t, err)
+
+	var mine []verify.Change
+	eventually(t, 5*time.Second, "the stream read past the forged entry", func() bool {
+		got, err := reader.Read(t.Context(), 1000, 0)
+		require.NoError(t, err)
+		for _, c := range got {
+			if c.User == user.ID {
+				mine = append(mine, c)
+			}
+		}
+		return reader.Position() == forgedID || streamIDAfter(reader.Position(), forgedID)
+	})
+	require.Len(t, mine, 1, "the runner's entry, not the forged one")
+	assert.Equal(t, []string{"acme"}, mine[0].Added)
+}
+
+// streamIDAfter reports whether stream id a comes after b.
+func streamIDAfter(a, b string) bool {
+	var am, as, bm, bs int64
+	_, _ = fmt.Sscanf(a, "%d-%d", &am, &as)
+	_, _ = fmt.Sscanf(b, "%d-%d", &bm, &bs)
+	return am > bm || am == bm && as > bs
 }
