@@ -66,19 +66,18 @@ func (c *Cache) seal(redisKey string, e Entry) []byte {
 
 // open checks and decodes what Redis holds under redisKey.
 func (c *Cache) open(redisKey string, b []byte) (Entry, bool) {
-	key := redisKey
 	if len(b) < envelopeHeader || b[0] != envelopeVersion {
-		c.reject(rejectFormat, key)
+		c.reject(rejectFormat, redisKey)
 		return Entry{}, false
 	}
 	ms := binary.BigEndian.Uint64(b[1:9])
 	if !hmac.Equal(b[9:envelopeHeader], c.mac(redisKey, ms, b[envelopeHeader:])) {
-		c.reject(rejectMAC, key)
+		c.reject(rejectMAC, redisKey)
 		return Entry{}, false
 	}
 	e := Entry{Value: b[envelopeHeader:], FetchedAt: time.UnixMilli(int64(ms))}
 	if future(time.Now(), e.FetchedAt) {
-		c.reject(rejectFuture, key)
+		c.reject(rejectFuture, redisKey)
 		return Entry{}, false
 	}
 	return e, true
@@ -89,7 +88,9 @@ func future(now, fetched time.Time) bool { return fetched.Sub(now) > maxClockSke
 
 // Reasons a Redis value is refused (the reason label of values_rejected_total).
 const (
-	rejectFormat = "format" // not the current envelope (an older version, or garbage)
+	// not the current envelope: garbage, or written by a runner of a version before values were
+	// sealed (during a rolling upgrade each side reloads what the other wrote)
+	rejectFormat = "format"
 	rejectMAC    = "mac"    // the MAC does not match: forged, altered or moved from another key
 	rejectFuture = "future" // genuine, but dated beyond maxClockSkew ahead: a member's clock is wrong
 )
