@@ -207,7 +207,8 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	if le, ok := c.local.get(key); ok {
 		age := now.Sub(le.fetched)
 		switch {
-		case age >= c.opts.Retention:
+		case age >= c.opts.Retention || future(now, le.fetched):
+			// Dated ahead (this clock stepped back): not fresh until the clock catches up.
 			c.local.remove(key)
 		case age < p.Fresh && now.Sub(le.storedAt) < c.opts.LocalTTL:
 			hitsLocal.Inc()
@@ -442,7 +443,7 @@ func (c *Cache) waitFill(ctx context.Context, key string, prev *Entry) (Entry, w
 func (c *Cache) Peek(ctx context.Context, key string) (Entry, error) {
 	now := time.Now()
 	le, lok := c.local.get(key)
-	if lok && now.Sub(le.fetched) >= c.opts.Retention {
+	if lok && (now.Sub(le.fetched) >= c.opts.Retention || future(now, le.fetched)) {
 		c.local.remove(key)
 		lok = false
 	}

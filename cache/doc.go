@@ -69,6 +69,23 @@
 // subscription breaks and comes back, the process flushes its in-process tier, since messages may
 // have been missed in between.
 //
+// # What Redis holds is not trusted
+//
+// Values go into Redis sealed: an HMAC-SHA256 under Options.ValueSecret (the fleet's secret,
+// required with Redis, at least 32 bytes) over the value's full Redis key, its fetch time and its
+// bytes. A value that is not sealed, fails the MAC (forged, altered, copied from another key, or
+// an old value given a new date) or is dated more than 5 s ahead of this process's clock is a
+// miss: it is loaded again, counted in redis_values_rejected_total and logged at most once a
+// minute (reason and key; never the value or the secret). State (GetState) is sealed the same way
+// and reads as unset when it fails. What a Redis writer without the secret
+// can still do: delete values (a reload, one per key in the process and, with the fill lock, in
+// the fleet), put back an older genuine value of the same key (it keeps its own fetch time: served
+// only while its age is under the caller's Stale, or under Retention while the loader fails),
+// publish invalidations, hold fill locks and leases (others wait up to LockWait, then load), and
+// delete or put back older state. Each costs loads, not a value of its choosing. Feed records are
+// not sealed here: their writer signs them (orgsync). The in-process tier is this process's memory and is
+// not sealed.
+//
 // # URL forms
 //
 //	redis://[user:pass@]host:port[/db][?opts]                        one server; rediss:// for TLS
@@ -82,10 +99,10 @@
 //
 // # Redis keys (under Options.KeyPrefix, default "apisix-identity:")
 //
-//	v:<key>        value: 1 version byte (1), 8-byte big-endian unix ms of the fetch, the value; PX Retention
+//	v:<key>        value: 1 version byte (2), 8-byte big-endian unix ms of the fetch, 32-byte MAC, the value; PX Retention
 //	lock:<key>     fill lock: random token; PX LockTTL
 //	lease:<name>   lease: random token; PX the lease ttl
-//	state:<name>   small string state, no expiry
+//	state:<name>   small string state, sealed like values; no expiry
 //	feed:<stream>  capped stream (XADD MAXLEN ~)
 //	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}
 //
@@ -103,6 +120,7 @@
 //   - apisix_identity_cache_invalidations_received_total: messages from other processes
 //   - apisix_identity_cache_local_flushes_total: flushes after a resubscription
 //   - apisix_identity_cache_fill_waits_total{outcome="filled|released|timeout"}: waits for another process's fill
+//   - apisix_identity_cache_redis_values_rejected_total{reason="mac|format|future"}: Redis reads refused as misses
 //
 // # Limits
 //

@@ -47,8 +47,14 @@ func testPrefix(t testing.TB) string {
 	return prefix
 }
 
+// testSecret is the fleet's value secret in tests: every cache of a test shares it, as a fleet does.
+var testSecret = []byte("test value secret, 32 bytes long")
+
 func newTestCache(t testing.TB, o Options) *Cache {
 	t.Helper()
+	if o.ValueSecret == nil {
+		o.ValueSecret = testSecret
+	}
 	c, err := New(context.Background(), &o)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -51,6 +51,10 @@ var (
 		Namespace: namespace, Subsystem: subsystem, Name: "fill_waits_total",
 		Help: "Waits for another process's fill, by outcome: filled, released (the holder let go without a value; the lock is taken again) or timeout (this process loads).",
 	}, []string{"outcome"})
+	rejectedValues = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "redis_values_rejected_total",
+		Help: "Reads of a Redis value refused (the value is then a miss), by reason: mac (forged, altered or moved from another key), format (not the current envelope) or future (dated beyond the clock-skew allowance).",
+	}, []string{"reason"})
 
 	// Resolved children, so the hot path does no label lookup.
 	hitsLocal       = hitsTotal.WithLabelValues("local")
@@ -64,4 +68,7 @@ var (
 	waitReleased    = lockWaitsTotal.WithLabelValues("released")
 	redisTimeouts   = redisErrorsTotal.WithLabelValues("timeout")
 	redisConnErrors = redisErrorsTotal.WithLabelValues("connection")
+	rejectedFormat  = rejectedValues.WithLabelValues(rejectFormat)
+	rejectedMAC     = rejectedValues.WithLabelValues(rejectMAC)
+	rejectedFuture  = rejectedValues.WithLabelValues(rejectFuture)
 )

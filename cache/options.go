@@ -23,6 +23,12 @@ type Options struct {
 	// (dial_timeout=1s, pool_size=20, ...); an unknown option is an error. Default "".
 	RedisURL string
 
+	// ValueSecret: the fleet's key for the HMAC-SHA256 that seals every value the cache stores in
+	// Redis (bound to the value's key and fetch time). Every process sharing the Redis must hold
+	// the same secret; a value that fails the check is a miss. Required, at least MinValueSecret
+	// (32) bytes, when RedisURL is set; unused without Redis. Default none.
+	ValueSecret []byte
+
 	// KeyPrefix: prepended to every Redis key and to the default Channel.
 	// Default "apisix-identity:".
 	KeyPrefix string
@@ -105,6 +111,11 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.LocalMaxBytes < 0 {
 		return out, fmt.Errorf("cache: option LocalMaxBytes %d must be >= 0", out.LocalMaxBytes)
+	}
+	if out.RedisURL != "" && len(out.ValueSecret) < MinValueSecret {
+		// Without it anyone who can write Redis decides what the fleet serves: refuse to start.
+		return out, fmt.Errorf("cache: option ValueSecret: %d bytes, want at least %d when RedisURL is set "+
+			"(every process sharing the Redis holds the same secret)", len(out.ValueSecret), MinValueSecret)
 	}
 	if out.LocalMaxBytes == 0 {
 		out.LocalMaxBytes = defaultLocalMax

@@ -29,8 +29,13 @@ func TestBadOptions(t *testing.T) {
 		{"negative LocalSize", Options{LocalSize: -1}, []string{"LocalSize"}},
 		{"negative OpTimeout", Options{OpTimeout: -1}, []string{"OpTimeout"}},
 		{"negative LocalMaxBytes", Options{LocalMaxBytes: -1}, []string{"LocalMaxBytes"}},
+		{"redis without value secret", Options{RedisURL: "redis://localhost:6379/0", ValueSecret: []byte{}}, []string{"ValueSecret", "0 bytes", "at least 32"}},
+		{"short value secret", Options{RedisURL: "redis://localhost:6379/0", ValueSecret: []byte("31 bytes, one short of the mark")}, []string{"ValueSecret", "31 bytes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.RedisURL != "" && tc.opts.ValueSecret == nil {
+				tc.opts.ValueSecret = testSecret
+			}
 			c, err := New(context.Background(), &tc.opts)
 			if err == nil || c != nil {
 				t.Fatalf("New: got (%v, %v), want an error", c, err)

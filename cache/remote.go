@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,28 +29,6 @@ func (redisLog) Printf(ctx context.Context, format string, v ...any) {
 }
 
 var setRedisLogger sync.Once
-
-// Redis value envelope: 1 version byte, 8 bytes big-endian unix milliseconds of the fetch, the value.
-const (
-	envelopeVersion = 1
-	envelopeHeader  = 9
-)
-
-func encodeEntry(e Entry) []byte {
-	b := make([]byte, envelopeHeader+len(e.Value))
-	b[0] = envelopeVersion
-	binary.BigEndian.PutUint64(b[1:9], uint64(e.FetchedAt.UnixMilli()))
-	copy(b[envelopeHeader:], e.Value)
-	return b
-}
-
-func decodeEntry(b []byte) (Entry, bool) {
-	if len(b) < envelopeHeader || b[0] != envelopeVersion {
-		return Entry{}, false
-	}
-	ms := int64(binary.BigEndian.Uint64(b[1:9]))
-	return Entry{Value: b[envelopeHeader:], FetchedAt: time.UnixMilli(ms)}, true
-}
 
 func randomToken() string {
 	var b [16]byte
@@ -138,7 +115,7 @@ func (c *Cache) redisGetWithin(ctx context.Context, key string, within time.Dura
 	if err != nil {
 		return Entry{}, err
 	}
-	e, ok := decodeEntry(b)
+	e, ok := c.openEntry(key, b)
 	if !ok {
 		return Entry{}, ErrMiss
 	}
@@ -147,7 +124,7 @@ func (c *Cache) redisGetWithin(ctx context.Context, key string, within time.Dura
 
 func (c *Cache) redisSet(ctx context.Context, key string, e Entry, within time.Duration) error {
 	octx, cancel := context.WithTimeout(ctx, within)
-	err := c.rdb.Set(octx, c.valueKey(key), encodeEntry(e), c.opts.Retention).Err()
+	err := c.rdb.Set(octx, c.valueKey(key), c.sealEntry(key, e), c.opts.Retention).Err()
 	cancel()
 	c.observe(ctx, err)
 	return err

@@ -29,7 +29,7 @@ func (c *Cache) GetState(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("cache: state %s: %w", name, ErrMiss)
 	}
 	octx, cancel := c.opCtx(ctx)
-	v, err := c.rdb.Get(octx, c.stateKey(name)).Result()
+	b, err := c.rdb.Get(octx, c.stateKey(name)).Bytes()
 	cancel()
 	c.observe(ctx, err)
 	if errors.Is(err, redis.Nil) {
@@ -38,7 +38,13 @@ func (c *Cache) GetState(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cache: state %s: %w", name, err)
 	}
-	return v, nil
+	// Sealed like values: state that fails (orgsync's watcher position moved by a Redis
+	// writer, far ahead so that the watcher misses every event) is as if unset.
+	e, ok := c.open(c.stateKey(name), b)
+	if !ok {
+		return "", fmt.Errorf("cache: state %s: %w", name, ErrMiss)
+	}
+	return string(e.Value), nil
 }
 
 // SetState stores value under name, without expiry, shared by the fleet.
@@ -48,7 +54,7 @@ func (c *Cache) SetState(ctx context.Context, name, value string) error {
 		return nil
 	}
 	octx, cancel := c.opCtx(ctx)
-	err := c.rdb.Set(octx, c.stateKey(name), value, 0).Err()
+	err := c.rdb.Set(octx, c.stateKey(name), c.seal(c.stateKey(name), Entry{Value: []byte(value), FetchedAt: fetchTime()}), 0).Err()
 	cancel()
 	c.observe(ctx, err)
 	if err != nil {
@@ -89,6 +95,9 @@ func (c *Cache) AppendFeed(ctx context.Context, stream string, maxLen int64, fie
 	}
 	return nil
 }
+
+// FeedKey is the Redis key of the feed stream: what a signature of its entries is bound to.
+func (c *Cache) FeedKey(stream string) string { return c.feedKey(stream) }
 
 // ReadFeed returns the newest count records of the feed, oldest first.
 func (c *Cache) ReadFeed(ctx context.Context, stream string, count int64) ([]FeedEntry, error) {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 )
 
 // config is the process-wide settings, all from the environment. APISIX
@@ -21,6 +23,7 @@ type config struct {
 	metricsAddr    string        // RUNNER_METRICS_ADDR: host:port for /metrics and /healthz; "" = off
 	pprof          bool          // RUNNER_PPROF: serve net/http/pprof on the metrics listener
 	redisURL       string        // REDIS_URL: "" = in-process cache only
+	redisSecret    []byte        // REDIS_VALUE_SECRET or the file named by REDIS_VALUE_SECRET_FILE: seals cache values in Redis
 	localEntries   int           // CACHE_LOCAL_MAX_ENTRIES: in-process tier bound, default 100000; 0 = no in-process tier
 	localBytes     int64         // CACHE_LOCAL_MAX_BYTES: in-process tier bound in bytes, default 64 MiB
 	memoryLimit    int64         // RUNNER_MEMORY_LIMIT: Go's soft memory limit in bytes, default 224 MiB; 0 = none
@@ -45,8 +48,9 @@ func (k keycloakConfig) enabled() bool { return k.url != "" }
 // test that checks conf/config.yaml's nginx_config.envs.
 var envVars = []string{
 	"APISIX_LISTEN_ADDRESS", "APISIX_CONF_EXPIRE_TIME", "RUNNER_LOG_LEVEL", "RUNNER_LOG_FILE", "RUNNER_SIGNING_KEY_FILE",
-	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "KEYCLOAK_URL", "KEYCLOAK_REALM",
-	"KEYCLOAK_ISSUER", "KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
+	"RUNNER_METRICS_ADDR", "RUNNER_PPROF", "RUNNER_SHUTDOWN_GRACE", "REDIS_URL", "REDIS_VALUE_SECRET", "REDIS_VALUE_SECRET_FILE",
+	"KEYCLOAK_URL", "KEYCLOAK_REALM", "KEYCLOAK_ISSUER", "KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET",
+	"KEYCLOAK_CLIENT_SECRET_FILE", "KEYCLOAK_TIMEOUT",
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES", "CACHE_LOCAL_MAX_BYTES",
 	"RUNNER_MEMORY_LIMIT",
 }
@@ -131,6 +135,19 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.redisURL != "" && !strings.Contains(c.redisURL, "://") {
 		return nil, fmt.Errorf("REDIS_URL %q: want a URL such as redis://host:6379/0", c.redisURL)
 	}
+	if c.redisSecret, err = secretVar(getenv, "REDIS_VALUE_SECRET"); err != nil {
+		return nil, err
+	}
+	// Fail closed: without the secret, whoever can write Redis would decide the roles, groups and
+	// account state the fleet signs into assertions. A runner without REDIS_URL shares nothing.
+	switch {
+	case c.redisURL != "" && len(c.redisSecret) == 0:
+		return nil, fmt.Errorf("REDIS_VALUE_SECRET (or REDIS_VALUE_SECRET_FILE) is required when REDIS_URL is set: "+
+			"the fleet's shared secret (at least %d bytes, the same on every runner) that seals cached values in Redis, "+
+			"e.g. openssl rand -base64 48", cache.MinValueSecret)
+	case c.redisURL != "" && len(c.redisSecret) < cache.MinValueSecret:
+		return nil, fmt.Errorf("REDIS_VALUE_SECRET: %d bytes, want at least %d", len(c.redisSecret), cache.MinValueSecret)
+	}
 	k := &c.keycloak
 	if k.timeout, err = duration(getenv, "KEYCLOAK_TIMEOUT", 3*time.Second); err != nil {
 		return nil, err
@@ -138,18 +155,11 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if k.eventsInterval, err = duration(getenv, "KEYCLOAK_EVENTS_INTERVAL", 500*time.Millisecond); err != nil {
 		return nil, err
 	}
-	secret := getenv("KEYCLOAK_CLIENT_SECRET")
-	if file := getenv("KEYCLOAK_CLIENT_SECRET_FILE"); file != "" {
-		if secret != "" {
-			return nil, fmt.Errorf("KEYCLOAK_CLIENT_SECRET and KEYCLOAK_CLIENT_SECRET_FILE are both set: keep one")
-		}
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("KEYCLOAK_CLIENT_SECRET_FILE: %w", err)
-		}
-		secret = strings.TrimSpace(string(b))
+	secret, err := secretVar(getenv, "KEYCLOAK_CLIENT_SECRET")
+	if err != nil {
+		return nil, err
 	}
-	k.clientSecret = secret
+	k.clientSecret = string(secret)
 	if k.url != "" {
 		if !strings.HasPrefix(k.url, "http://") && !strings.HasPrefix(k.url, "https://") {
 			return nil, fmt.Errorf("KEYCLOAK_URL %q: want an http(s) URL", k.url)
@@ -164,6 +174,24 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return nil, fmt.Errorf("KEYCLOAK_ISSUER is set but KEYCLOAK_URL is not: it names the issuer of KEYCLOAK_URL's realm")
 	}
 	return c, nil
+}
+
+// secretVar reads the secret in the variable name, or in the file named by name_FILE (surrounding
+// white space trimmed); at most one of the two may be set.
+func secretVar(getenv func(string) string, name string) ([]byte, error) {
+	secret := getenv(name)
+	file := getenv(name + "_FILE")
+	if file == "" {
+		return []byte(secret), nil
+	}
+	if secret != "" {
+		return nil, fmt.Errorf("%s and %s_FILE are both set: keep one", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s_FILE: %w", name, err)
+	}
+	return []byte(strings.TrimSpace(string(b))), nil
 }
 
 // defaultShutdownGrace, counted from SIGTERM, leaves room inside the second

@@ -65,7 +65,11 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"bad pprof", with(with(base(), "RUNNER_METRICS_ADDR", "127.0.0.1:9542"), "RUNNER_PPROF", "yes"), "RUNNER_PPROF"},
 		{"pprof without metrics", with(base(), "RUNNER_PPROF", "1"), "RUNNER_METRICS_ADDR"},
 		{"bad grace", with(base(), "RUNNER_SHUTDOWN_GRACE", "soon"), "RUNNER_SHUTDOWN_GRACE"},
-		{"bad redis url", with(base(), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
+		{"bad redis url", with(with(base(), "REDIS_VALUE_SECRET", valueSecret), "REDIS_URL", "localhost:6379"), "REDIS_URL"},
+		{"redis without value secret", with(base(), "REDIS_URL", "redis://localhost:6379/0"), "REDIS_VALUE_SECRET"},
+		{"short value secret", with(with(base(), "REDIS_URL", "redis://localhost:6379/0"), "REDIS_VALUE_SECRET", "s3cret"), "want at least 32"},
+		{"both value secrets", with(with(with(base(), "REDIS_URL", "redis://localhost:6379/0"), "REDIS_VALUE_SECRET", valueSecret),
+			"REDIS_VALUE_SECRET_FILE", secretFile), "REDIS_VALUE_SECRET_FILE"},
 		{"bad keycloak timeout", with(keycloak(), "KEYCLOAK_TIMEOUT", "3"), "KEYCLOAK_TIMEOUT"},
 		{"bad local entries", with(base(), "CACHE_LOCAL_MAX_ENTRIES", "-1"), "CACHE_LOCAL_MAX_ENTRIES"},
 		{"bad local bytes", with(base(), "CACHE_LOCAL_MAX_BYTES", "64MB"), "CACHE_LOCAL_MAX_BYTES"},
@@ -97,6 +101,20 @@ func TestLoadConfigSecretFile(t *testing.T) {
 	assert.Equal(t, "s3cret", cfg.keycloak.clientSecret)
 	assert.Equal(t, "https://sso.example.org", cfg.keycloak.url)
 	assert.Equal(t, slog.LevelDebug, cfg.logLevel)
+}
+
+// valueSecret is a REDIS_VALUE_SECRET of the required length.
+const valueSecret = "0123456789abcdef0123456789abcdef"
+
+func TestLoadConfigValueSecret(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "value-secret")
+	require.NoError(t, os.WriteFile(file, []byte(valueSecret+"\n"), 0o600))
+	cfg, err := loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock",
+		"REDIS_URL": "redis://localhost:6379/0", "REDIS_VALUE_SECRET_FILE": file}))
+	require.NoError(t, err)
+	assert.Equal(t, []byte(valueSecret), cfg.redisSecret)
+	_, err = loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock"}))
+	require.NoError(t, err, "no Redis, no secret needed")
 }
 
 func with(m map[string]string, k, v string) map[string]string {

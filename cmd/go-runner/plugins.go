@@ -16,7 +16,9 @@ import (
 // package globals, so tests build the same plugins with fakes.
 func registerPlugins(s *services, keys *assertion.KeyRing) error {
 	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys})
-	var deps orgsync.Deps
+	// The change feed is signed with the assertion's key: apps verify it with the key set they
+	// already trust.
+	deps := orgsync.Deps{Feed: keys}
 	// An interface holding a nil pointer is not nil: set only what exists,
 	// so that orgsync sees "no Keycloak" and answers 500.
 	if s.cache != nil {

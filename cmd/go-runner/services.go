@@ -39,7 +39,7 @@ func start(cfg *config) (*services, error) {
 	var err error
 	// An unreachable Redis does not stop the runner: the cache runs on its
 	// in-process tier and reconnects by itself. A malformed REDIS_URL does.
-	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL, LocalSize: cfg.localEntries,
+	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL, ValueSecret: cfg.redisSecret, LocalSize: cfg.localEntries,
 		LocalMaxBytes: cfg.localBytes, NoLocal: cfg.localEntries == 0})
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)

@@ -21,7 +21,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -229,6 +231,7 @@ func (s *story) setUp(ctx context.Context) error {
 		"KEYCLOAK_CLIENT_SECRET=" + saClientSecret,
 		"KEYCLOAK_EVENTS_INTERVAL=" + s.eventInterval,
 		"REDIS_URL=" + s.redisURL,
+		"REDIS_VALUE_SECRET=" + randomSecret(),
 		"RUNNER_LOG_LEVEL=warn",
 	}
 	s.runner, err = apisix.StartRunner(apisix.RunnerOptions{Binary: s.runnerBinary, Args: []string{"run"}, Env: env,
@@ -451,4 +454,11 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// randomSecret is a REDIS_VALUE_SECRET for the demo's one runner: nothing else reads its values.
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
 }

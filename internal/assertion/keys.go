@@ -22,6 +22,7 @@ import (
 // KeyRing holds the signing key and the keys still published for rotation.
 type KeyRing struct {
 	signer jose.Signer
+	key    crypto.Signer // signs the change feed's entries too (feed.go)
 	kid    string
 	alg    jose.SignatureAlgorithm
 	jwks   []byte
@@ -139,7 +140,7 @@ func NewKeyRing(key crypto.Signer, previous ...crypto.Signer) (*KeyRing, error) 
 	if err != nil {
 		return nil, fmt.Errorf("assertion: signer: %w", err)
 	}
-	return &KeyRing{signer: signer, kid: kid, alg: alg, jwks: jwks}, nil
+	return &KeyRing{signer: signer, key: key, kid: kid, alg: alg, jwks: jwks}, nil
 }
 
 // KeyID is the kid of the signing key.

@@ -367,14 +367,14 @@ func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([
 			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject, err)
 		}
 	}
-	recordChange(ctx, c.plugin.deps.Cache, realm, id, &snap)
+	recordChange(ctx, c.plugin.deps.Cache, c.plugin.deps.Feed, realm, id, &snap)
 	return json.Marshal(snap)
 }
 
 // recordChange compares the fetched aliases with the last ones seen (or, the
 // first time, with the token's claim) and, when they differ, logs one line and
 // appends to the change feed so apps can reconcile at once.
-func recordChange(ctx context.Context, c Store, realm string, id *identity.Identity, snap *snapshot) {
+func recordChange(ctx context.Context, c Store, signer FeedSigner, realm string, id *identity.Identity, snap *snapshot) {
 	now := make([]string, 0, len(snap.Orgs))
 	for _, o := range snap.Orgs {
 		now = append(now, o.Alias)
@@ -404,7 +404,15 @@ func recordChange(ctx context.Context, c Store, realm string, id *identity.Ident
 	metricChanges.Inc()
 	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	err = c.AppendFeed(ctx, FeedStream, FeedMaxLen, FeedFields(id.Subject, added, removed, SourceKeycloak, at))
+	fields := FeedFields(id.Subject, added, removed, SourceKeycloak, at)
+	if signer != nil {
+		if err := SignFeedFields(signer, c.FeedKey(FeedStream), fields); err != nil {
+			// An unsigned entry would be skipped by every reader: the log line is the record.
+			logger().Warn("change feed entry not signed, not appended", "user", id.Subject, "error", err)
+			return
+		}
+	}
+	err = c.AppendFeed(ctx, FeedStream, FeedMaxLen, fields)
 	if err != nil {
 		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
 	}

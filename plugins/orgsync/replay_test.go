@@ -153,7 +153,8 @@ func TestInvalidationRecordFullRefuses(t *testing.T) {
 func newRedisHarness(t *testing.T, url, prefix string) *harness {
 	t.Helper()
 	h := newHarness(t)
-	store, err := cache.New(t.Context(), &cache.Options{RedisURL: url, KeyPrefix: prefix, OpTimeout: 200 * time.Millisecond})
+	store, err := cache.New(t.Context(), &cache.Options{RedisURL: url, KeyPrefix: prefix, OpTimeout: 200 * time.Millisecond,
+		ValueSecret: []byte("orgsync test value secret 32 byt")})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	h.store = store

@@ -120,6 +120,7 @@ type Store interface {
 	SetRemote(ctx context.Context, key string, value []byte) error
 	Invalidate(ctx context.Context, keys ...string) error
 	AppendFeed(ctx context.Context, stream string, maxLen int64, fields map[string]string) error
+	FeedKey(stream string) string
 	AcquireLease(ctx context.Context, name string, ttl time.Duration) (*cache.Lease, bool, error)
 	ClaimOnce(ctx context.Context, name string, ttl time.Duration) (*cache.Claim, bool, error)
 	GetState(ctx context.Context, name string) (string, error)
@@ -150,6 +151,9 @@ var (
 type Deps struct {
 	Cache    Store
 	Keycloak Directory
+	// Feed signs the change feed's entries (main: the assertion key ring). Without it entries are
+	// written unsigned, and the feed's verifying readers skip them.
+	Feed FeedSigner
 }
 
 // Plugin is the orgsync plugin.

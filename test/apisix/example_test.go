@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"os"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 )
@@ -15,7 +16,8 @@ func Example() {
 	r, err := apisix.StartRunner(apisix.RunnerOptions{
 		Binary: "/path/to/go-runner",
 		Args:   []string{"run"},
-		Env:    []string{"REDIS_URL=redis://127.0.0.1:6379/0"}, // as listed in nginx_config.envs
+		Env: []string{"REDIS_URL=redis://127.0.0.1:6379/0", // as listed in nginx_config.envs
+			"REDIS_VALUE_SECRET=" + os.Getenv("REDIS_VALUE_SECRET")},
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -117,6 +117,9 @@ type bulkUser struct {
 // at least 32 characters); a new one each run.
 var webhookSecret = randomHex(64)
 
+// redisValueSecret seals cached values in Redis; the seeder shares it with the runners.
+var redisValueSecret = randomHex(64)
+
 // userPrefix names every user the benchmark creates, so a run interrupted
 // before its cleanup is cleaned by the next.
 const userPrefix = "bench-e2e-"
@@ -358,6 +361,7 @@ func (e *env) runnerEnv(keyFile string, extra map[string]string) map[string]stri
 		"KEYCLOAK_CLIENT_ID":      e.kc.SAClientID,
 		"KEYCLOAK_CLIENT_SECRET":  e.kc.SAClientSecret,
 		"REDIS_URL":               e.redis.url,
+		"REDIS_VALUE_SECRET":      redisValueSecret,
 		"RUNNER_SIGNING_KEY_FILE": keyFile,
 		"RUNNER_LOG_LEVEL":        "warn",
 		"ORGSYNC_WEBHOOK_SECRET":  webhookSecret,

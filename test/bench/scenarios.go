@@ -434,7 +434,7 @@ func (e *env) sweepScenario(ctx context.Context) error {
 		}
 		logf("sweep: seeding %d users", n)
 		t := time.Now()
-		seeder, err := cache.New(ctx, &cache.Options{RedisURL: e.redis.url})
+		seeder, err := cache.New(ctx, &cache.Options{RedisURL: e.redis.url, ValueSecret: []byte(redisValueSecret)})
 		if err != nil {
 			return err
 		}

@@ -210,7 +210,7 @@ func TestRunnerStartsWithHelmEnvironment(t *testing.T) {
 		switch {
 		case e.Value != nil && strings.HasSuffix(e.Name, "_FILE"):
 			local := filepath.Join(dir, filepath.Base(*e.Value))
-			content := []byte("helm-test-secret")
+			content := []byte("helm-test-secret-of-32-bytes-or-more")
 			if strings.HasSuffix(local, ".pem") {
 				content = keyPEM
 			}

@@ -39,6 +39,10 @@ import (
 
 const webhookSecret = "integration-webhook-secret-0123456789abcdef"
 
+// redisValueSecret seals the runners' cached values in Redis (REDIS_VALUE_SECRET); the tests that
+// forge values write without it.
+const redisValueSecret = "integration-redis-value-secret-0123456789"
+
 var (
 	runnerBinary   string
 	signingKeyFile string
@@ -126,6 +130,7 @@ func baseEnv(t testing.TB, keycloakURL string) env {
 		"KEYCLOAK_CLIENT_SECRET":   s.SAClientSecret,
 		"KEYCLOAK_EVENTS_INTERVAL": "1s",
 		"REDIS_URL":                redisURL(t),
+		"REDIS_VALUE_SECRET":       redisValueSecret,
 		"RUNNER_SIGNING_KEY_FILE":  signingKeyFile,
 		"RUNNER_LOG_LEVEL":         "info",
 		"ORGSYNC_WEBHOOK_SECRET":   webhookSecret,

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/apisix"
 	"github.com/apisix-identity-runner/apisix-identity-runner/test/kctest"
 )
@@ -52,6 +53,9 @@ func TestMetricsAndHealth(t *testing.T) {
 
 func TestSIGTERMReleasesTheWatcherLease(t *testing.T) {
 	e := baseEnv(t, kctest.Env(t).URL)
+	// A Redis of its own: runners of other test runs on the shared one take the lease and write
+	// the position too.
+	e["REDIS_URL"] = redistest.Start(t).URL()
 	opts, err := redis.ParseURL(e["REDIS_URL"])
 	require.NoError(t, err)
 	rdb := redis.NewClient(opts)
@@ -67,13 +71,19 @@ func TestSIGTERMReleasesTheWatcherLease(t *testing.T) {
 	eventually(t, 15*time.Second, "this runner takes the watcher lease", func() bool {
 		return strings.Contains(r.Output(), "admin event watcher lease taken")
 	})
+	const positionKey = "apisix-identity:state:orgsync:events:position"
+	eventually(t, 15*time.Second, "the watcher saved its position after a poll", func() bool {
+		return rdb.Exists(ctx, positionKey).Val() == 1
+	})
 	require.EqualValues(t, 1, rdb.Exists(ctx, lease).Val())
 	require.NoError(t, r.Stop())
 	assert.Contains(t, r.Output(), "go-runner stopping")
 	assert.EqualValues(t, 0, rdb.Exists(ctx, lease).Val(), "lease released on SIGTERM, not left to expire")
-	position, err := rdb.Get(ctx, "apisix-identity:state:orgsync:events:position").Result()
+	position, err := rdb.Get(ctx, positionKey).Result()
 	require.NoError(t, err, "the watcher's position is kept in Redis for the next runner")
-	assert.Regexp(t, `^\d{13}\|`, position)
+	// Sealed like cached values: version, time and MAC (41 bytes), then the position.
+	require.Greater(t, len(position), 41)
+	assert.Regexp(t, `^\d{13}\|`, position[41:])
 }
 
 func TestBadEnvironmentStopsTheRunner(t *testing.T) {

@@ -92,18 +92,23 @@ def redis_url():
 
 
 @pytest.fixture
-def feed(redis_url, feedwriter, request):
-    """A clean key prefix on the real Redis, and a function writing changes through the runner."""
+def feed(redis_url, feedwriter, manifest, request):
+    """A clean key prefix on the real Redis, and a function writing changes through the runner,
+    signed with the committed test key the vectors' key set publishes (``feed.verifier`` holds
+    that set, as an app holds the gateway's)."""
     import subprocess
     import uuid
 
     import redis
+
+    from apisix_identity.verifier import Verifier
 
     prefix = f"pytest-{uuid.uuid4().hex[:12]}:"
     client = redis.Redis.from_url(redis_url)
 
     def write(user, added=(), removed=(), n=1, maxlen=None):
         args = [str(feedwriter), "-redis", redis_url, "-prefix", prefix, "-user", user,
+                "-key", str(KEYS / "es256.pem"),
                 "-added", ",".join(added), "-removed", ",".join(removed), "-n", str(n)]
         if maxlen:
             args += ["-maxlen", str(maxlen)]
@@ -111,6 +116,8 @@ def feed(redis_url, feedwriter, request):
 
     write.prefix = prefix
     write.redis = client
+    write.stream = prefix + "feed:orgsync:changes"
+    write.verifier = Verifier(jwks=manifest["jwks"], issuer=manifest["issuer"], audience=manifest["audience"])
     yield write
     for key in client.scan_iter(match=prefix + "*"):
         client.delete(key)

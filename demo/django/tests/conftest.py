@@ -53,6 +53,7 @@ def runner_feed(tmp_path_factory, settings):
 
     def write(user, added=(), removed=()):
         subprocess.run([str(binary), "-redis", url, "-prefix", prefix, "-user", user,
+                        "-key", str(VECTORS / "keys" / "es256.pem"),
                         "-added", ",".join(added), "-removed", ",".join(removed)], check=True)
 
     yield write

@@ -3,9 +3,20 @@
 orgsync appends one entry per change it sees to a Redis stream (``XADD ... MAXLEN ~ 10000``)
 named ``<prefix>feed:orgsync:changes`` (prefix ``apisix-identity:`` unless the runner's cache
 says otherwise), with the fields ``user`` (Keycloak user id), ``added`` and ``removed`` (JSON
-lists of organization aliases), ``source`` and ``at`` (RFC 3339). :class:`FeedConsumer` reads it
-in order and calls your ``reconcile(change)`` hook for each entry, keeping its position so that a
-restart neither loses nor repeats a change:
+lists of organization aliases), ``source``, ``at`` (RFC 3339) and ``sig``. :class:`FeedConsumer`
+reads it in order and calls your ``reconcile(change)`` hook for each entry that verifies, keeping
+its position so that a restart neither loses nor repeats a change.
+
+Whoever can write Redis can append to the stream, so every entry is verified before the hook sees
+it (:func:`verify_entry`): ``sig`` is a compact JWS (``typ`` ``orgsync-change+jws``) by a key of the
+gateway's assertion key set (the :class:`~apisix_identity.verifier.Verifier` the app already
+holds), over exactly the entry's other fields and the stream's key, and the entry's ``at`` lies
+within a minute of its stream id's time (Redis ids only grow, so an old genuine entry added again
+later is refused). Entries that fail are skipped: counted (``FeedConsumer.skipped``), passed to
+``on_skip``, logged at most once a minute, and the position moves past them. When the key set
+cannot be fetched the poll fails and the entry is read again later.
+
+The position:
 
 - :class:`RedisPosition` keeps the position in Redis under its own key, saved after each hook
   returns. A crash between the hook and the save replays that one change, so make the hook
@@ -24,15 +35,37 @@ import json
 import logging
 import re
 import threading
+import time
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
+import jwt
+from jwt.exceptions import InvalidSignatureError, PyJWTError
+
+from .verifier import _ALGORITHMS, Reason, VerificationError, Verifier, _b64decode, _loads_object
+
 log = logging.getLogger("apisix_identity.feed")
 
 DEFAULT_PREFIX = "apisix-identity:"
 STREAM = "feed:orgsync:changes"
+#: The ``typ`` of an entry's signature: an assertion is not a feed entry, nor the reverse.
+FEED_TYPE = "orgsync-change+jws"
+#: How far (seconds) an entry's signed ``at`` may lie from its stream id's time.
+MAX_SKEW = 60.0
+MAX_SIG_BYTES = 64 << 10
+#: At most one log line about skipped entries per this many seconds.
+SKIP_LOG_INTERVAL = 60.0
+
+
+class FeedEntryError(Exception):
+    """A refused feed entry. ``reason``: unsigned, malformed, algorithm, wrong_type, unknown_key,
+    signature, wrong_stream, altered or replayed. The message never holds the entry."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"feed entry {reason}: {message}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -112,6 +145,72 @@ def parse_change(entry_id: str, fields: dict) -> Change:
                   source=f.get("source", ""), at=at)
 
 
+def verify_entry(verifier: Verifier, stream: str, entry_id: str, fields: dict) -> Change:
+    """Checks one entry of the stream ``stream`` (its full key) with the verifier's key set and
+    returns its change. Raises :class:`FeedEntryError`, or VerificationError (KEYS_UNAVAILABLE)
+    when the key set cannot be fetched."""
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    entry_id = _text(entry_id)
+    sig = f.pop("sig", "")
+    if not sig:
+        raise FeedEntryError("unsigned", "no sig field")
+    if len(sig) > MAX_SIG_BYTES:
+        raise FeedEntryError("malformed", f"signature of {len(sig)} bytes")
+    parts = sig.split(".")
+    if len(parts) != 3:
+        raise FeedEntryError("malformed", f"not a compact JWS ({len(parts)} parts)")
+    try:
+        header = _loads_object(_b64decode(parts[0], "header"))
+        _b64decode(parts[1], "payload")
+        _b64decode(parts[2], "signature")
+    except VerificationError as e:
+        raise FeedEntryError("malformed", str(e)) from None
+    if header is None:
+        raise FeedEntryError("malformed", "header is not a JSON object")
+    for name in ("crit", "b64"):
+        if name in header:
+            raise FeedEntryError("malformed", f"header parameter {name!r} is not accepted")
+    if header.get("typ") != FEED_TYPE:
+        raise FeedEntryError("wrong_type", f"typ {header.get('typ')!r}, want {FEED_TYPE!r}")
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in _ALGORITHMS:
+        raise FeedEntryError("algorithm", f"algorithm {alg!r} is not accepted (ES256 or EdDSA only)")
+    if not isinstance(kid, str) or not kid:
+        raise FeedEntryError("unknown_key", "no kid in the header")
+    try:
+        key_alg, key = verifier._keys.lookup(kid)
+    except VerificationError as e:
+        if e.reason == Reason.KEYS_UNAVAILABLE:
+            raise
+        raise FeedEntryError("unknown_key", str(e)) from None
+    if key_alg != alg:
+        raise FeedEntryError("algorithm", f"key {kid!r} is an {key_alg} key, the header says {alg}")
+    try:
+        decoded = jwt.PyJWS().decode_complete(sig, key=key, algorithms=[alg])
+    except InvalidSignatureError:
+        raise FeedEntryError("signature", f"signature does not verify with key {kid!r}") from None
+    except PyJWTError as e:
+        raise FeedEntryError("malformed", str(e)) from None
+    signed = _loads_object(decoded["payload"])
+    if signed is None or not all(isinstance(v, str) for v in signed.values()):
+        raise FeedEntryError("malformed", "payload is not a JSON object of strings")
+    if signed.pop("stream", None) != stream:
+        raise FeedEntryError("wrong_stream", "signed for another stream")
+    # Exactly the signed fields: none changed, none added beside them, none left out.
+    if signed != f:
+        raise FeedEntryError("altered", "the entry's fields are not the signed ones")
+    try:
+        change = parse_change(entry_id, signed)
+        ms, _ = _id_tuple(entry_id)
+    except ValueError as e:
+        raise FeedEntryError("malformed", str(e)) from None
+    if change.at is None:
+        raise FeedEntryError("malformed", "no at")
+    if abs(ms / 1000 - change.at.timestamp()) > MAX_SKEW:
+        raise FeedEntryError("replayed", "its signed time is far from the time it was appended")
+    return change
+
+
 def _trim_fraction(ts: str) -> str:
     # Go writes up to 9 fractional digits and "Z"; datetime.fromisoformat takes 6 (and, before
     # Python 3.11, no "Z").
@@ -130,7 +229,9 @@ def _log_gap(last_id: str, first_id: str) -> None:
 class FeedConsumer:
     """Reads the change feed and calls ``reconcile(change)`` for each entry, in order.
 
-    ``redis`` is a redis-py client. ``start`` says where a consumer with no saved position
+    ``redis`` is a redis-py client; ``verifier`` the app's assertion
+    :class:`~apisix_identity.verifier.Verifier`, whose key set verifies each entry (required: an
+    unverified feed is whatever a Redis writer wants it to be). ``start`` says where a consumer with no saved position
     begins: "0" (default) replays every change the stream still holds (reconcile hooks are
     idempotent, and replaying in order ends in the current state); "$" takes only changes made
     from now on. A hook that raises stops the batch: the change is not recorded and is read again
@@ -142,15 +243,24 @@ class FeedConsumer:
         redis,
         reconcile: Callable[[Change], None],
         *,
+        verifier: Verifier | None = None,
         name: str = "default",
         prefix: str = DEFAULT_PREFIX,
         position: Position | None = None,
         start: str = "0",
         batch: int = 100,
         on_gap: Callable[[str, str], None] = _log_gap,
+        on_skip: Callable[[str, FeedEntryError], None] | None = None,
     ):
         if start not in ("0", "$"):
             raise ValueError('start must be "0" or "$"')
+        if verifier is None:
+            raise ValueError("verifier is required: feed entries are verified with the gateway's key set")
+        self.verifier = verifier
+        self.on_skip = on_skip
+        #: Entries refused so far (forged, unsigned, altered, replayed, unreadable).
+        self.skipped = 0
+        self._skip_logged: float | None = None
         self.redis = redis
         self.reconcile = reconcile
         self.stream = prefix + STREAM
@@ -203,16 +313,27 @@ class FeedConsumer:
             for entry_id, fields in entries:
                 entry_id = _text(entry_id)
                 try:
-                    change = parse_change(entry_id, fields)
-                except ValueError as e:
-                    # Not a change orgsync writes: record it as read, or it blocks every later one.
-                    log.error("membership change feed: entry %s skipped: %s", entry_id, e)
+                    change = verify_entry(self.verifier, self.stream, entry_id, fields)
+                except FeedEntryError as e:
+                    # Not an entry the runner wrote: record it as read, or it blocks every later one.
+                    self._skip(entry_id, e)
                     self.position.commit(entry_id, lambda: None)
                 else:
                     self.position.commit(entry_id, lambda c=change: self.reconcile(c))
                 self._last = entry_id
                 handled += 1
         return handled
+
+    def _skip(self, entry_id: str, error: FeedEntryError) -> None:
+        self.skipped += 1
+        if self.on_skip is not None:
+            self.on_skip(entry_id, error)
+        now = time.monotonic()
+        if self._skip_logged is None or now - self._skip_logged >= SKIP_LOG_INTERVAL:
+            self._skip_logged = now
+            log.warning("membership change feed: entry %s skipped (%s): it does not verify with the gateway's "
+                        "key set; %d skipped so far, logged at most once a minute", entry_id, error.reason,
+                        self.skipped)
 
     def run(self, stop: threading.Event | None = None, *, block_ms: int = 5000,
             retry_delay: float = 1.0, max_retry_delay: float = 60.0) -> None:
@@ -243,7 +364,7 @@ def consume(redis, reconcile: Callable[[Change], None], **kwargs) -> int:
             return total
 
 
-__all__ = ["Change", "FeedConsumer", "Position", "RedisPosition", "consume", "parse_change", "STREAM",
-           "DEFAULT_PREFIX"]
+__all__ = ["Change", "FeedConsumer", "FeedEntryError", "Position", "RedisPosition", "consume", "parse_change",
+           "verify_entry", "STREAM", "DEFAULT_PREFIX", "FEED_TYPE", "MAX_SKEW"]
 
 

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
 from apisix_identity.feed import FeedConsumer, RedisPosition
-from apisix_identity.django.conf import setting
+from apisix_identity.django.conf import setting, verifier
 from apisix_identity.django.position import DatabasePosition
 
 
@@ -46,7 +46,8 @@ class Command(BaseCommand):
         kwargs = {}
         if setting("FEED_ON_GAP"):
             kwargs["on_gap"] = import_string(setting("FEED_ON_GAP"))
-        consumer = FeedConsumer(client, reconcile, name=name, prefix=prefix, position=position,
+        # The assertion's key set verifies the feed too: entries a Redis writer adds are skipped.
+        consumer = FeedConsumer(client, reconcile, verifier=verifier(), name=name, prefix=prefix, position=position,
                                 start=options["start"], **kwargs)
         try:
             if options["once"]:
