@@ -13,8 +13,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
 )
 
 // jwksServer publishes whatever key set the test sets.
@@ -91,28 +89,4 @@ func TestEncryptionKeysDoNotVerify(t *testing.T) {
 	srv2 := newJWKSServer(t, publicJWK(t, "enc-2", "enc"))
 	_, err = NewKeySet(srv2.url, nil).Key(t.Context(), "enc-2")
 	assert.ErrorIs(t, err, ErrKeysUnavailable)
-}
-
-// Verifiers hands routes with another leeway another verifier: a route that
-// tolerates no skew must not inherit the tolerance of one that does.
-func TestVerifiersKeepLeewaysApart(t *testing.T) {
-	is := tokentest.NewIssuer(t)
-	claims := is.Claims("u")
-	claims["exp"] = time.Now().Add(-10 * time.Second).Unix()
-	token := is.Sign(claims)
-
-	set := NewVerifiers(0)
-	lenient, err := set.For(is.URL, is.JWKSURL, time.Minute)
-	require.NoError(t, err)
-	strict, err := set.For(is.URL, is.JWKSURL, 0)
-	require.NoError(t, err)
-
-	_, err = lenient.Verify(t.Context(), token, "")
-	require.NoError(t, err, "10 s past exp is within a minute's leeway")
-	_, err = strict.Verify(t.Context(), token, "")
-	assert.Equal(t, ReasonExpired, reasonOf(t, err), "no leeway: expired")
-
-	again, err := set.For(is.URL, is.JWKSURL, 0)
-	require.NoError(t, err)
-	assert.Same(t, strict, again, "equal settings share a verifier (and its verdicts)")
 }

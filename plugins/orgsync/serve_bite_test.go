@@ -2,6 +2,7 @@ package orgsync
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -75,5 +77,23 @@ func TestDenyDoesNotServeStaleLists(t *testing.T) {
 		assert.Contains(t, w.Body.String(), ReasonKeycloakError)
 		assert.NotEqual(t, SourceStale, r.Header().Get(identity.HeaderOrgsSource))
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Without userinfo before it, orgsync refuses an emitted header sent twice
+// (in one spelling or two) rather than strip it: the upstream might read
+// either copy, or both joined.
+func TestOrgsyncOnlyRouteRefusesRepeatedIdentityHeaders(t *testing.T) {
+	h := newHarness(t)
+	conf := h.route(`{}`)
+	for _, pair := range [][2]string{{"X-User-Orgs", "X-User-Orgs"}, {"X-User-Id", "x_user_id"},
+		{"X-Identity-Assertion", "X_IDENTITY_ASSERTION"}} {
+		r := runnertest.NewRequest(requestIDs.Add(1), 1, nil)
+		r.Hdr.View().Add(pair[0], "acme")
+		r.Hdr.View().Add(pair[1], "globex")
+		w := httptest.NewRecorder()
+		h.plugin.RequestFilter(conf, w, r)
+		assert.Equal(t, http.StatusBadRequest, w.Code, "%s + %s", pair[0], pair[1])
+		assert.Contains(t, w.Body.String(), ReasonDuplicateHeader)
 	}
 }
