@@ -46,8 +46,9 @@ reliability:
 
 # test/mutate/mutations.txt, each mutation applied alone (through go test
 # -overlay: the checkout is never changed) against the unit tests that must
-# catch it; fails when one survives. About N minutes on 2 cores; MUTATE_ARGS=-run ID
-# picks some. test/mutate/README.md has the list's format and last result.
+# catch it; fails when one survives. About 5 minutes on 2 idle cores;
+# MUTATE_ARGS=-run REGEXP picks some by id. The list's format and last
+# result: test/mutate/README.md.
 mutate:
 	if [ -f .work/redis.env ]; then set -a; . .work/redis.env; set +a; fi; \
 	go run ./test/mutate $(MUTATE_ARGS)

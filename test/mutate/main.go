@@ -61,7 +61,10 @@ type result struct {
 	took    time.Duration
 }
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run returns the exit code, so that the deferred clean-up runs first.
+func run() int {
 	list := flag.String("list", "test/mutate/mutations.txt", "the mutation list")
 	jobs := flag.Int("j", 2, "mutations tested at once")
 	run := flag.String("run", "", "test only the mutations whose id matches this regexp")
@@ -71,7 +74,7 @@ func main() {
 
 	root, err := moduleRoot()
 	if err != nil {
-		fatal(err)
+		return fail(err)
 	}
 	ms, err := readList(filepath.Join(root, *list))
 	if err == nil && *run != "" {
@@ -81,17 +84,17 @@ func main() {
 		}
 	}
 	if err != nil {
-		fatal(err)
+		return fail(err)
 	}
 	if len(ms) == 0 {
-		fatal(errors.New("no mutation selected"))
+		return fail(errors.New("no mutation selected"))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	work, err := os.MkdirTemp("", "mutate-")
 	if err != nil {
-		fatal(err)
+		return fail(err)
 	}
 	defer os.RemoveAll(work)
 
@@ -122,7 +125,7 @@ func main() {
 		out, err := goTest(ctx, root, "", *timeout, pkgs)
 		if err != nil {
 			os.Stderr.Write(out)
-			fatal(fmt.Errorf("the unit tests fail without any mutation (%v): fix them first", err))
+			return fail(fmt.Errorf("the unit tests fail without any mutation (%v): fix them first", err))
 		}
 	}
 
@@ -162,13 +165,14 @@ func main() {
 	}
 	slices.SortStableFunc(results, func(a, b result) int { return a.m.Line - b.m.Line })
 	if !report(results, time.Since(start)) || ctx.Err() != nil {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
-func fatal(err error) {
+func fail(err error) int {
 	fmt.Fprintln(os.Stderr, "mutate:", err)
-	os.Exit(2)
+	return 2
 }
 
 func moduleRoot() (string, error) {
