@@ -190,15 +190,26 @@ func (t *Token) size() int64 {
 }
 
 func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token, error) {
+	payload, _, err := v.verifyJWS(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.checkClaims(payload)
+}
+
+// verifyJWS checks raw's signature with the issuer's keys (asymmetric
+// algorithms only) and returns the payload and the protected header's typ.
+// A payload naming another issuer is refused before any key lookup.
+func (v *TokenVerifier) verifyJWS(ctx context.Context, raw string) ([]byte, string, error) {
 	if strings.Count(raw, ".") != 2 {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "not a compact JWS"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "not a compact JWS"}
 	}
 	jws, err := jose.ParseSigned(raw, allowedAlgorithms)
 	if err != nil {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "unparsable or unsupported algorithm"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "unparsable or unsupported algorithm"}
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "want exactly one signature"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "want exactly one signature"}
 	}
 	// Read iss before the key lookup: a token of another realm names a kid
 	// this key set lacks, and "wrong issuer" is both the truer reason and no
@@ -207,21 +218,22 @@ func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token
 		Issuer string `json:"iss"`
 	}
 	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified) == nil && unverified.Issuer != v.issuer {
-		return nil, &TokenError{Reason: ReasonWrongIssuer, Detail: fmt.Sprintf("issuer %q, want %q", unverified.Issuer, v.issuer)}
+		return nil, "", &TokenError{Reason: ReasonWrongIssuer, Detail: fmt.Sprintf("issuer %q, want %q", unverified.Issuer, v.issuer)}
 	}
 	kid := jws.Signatures[0].Header.KeyID
 	key, err := v.keys.Key(ctx, kid)
 	if err != nil {
 		if errors.Is(err, ErrKeysUnavailable) {
-			return nil, &TokenError{Reason: ReasonKeysUnavailable, Detail: err.Error()}
+			return nil, "", &TokenError{Reason: ReasonKeysUnavailable, Detail: err.Error()}
 		}
-		return nil, &TokenError{Reason: ReasonUnknownKey, Detail: fmt.Sprintf("kid %q", kid)}
+		return nil, "", &TokenError{Reason: ReasonUnknownKey, Detail: fmt.Sprintf("kid %q", kid)}
 	}
 	payload, err := jws.Verify(key)
 	if err != nil {
-		return nil, &TokenError{Reason: ReasonBadSignature}
+		return nil, "", &TokenError{Reason: ReasonBadSignature}
 	}
-	return v.checkClaims(payload)
+	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
+	return payload, typ, nil
 }
 
 func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
