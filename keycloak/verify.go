@@ -48,6 +48,11 @@ type Token struct {
 	Subject string
 	Issuer  string
 	Expiry  time.Time
+	// IssuedAt is iat; zero when the token has none.
+	IssuedAt time.Time
+	// SessionID is sid (Keycloak's session_state before 26), "" when
+	// the token names no session.
+	SessionID string
 	// Audience is the token's aud, as the token says it.
 	Audience []string
 	// AuthorizedParty is azp: the client the token was issued to.
@@ -179,7 +184,7 @@ func typeIs(tok *Token, want string) bool {
 // size is what a verdict costs in the cache, roughly: its claims and the
 // fixed overhead of the entry.
 func (t *Token) size() int64 {
-	n := 256 + len(t.Subject) + len(t.Issuer) + len(t.AuthorizedParty) + len(t.Type)
+	n := 256 + len(t.Subject) + len(t.Issuer) + len(t.AuthorizedParty) + len(t.Type) + len(t.SessionID)
 	for _, a := range t.Audience {
 		n += len(a) + 16
 	}
@@ -250,6 +255,8 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 		Audience  audience     `json:"aud"`
 		Type      string       `json:"typ"`
 		Azp       string       `json:"azp"`
+		SessionID string       `json:"sid"`
+		State     string       `json:"session_state"`
 	}
 	if err := json.Unmarshal(payload, &std); err != nil {
 		return nil, &TokenError{Reason: ReasonMalformed, Detail: "registered claims have wrong types"}
@@ -270,8 +277,15 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 	if std.IssuedAt != nil && now.Add(v.opts.Leeway).Before(std.IssuedAt.Time()) {
 		return nil, &TokenError{Reason: ReasonNotYetValid, Detail: "issued in the future"}
 	}
-	return &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: std.Audience,
-		AuthorizedParty: std.Azp, Type: std.Type, Claims: claims}, nil
+	tok := &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: std.Audience,
+		AuthorizedParty: std.Azp, Type: std.Type, SessionID: std.SessionID, Claims: claims}
+	if std.IssuedAt != nil {
+		tok.IssuedAt = std.IssuedAt.Time()
+	}
+	if tok.SessionID == "" {
+		tok.SessionID = std.State
+	}
+	return tok, nil
 }
 
 func hasAudience(t *Token, want string) bool {
