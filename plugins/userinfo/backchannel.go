@@ -230,3 +230,9 @@ func (s *jtiSet) claim(k [sha256.Size]byte, until, now time.Time) claimOutcome {
 	s.until[k] = until
 	return claimNew
 }
+
+func (s *jtiSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.until)
+}
