@@ -35,8 +35,8 @@ func CreateLogoutClient(t testing.TB, backchannelURL string) *LogoutClient {
 		"redirectUris": []string{"http://127.0.0.1/*"}, "fullScopeAllowed": true,
 		"defaultClientScopes": []string{"basic", "web-origins", "acr", "profile", "roles", "email", "organization"},
 		"attributes": map[string]string{
-			"backchannel.logout.url":                  backchannelURL,
-			"backchannel.logout.session.required":     "true",
+			"backchannel.logout.url":                   backchannelURL,
+			"backchannel.logout.session.required":      "true",
 			"backchannel.logout.revoke.offline.tokens": "false",
 		},
 	})
