@@ -170,3 +170,22 @@ func TestVerifyLogoutAcceptsLogoutHeaderTypes(t *testing.T) {
 		assert.Error(t, err, typ)
 	}
 }
+
+// userinfo checks revocations against the access token's session and iat:
+// sid (Keycloak 26), or session_state where an older Keycloak has no sid.
+func TestAccessTokenNamesItsSession(t *testing.T) {
+	is := tokentest.NewIssuer(t)
+	v := newVerifier(t, is)
+	c := is.Claims("u")
+	c["sid"] = "sid-1"
+	tok, err := v.Verify(context.Background(), is.Sign(c), "")
+	require.NoError(t, err)
+	assert.Equal(t, "sid-1", tok.SessionID)
+	assert.Equal(t, c["iat"], tok.IssuedAt.Unix())
+
+	c = is.Claims("u")
+	c["session_state"] = "state-1"
+	tok, err = v.Verify(context.Background(), is.Sign(c), "")
+	require.NoError(t, err)
+	assert.Equal(t, "state-1", tok.SessionID)
+}
