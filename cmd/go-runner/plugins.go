@@ -15,10 +15,14 @@ import (
 // them to the runner library, before runner.Run: nothing is read from
 // package globals, so tests build the same plugins with fakes.
 func registerPlugins(s *services, keys *assertion.KeyRing) error {
-	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys})
+	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys}
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
 	deps := orgsync.Deps{Feed: keys}
+	if s.revocations != nil {
+		uideps.Revocations, deps.Revocations = s.revocations, s.revocations
+	}
+	ui := userinfo.New(uideps)
 	// An interface holding a nil pointer is not nil: set only what exists,
 	// so that orgsync sees "no Keycloak" and answers 500.
 	if s.cache != nil {

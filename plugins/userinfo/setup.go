@@ -15,6 +15,7 @@ import (
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
@@ -124,6 +125,9 @@ type Deps struct {
 	// AssertionBytes bounds the signed assertions kept for reuse (0: the
 	// assertion package's default).
 	AssertionBytes int64
+	// Revocations is the fleet's revocation store (sessions ended at
+	// Keycloak); main builds one per process and hands it to both plugins.
+	Revocations cache.Revoker
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.
