@@ -224,6 +224,11 @@ func recordOf(r Revocation) (revRecord, error) {
 // starts empty and loads once the cache's subscription is established. c may be nil (the
 // process alone). One store per cache.
 func NewRevocations(c *Cache, o RevocationOptions) (*Revocations, error) {
+	return newRevocations(c, o, time.Now)
+}
+
+// newRevocations is NewRevocations on the clock now (tests move it).
+func newRevocations(c *Cache, o RevocationOptions, now func() time.Time) (*Revocations, error) {
 	if o.MaxEntries < 0 || o.MaxBytes < 0 || o.LoadTimeout < 0 {
 		return nil, fmt.Errorf("cache: revocation options: MaxEntries %d, MaxBytes %d, LoadTimeout %s must be >= 0",
 			o.MaxEntries, o.MaxBytes, o.LoadTimeout)
@@ -237,7 +242,7 @@ func NewRevocations(c *Cache, o RevocationOptions) (*Revocations, error) {
 	if o.LoadTimeout == 0 {
 		o.LoadTimeout = defaultRevLoadTimeout
 	}
-	s := &Revocations{c: c, opts: o, now: time.Now, entries: map[revKey]*revEntry{},
+	s := &Revocations{c: c, opts: o, now: now, entries: map[revKey]*revEntry{},
 		issuers: map[string]string{}, wake: make(chan struct{}, 1)}
 	parent := context.Background()
 	if c != nil {
@@ -448,7 +453,7 @@ func (s *Revocations) share(ctx context.Context, rec revRecord) error {
 	if !c.redisUsable() {
 		return errors.New("redis is down")
 	}
-	ttl := time.Until(time.UnixMilli(rec.Until))
+	ttl := time.Duration(rec.Until-s.now().UnixMilli()) * time.Millisecond
 	if ttl < time.Millisecond {
 		return nil
 	}
