@@ -96,6 +96,7 @@ type Revocations struct {
 	bytes   int64
 	issuers map[string]string // a few issuers' strings, shared by their entries
 	n       atomic.Int64      // len(entries), read without the lock
+	nSubj   atomic.Int64      // subject-wide entries: none, and a request looks up its sid alone
 
 	pendMu  sync.Mutex
 	pending []revRecord // revoked here, not yet taken by Redis
@@ -325,7 +326,7 @@ func (s *Revocations) Revoked(issuer, sessionID, subject string, issuedAt time.T
 			return true
 		}
 	}
-	if subject != "" {
+	if subject != "" && s.nSubj.Load() > 0 {
 		if e, ok := s.entries[revKey{kindSubject, issuer, subject}]; ok && now < e.until &&
 			(issuedAt.IsZero() || issuedAt.UnixMilli() <= e.at) {
 			return true
@@ -384,6 +385,9 @@ func (s *Revocations) apply(rec revRecord, now int64) bool {
 		evicted++
 	}
 	s.entries[k] = e
+	if k.kind == kindSubject {
+		s.nSubj.Add(1)
+	}
 	heap.Push(&s.byUntil, e)
 	s.bytes += e.size()
 	s.n.Store(int64(len(s.entries)))
@@ -397,6 +401,9 @@ func (s *Revocations) apply(rec revRecord, now int64) bool {
 func (s *Revocations) removeLocked(e *revEntry) {
 	heap.Remove(&s.byUntil, e.idx)
 	delete(s.entries, e.key)
+	if e.key.kind == kindSubject {
+		s.nSubj.Add(-1)
+	}
 	s.bytes -= e.size()
 	s.n.Store(int64(len(s.entries)))
 }

@@ -267,7 +267,7 @@ func TestRevocationBound(t *testing.T) {
 		require.NoError(t, s.Revoke(ctx, sessionRev(fmt.Sprint("f", i), now.Add(time.Hour))))
 	}
 	assert.Equal(t, 3, s.Len())
-	assert.Len(t, s.byUntil, 3)
+	assert.Equal(t, 3, len(s.byUntil), "heap entries")
 }
 
 // Nothing a Redis writer puts in Redis or on the channel without the fleet's secret plants a
