@@ -112,7 +112,7 @@
 // expire soonest are dropped to make room, and a new revocation always gets in: the newest is
 // the one whose tokens are most likely in use, and the soonest to expire protect for the
 // shortest time. Each drop is counted (revocations_evicted_total) and logged at most once a
-// minute. Evicted entries stay in Redis, and are loaded again by a later load when room exists.
+// minute. Evicted entries stay in Redis; a load into a full copy keeps those that expire last.
 // Only producers that verified a signed logout token or read an admin event revoke, so a flood
 // is bounded upstream; this bound keeps memory safe if it is not. Identifiers longer than 1 KiB
 // are refused.

@@ -354,7 +354,12 @@ func (s *Revocations) Close() error {
 // apply merges rec into the in-process copy and reports whether it changed it. A revocation of
 // a key already held widens it (the later At, the later Until). A new one always gets a place:
 // at the bound the entries that expire soonest make room for it.
-func (s *Revocations) apply(rec revRecord, now int64) bool {
+func (s *Revocations) apply(rec revRecord, now int64) bool { return s.merge(rec, now, true) }
+
+// merge is apply; with always false (a load from Redis, in no particular order) a new entry
+// that would expire before every entry held is dropped instead when the copy is full, so that
+// a load into a full copy keeps the revocations that expire last.
+func (s *Revocations) merge(rec revRecord, now int64, always bool) bool {
 	if rec.Until <= now {
 		return false
 	}
@@ -379,6 +384,11 @@ func (s *Revocations) apply(rec revRecord, now int64) bool {
 	}
 	e := &revEntry{key: k, at: rec.At, until: rec.Until}
 	s.expireLocked(now)
+	if !always && len(s.byUntil) > 0 && rec.Until <= s.byUntil[0].until &&
+		(len(s.entries) >= s.opts.MaxEntries || s.bytes+e.size() > s.opts.MaxBytes) {
+		s.noteEvicted(1)
+		return false
+	}
 	evicted := 0
 	for len(s.byUntil) > 0 && (len(s.entries) >= s.opts.MaxEntries || s.bytes+e.size() > s.opts.MaxBytes) {
 		s.removeLocked(s.byUntil[0])
@@ -609,7 +619,7 @@ func (s *Revocations) load(ctx context.Context) (int, error) {
 					if err != nil {
 						continue
 					}
-					if rec, ok := s.open(keys[i], b); ok && s.apply(rec, now) {
+					if rec, ok := s.open(keys[i], b); ok && s.merge(rec, now, false) {
 						revAppliedLoad.Inc()
 						n++
 					}

@@ -420,3 +420,19 @@ func TestRevocationBytesAccounting(t *testing.T) {
 	assert.Equal(t, int64(n)*(int64(len(testIssuer)+len(sids[0]))+revEntryOverhead), s.bytes)
 	runtime.KeepAlive(sids)
 }
+
+// A load into a full copy keeps the revocations that expire last, whatever order Redis gives.
+func TestRevocationLoadIntoFullCopy(t *testing.T) {
+	srv := redistest.Start(t)
+	o := Options{RedisURL: srv.URL(), KeyPrefix: testPrefix(t)}
+	a := fleet(t, o, 1)[0]
+	now := time.Now()
+	for i := range 20 {
+		require.NoError(t, a.Revoke(ctx, sessionRev(fmt.Sprint("s", i), now.Add(time.Duration(10+i)*time.Minute))))
+	}
+	b := newTestRevocations(t, newTestCache(t, o), RevocationOptions{MaxEntries: 5})
+	assert.Equal(t, 5, b.Len())
+	for i := range 20 {
+		assert.Equal(t, i >= 15, b.Revoked(testIssuer, fmt.Sprint("s", i), "alice", now), "s%d", i)
+	}
+}
