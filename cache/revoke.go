@@ -200,6 +200,9 @@ func (r *revRecord) check() error {
 		return errors.New("neither session id nor subject")
 	case len(r.Issuer) > maxRevField || len(r.ID) > maxRevField:
 		return fmt.Errorf("an identifier is longer than %d bytes", maxRevField)
+	case r.Until <= 0:
+		// A producer that forgot it would revoke nothing, silently.
+		return errors.New("no Until")
 	case r.Kind == kindSubject && r.At <= 0:
 		return errors.New("a subject-wide revocation needs At")
 	}
@@ -207,12 +210,15 @@ func (r *revRecord) check() error {
 }
 
 func recordOf(r Revocation) (revRecord, error) {
-	rec := revRecord{Kind: kindSession, Issuer: r.Issuer, ID: r.SessionID, Until: r.Until.UnixMilli()}
+	rec := revRecord{Kind: kindSession, Issuer: r.Issuer, ID: r.SessionID}
 	if r.SessionID == "" {
 		rec.Kind, rec.ID = kindSubject, r.Subject
 	}
 	if !r.At.IsZero() {
 		rec.At = r.At.UnixMilli()
+	}
+	if !r.Until.IsZero() {
+		rec.Until = r.Until.UnixMilli()
 	}
 	if err := rec.check(); err != nil {
 		return rec, fmt.Errorf("cache: revoke: %w", err)

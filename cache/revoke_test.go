@@ -362,6 +362,7 @@ func TestInvalidRevocations(t *testing.T) {
 	long := string(make([]byte, maxRevField+1))
 	for name, r := range map[string]Revocation{
 		"no issuer":               {SessionID: "s", Until: until},
+		"no Until":                {Issuer: testIssuer, SessionID: "s"},
 		"neither sid nor sub":     {Issuer: testIssuer, Until: until},
 		"subject-wide without At": {Issuer: testIssuer, Subject: "alice", Until: until},
 		"oversized session id":    {Issuer: testIssuer, SessionID: long, Until: until},
