@@ -143,8 +143,9 @@
 //	lease:<name>   lease: random token; PX the lease ttl
 //	state:<name>   small string state, sealed like values; no expiry
 //	feed:<stream>  capped stream (XADD MAXLEN ~)
-//	rev:<sha256>   revocation: sealed {"k":"sid|sub","iss","id","at","until"} (unix ms); PX until Until;
-//	               the name is the hash of the content, one key per distinct revocation
+//	rev:<sha256>   revocation, sealed like values: 1 format byte (1), kind (0 sid, 1 sub), At and Until
+//	               (8-byte unix ms each), issuer and id (each after a 2-byte length); PX until Until;
+//	               the name is the hash of the content: one key per distinct revocation
 //	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}, or
 //	               {"from":...,"rev":{"key":"<rev: key>","val":"<sealed value, base64>"}}
 //
