@@ -86,6 +86,45 @@
 // not sealed here: their writer signs them (orgsync). The in-process tier is this process's memory and is
 // not sealed.
 //
+// # Revocations
+//
+// Revocations (revoke.go) is the fleet's record of ended sessions: one session (issuer, sid), or
+// every session of a subject whose tokens were issued at or before a time. Revoke applies it in
+// this process at once, then stores it in Redis under its own key until its Until (SET PX) and
+// publishes it on Options.Channel in the same round trip; every other process applies the
+// message as it arrives (a few milliseconds: TestRevocationReachesEveryProcess logs the figure
+// and holds it under a second). Revoked answers from the in-process copy alone: no I/O, no
+// allocation, one RLock (an atomic load while nothing is revoked; BenchmarkRevoked*). Two
+// revocations of one key merge to the later At and the later Until.
+//
+// NewRevocations loads every live revocation from Redis (SCAN over rev:*, each master of a
+// Cluster, GETs pipelined by 1000) for at most LoadTimeout (5 s), and again whenever the cache's
+// subscription is established after a break or a late start, since messages may have been
+// missed (Redis down at start: it starts empty, says so once, and loads then). Loads merge:
+// a revocation this process holds is kept until its Until even when Redis no longer has it.
+// When Redis does not take a revocation, Revoke returns ErrNotShared (wrapped): the session is
+// refused in this process only, and the revocation is stored and published again once Redis
+// answers (at most 10 000 wait; the oldest go first, counted). Without RedisURL (or a nil
+// cache) the process is the fleet. Close stops the background work; close it before the cache.
+//
+// The in-process copy is bounded by MaxEntries (200 000) and MaxBytes (64 MiB; identifiers plus
+// 200 bytes each, TestRevocationBytesAccounting measures it). At the bound the entries that
+// expire soonest are dropped to make room, and a new revocation always gets in: the newest is
+// the one whose tokens are most likely in use, and the soonest to expire protect for the
+// shortest time. Each drop is counted (revocations_evicted_total) and logged at most once a
+// minute. Evicted entries stay in Redis; a load into a full copy keeps those that expire last.
+// Only producers that verified a signed logout token or read an admin event revoke, so a flood
+// is bounded upstream; this bound keeps memory safe if it is not. Identifiers longer than 1 KiB
+// are refused.
+//
+// Values are sealed like the cache's (the MAC over key, time and bytes), and a value counts
+// only under the key derived from its own content, so a Redis writer without the secret can
+// neither plant a revocation (in Redis or on the channel) nor change one: both are refused,
+// counted in redis_values_rejected_total. It can delete them: processes already holding them
+// keep them, but a process that starts (or reloads) afterwards does not see them, and a Redis
+// that loses its data (restart without persistence) forgets them the same way. It can replay a
+// genuine message, which changes nothing before its Until.
+//
 // # URL forms
 //
 //	redis://[user:pass@]host:port[/db][?opts]                        one server; rediss:// for TLS
@@ -104,7 +143,11 @@
 //	lease:<name>   lease: random token; PX the lease ttl
 //	state:<name>   small string state, sealed like values; no expiry
 //	feed:<stream>  capped stream (XADD MAXLEN ~)
-//	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}
+//	rev:<sha256>   revocation, sealed like values: 1 format byte (1), kind (0 sid, 1 sub), At and Until
+//	               (8-byte unix ms each), issuer and id (each after a 2-byte length); PX until Until;
+//	               the name is the hash of the content: one key per distinct revocation
+//	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}, or
+//	               {"from":...,"rev":{"key":"<rev: key>","val":"<sealed value, base64>"}}
 //
 // Each Lua script touches one key, so everything works on Redis Cluster.
 //
@@ -121,6 +164,11 @@
 //   - apisix_identity_cache_local_flushes_total: flushes after a resubscription
 //   - apisix_identity_cache_fill_waits_total{outcome="filled|released|timeout"}: waits for another process's fill
 //   - apisix_identity_cache_redis_values_rejected_total{reason="mac|format|future"}: Redis reads refused as misses
+//   - apisix_identity_cache_revocations_stored_total{result="shared|local|pending"}: Revoke calls of this process
+//   - apisix_identity_cache_revocations_applied_total{source="message|load"}: other processes' revocations applied
+//   - apisix_identity_cache_revocations_expired_total: dropped at their Until
+//   - apisix_identity_cache_revocations_evicted_total{where="memory|pending"}: dropped at a bound
+//   - apisix_identity_cache_revocations_entries: revocations held in this process
 //
 // # Limits
 //

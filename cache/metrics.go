@@ -72,3 +72,34 @@ var (
 	rejectedMAC     = rejectedValues.WithLabelValues(rejectMAC)
 	rejectedFuture  = rejectedValues.WithLabelValues(rejectFuture)
 )
+
+var (
+	revStored = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_stored_total",
+		Help: "Revocations recorded by this process (Revoke), by result: shared (stored in Redis and published), local (no Redis configured: the process is the fleet) or pending (Redis did not take it; held here and sent again when Redis is back).",
+	}, []string{"result"})
+	revApplied = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_applied_total",
+		Help: "Revocations of other processes applied here, by source: message (pub/sub) or load (read from Redis at start or after a resubscription).",
+	}, []string{"source"})
+	revExpired = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_expired_total",
+		Help: "Revocations dropped from this process because their Until passed.",
+	})
+	revEvicted = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_evicted_total",
+		Help: "Revocations dropped before their Until, by where: memory (the in-process copy was full; the soonest-expiring went) or pending (too many waiting for Redis; the oldest went, it still holds in this process).",
+	}, []string{"where"})
+	revEntries = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_entries",
+		Help: "Revocations held in this process.",
+	})
+
+	revStoredShared   = revStored.WithLabelValues("shared")
+	revStoredLocal    = revStored.WithLabelValues("local")
+	revStoredPending  = revStored.WithLabelValues("pending")
+	revAppliedMessage = revApplied.WithLabelValues("message")
+	revAppliedLoad    = revApplied.WithLabelValues("load")
+	revEvictedMemory  = revEvicted.WithLabelValues("memory")
+	revEvictedPending = revEvicted.WithLabelValues("pending")
+)

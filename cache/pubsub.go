@@ -13,6 +13,9 @@ import (
 type invalidation struct {
 	From string   `json:"from"` // Cache.id of the sender
 	Keys []string `json:"keys"`
+	// Rev carries a revocation (revoke.go) instead of keys. Runners of a version before it see a
+	// message without keys, which they ignore.
+	Rev *revMessage `json:"rev,omitempty"`
 }
 
 // Invalidate drops keys from this process's tier and from Redis, and publishes them so that every
@@ -117,6 +120,10 @@ func (c *Cache) subscribe(confirmed bool) {
 			}
 			backoff = 50 * time.Millisecond
 			if !confirmed {
+				// Revocations published meanwhile were missed too: they are loaded again.
+				if fn := c.onSub.Load(); fn != nil {
+					(*fn)()
+				}
 				// (Re)subscribed after a break or a late start: flush what may be out of date.
 				if n := c.local.len(); n > 0 {
 					flushesTotal.Inc()
@@ -136,10 +143,16 @@ func (c *Cache) subscribe(confirmed bool) {
 
 func (c *Cache) receive(payload string) {
 	var inv invalidation
-	if err := json.Unmarshal([]byte(payload), &inv); err != nil || len(inv.Keys) == 0 {
+	if err := json.Unmarshal([]byte(payload), &inv); err != nil || inv.From == c.id {
 		return
 	}
-	if inv.From == c.id {
+	if inv.Rev != nil {
+		if fn := c.onRev.Load(); fn != nil {
+			(*fn)(inv.Rev)
+		}
+		return
+	}
+	if len(inv.Keys) == 0 {
 		return
 	}
 	invalidationsTotal.Inc()

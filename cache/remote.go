@@ -42,6 +42,7 @@ func (c *Cache) lockKey(k string) string  { return c.opts.KeyPrefix + "lock:" + 
 func (c *Cache) leaseKey(n string) string { return c.opts.KeyPrefix + "lease:" + n }
 func (c *Cache) stateKey(n string) string { return c.opts.KeyPrefix + "state:" + n }
 func (c *Cache) feedKey(s string) string  { return c.opts.KeyPrefix + "feed:" + s }
+func (c *Cache) revKey(h string) string   { return c.opts.KeyPrefix + "rev:" + h }
 func (c *Cache) redisUsable() bool        { return c.rdb != nil && c.up.Load() && !c.closed.Load() }
 func (c *Cache) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.opts.OpTimeout)

@@ -5,7 +5,6 @@ import (
 
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
@@ -16,14 +15,15 @@ import (
 // them to the runner library, before runner.Run: nothing is read from
 // package globals, so tests build the same plugins with fakes.
 func registerPlugins(s *services, keys *assertion.KeyRing) error {
-	revocations, err := cache.NewRevocations(s.cache, cache.RevocationOptions{})
-	if err != nil {
-		return fmt.Errorf("revocation store: %w", err)
-	}
-	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys, Revocations: revocations, Cache: s.cache})
+	// The back-channel logout route remembers a logout token's jti for the fleet through the cache.
+	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys, Cache: s.cache}
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
 	deps := orgsync.Deps{Feed: keys}
+	if s.revocations != nil {
+		uideps.Revocations, deps.Revocations = s.revocations, s.revocations
+	}
+	ui := userinfo.New(uideps)
 	// An interface holding a nil pointer is not nil: set only what exists,
 	// so that orgsync sees "no Keycloak" and answers 500.
 	if s.cache != nil {

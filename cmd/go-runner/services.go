@@ -21,10 +21,13 @@ import (
 // and go without any cleanup call from the runner, so clients live here, are
 // built once, and closed on exit.
 type services struct {
-	cache    *cache.Cache
-	keycloak *keycloak.Client
-	watcher  *orgsync.Watcher
-	metrics  *http.Server
+	cache *cache.Cache
+	// revocations is the fleet's revocation store, on the cache's Redis;
+	// both plugins and the watcher share it.
+	revocations *cache.Revocations
+	keycloak    *keycloak.Client
+	watcher     *orgsync.Watcher
+	metrics     *http.Server
 
 	probe *keycloakProbe // Keycloak reachability for /readyz
 
@@ -44,16 +47,25 @@ func start(cfg *config) (*services, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	// Loads the fleet's live revocations before the first request (at
+	// most its LoadTimeout); a Redis down now is loaded from later.
+	s.revocations, err = cache.NewRevocations(s.cache, cache.RevocationOptions{})
+	if err != nil {
+		_ = s.cache.Close()
+		return nil, fmt.Errorf("revocations: %w", err)
+	}
 	if cfg.keycloak.enabled() {
 		k := cfg.keycloak
 		s.keycloak, err = keycloak.New(&keycloak.Options{URL: k.url, Realm: k.realm, Issuer: k.issuer,
 			ClientID: k.clientID, ClientSecret: k.clientSecret, Timeout: k.timeout})
 		if err != nil {
-			s.cache.Close()
+			_ = s.revocations.Close()
+			_ = s.cache.Close()
 			return nil, fmt.Errorf("KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_ISSUER: %w", err)
 		}
 		if k.eventsInterval > 0 {
-			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak}, k.eventsInterval)
+			s.watcher = orgsync.StartWatcher(&orgsync.Deps{Cache: s.cache, Keycloak: s.keycloak,
+				Revocations: s.revocations}, k.eventsInterval)
 		}
 		go auditPrivileges(s.keycloak, k.eventsInterval > 0)
 		s.probe = newKeycloakProbe(k.url, k.realm, k.timeout)
@@ -139,7 +151,8 @@ func (s *services) release() {
 }
 
 // stop releases everything: the watcher's lease first, then the listeners
-// and clients.
+// and clients. The revocation store goes before the cache whose Redis and
+// subscription it uses, and after the watcher, which revokes.
 func (s *services) stop() {
 	s.release()
 	if s.metrics != nil {
@@ -148,6 +161,9 @@ func (s *services) stop() {
 		_ = s.metrics.Shutdown(ctx)
 		cancel()
 		<-s.metricsDone
+	}
+	if s.revocations != nil {
+		_ = s.revocations.Close()
 	}
 	if s.cache != nil {
 		_ = s.cache.Close()

@@ -154,6 +154,9 @@ type Deps struct {
 	// Feed signs the change feed's entries (main: the assertion key ring). Without it entries are
 	// written unsigned, and the feed's verifying readers skip them.
 	Feed FeedSigner
+	// Revocations is the fleet's revocation store (sessions ended at
+	// Keycloak); main builds one per process and hands it to both plugins.
+	Revocations cache.Revoker
 }
 
 // Plugin is the orgsync plugin.

@@ -45,6 +45,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		`apisix_identity_cache_`,
 		`apisix_identity_keycloak_requests_total{endpoint=`,
 		`apisix_identity_orgsync_event_watcher_polls_total`,
+		// main builds the revocation store with the cache
+		`apisix_identity_cache_revocations_entries`,
+		`apisix_identity_cache_revocations_stored_total{result="shared"}`,
 	} {
 		assert.Contains(t, body, series)
 	}
