@@ -15,6 +15,10 @@ const (
 	ResourceGroupMembership        = "GROUP_MEMBERSHIP"
 	ResourceRealmRoleMapping       = "REALM_ROLE_MAPPING"
 	ResourceUser                   = "USER"
+	// ResourceUserSession: DELETE sessions/{sid} when an admin ends one session
+	// (representation {"offline":false} or {"offline":true}); the event does not
+	// name the session's user.
+	ResourceUserSession = "USER_SESSION"
 )
 
 // AdminEventQuery selects admin events. The realm must have adminEventsEnabled.

@@ -38,6 +38,10 @@ var (
 		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_polls_total",
 		Help: "Admin event polls, by result (ok, error, not_leader).",
 	}, []string{"result"})
+	metricRevocations = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_revocations_total",
+		Help: "Revocations the admin event watcher made, by cause (sign_out, session_deleted, user_disabled, user_deleted).",
+	}, []string{"cause"})
 	metricConfigErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
 		Help: "Route configs refused by orgsync (those routes answer 500).",

@@ -154,9 +154,15 @@ type Deps struct {
 	// Feed signs the change feed's entries (main: the assertion key ring). Without it entries are
 	// written unsigned, and the feed's verifying readers skip them.
 	Feed FeedSigner
-	// Revocations is the fleet's revocation store (sessions ended at
-	// Keycloak); main builds one per process and hands it to both plugins.
+	// Revocations receives the sessions the admin-event watcher sees end (an admin's sign-out of a
+	// user, the deletion of one session, a user disabled or deleted). Nil: the watcher revokes
+	// nothing, and those sessions end at the gateway only when their tokens do.
 	Revocations cache.Revoker
+	// RevocationLifetime is how long a revocation made by the watcher is kept: as long as a token of
+	// a session that ended can still be presented. Default DefaultRevocationLifetime (10 h, Keycloak's
+	// default SSO Session Max); set it to the realm's SSO Session Max (or its offline session
+	// maximum, if the gateway accepts offline tokens) when that is longer.
+	RevocationLifetime time.Duration
 }
 
 // Plugin is the orgsync plugin.

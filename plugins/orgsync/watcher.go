@@ -3,6 +3,7 @@ package orgsync
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,12 +23,13 @@ const (
 	watcherPosition = "orgsync:events:position"
 )
 
-// watchedResources are the admin events that change a cached claim. Groups
-// and role mappings are watched whatever the routes refresh: the watcher is
-// one per fleet, and an unneeded invalidation costs one refetch.
+// watchedResources are the admin events that change a cached claim or end
+// sessions. Groups and role mappings are watched whatever the routes refresh:
+// the watcher is one per fleet, and an unneeded invalidation costs one
+// refetch.
 var watchedResources = []string{
 	keycloak.ResourceOrganizationMembership, keycloak.ResourceOrganization, keycloak.ResourceUser,
-	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
+	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping, keycloak.ResourceUserSession,
 }
 
 // eventsPage is how many admin events one call asks for.
@@ -46,6 +48,9 @@ type Watcher struct {
 
 // StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
 func StartWatcher(d *Deps, interval time.Duration) *Watcher {
+	if d.Revocations == nil {
+		logger().Info("admin event watcher has no revocation store: sessions an admin ends are not revoked at the gateway")
+	}
 	w := &Watcher{deps: d, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
@@ -249,7 +254,13 @@ func (w *Watcher) poll(ctx context.Context) error {
 			if ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID] {
 				continue
 			}
-			users, err := affectedUsers(ctx, kc, ev)
+			// The revocation comes first: it is what ends a session at the
+			// gateway; an invalidation only refreshes claims.
+			err := w.revoke(ctx, ev)
+			var users []string
+			if err == nil {
+				users, err = affectedUsers(ctx, kc, ev)
+			}
 			if err == nil {
 				err = invalidateUsers(ctx, *w.deps, dedupe(users), InvalidatedByEvents)
 			}
@@ -293,5 +304,104 @@ func (w *Watcher) save(ctx context.Context, pos position) error {
 	if err := w.deps.Cache.SetState(ctx, watcherPosition, pos.String()); err != nil {
 		return fmt.Errorf("orgsync: watcher position not saved: %w", err)
 	}
+	return nil
+}
+
+// DefaultRevocationLifetime is how long the watcher keeps a revocation when
+// Deps.RevocationLifetime is zero: Keycloak's default SSO Session Max, the
+// longest a token of an ended session can still be presented with the
+// realm's defaults.
+const DefaultRevocationLifetime = 10 * time.Hour
+
+// Why the watcher revoked (metric label, log field).
+const (
+	RevokedBySignOut        = "sign_out"        // an admin signed the user out of every session
+	RevokedBySessionDeleted = "session_deleted" // an admin ended one session
+	RevokedByUserDisabled   = "user_disabled"
+	RevokedByUserDeleted    = "user_deleted"
+)
+
+// sessionEnd is what an admin event says about sessions: every session of
+// subject, or the one session sessionID, ended.
+type sessionEnd struct {
+	sessionID, subject, cause string
+}
+
+// endedSessions reads the sessions an admin event ends. Keycloak 26.5 and
+// 26.7 record (test/integration TestAdminEventsOfSessionEnds holds these):
+//
+//	sign-out of a user  USER ACTION users/{id}/logout
+//	one session ended   USER_SESSION DELETE sessions/{sid} (the user is not named)
+//	user disabled       USER UPDATE users/{id}, representation {"enabled":false,...}
+//	user deleted        USER DELETE users/{id}
+//
+// A user update recorded without its representation (the realm's "include
+// representation" off) is checked with Keycloak. nil: the event ends no session.
+func endedSessions(ctx context.Context, kc Directory, ev keycloak.AdminEvent) (*sessionEnd, error) {
+	parts := strings.Split(strings.Trim(ev.ResourcePath, "/"), "/")
+	switch {
+	case ev.ResourceType == keycloak.ResourceUserSession && ev.OperationType == "DELETE" &&
+		len(parts) == 2 && parts[0] == "sessions" && parts[1] != "":
+		return &sessionEnd{sessionID: parts[1], cause: RevokedBySessionDeleted}, nil
+	case ev.ResourceType != keycloak.ResourceUser || len(parts) < 2 || parts[0] != "users" || parts[1] == "":
+		return nil, nil
+	case ev.OperationType == "ACTION" && len(parts) == 3 && parts[2] == "logout":
+		return &sessionEnd{subject: parts[1], cause: RevokedBySignOut}, nil
+	case ev.OperationType == "DELETE" && len(parts) == 2:
+		return &sessionEnd{subject: parts[1], cause: RevokedByUserDeleted}, nil
+	case ev.OperationType == "UPDATE" && len(parts) == 2:
+		return disabledUser(ctx, kc, parts[1], ev.Representation)
+	}
+	return nil, nil
+}
+
+// disabledUser reads a user update: the session end if it disabled the user.
+func disabledUser(ctx context.Context, kc Directory, id, representation string) (*sessionEnd, error) {
+	var rep struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if representation != "" && json.Unmarshal([]byte(representation), &rep) == nil {
+		// Keycloak changes only what the body carries: no "enabled", no change.
+		if rep.Enabled != nil && !*rep.Enabled {
+			return &sessionEnd{subject: id, cause: RevokedByUserDisabled}, nil
+		}
+		return nil, nil
+	}
+	u, err := kc.User(ctx, id)
+	switch {
+	case errors.Is(err, keycloak.ErrUserNotFound):
+		return &sessionEnd{subject: id, cause: RevokedByUserDeleted}, nil
+	case err != nil:
+		return nil, fmt.Errorf("orgsync: account of updated user %s: %w", id, err)
+	case !u.Enabled:
+		return &sessionEnd{subject: id, cause: RevokedByUserDisabled}, nil
+	}
+	return nil, nil
+}
+
+// revoke records the sessions ev ends, if any, in the fleet's revocations:
+// one session by its id, or every session of a user issued at or before the
+// event (a new login after it is not affected). An error fails the poll, and
+// the event is handled again (revoking twice changes nothing).
+func (w *Watcher) revoke(ctx context.Context, ev keycloak.AdminEvent) error {
+	if w.deps.Revocations == nil {
+		return nil
+	}
+	end, err := endedSessions(ctx, w.deps.Keycloak, ev)
+	if err != nil || end == nil {
+		return err
+	}
+	lifetime := w.deps.RevocationLifetime
+	if lifetime <= 0 {
+		lifetime = DefaultRevocationLifetime
+	}
+	r := cache.Revocation{Issuer: w.deps.Keycloak.Issuer(), SessionID: end.sessionID, Subject: end.subject,
+		At: ev.Time, Until: time.Now().Add(lifetime)}
+	if err := w.deps.Revocations.Revoke(ctx, r); err != nil {
+		return fmt.Errorf("orgsync: revoking sessions (%s) of event %s: %w", end.cause, ev.ID, err)
+	}
+	metricRevocations.WithLabelValues(end.cause).Inc()
+	logger().Info("sessions revoked from an admin event", "cause", end.cause, "subject", end.subject,
+		"session", end.sessionID, "event_time", ev.Time.UTC().Format(time.RFC3339Nano))
 	return nil
 }

@@ -226,7 +226,7 @@ func TestBackchannelLogoutWhenAdminSignsTheUserOut(t *testing.T) {
 	bystander := kctest.CreateUser(t, "bcl-other")
 	unrelated := ls.client.Login(t, bystander.Username, bystander.Password)
 
-	kctest.AdminSignOut(t, ls.user.ID)
+	kctest.SignOutUser(t, ls.user.ID)
 	got := ls.front.all()
 	require.NotEmpty(t, got, "Keycloak sends back-channel logouts for an admin's sign-out")
 	t.Logf("admin sign-out of a user with %d sessions: %d logout tokens", len(sessions), len(got))

@@ -20,6 +20,8 @@ type Session struct {
 	AccessToken  string // raw JWT: X-Access-Token
 	IDToken      string // raw JWT: X-Raw-ID-Token
 	RefreshToken string
+	// clientID and clientSecret are the client that logged in (LogoutSession ends the session with them).
+	clientID, clientSecret string
 	// Userinfo is the raw JSON body of the realm's userinfo endpoint, which
 	// APISIX forwards as X-Userinfo (base64).
 	Userinfo []byte
@@ -82,7 +84,8 @@ func PasswordGrant(t testing.TB, clientID, clientSecret, username, password, sco
 	}
 	doJSON(t, http.MethodPost, s.Issuer+"/protocol/openid-connect/token", "", "application/x-www-form-urlencoded",
 		strings.NewReader(form.Encode()), http.StatusOK, &tok)
-	return &Session{AccessToken: tok.AccessToken, IDToken: tok.IDToken, RefreshToken: tok.RefreshToken}
+	return &Session{AccessToken: tok.AccessToken, IDToken: tok.IDToken, RefreshToken: tok.RefreshToken,
+		clientID: clientID, clientSecret: clientSecret}
 }
 
 // Refresh renews the session's tokens with its refresh token, as
@@ -107,4 +110,15 @@ func (sess *Session) Refresh(t testing.TB) {
 	if tok.RefreshToken != "" {
 		sess.RefreshToken = tok.RefreshToken
 	}
+}
+
+// LoginClient is Login through another confidential client of the realm
+// (one made by CreateClient, say): its tokens' audience and the sessions'
+// back-channel logout are that client's.
+func LoginClient(t testing.TB, clientID, clientSecret, username, password string) *Session {
+	t.Helper()
+	s := Env(t)
+	sess := PasswordGrant(t, clientID, clientSecret, username, password, DefaultScope)
+	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
+	return sess
 }

@@ -63,7 +63,8 @@ func (c *LogoutClient) Logout(t testing.TB, sess *Session) {
 		strings.NewReader(form.Encode()), http.StatusNoContent)
 }
 
-// SessionID is the Keycloak user session of the tokens: the access token's sid.
+// SessionID is the Keycloak user session of the tokens: the access token's sid
+// (what UserSessions lists and DeleteSession takes).
 func (s *Session) SessionID(t testing.TB) string {
 	t.Helper()
 	parts := strings.Split(s.AccessToken, ".")
@@ -90,9 +91,42 @@ func DeleteSession(t testing.TB, sessionID string) {
 	do(t, http.MethodDelete, adminURL(t, "sessions/"+url.PathEscape(sessionID)), AdminToken(t), "", nil, http.StatusNoContent)
 }
 
-// AdminSignOut signs the user out of every session as an admin does in the
-// console (the user's Sessions tab, Sign out), through the admin API.
-func AdminSignOut(t testing.TB, userID string) {
+// SignOutUser ends every session of the user, as the admin console's "Sign
+// out" of a user does (POST users/{id}/logout).
+func SignOutUser(t testing.TB, userID string) {
 	t.Helper()
-	do(t, http.MethodPost, adminURL(t, "users/"+url.PathEscape(userID)+"/logout"), AdminToken(t), "", nil, http.StatusNoContent)
+	do(t, http.MethodPost, adminURL(t, "users/"+url.PathEscape(userID)+"/logout"), AdminToken(t), "", nil,
+		http.StatusNoContent)
+}
+
+// UserSessions returns the ids of the user's (online) sessions; they are the
+// sid claims of the sessions' tokens.
+func UserSessions(t testing.TB, userID string) []string {
+	t.Helper()
+	var sessions []struct {
+		ID string `json:"id"`
+	}
+	doJSON(t, http.MethodGet, adminURL(t, "users/"+url.PathEscape(userID)+"/sessions"), AdminToken(t), "", nil,
+		http.StatusOK, &sessions)
+	ids := make([]string, 0, len(sessions))
+	for _, s := range sessions {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// LogoutSession ends sess at the realm's end-session endpoint with its
+// refresh token, as a relying party's back-channel-free logout does (POST
+// protocol/openid-connect/logout). Keycloak then sends a back-channel logout
+// to each client of the session that has a backchannel.logout.url.
+func LogoutSession(t testing.TB, sess *Session) {
+	t.Helper()
+	s := Env(t)
+	clientID, secret := sess.clientID, sess.clientSecret
+	if clientID == "" {
+		clientID, secret = s.ClientID, s.ClientSecret
+	}
+	form := url.Values{"client_id": {clientID}, "client_secret": {secret}, "refresh_token": {sess.RefreshToken}}
+	do(t, http.MethodPost, s.Issuer+"/protocol/openid-connect/logout", "", "application/x-www-form-urlencoded",
+		strings.NewReader(form.Encode()), http.StatusNoContent)
 }
