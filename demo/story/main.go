@@ -216,7 +216,7 @@ func (s *story) run(ctx context.Context) error {
 	if err := s.kc.signOut(ctx, s.userID); err != nil {
 		return fmt.Errorf("step 4: sign out: %w", err)
 	}
-	if err := s.sessionEnded(ctx, changed, "the admin call"); err != nil {
+	if err := s.sessionEnded(ctx, changed, time.Since(changed), "the admin call"); err != nil {
 		return fmt.Errorf("step 4: %w", err)
 	}
 	took, err = s.awaitWatcher(ctx, changed, "sign_out")
@@ -245,7 +245,7 @@ func (s *story) run(ctx context.Context) error {
 	if err := s.kc.logout(ctx, oidcClientID, oidcClientSecret, s.sess); err != nil {
 		return fmt.Errorf("step 6: %w", err)
 	}
-	if err := s.sessionEnded(ctx, changed, "the logout"); err != nil {
+	if err := s.sessionEnded(ctx, changed, time.Since(changed), "the logout"); err != nil {
 		return fmt.Errorf("step 6: %w", err)
 	}
 	fmt.Println("   (a logout is no admin event: Keycloak's logout token is the only signal)")
@@ -318,7 +318,8 @@ func (s *story) loginAgain(ctx context.Context, orgs ...string) error {
 // route's logout path (openid-connect then drops its session cookie and
 // sends her to Keycloak's login), and an API call of the same session gets
 // 401. It also tells what Keycloak posted to the back-channel route.
-func (s *story) sessionEnded(ctx context.Context, since time.Time, what string) error {
+// The call to Keycloak, sent at since, took call.
+func (s *story) sessionEnded(ctx context.Context, since time.Time, call time.Duration, what string) error {
 	got := s.front.take()
 	if len(got) == 0 {
 		fmt.Println("   (no logout token reached the back-channel route)")
@@ -341,7 +342,8 @@ func (s *story) sessionEnded(ctx context.Context, since time.Time, what string) 
 	if loc := res.ResponseHeader.Get("Location"); loc != logoutPath {
 		return fmt.Errorf("her browser was sent to %q, want %q", loc, logoutPath)
 	}
-	fmt.Printf("   her browser (Accept: text/html), same session headers, %s after %s (%s):\n", ms(took), what, plural(n, "request"))
+	fmt.Printf("   her browser (Accept: text/html), same session headers, %s after %s was sent (which took %s; %s):\n",
+		ms(took), what, ms(call), plural(n, "request"))
 	fmt.Printf("     status    %d\n     Location  %s  (openid-connect's logout_path: the APISIX session is destroyed, then\n", res.Status, logoutPath)
 	fmt.Println("               Keycloak's logout and login pages: a fresh login, no loop on a dead session)")
 	res, err = s.request(ctx, asAPI)
