@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make demo`: a membership change in Keycloak reaching the app without a new login, with no Docker.
+# `make demo`: membership changes in Keycloak reaching the app without a new login, and sessions ended in Keycloak
+# (an admin's sign-out, a logout) sending the browser to a fresh login at the gateway, with no Docker.
 #
 # Starts a Redis of its own (scripts/redis.sh, under .work/demo) and the test Keycloak (scripts/keycloak.sh; a
 # Keycloak that is already running from its env file is used as it is), builds the runner, then runs demo/story:
 # the real runner binary, started and driven the way APISIX does it (test/apisix), and Alice's story told step by
-# step. On exit, success, failure or Ctrl-C alike, the story restores Alice and stops the runner, and this script
-# stops what it started.
+# step. For the run, the story points the apisix client's back-channel logout URL at a loopback server of its own.
+# On exit, success, failure or Ctrl-C alike, the story restores Alice and that URL and stops the runner, and this
+# script stops what it started.
 #
 # Settings (environment): KC_ENV_FILE, KC_WORK_DIR and the other KC_* of scripts/keycloak.sh;
 #   DEMO_DIR     work directory for the demo's Redis and binaries. Default <repo>/.work/demo.

@@ -38,8 +38,9 @@ func (k *keycloak) admin(path string) string {
 
 // session is what APISIX's openid-connect keeps after a login.
 type session struct {
-	accessToken string // forwarded as X-Access-Token
-	userinfo    []byte // the realm's userinfo answer, forwarded base64 as X-Userinfo
+	accessToken  string // forwarded as X-Access-Token
+	refreshToken string // what openid-connect's logout hands Keycloak's end-session endpoint
+	userinfo     []byte // the realm's userinfo answer, forwarded base64 as X-Userinfo
 }
 
 func (s *session) userinfoHeader() string { return base64.StdEncoding.EncodeToString(s.userinfo) }
@@ -56,7 +57,8 @@ func (k *keycloak) login(ctx context.Context, clientID, clientSecret, username, 
 		"scope":         {scope},
 	}
 	var tok struct {
-		AccessToken string `json:"access_token"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
 	}
 	if err := k.callJSON(ctx, http.MethodPost, k.issuer()+"/protocol/openid-connect/token", "",
 		"application/x-www-form-urlencoded", strings.NewReader(form.Encode()), http.StatusOK, &tok); err != nil {
@@ -69,7 +71,116 @@ func (k *keycloak) login(ctx context.Context, clientID, clientSecret, username, 
 	if st != http.StatusOK {
 		return nil, fmt.Errorf("userinfo of %s: status %d: %s", username, st, body)
 	}
-	return &session{accessToken: tok.AccessToken, userinfo: body}, nil
+	return &session{accessToken: tok.AccessToken, refreshToken: tok.RefreshToken, userinfo: body}, nil
+}
+
+// sessionID is the Keycloak session the access token names (its sid).
+func (s *session) sessionID() string {
+	parts := strings.Split(s.accessToken, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		SID string `json:"sid"`
+	}
+	_ = json.Unmarshal(b, &claims)
+	return claims.SID
+}
+
+// logout ends the session at the realm's end-session endpoint with its
+// refresh token, as openid-connect's logout_path (or another application's
+// logout) does. Keycloak sends its back-channel logouts before it answers.
+func (k *keycloak) logout(ctx context.Context, clientID, clientSecret string, s *session) error {
+	form := url.Values{"client_id": {clientID}, "client_secret": {clientSecret}, "refresh_token": {s.refreshToken}}
+	st, b, err := k.call(ctx, http.MethodPost, k.issuer()+"/protocol/openid-connect/logout", "",
+		"application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("logout: %w", err)
+	}
+	if st != http.StatusNoContent {
+		return fmt.Errorf("logout: status %d: %s", st, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// signOut ends every session of the user, as the admin console's "Sign out"
+// of a user does.
+func (k *keycloak) signOut(ctx context.Context, userID string) error {
+	_, _, err := k.adminCall(ctx, http.MethodPost, "users/"+url.PathEscape(userID)+"/logout", "", nil, http.StatusNoContent)
+	return err
+}
+
+// sessions lists the ids of the user's Keycloak sessions.
+func (k *keycloak) sessions(ctx context.Context, userID string) ([]string, error) {
+	b, _, err := k.adminCall(ctx, http.MethodGet, "users/"+url.PathEscape(userID)+"/sessions", "", nil, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("sessions of %s: %w", userID, err)
+	}
+	ids := make([]string, 0, len(list))
+	for _, s := range list {
+		ids = append(ids, s.ID)
+	}
+	return ids, nil
+}
+
+// backchannelURL reads the client's back-channel logout URL; the second
+// result is the client's internal id, which setBackchannelURL takes.
+func (k *keycloak) backchannelURL(ctx context.Context, clientID string) (string, string, error) {
+	q := url.Values{"clientId": {clientID}}
+	b, _, err := k.adminCall(ctx, http.MethodGet, "clients?"+q.Encode(), "", nil, http.StatusOK)
+	if err != nil {
+		return "", "", err
+	}
+	var clients []struct {
+		ID         string            `json:"id"`
+		ClientID   string            `json:"clientId"`
+		Attributes map[string]string `json:"attributes"`
+	}
+	if err := json.Unmarshal(b, &clients); err != nil {
+		return "", "", fmt.Errorf("clients: %w", err)
+	}
+	for _, c := range clients {
+		if c.ClientID == clientID {
+			return c.Attributes["backchannel.logout.url"], c.ID, nil
+		}
+	}
+	return "", "", fmt.Errorf("no client %q in realm %s", clientID, k.realm)
+}
+
+// setBackchannelURL changes the client's back-channel logout URL and nothing
+// else: the whole representation is read and written back, as a partial one
+// would reset what it leaves out.
+func (k *keycloak) setBackchannelURL(ctx context.Context, id, u string) error {
+	b, _, err := k.adminCall(ctx, http.MethodGet, "clients/"+url.PathEscape(id), "", nil, http.StatusOK)
+	if err != nil {
+		return err
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("client %s: %w", id, err)
+	}
+	attrs, _ := rep["attributes"].(map[string]any)
+	if attrs == nil {
+		attrs = map[string]any{}
+	}
+	attrs["backchannel.logout.url"] = u
+	rep["attributes"] = attrs
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	_, _, err = k.adminCall(ctx, http.MethodPut, "clients/"+url.PathEscape(id), "application/json", body, http.StatusNoContent)
+	return err
 }
 
 // token returns a master realm admin token (admin-cli password grant), cached

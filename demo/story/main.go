@@ -1,14 +1,30 @@
 // Command story is the terminal demo behind `make demo` (scripts/demo.sh).
 // It starts the real runner binary as APISIX starts it, plays APISIX with
 // test/apisix, and tells the story of one user, Alice, whose organizations
-// change in Keycloak while her gateway session stays the same:
+// change in Keycloak while her gateway session stays the same, and whose
+// sessions then end in Keycloak:
 //
 //  1. Alice logs in and reaches the app with organizations [acme];
 //  2. an admin adds her to globex through Keycloak's admin API; her next
 //     requests, with no new login, show [acme globex];
 //  3. she is removed from acme: [globex];
-//  4. her account is disabled: she is refused (401 account_disabled);
-//  5. Alice is restored and the runner stopped, even on failure or Ctrl-C.
+//  4. an admin signs her out (admin API): her browser, with the same session
+//     headers, is sent to the route's logout path (302 /logout, a fresh
+//     login) and an API call of the session gets 401 session_revoked;
+//     Keycloak's logout token reaches the back-channel route, and the
+//     admin-event watcher revokes every session of hers issued before;
+//  5. she logs in again and reaches the app;
+//  6. she logs out at Keycloak's end-session endpoint: the same 302 and 401,
+//     from Keycloak's logout token alone;
+//  7. she logs in once more;
+//  8. her account is disabled: she is refused (401);
+//  9. Alice and the apisix client are restored and the runner stopped, even
+//     on failure or Ctrl-C.
+//
+// The story plays APISIX's HTTP side of the back-channel logout route too: it
+// serves it on a loopback port, points the apisix client's
+// backchannel.logout.url there for the run, and hands each logout token to
+// the runner through the plugin runner protocol.
 //
 // Each step must happen within -timeout (10 s) or the command exits 1.
 //
@@ -28,6 +44,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -49,6 +67,13 @@ const (
 	scope            = "openid profile email organization:*"
 	user             = "alice"
 	password         = "alice-password"
+
+	// realmBackchannelURL is the apisix client's back-channel logout URL
+	// in the realm file; the story points it at its own front for the run.
+	realmBackchannelURL = "http://127.0.0.1:9080/identity/backchannel-logout"
+	// logoutPath is the app route's openid-connect logout_path (its
+	// default), where on_revoked sends a browser.
+	logoutPath = "/logout"
 )
 
 type story struct {
@@ -56,8 +81,12 @@ type story struct {
 	runner  *apisix.Runner
 	gw      *apisix.Gateway
 	route   *apisix.Route
+	front   *front
 	sess    *session
 	timeout time.Duration
+
+	metricsAddr string // the runner's /metrics, where the watcher's revocations are counted
+	clientUUID  string // the apisix client's internal id, once its back-channel URL is the front's
 
 	userID        string
 	acme, globex  string // organization ids
@@ -127,7 +156,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "\nDEMO FAILED in the cleanup: %v\n", cleanupErr)
 		os.Exit(1)
 	}
-	fmt.Println("\nDone: one login, three changes in Keycloak, and the app saw each of them within seconds.")
+	fmt.Println("\nDone: three changes in Keycloak reached the app within seconds with no new login; two ends of her")
+	fmt.Println("session in Keycloak (an admin's sign-out, her own logout) sent her browser to a fresh login and refused")
+	fmt.Println("her API calls at once; her disabled account was refused within seconds.")
 }
 
 func (s *story) run(ctx context.Context) error {
@@ -136,15 +167,13 @@ func (s *story) run(ctx context.Context) error {
 	}
 
 	step(1, "Alice logs in")
-	sess, err := s.kc.login(ctx, oidcClientID, oidcClientSecret, user, password, scope)
-	if err != nil {
+	if err := s.login(ctx); err != nil {
 		return fmt.Errorf("step 1: %w", err)
 	}
-	s.sess = sess
 	fmt.Printf("   password grant on client %q, scope %q, then the realm's userinfo endpoint\n", oidcClientID, scope)
 	fmt.Printf("   her session now holds X-Userinfo with organization %s (frozen at login, as openid-connect keeps it)\n",
-		claimSummary(sessionClaim(sess)))
-	res, took, n, err := s.await(ctx, time.Now(), func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "acme") })
+		claimSummary(sessionClaim(s.sess)))
+	res, took, n, err := s.await(ctx, time.Now(), asBrowser, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "acme") })
 	if err != nil {
 		return fmt.Errorf("step 1: Alice did not reach the app with [acme]: %w", err)
 	}
@@ -158,7 +187,7 @@ func (s *story) run(ctx context.Context) error {
 	}
 	changed := time.Now()
 	fmt.Println("   no new login: the same session headers, polled every 100 ms")
-	res, took, n, err = s.await(ctx, changed, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "acme", "globex") })
+	res, took, n, err = s.await(ctx, changed, asBrowser, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "acme", "globex") })
 	if err != nil {
 		return fmt.Errorf("step 2: globex did not reach the app: %w", err)
 	}
@@ -172,29 +201,182 @@ func (s *story) run(ctx context.Context) error {
 		return fmt.Errorf("step 3: remove from acme: %w", err)
 	}
 	changed = time.Now()
-	res, took, n, err = s.await(ctx, changed, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "globex") })
+	res, took, n, err = s.await(ctx, changed, asBrowser, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, "globex") })
 	if err != nil {
 		return fmt.Errorf("step 3: the removal from acme did not reach the app: %w", err)
 	}
 	fmt.Printf("   acme is gone for the app %s after the admin call (%s):\n", ms(took), plural(n, "request"))
 	appView(res)
 
-	step(4, "Her account is disabled")
+	step(4, "An admin signs her out (admin console: Users, alice, Sign out)")
+	fmt.Printf("   POST /admin/realms/%s/users/%s/logout\n", s.kc.realm, s.userID)
+	// Timed from before the call: Keycloak posts its logout tokens before it
+	// answers, and that is part of the time.
+	changed = time.Now()
+	if err := s.kc.signOut(ctx, s.userID); err != nil {
+		return fmt.Errorf("step 4: sign out: %w", err)
+	}
+	if err := s.sessionEnded(ctx, changed, time.Since(changed), "the admin call"); err != nil {
+		return fmt.Errorf("step 4: %w", err)
+	}
+	took, err = s.awaitWatcher(ctx, changed, "sign_out")
+	if err != nil {
+		return fmt.Errorf("step 4: %w", err)
+	}
+	fmt.Printf("   the watcher read the admin event USER ACTION users/%s/logout %s after the call and revoked\n", s.userID, ms(took))
+	fmt.Println("   every session of hers issued before it, on every runner sharing the Redis")
+
+	step(5, "She logs in again")
+	// A token's iat is in whole seconds and the sign-out revokes sessions
+	// issued at or before its event time: a login in that same second would
+	// count as before it (and be sent to log in again).
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Until(time.Now().Truncate(time.Second).Add(time.Second))):
+	}
+	if err := s.loginAgain(ctx, "globex"); err != nil {
+		return fmt.Errorf("step 5: %w", err)
+	}
+
+	step(6, "She logs out in Keycloak (its end-session endpoint, as an application's logout does)")
+	fmt.Printf("   POST /realms/%s/protocol/openid-connect/logout  client %q, her refresh token\n", s.kc.realm, oidcClientID)
+	changed = time.Now()
+	if err := s.kc.logout(ctx, oidcClientID, oidcClientSecret, s.sess); err != nil {
+		return fmt.Errorf("step 6: %w", err)
+	}
+	if err := s.sessionEnded(ctx, changed, time.Since(changed), "the logout"); err != nil {
+		return fmt.Errorf("step 6: %w", err)
+	}
+	fmt.Println("   (a logout is no admin event: Keycloak's logout token is the only signal)")
+
+	step(7, "She logs in once more")
+	if err := s.loginAgain(ctx, "globex"); err != nil {
+		return fmt.Errorf("step 7: %w", err)
+	}
+
+	step(8, "Her account is disabled")
 	fmt.Printf("   PUT /admin/realms/%s/users/%s  {\"enabled\":false}\n", s.kc.realm, s.userID)
 	if err := s.kc.setEnabled(ctx, s.userID, false); err != nil {
-		return fmt.Errorf("step 4: disable: %w", err)
+		return fmt.Errorf("step 8: disable: %w", err)
 	}
 	changed = time.Now()
-	res, took, n, err = s.await(ctx, changed, func(r *apisix.Result) bool { return !r.Upstream && r.Status == http.StatusUnauthorized })
+	res, took, n, err = s.await(ctx, changed, asAPI, func(r *apisix.Result) bool { return !r.Upstream && r.Status == http.StatusUnauthorized })
 	if err != nil {
-		return fmt.Errorf("step 4: the disabled account was not refused: %w", err)
+		return fmt.Errorf("step 8: the disabled account was not refused: %w", err)
 	}
-	fmt.Printf("   refused %s after the admin call (%s): the app never sees the request\n", ms(took), plural(n, "request"))
+	fmt.Printf("   her API calls are refused %s after the admin call (%s): the app never sees them\n", ms(took), plural(n, "request"))
 	fmt.Printf("     status  %d\n     reason  %s\n", res.Status, reasonOf(res))
-	if r := reasonOf(res); r != "account_disabled" {
-		return fmt.Errorf("step 4: refused with reason %q, want account_disabled", r)
+	// Both come from the watcher's reading of the same admin event (USER
+	// UPDATE, enabled false): it revokes her sessions, which userinfo
+	// refuses, and drops her cached account, which orgsync's account check
+	// then refuses. Whichever a request meets first names the reason.
+	switch r := reasonOf(res); r {
+	case "session_revoked":
+		fmt.Println("   the watcher read the admin event (USER UPDATE, enabled false) and revoked every session of hers")
+		fmt.Println("   (orgsync's account check would refuse her as account_disabled too; userinfo's revocation check runs first)")
+	case "account_disabled":
+		fmt.Println("   orgsync's account check found her disabled in Keycloak after the watcher read the admin event")
+	default:
+		return fmt.Errorf("step 8: refused with reason %q, want session_revoked or account_disabled", r)
+	}
+	if len(s.front.take()) == 0 {
+		fmt.Println("   (Keycloak sent no logout token for it: the admin event is the only signal)")
 	}
 	return nil
+}
+
+// login starts a new session of Alice, as openid-connect does at a login.
+func (s *story) login(ctx context.Context) error {
+	sess, err := s.kc.login(ctx, oidcClientID, oidcClientSecret, user, password, scope)
+	if err != nil {
+		return err
+	}
+	s.sess = sess
+	return nil
+}
+
+// loginAgain is a fresh login after her session ended: a new Keycloak
+// session, which reaches the app with the organizations she has now.
+func (s *story) loginAgain(ctx context.Context, orgs ...string) error {
+	old := s.sess.sessionID()
+	if err := s.login(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("   a new login: Keycloak session %s (the ended one was %s)\n", s.sess.sessionID(), old)
+	res, took, n, err := s.await(ctx, time.Now(), asBrowser, func(r *apisix.Result) bool { return r.Upstream && sameOrgs(r, orgs...) })
+	if err != nil {
+		return fmt.Errorf("the new session did not reach the app with %v: %w", orgs, err)
+	}
+	fmt.Printf("   she reaches the app again (%s, %s):\n", plural(n, "request"), ms(took))
+	appView(res)
+	return nil
+}
+
+// sessionEnded shows Alice's session, ended in Keycloak at since, refused at
+// the gateway: her browser, with the same session headers, is sent to the
+// route's logout path (openid-connect then drops its session cookie and
+// sends her to Keycloak's login), and an API call of the same session gets
+// 401. It also tells what Keycloak posted to the back-channel route.
+// The call to Keycloak, sent at since, took call.
+func (s *story) sessionEnded(ctx context.Context, since time.Time, call time.Duration, what string) error {
+	got := s.front.take()
+	if len(got) == 0 {
+		fmt.Println("   (no logout token reached the back-channel route)")
+	}
+	for _, d := range got {
+		whose := "another session"
+		if d.sub == s.userID {
+			whose = "her session " + d.sid
+		}
+		fmt.Printf("   Keycloak posted a logout token for %s to the back-channel route before it answered;\n", whose)
+		fmt.Printf("   the runner verified it, revoked the session fleet-wide and answered %d\n", d.status)
+		if d.status != http.StatusOK {
+			return fmt.Errorf("the back-channel route answered %d: %s", d.status, d.body)
+		}
+	}
+	res, took, n, err := s.await(ctx, since, asBrowser, func(r *apisix.Result) bool { return !r.Upstream && r.Status == http.StatusFound })
+	if err != nil {
+		return fmt.Errorf("her browser was not sent to a fresh login: %w", err)
+	}
+	if loc := res.ResponseHeader.Get("Location"); loc != logoutPath {
+		return fmt.Errorf("her browser was sent to %q, want %q", loc, logoutPath)
+	}
+	fmt.Printf("   her browser (Accept: text/html), same session headers, %s after %s was sent (which took %s; %s):\n",
+		ms(took), what, ms(call), plural(n, "request"))
+	fmt.Printf("     status    %d\n     Location  %s  (openid-connect's logout_path: the APISIX session is destroyed, then\n", res.Status, logoutPath)
+	fmt.Println("               Keycloak's logout and login pages: a fresh login, no loop on a dead session)")
+	res, err = s.request(ctx, asAPI)
+	if err != nil {
+		return err
+	}
+	if res.Upstream || res.Status != http.StatusUnauthorized || reasonOf(res) != "session_revoked" {
+		return fmt.Errorf("an API call of the ended session got %s, want 401 session_revoked", describe(res))
+	}
+	fmt.Printf("   an API call of the same session (Accept: application/json): %d %s\n", res.Status, reasonOf(res))
+	return nil
+}
+
+// awaitWatcher waits until the runner's admin-event watcher has counted a
+// revocation for cause, and returns the time since since.
+func (s *story) awaitWatcher(ctx context.Context, since time.Time, cause string) (time.Duration, error) {
+	for {
+		n, err := watcherRevocations(ctx, s.metricsAddr, cause)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			return time.Since(since), nil
+		}
+		if time.Since(since) > s.timeout {
+			return 0, fmt.Errorf("the watcher revoked nothing for %s within %s", cause, s.timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // setUp finds Alice and the organizations, puts Alice back in the realm's
@@ -224,6 +406,10 @@ func (s *story) setUp(ctx context.Context) error {
 		}
 	}
 
+	s.metricsAddr, err = freeAddr()
+	if err != nil {
+		return fmt.Errorf("set-up: a port for the runner's metrics: %w", err)
+	}
 	env := []string{
 		"KEYCLOAK_URL=" + s.kc.base,
 		"KEYCLOAK_REALM=" + s.kc.realm,
@@ -233,6 +419,7 @@ func (s *story) setUp(ctx context.Context) error {
 		"REDIS_URL=" + s.redisURL,
 		"REDIS_VALUE_SECRET=" + randomSecret(),
 		"RUNNER_LOG_LEVEL=warn",
+		"RUNNER_METRICS_ADDR=" + s.metricsAddr,
 	}
 	s.runner, err = apisix.StartRunner(apisix.RunnerOptions{Binary: s.runnerBinary, Args: []string{"run"}, Env: env,
 		StopTimeout: 5 * time.Second})
@@ -240,12 +427,32 @@ func (s *story) setUp(ctx context.Context) error {
 		return fmt.Errorf("set-up: start the runner: %w", err)
 	}
 	s.gw = apisix.NewGateway(s.runner.Socket())
-	userinfoConf := fmt.Sprintf(`{"issuer":%q,"audience":%q,"assertion":{"audience":"demo-app"}}`, s.kc.issuer(), oidcClientID)
+	userinfoConf := fmt.Sprintf(`{"issuer":%q,"audience":%q,"assertion":{"audience":"demo-app"},"on_revoked":{"redirect":%q}}`,
+		s.kc.issuer(), oidcClientID, logoutPath)
 	orgsyncConf := `{"fresh_ttl":"30s","stale_ttl":"10m"}`
 	s.route = &apisix.Route{ID: "demo-app", Conf: []apisix.PluginConf{
 		{Name: "userinfo", Value: userinfoConf},
 		{Name: "orgsync", Value: orgsyncConf},
 	}}
+	logoutConf := fmt.Sprintf(`{"backchannel_logout":true,"issuer":%q,"audience":%q}`, s.kc.issuer(), oidcClientID)
+	s.front, err = startFront(s.gw, &apisix.Route{ID: "backchannel-logout", Conf: []apisix.PluginConf{
+		{Name: "userinfo", Value: logoutConf},
+	}})
+	if err != nil {
+		return fmt.Errorf("set-up: the back-channel front: %w", err)
+	}
+	current, id, err := s.kc.backchannelURL(ctx, oidcClientID)
+	if err != nil {
+		return fmt.Errorf("set-up: %w", err)
+	}
+	if current != realmBackchannelURL {
+		fmt.Printf("(the %s client's back-channel logout URL was left at %q by an earlier run: it is put back at the end)\n",
+			oidcClientID, current)
+	}
+	if err := s.kc.setBackchannelURL(ctx, id, s.front.url()); err != nil {
+		return fmt.Errorf("set-up: point the %s client's back-channel logout at the front: %w", oidcClientID, err)
+	}
+	s.clientUUID = id
 
 	fmt.Println("The cast:")
 	fmt.Printf("  Keycloak  %s, realm %s; Alice is in acme\n", s.kc.base, s.kc.realm)
@@ -254,6 +461,9 @@ func (s *story) setUp(ctx context.Context) error {
 	fmt.Println("  APISIX    played by test/apisix; the app route runs ext-plugin-post-req with")
 	fmt.Printf("              userinfo %s\n", userinfoConf)
 	fmt.Printf("              orgsync  %s\n", orgsyncConf)
+	fmt.Printf("            and the back-channel logout route %s, which Keycloak's logout tokens reach\n", backchannelPath)
+	fmt.Printf("            (the %s client's backchannel.logout.url points at %s for the run) with\n", oidcClientID, s.front.url())
+	fmt.Printf("              userinfo %s\n", logoutConf)
 	fmt.Println("  app       shown as what it receives from the gateway")
 	return nil
 }
@@ -285,7 +495,7 @@ func (s *story) cleanup(ok bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if ok {
-		step(5, "Cleanup")
+		step(9, "Cleanup")
 	} else {
 		fmt.Println("\n== Cleanup")
 	}
@@ -296,6 +506,16 @@ func (s *story) cleanup(ok bool) error {
 		} else {
 			fmt.Println("   alice restored: enabled, in acme, not in globex")
 		}
+	}
+	if s.clientUUID != "" {
+		if err := s.kc.setBackchannelURL(ctx, s.clientUUID, realmBackchannelURL); err != nil {
+			errs = append(errs, fmt.Errorf("restore the %s client's back-channel logout URL: %w", oidcClientID, err))
+		} else {
+			fmt.Printf("   the %s client's back-channel logout URL is the realm file's again\n", oidcClientID)
+		}
+	}
+	if s.front != nil {
+		s.front.close()
 	}
 	if s.runner != nil {
 		s.gw.Close()
@@ -311,23 +531,40 @@ func (s *story) cleanup(ok bool) error {
 	return errors.Join(errs...)
 }
 
+// client is who sends Alice's request: her browser navigating to the app,
+// or a script of the app calling its API with her session.
+type client int
+
+const (
+	asBrowser client = iota
+	asAPI
+)
+
+// request sends Alice's request once, with her session's headers as
+// openid-connect forwards them.
+func (s *story) request(ctx context.Context, as client) (*apisix.Result, error) {
+	h := http.Header{
+		"Host":           {"app.example.org"},
+		"X-Userinfo":     {s.sess.userinfoHeader()},
+		"X-Access-Token": {s.sess.accessToken},
+	}
+	if as == asAPI {
+		h.Set("Accept", "application/json")
+	} else {
+		h.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+		h.Set("Sec-Fetch-Mode", "navigate")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return s.gw.Do(ctx, s.route, &apisix.Request{Method: http.MethodGet, Path: "/app", Header: h, SrcIP: "192.0.2.10"})
+}
+
 // await sends Alice's request every 100 ms until done holds, and returns the
 // result, the time since `since` and the number of requests sent.
-func (s *story) await(ctx context.Context, since time.Time, done func(*apisix.Result) bool) (*apisix.Result, time.Duration, int, error) {
+func (s *story) await(ctx context.Context, since time.Time, as client, done func(*apisix.Result) bool) (*apisix.Result, time.Duration, int, error) {
 	var last *apisix.Result
 	for n := 1; ; n++ {
-		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		res, err := s.gw.Do(callCtx, s.route, &apisix.Request{
-			Method: http.MethodGet,
-			Path:   "/app",
-			Header: http.Header{
-				"Host":           {"app.example.org"},
-				"X-Userinfo":     {s.sess.userinfoHeader()},
-				"X-Access-Token": {s.sess.accessToken},
-			},
-			SrcIP: "192.0.2.10",
-		})
-		cancel()
+		res, err := s.request(ctx, as)
 		if err != nil {
 			return nil, 0, n, err
 		}
@@ -461,4 +698,45 @@ func randomSecret() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
+}
+
+// freeAddr is a loopback address with a port free now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// watcherRevocations reads from the runner's /metrics how many revocations
+// the admin-event watcher made for cause.
+func watcherRevocations(ctx context.Context, addr, cause string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("runner metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("runner metrics: %w", err)
+	}
+	prefix := `apisix_identity_orgsync_event_watcher_revocations_total{cause="` + cause + `"} `
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			var n float64
+			if _, err := fmt.Sscan(v, &n); err != nil {
+				return 0, fmt.Errorf("runner metrics: %q: %w", line, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, nil
 }
