@@ -18,8 +18,8 @@ import (
 func TestSessionIsKeptPerAudience(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	p := New(Deps{Keys: testKeys})
-	mine := newRouteOf(t, p, confFor(is, `,"audience":"apisix"`)) // the token's azp
-	other := newRouteOf(t, p, confFor(is, `,"audience":"billing"`))
+	mine := newRouteOf(t, p, confFor(is, "")) // audience "apisix", the token's azp
+	other := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"billing","assertion":{"audience":"mitxonline","ttl":"60s"}}`, is.URL))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
 
 	w, _ := mine.do(headers)
@@ -57,8 +57,8 @@ func TestSessionIsKeptPerVerifier(t *testing.T) {
 func TestRenderingIsNotReusedAcrossRouteSettings(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	p := New(Deps{Keys: testKeys})
-	routeA := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"assertion":{"audience":"app-a","ttl":"60s"},"claim_headers":{"X-User-Id":"sub"}}`, is.URL))
-	routeB := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"assertion":{"audience":"app-b","ttl":"60s"},"claim_headers":{"X-Mail":"email"}}`, is.URL))
+	routeA := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"apisix","assertion":{"audience":"app-a","ttl":"60s"},"claim_headers":{"X-User-Id":"sub"}}`, is.URL))
+	routeB := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"apisix","assertion":{"audience":"app-b","ttl":"60s"},"claim_headers":{"X-Mail":"email"}}`, is.URL))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "email": "alice@example.org"})
 
 	for i := range 3 {
