@@ -48,6 +48,11 @@ type Token struct {
 	Subject string
 	Issuer  string
 	Expiry  time.Time
+	// IssuedAt is iat; zero when the token has none.
+	IssuedAt time.Time
+	// SessionID is sid (Keycloak's session_state before 26), "" when
+	// the token names no session.
+	SessionID string
 	// Audience is the token's aud, as the token says it.
 	Audience []string
 	// AuthorizedParty is azp: the client the token was issued to.
@@ -179,7 +184,7 @@ func typeIs(tok *Token, want string) bool {
 // size is what a verdict costs in the cache, roughly: its claims and the
 // fixed overhead of the entry.
 func (t *Token) size() int64 {
-	n := 256 + len(t.Subject) + len(t.Issuer) + len(t.AuthorizedParty) + len(t.Type)
+	n := 256 + len(t.Subject) + len(t.Issuer) + len(t.AuthorizedParty) + len(t.Type) + len(t.SessionID)
 	for _, a := range t.Audience {
 		n += len(a) + 16
 	}
@@ -190,15 +195,26 @@ func (t *Token) size() int64 {
 }
 
 func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token, error) {
+	payload, _, err := v.verifyJWS(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.checkClaims(payload)
+}
+
+// verifyJWS checks raw's signature with the issuer's keys (asymmetric
+// algorithms only) and returns the payload and the protected header's typ.
+// A payload naming another issuer is refused before any key lookup.
+func (v *TokenVerifier) verifyJWS(ctx context.Context, raw string) ([]byte, string, error) {
 	if strings.Count(raw, ".") != 2 {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "not a compact JWS"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "not a compact JWS"}
 	}
 	jws, err := jose.ParseSigned(raw, allowedAlgorithms)
 	if err != nil {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "unparsable or unsupported algorithm"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "unparsable or unsupported algorithm"}
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, &TokenError{Reason: ReasonMalformed, Detail: "want exactly one signature"}
+		return nil, "", &TokenError{Reason: ReasonMalformed, Detail: "want exactly one signature"}
 	}
 	// Read iss before the key lookup: a token of another realm names a kid
 	// this key set lacks, and "wrong issuer" is both the truer reason and no
@@ -207,21 +223,22 @@ func (v *TokenVerifier) verifySignature(ctx context.Context, raw string) (*Token
 		Issuer string `json:"iss"`
 	}
 	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified) == nil && unverified.Issuer != v.issuer {
-		return nil, &TokenError{Reason: ReasonWrongIssuer, Detail: fmt.Sprintf("issuer %q, want %q", unverified.Issuer, v.issuer)}
+		return nil, "", &TokenError{Reason: ReasonWrongIssuer, Detail: fmt.Sprintf("issuer %q, want %q", unverified.Issuer, v.issuer)}
 	}
 	kid := jws.Signatures[0].Header.KeyID
 	key, err := v.keys.Key(ctx, kid)
 	if err != nil {
 		if errors.Is(err, ErrKeysUnavailable) {
-			return nil, &TokenError{Reason: ReasonKeysUnavailable, Detail: err.Error()}
+			return nil, "", &TokenError{Reason: ReasonKeysUnavailable, Detail: err.Error()}
 		}
-		return nil, &TokenError{Reason: ReasonUnknownKey, Detail: fmt.Sprintf("kid %q", kid)}
+		return nil, "", &TokenError{Reason: ReasonUnknownKey, Detail: fmt.Sprintf("kid %q", kid)}
 	}
 	payload, err := jws.Verify(key)
 	if err != nil {
-		return nil, &TokenError{Reason: ReasonBadSignature}
+		return nil, "", &TokenError{Reason: ReasonBadSignature}
 	}
-	return v.checkClaims(payload)
+	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
+	return payload, typ, nil
 }
 
 func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
@@ -238,6 +255,8 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 		Audience  audience     `json:"aud"`
 		Type      string       `json:"typ"`
 		Azp       string       `json:"azp"`
+		SessionID string       `json:"sid"`
+		State     string       `json:"session_state"`
 	}
 	if err := json.Unmarshal(payload, &std); err != nil {
 		return nil, &TokenError{Reason: ReasonMalformed, Detail: "registered claims have wrong types"}
@@ -258,8 +277,15 @@ func (v *TokenVerifier) checkClaims(payload []byte) (*Token, error) {
 	if std.IssuedAt != nil && now.Add(v.opts.Leeway).Before(std.IssuedAt.Time()) {
 		return nil, &TokenError{Reason: ReasonNotYetValid, Detail: "issued in the future"}
 	}
-	return &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: std.Audience,
-		AuthorizedParty: std.Azp, Type: std.Type, Claims: claims}, nil
+	tok := &Token{Subject: std.Subject, Issuer: std.Issuer, Expiry: std.Expiry.Time(), Audience: std.Audience,
+		AuthorizedParty: std.Azp, Type: std.Type, SessionID: std.SessionID, Claims: claims}
+	if std.IssuedAt != nil {
+		tok.IssuedAt = std.IssuedAt.Time()
+	}
+	if tok.SessionID == "" {
+		tok.SessionID = std.State
+	}
+	return tok, nil
 }
 
 func hasAudience(t *Token, want string) bool {

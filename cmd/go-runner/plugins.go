@@ -5,6 +5,7 @@ import (
 
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
@@ -15,7 +16,11 @@ import (
 // them to the runner library, before runner.Run: nothing is read from
 // package globals, so tests build the same plugins with fakes.
 func registerPlugins(s *services, keys *assertion.KeyRing) error {
-	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys})
+	revocations, err := cache.NewRevocations(s.cache, cache.RevocationOptions{})
+	if err != nil {
+		return fmt.Errorf("revocation store: %w", err)
+	}
+	ui := userinfo.New(userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys, Revocations: revocations, Cache: s.cache})
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
 	deps := orgsync.Deps{Feed: keys}

@@ -98,12 +98,25 @@ func (is *Issuer) Sign(claims map[string]any) string {
 	return SignWith(is.t, key, kid, claims)
 }
 
+// SignType signs claims with the newest key and typ in the JWS header.
+func (is *Issuer) SignType(typ string, claims map[string]any) string {
+	is.mu.Lock()
+	key, kid := is.keys[len(is.keys)-1], is.kids[len(is.kids)-1]
+	is.mu.Unlock()
+	return signTyped(is.t, key, kid, typ, claims)
+}
+
 // SignWith signs claims with any RSA key and kid (a key the issuer does not
 // publish makes an "unknown key" token).
 func SignWith(t testing.TB, key *rsa.PrivateKey, kid string, claims map[string]any) string {
 	t.Helper()
+	return signTyped(t, key, kid, "JWT", claims)
+}
+
+func signTyped(t testing.TB, key *rsa.PrivateKey, kid, typ string, claims map[string]any) string {
+	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("JWT"))
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 var (
 	metricRequests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "requests_total",
-		Help: "Requests seen by userinfo, by outcome (verified, anonymous, rejected, misconfigured, jwks).",
+		Help: "Requests seen by userinfo, by outcome (verified, anonymous, rejected, misconfigured, jwks, backchannel_logout).",
 	}, []string{"outcome"})
 	metricFailures = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "verification_failures_total",
@@ -17,6 +17,10 @@ var (
 	metricAssertions = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "assertions_signed_total",
 		Help: "Identity assertions signed (an assertion is reused for the same identity until half its ttl).",
+	})
+	metricLogouts = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "backchannel_logouts_total",
+		Help: "Logout tokens accepted by the back-channel logout route (each revoked a session or a user's sessions).",
 	})
 	metricConfigErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
@@ -30,6 +34,7 @@ var (
 	countRejected      = metricRequests.WithLabelValues("rejected")
 	countMisconfigured = metricRequests.WithLabelValues("misconfigured")
 	countJWKS          = metricRequests.WithLabelValues("jwks")
+	countBackchannel   = metricRequests.WithLabelValues("backchannel_logout")
 )
 
 // countFailure counts a refusal reason (off the hot path: refusals only).

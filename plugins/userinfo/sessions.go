@@ -36,6 +36,10 @@ type session struct {
 	id                          *identity.Identity
 	// expires is the token's expiry plus the leeway.
 	expires time.Time
+	// sessionID and issuedAt are the token's sid and iat: a revocation is
+	// checked against them on every use.
+	sessionID string
+	issuedAt  time.Time
 	// idToken is the X-ID-Token value to pass upstream: the verified
 	// X-Raw-ID-Token's claims, or "" to remove both ID token headers.
 	idToken string
@@ -77,7 +81,7 @@ func (s *sessions) put(k sessionKey, e *session) {
 // claims, and the renderings its memo may hold (an X-Userinfo, headers and
 // an assertion per slot).
 func (e *session) size() int64 {
-	n := 512 + len(e.userinfo) + len(e.token) + len(e.rawIDToken) + len(e.idToken) + len(e.id.Subject) + len(e.id.Issuer)
+	n := 512 + len(e.userinfo) + len(e.token) + len(e.rawIDToken) + len(e.idToken) + len(e.sessionID) + len(e.id.Subject) + len(e.id.Issuer)
 	claims := 0
 	for k, v := range e.id.Claims {
 		claims += len(k) + len(v) + 48

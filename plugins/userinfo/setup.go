@@ -15,6 +15,7 @@ import (
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
@@ -38,6 +39,20 @@ type Conf struct {
 	// JWKS turns the route into the assertion key endpoint: GET answers the
 	// public keys that verify X-Identity-Assertion. No other key may be set.
 	JWKS bool `json:"jwks,omitempty"`
+	// BackchannelLogout turns the route into the OpenID Connect back-channel
+	// logout endpoint of issuer's client audience: POST with a logout_token
+	// revokes the session (or the user's sessions) it names. Only issuer,
+	// audience, jwks_uri, leeway and revocation_ttl may be set with it.
+	BackchannelLogout bool `json:"backchannel_logout,omitempty"`
+	// RevocationTTL is how long a revocation made by the back-channel
+	// logout route is kept: as long as a token of the session can still be
+	// valid. Default "10h" (Keycloak's default SSO Session Max); between
+	// "5m" and "720h". Only with backchannel_logout.
+	RevocationTTL conf.Duration `json:"revocation_ttl,omitempty"`
+	// OnRevoked is what a request of a revoked session gets when it comes
+	// from a browser. Default: none, every such request is refused like any
+	// invalid identity (on_invalid).
+	OnRevoked *OnRevokedConf `json:"on_revoked,omitempty"`
 	// Issuer is the Keycloak realm URL tokens must come from, such as
 	// "https://sso.example.org/realms/olapps". Required when verify_token is true.
 	Issuer string `json:"issuer,omitempty"`
@@ -79,6 +94,9 @@ type Conf struct {
 	// between 1024 and 1048576.
 	MaxUserinfoBytes int `json:"max_userinfo_bytes,omitempty"`
 
+	// given are the keys the config set, to refuse by name the ones a
+	// special route (jwks, backchannel_logout) does not take.
+	given conf.Keys
 	// err is a config error: the route then answers 500 rather than being
 	// skipped by the runner (which would let requests through unchecked).
 	err      error
@@ -107,6 +125,16 @@ type AssertionConf struct {
 	TTL conf.Duration `json:"ttl,omitempty"`
 }
 
+// OnRevokedConf sends a browser whose session was revoked to a fresh login.
+type OnRevokedConf struct {
+	// Redirect is the local path a browser is sent to (302): the route's
+	// openid-connect logout_path (openid-connect's default is "/logout"),
+	// which destroys APISIX's session cookie and ends at Keycloak, so the
+	// next visit logs in afresh rather than looping on a dead session.
+	// Required; a path on this host ("/..."), never another site.
+	Redirect string `json:"redirect"`
+}
+
 type claimHeader struct {
 	header, claim string
 }
@@ -124,6 +152,14 @@ type Deps struct {
 	// AssertionBytes bounds the signed assertions kept for reuse (0: the
 	// assertion package's default).
 	AssertionBytes int64
+	// Revocations are the sessions ended at Keycloak: the back-channel
+	// logout route records them, every verified request is checked against
+	// them. nil: the back-channel logout route answers 500 misconfigured,
+	// and nothing is ever revoked.
+	Revocations cache.Revoker
+	// Cache remembers a logout token's jti for the fleet (Redis); nil or
+	// without Redis the process's own record is the record.
+	Cache *cache.Cache
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.
@@ -138,6 +174,8 @@ type Plugin struct {
 	sessions *sessions
 	reuser   *assertion.Reuser
 	profiles profiles
+	// logoutJTIs are the logout tokens this process accepted.
+	logoutJTIs *jtiSet
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -151,7 +189,7 @@ func New(d Deps) *Plugin {
 		d.SessionBytes = DefaultSessionBytes
 	}
 	return &Plugin{deps: d, sessions: newSessions(d.SessionBytes), reuser: assertion.NewReuser(d.AssertionBytes),
-		profiles: profiles{all: map[string]*emitProfile{}}}
+		profiles: profiles{all: map[string]*emitProfile{}}, logoutJTIs: newJTISet(maxLogoutJTIs)}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -184,7 +222,20 @@ var _ conf.Lifecycle = (*Conf)(nil)
 
 // SetDefaults fills in every key left out; a key given as zero stays zero.
 func (c *Conf) SetDefaults(set conf.Keys) {
+	c.given = set
 	if c.JWKS {
+		return
+	}
+	if c.BackchannelLogout {
+		if !set.Has("leeway") {
+			c.Leeway = conf.Duration(30 * time.Second)
+		}
+		if !set.Has("revocation_ttl") {
+			c.RevocationTTL = conf.Duration(DefaultRevocationTTL)
+		}
+		if c.JWKSURI == "" && c.Issuer != "" {
+			c.JWKSURI = keycloak.JWKSURL(c.Issuer)
+		}
 		return
 	}
 	if c.VerifyToken == nil {
@@ -226,11 +277,26 @@ func (c *Conf) SetDefaults(set conf.Keys) {
 // Validate checks the config without changing it.
 func (c *Conf) Validate() error {
 	if c.JWKS {
-		if c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.AnyAudience || c.OnInvalid != "" ||
-			c.RequireUser || c.ClaimHeaders != nil || c.Assertion != nil || c.Leeway != 0 || c.MaxUserinfoBytes != 0 {
+		if c.BackchannelLogout || c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.AnyAudience ||
+			c.OnInvalid != "" || c.RequireUser || c.ClaimHeaders != nil || c.Assertion != nil || c.Leeway != 0 ||
+			c.MaxUserinfoBytes != 0 || c.RevocationTTL != 0 || c.OnRevoked != nil {
 			return errors.New(`"jwks": true serves the assertion keys and takes no other key`)
 		}
 		return nil
+	}
+	if c.BackchannelLogout {
+		return c.validateBackchannel()
+	}
+	if c.given.Has("revocation_ttl") {
+		return errors.New(`"revocation_ttl" is a setting of the "backchannel_logout" route`)
+	}
+	if c.OnRevoked != nil {
+		if !*c.VerifyToken {
+			return errors.New(`"on_revoked" needs "verify_token": true: only a verified token names its session`)
+		}
+		if err := checkLocalPath("on_revoked.redirect", c.OnRevoked.Redirect); err != nil {
+			return err
+		}
 	}
 	if *c.VerifyToken {
 		if c.Issuer == "" {
@@ -349,6 +415,14 @@ func (c *Conf) Derive() error {
 	if c.plugin == nil || c.plugin.sessions == nil {
 		return errors.New("userinfo: plugin not built with userinfo.New")
 	}
+	if c.BackchannelLogout {
+		v, err := c.plugin.deps.Verifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
+		if err != nil {
+			return fmt.Errorf(`"issuer": %w`, err)
+		}
+		c.verifier = v
+		return nil
+	}
 	c.verify = *c.VerifyToken
 	if c.verify {
 		v, err := c.plugin.deps.Verifiers.For(c.Issuer, c.JWKSURI, c.Leeway.Std())
@@ -371,6 +445,58 @@ func (c *Conf) Derive() error {
 	}
 	c.strip = identity.NewStripRule(emitted...)
 	c.profile = c.plugin.profiles.intern(c)
+	return nil
+}
+
+// backchannelKeys are the keys a back-channel logout route takes.
+var backchannelKeys = map[string]bool{"backchannel_logout": true, "issuer": true, "audience": true, "jwks_uri": true,
+	"leeway": true, "revocation_ttl": true}
+
+// DefaultRevocationTTL is Keycloak's default SSO Session Max: no token of a
+// session outlives it unless the realm raises it (then raise revocation_ttl
+// to the realm's SSO Session Max, or its Client Session Max, whichever is
+// longer, too).
+const DefaultRevocationTTL = 10 * time.Hour
+
+func (c *Conf) validateBackchannel() error {
+	for key := range c.given {
+		top, _, _ := strings.Cut(key, ".")
+		if !backchannelKeys[top] {
+			return fmt.Errorf(`%q: "backchannel_logout": true takes only issuer, audience, jwks_uri, leeway and revocation_ttl`, top)
+		}
+	}
+	if c.Issuer == "" {
+		return errors.New(`"issuer" is required with "backchannel_logout": the realm whose logout tokens the route accepts`)
+	}
+	if err := checkURL("issuer", c.Issuer); err != nil {
+		return err
+	}
+	if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
+		return err
+	}
+	if c.Audience == "" || c.Audience == "*" || strings.TrimSpace(c.Audience) != c.Audience {
+		return fmt.Errorf(`"audience" %q: name the client whose back-channel logout URL this route is (openid-connect's client_id)`,
+			c.Audience)
+	}
+	if c.Leeway < 0 || c.Leeway.Std() > 5*time.Minute {
+		return fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway)
+	}
+	if c.RevocationTTL.Std() < 5*time.Minute || c.RevocationTTL.Std() > 720*time.Hour {
+		return fmt.Errorf(`"revocation_ttl" %q: want between "5m" and "720h"`, c.RevocationTTL)
+	}
+	return nil
+}
+
+// checkLocalPath accepts a path on the same host: a redirect elsewhere would
+// make the gateway an open redirector.
+func checkLocalPath(key, v string) error {
+	bad := !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") || strings.Contains(v, "\\")
+	for i := 0; i < len(v); i++ {
+		bad = bad || v[i] <= ' ' || v[i] == 0x7f
+	}
+	if bad {
+		return fmt.Errorf("%q %q: want a path on this host, such as \"/logout\"", key, v)
+	}
 	return nil
 }
 

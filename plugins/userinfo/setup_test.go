@@ -181,11 +181,8 @@ func TestConfigKeysExactAndZeroValuesKept(t *testing.T) {
 func TestReadmeDocumentsEveryKey(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
-	for _, typ := range []reflect.Type{reflect.TypeOf(Conf{}), reflect.TypeOf(AssertionConf{})} {
-		prefix := ""
-		if typ.Name() == "AssertionConf" {
-			prefix = "assertion."
-		}
+	for _, typ := range []reflect.Type{reflect.TypeOf(Conf{}), reflect.TypeOf(AssertionConf{}), reflect.TypeOf(OnRevokedConf{})} {
+		prefix := map[string]string{"AssertionConf": "assertion.", "OnRevokedConf": "on_revoked."}[typ.Name()]
 		for i := 0; i < typ.NumField(); i++ {
 			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
 			if tag == "" || tag == "-" {

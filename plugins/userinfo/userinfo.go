@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -26,6 +27,8 @@ const (
 	ReasonNoSigningKey      = "no_signing_key"
 	ReasonTooManyHeaders    = "too_many_headers"
 	ReasonDuplicateHeader   = "duplicate_identity_header"
+	// ReasonSessionRevoked: the token's session ended at Keycloak.
+	ReasonSessionRevoked = "session_revoked"
 	// apisixHeaderLimit is how many request headers APISIX's ext-plugin hands
 	// the runner (ngx.req.get_headers() default).
 	apisixHeaderLimit        = 100
@@ -51,6 +54,10 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.serveJWKS(w, r)
 		return
 	}
+	if c.BackchannelLogout {
+		c.serveBackchannel(w, r)
+		return
+	}
 	h := r.Header()
 	values, repeated := c.strip.Scan(h)
 	if values >= apisixHeaderLimit {
@@ -74,6 +81,14 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	s, ref := c.establish(r.Context(), userinfo, token, h.Get(identity.HeaderRawIDToken))
+	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, userinfo) {
+		countRejected.Inc()
+		countFailure(ref.reason)
+		w.Header().Set("Location", c.OnRevoked.Redirect)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusFound)
+		return
+	}
 	if ref != nil {
 		if c.OnInvalid == OnInvalidReject || c.RequireUser {
 			c.reject(w, r, *ref)
@@ -152,6 +167,10 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string
 	sessions := c.plugin.sessions
 	key := sessions.key(c.verifier, c.Audience, userinfo, token, rawIDToken)
 	if s := sessions.get(key, userinfo, token, rawIDToken, time.Now()); s != nil {
+		if c.revoked(s.id.Issuer, s.sessionID, s.id.Subject, s.issuedAt) {
+			sessions.cache.Remove(key)
+			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}
+		}
 		return s, nil
 	}
 	var claims identity.Claims
@@ -167,16 +186,47 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string
 	if err != nil {
 		return nil, tokenRefusal(err)
 	}
+	if c.revoked(tok.Issuer, tok.SessionID, tok.Subject, tok.IssuedAt) {
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}
+	}
 	id, ref := bindToToken(claims, tok)
 	if ref != nil {
 		return nil, ref
 	}
 	id.TokenVerified = true
 	id.Memo = &identity.Memo{}
-	s := &session{userinfo: userinfo, token: token, rawIDToken: rawIDToken, id: id,
+	s := &session{userinfo: userinfo, token: token, rawIDToken: rawIDToken, id: id, sessionID: tok.SessionID, issuedAt: tok.IssuedAt,
 		expires: tok.Expiry.Add(c.Leeway.Std()), idToken: c.checkIDToken(ctx, rawIDToken, tok)}
 	sessions.put(key, s)
 	return s, nil
+}
+
+// revoked asks the process's copy of the fleet's revocations (no I/O): the
+// session ended at Keycloak, or the user was signed out of every session
+// after the token was issued. A token without iat counts as issued before
+// any sign-out.
+func (c *Conf) revoked(issuer, sid, sub string, iat time.Time) bool {
+	r := c.plugin.deps.Revocations
+	return r != nil && r.Revoked(issuer, sid, sub, iat)
+}
+
+// fromBrowser tells a browser's navigation, which on_revoked sends to a fresh
+// login, from an API client, which gets the 401: a request with a token and
+// no X-Userinfo is a bearer call (openid-connect's browser sessions send
+// both); Accept naming JSON, X-Requested-With, or a Sec-Fetch-Mode other than
+// navigate are a script's calls, for which a redirect to a login page is no
+// answer.
+func fromBrowser(h pkgHTTP.Header, userinfo string) bool {
+	if userinfo == "" {
+		return false
+	}
+	if strings.Contains(strings.ToLower(h.Get("Accept")), "application/json") || h.Get("X-Requested-With") != "" {
+		return false
+	}
+	if m := h.Get("Sec-Fetch-Mode"); m != "" && !strings.EqualFold(m, "navigate") {
+		return false
+	}
+	return true
 }
 
 // trustUserinfo is verify_token false: X-Userinfo as sent, nothing cached

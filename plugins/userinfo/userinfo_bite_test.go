@@ -3,6 +3,7 @@ package userinfo
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -18,8 +19,8 @@ import (
 func TestSessionIsKeptPerAudience(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	p := New(Deps{Keys: testKeys})
-	mine := newRouteOf(t, p, confFor(is, "")) // audience "apisix", the token's azp
-	other := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"billing","assertion":{"audience":"mitxonline","ttl":"60s"}}`, is.URL))
+	mine := newRouteOf(t, p, confFor(is, "")) // audience "apisix": the token's azp
+	other := newRouteOf(t, p, strings.Replace(confFor(is, ""), `"audience":"apisix"`, `"audience":"billing"`, 1))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
 
 	w, _ := mine.do(headers)

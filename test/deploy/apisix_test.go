@@ -136,6 +136,14 @@ func TestApisixYAMLShowsEveryUse(t *testing.T) {
 		assert.Nil(t, pluginConf(r, "openid-connect"), "apps fetch the key set without logging in")
 	})
 
+	t.Run("back-channel logout route", func(t *testing.T) {
+		r := findRoute(t, routes, `route with userinfo {"backchannel_logout": true}`, func(r Route) bool {
+			return extConfValue(t, r, userinfo.Name)["backchannel_logout"] == true
+		})
+		assert.Equal(t, []string{"POST"}, r.Methods)
+		assert.Nil(t, pluginConf(r, "openid-connect"), "Keycloak posts without a login")
+	})
+
 	t.Run("invalidation route", func(t *testing.T) {
 		r := findRoute(t, routes, `route with orgsync {"invalidate": true}`, func(r Route) bool {
 			return extConfValue(t, r, orgsync.Name)["invalidate"] == true

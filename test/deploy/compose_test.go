@@ -188,13 +188,14 @@ type Realm struct {
 	OrganizationsEnabled bool   `json:"organizationsEnabled"`
 	AdminEventsEnabled   bool   `json:"adminEventsEnabled"`
 	Clients              []struct {
-		ClientID               string   `json:"clientId"`
-		Secret                 string   `json:"secret"`
-		RedirectURIs           []string `json:"redirectUris"`
-		ServiceAccountsEnabled bool     `json:"serviceAccountsEnabled"`
-		StandardFlowEnabled    bool     `json:"standardFlowEnabled"`
-		DefaultClientScopes    []string `json:"defaultClientScopes"`
-		OptionalClientScopes   []string `json:"optionalClientScopes"`
+		ClientID               string            `json:"clientId"`
+		Secret                 string            `json:"secret"`
+		RedirectURIs           []string          `json:"redirectUris"`
+		ServiceAccountsEnabled bool              `json:"serviceAccountsEnabled"`
+		StandardFlowEnabled    bool              `json:"standardFlowEnabled"`
+		DefaultClientScopes    []string          `json:"defaultClientScopes"`
+		OptionalClientScopes   []string          `json:"optionalClientScopes"`
+		Attributes             map[string]string `json:"attributes"`
 	} `json:"clients"`
 	Users []struct {
 		Username               string              `json:"username"`
@@ -293,6 +294,39 @@ func TestDemoRealmMatchesComposeAndRoutes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Keycloak posts the apisix client's logout tokens to the back-channel
+// logout route, on the compose network, and the route checks them for that
+// client of that realm.
+func TestDemoRealmSendsLogoutTokensToTheRoute(t *testing.T) {
+	p := loadCompose(t)
+	var realmFile string
+	for _, v := range p.Services["keycloak"].Volumes {
+		if strings.HasPrefix(v.Target, "/opt/keycloak/data/import/") {
+			realmFile = v.Source
+		}
+	}
+	b, err := os.ReadFile(realmFile)
+	require.NoError(t, err)
+	kc := env(p.Services["keycloak"])
+	var realm Realm
+	require.NoError(t, json.Unmarshal(expandRealm(b, kc), &realm))
+	r := findRoute(t, loadRoutes(t).Routes, `route with userinfo {"backchannel_logout": true}`, func(r Route) bool {
+		return extConfValue(t, r, userinfo.Name)["backchannel_logout"] == true
+	})
+	ui := extConfValue(t, r, userinfo.Name)
+	var found bool
+	for _, c := range realm.Clients {
+		if c.ClientID != ui["audience"] {
+			continue
+		}
+		found = true
+		assert.Equal(t, "http://"+apisixService+":9080"+r.URI, c.Attributes["backchannel.logout.url"])
+		assert.Equal(t, "true", c.Attributes["backchannel.logout.session.required"], "logout tokens name the session (sid)")
+	}
+	assert.True(t, found, "realm has no client %v", ui["audience"])
+	assert.Equal(t, strings.TrimSuffix(kc["KC_HOSTNAME"], "/")+"/realms/"+realm.Realm, ui["issuer"])
 }
 
 func redirectMatches(pattern, uri string) bool {
