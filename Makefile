@@ -46,7 +46,7 @@ reliability:
 
 # test/mutate/mutations.txt, each mutation applied alone (through go test
 # -overlay: the checkout is never changed) against the unit tests that must
-# catch it; fails when one survives. 2-5 minutes on 2 cores;
+# catch it; fails when one survives. About 10 minutes on 2 cores;
 # MUTATE_ARGS=-run REGEXP picks some by id. The list's format and last
 # result: test/mutate/README.md.
 mutate:
