@@ -80,7 +80,7 @@ step "the docker compose demo's routes (conf/apisix.yaml) through the runner aga
 
 # The newer Keycloak, in a shorter form: the tests that read organizations,
 # users, groups, roles and admin events through the admin API, the privileges
-# audit, and the demo realm, with the runner's service account holding
+# audit, the back-channel logout and the session events, and the demo realm, with the runner's service account holding
 # view-organizations instead of manage-realm (scripts/keycloak.sh grants it
 # from 26.7 on). KC_SECOND_VERSION= (empty) skips it.
 KC_SECOND_VERSION=${KC_SECOND_VERSION-26.7.3}
@@ -100,7 +100,7 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 	(
 		set -a; source "$ROOT/.work/keycloak-$KC_SECOND_VERSION.env"; set +a
 		go test -race -count=1 -tags integration -timeout 10m ./test/integration/ \
-			-run 'TestMembershipChangesWithoutRelogin|TestDisabledAndDeletedUsersAreRefusedWithinFreshTTL|TestGroupsAndRolesRefreshed|TestServiceAccountPrivilegesAudit|TestLoggedInUserReachesUpstreamWithVerifiableAssertion|TestInvalidationEndpoint'
+			-run 'TestMembershipChangesWithoutRelogin|TestDisabledAndDeletedUsersAreRefusedWithinFreshTTL|TestGroupsAndRolesRefreshed|TestServiceAccountPrivilegesAudit|TestLoggedInUserReachesUpstreamWithVerifiableAssertion|TestInvalidationEndpoint|TestBackchannelLogout|TestAdminEventsOfSessionEnds|TestWatcherRevocationRefusedThroughRunner'
 		(cd test/deploy && DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./...)
 	)
 fi
