@@ -391,6 +391,7 @@ func (s *Revocations) Revoke(ctx context.Context, r Revocation) error {
 		return nil
 	}
 	// Registered before the publish: a fast peer's acknowledgement may come before it returns.
+	// (Registered for every Revoke: a few map operations beside a Redis round trip.)
 	key := s.c.revKey(rec.hash())
 	w := &ackWait{notify: make(chan struct{}, 1)}
 	s.waitMu.Lock()
@@ -410,9 +411,23 @@ func (s *Revocations) Revoke(ctx context.Context, r Revocation) error {
 		return fmt.Errorf("cache: revoke: %w: %w", ErrNotShared, err)
 	}
 	revStoredShared.Inc()
-	// Every subscriber but this process (whose own subscription counts) acknowledges.
-	s.awaitAcks(ctx, w, subscribers-1)
+	if ctx.Value(awaitPeersKey{}) != nil {
+		// Every subscriber but this process (whose own subscription counts) acknowledges.
+		s.awaitAcks(ctx, w, subscribers-1)
+	}
 	return nil
+}
+
+type awaitPeersKey struct{}
+
+// AwaitPeers marks ctx so that Revoke returns only once every other process subscribed to the
+// fleet's channel said it holds the revocation, for at most 500 ms (a subscriber that never
+// answers: an older runner; counted in revocations_ack_timeouts_total). A caller that answers
+// someone on the strength of the revocation (the back-channel logout route) uses it: from its
+// answer on, no process of the fleet serves the session. A caller revoking many in a row (the
+// admin-event watcher catching up) does not, so a silent subscriber cannot slow it 500 ms each.
+func AwaitPeers(ctx context.Context) context.Context {
+	return context.WithValue(ctx, awaitPeersKey{}, true)
 }
 
 // awaitAcks waits until want peers acknowledged, for at most revAckTimeout. The

@@ -468,7 +468,7 @@ func TestRevokeReturnsOnceEveryPeerHoldsIt(t *testing.T) {
 	for i := range 5 {
 		sid := fmt.Sprintf("acked-%d", i)
 		start := time.Now()
-		require.NoError(t, rs[i%3].Revoke(ctx, sessionRev(sid, time.Now().Add(time.Hour))))
+		require.NoError(t, rs[i%3].Revoke(AwaitPeers(ctx), sessionRev(sid, time.Now().Add(time.Hour))))
 		took := time.Since(start)
 		for j, other := range rs {
 			assert.True(t, other.Revoked(testIssuer, sid, "alice", time.Now()), "process %d refuses once Revoke returned", j)
@@ -490,9 +490,14 @@ func TestRevokeWaitsForASilentPeerBounded(t *testing.T) {
 	_, err := ps.Receive(ctx)
 	require.NoError(t, err)
 	start := time.Now()
-	require.NoError(t, rs[0].Revoke(ctx, sessionRev("silent", time.Now().Add(time.Hour))))
+	require.NoError(t, rs[0].Revoke(AwaitPeers(ctx), sessionRev("silent", time.Now().Add(time.Hour))))
 	took := time.Since(start)
 	assert.True(t, rs[1].Revoked(testIssuer, "silent", "alice", time.Now()))
 	assert.GreaterOrEqual(t, took, revAckTimeout-10*time.Millisecond, "waited for the silent subscriber")
 	assert.Less(t, took, revAckTimeout+time.Second)
+
+	// Without AwaitPeers (the watcher's revocations) nothing waits for it.
+	start = time.Now()
+	require.NoError(t, rs[0].Revoke(ctx, sessionRev("unawaited", time.Now().Add(time.Hour))))
+	assert.Less(t, time.Since(start), revAckTimeout/2)
 }

@@ -81,8 +81,8 @@ func fleetLoad(ctx context.Context, nodes []*node, route *apisix.Route, sess *kc
 // side) while several clients send the session's requests to all three in
 // turn, and no runner serves a request sent after that runner's answer
 // reached the front. The revoking runner answers once every peer said it
-// holds the revocation (cache.Revocations.Revoke waits for their
-// acknowledgements): without that wait, a peer that had the message on its
+// holds the revocation (the route revokes with cache.AwaitPeers, and Revoke
+// waits for the peers' acknowledgements): without that wait, a peer that had the message on its
 // socket but had not applied it yet served up to 13 requests sent within
 // 1.7 ms after the answer, in 1 run of 4. Then with Redis down: the revoking
 // runner refuses at once, the others within revocationResendBound of Redis's
