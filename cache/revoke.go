@@ -411,7 +411,7 @@ func (s *Revocations) Revoke(ctx context.Context, r Revocation) error {
 		return fmt.Errorf("cache: revoke: %w: %w", ErrNotShared, err)
 	}
 	revStoredShared.Inc()
-	if ctx.Value(awaitPeersKey{}) != nil {
+	if AwaitingPeers(ctx) {
 		// Every subscriber but this process (whose own subscription counts) acknowledges.
 		s.awaitAcks(ctx, w, subscribers-1)
 	}
@@ -429,6 +429,9 @@ type awaitPeersKey struct{}
 func AwaitPeers(ctx context.Context) context.Context {
 	return context.WithValue(ctx, awaitPeersKey{}, true)
 }
+
+// AwaitingPeers reports whether ctx came from AwaitPeers.
+func AwaitingPeers(ctx context.Context) bool { return ctx.Value(awaitPeersKey{}) != nil }
 
 // awaitAcks waits until want peers acknowledged, for at most revAckTimeout. The
 // acknowledgements are not sealed: a forged one only ends the wait early, which is how Revoke
