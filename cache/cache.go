@@ -89,9 +89,10 @@ type Cache struct {
 	flights group
 	gens    [256]atomic.Uint64 // invalidation counters, by key hash
 	onInv   atomic.Pointer[func([]string)]
-	onRev   atomic.Pointer[func(*revMessage)] // the Revocations on this cache: a peer's revocation
-	onSub   atomic.Pointer[func()]            // the Revocations on this cache: (re)subscribed
-	mem     memStore                          // leases, state and feeds without Redis
+	onRev   atomic.Pointer[func(string, *revMessage)] // the Revocations on this cache: a peer's revocation
+	onAck   atomic.Pointer[func(string)]              // the Revocations on this cache: a peer holds one of ours
+	onSub   atomic.Pointer[func()]                    // the Revocations on this cache: (re)subscribed
+	mem     memStore                                  // leases, state and feeds without Redis
 
 	closeCtx context.Context
 	cancel   context.CancelFunc

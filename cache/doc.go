@@ -93,7 +93,15 @@
 // this process at once, then stores it in Redis under its own key until its Until (SET PX) and
 // publishes it on Options.Channel in the same round trip; every other process applies the
 // message as it arrives (a few milliseconds: TestRevocationReachesEveryProcess logs the figure
-// and holds it under a second). Revoked answers from the in-process copy alone: no I/O, no
+// and holds it under a second). Each process that applied it (or already held it) acknowledges
+// it on the channel to the publisher; with a context from AwaitPeers (the back-channel logout
+// route's), Revoke returns only once every other subscriber counted by the PUBLISH did, or after
+// 500 ms (a subscriber that never answers: an older
+// runner, or a process of another fleet on the same channel that cannot open the value;
+// counted in revocations_ack_timeouts_total). So once such a Revoke returned, and the
+// back-channel route answered Keycloak, no process of the fleet serves the session (TestFleetRevocation in
+// test/integration). Acknowledgements are not sealed: a forged one only ends that wait early.
+// Revoked answers from the in-process copy alone: no I/O, no
 // allocation, one RLock (an atomic load while nothing is revoked; BenchmarkRevoked*). Two
 // revocations of one key merge to the later At and the later Until.
 //
@@ -147,7 +155,8 @@
 //	               (8-byte unix ms each), issuer and id (each after a 2-byte length); PX until Until;
 //	               the name is the hash of the content: one key per distinct revocation
 //	invalidate     pub/sub channel (Options.Channel): {"from":"<process id>","keys":[...]}, or
-//	               {"from":...,"rev":{"key":"<rev: key>","val":"<sealed value, base64>"}}
+//	               {"from":...,"rev":{"key":"<rev: key>","val":"<sealed value, base64>"}}, or
+//	               {"from":...,"ack":"<rev: key>","to":"<the publisher's id>"}
 //
 // Each Lua script touches one key, so everything works on Redis Cluster.
 //
@@ -168,6 +177,7 @@
 //   - apisix_identity_cache_revocations_applied_total{source="message|load"}: other processes' revocations applied
 //   - apisix_identity_cache_revocations_expired_total: dropped at their Until
 //   - apisix_identity_cache_revocations_evicted_total{where="memory|pending"}: dropped at a bound
+//   - apisix_identity_cache_revocations_ack_timeouts_total: Revoke calls that did not hear from every subscriber within 500 ms
 //   - apisix_identity_cache_revocations_entries: revocations held in this process
 //
 // # Limits

@@ -90,6 +90,10 @@ var (
 		Namespace: namespace, Subsystem: subsystem, Name: "revocations_evicted_total",
 		Help: "Revocations dropped before their Until, by where: memory (the in-process copy was full; the soonest-expiring went) or pending (too many waiting for Redis; the oldest went, it still holds in this process).",
 	}, []string{"where"})
+	revAckTimeouts = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "revocations_ack_timeouts_total",
+		Help: "Revocations published here whose subscribers did not all say they hold it within 500 ms (a slow or older peer): the revocation was answered before every process was known to refuse the session.",
+	})
 	revEntries = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "revocations_entries",
 		Help: "Revocations held in this process.",

@@ -16,6 +16,10 @@ type invalidation struct {
 	// Rev carries a revocation (revoke.go) instead of keys. Runners of a version before it see a
 	// message without keys, which they ignore.
 	Rev *revMessage `json:"rev,omitempty"`
+	// Ack says that From holds the revocation stored under this key, to the process To that
+	// published it (it waits for its peers before Revoke returns). Older runners ignore it.
+	Ack string `json:"ack,omitempty"`
+	To  string `json:"to,omitempty"`
 }
 
 // Invalidate drops keys from this process's tier and from Redis, and publishes them so that every
@@ -148,7 +152,13 @@ func (c *Cache) receive(payload string) {
 	}
 	if inv.Rev != nil {
 		if fn := c.onRev.Load(); fn != nil {
-			(*fn)(inv.Rev)
+			(*fn)(inv.From, inv.Rev)
+		}
+		return
+	}
+	if inv.Ack != "" {
+		if fn := c.onAck.Load(); fn != nil && inv.To == c.id {
+			(*fn)(inv.Ack)
 		}
 		return
 	}

@@ -75,6 +75,12 @@ const (
 	revReloadTimeout = 30 * time.Second
 	// revScanCount is the SCAN batch of a load, and the GETs pipelined per round trip.
 	revScanCount = 1000
+	// revAckTimeout bounds how long Revoke waits for the peers to say they hold a revocation it
+	// published. A peer that never answers (a runner of an older version, another subscriber of
+	// the channel) costs every Revoke this much: a logout answered later, never a session served.
+	revAckTimeout = 500 * time.Millisecond
+	// revAckQueue bounds the acknowledgements waiting to be published.
+	revAckQueue = 1024
 )
 
 // ErrNotShared (wrapped) is returned by Revoke when the revocation holds in this process but
@@ -110,9 +116,24 @@ type Revocations struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-	onRev  *func(*revMessage)
+	onRev  *func(string, *revMessage)
+	onAck  *func(string)
 	onSub  *func()
+
+	// Acknowledgements: Revoke waits until every peer that got its message says it holds the
+	// revocation, so that once Revoke returns (and the back-channel route answers) no process
+	// serves the session; peers answer from ackOut.
+	waitMu  sync.Mutex
+	waiters map[string]*ackWait // rev key -> the Revoke waiting for its peers
+	ackOut  chan ackOut
 }
+
+type ackWait struct {
+	n      atomic.Int64
+	notify chan struct{}
+}
+
+type ackOut struct{ to, key string }
 
 var _ Revoker = (*Revocations)(nil)
 
@@ -305,21 +326,23 @@ func newRevocations(c *Cache, o RevocationOptions, now func() time.Time) (*Revoc
 		o.LoadTimeout = defaultRevLoadTimeout
 	}
 	s := &Revocations{c: c, opts: o, now: now, entries: map[revKey]*revEntry{},
-		issuers: map[string]string{}, wake: make(chan struct{}, 1)}
+		issuers: map[string]string{}, wake: make(chan struct{}, 1),
+		waiters: map[string]*ackWait{}, ackOut: make(chan ackOut, revAckQueue)}
 	parent := context.Background()
 	if c != nil {
 		parent = c.closeCtx
 	}
 	s.ctx, s.cancel = context.WithCancel(parent)
 	if s.shared() {
-		onRev, onSub := s.receive, s.subscribed
-		s.onRev, s.onSub = &onRev, &onSub
+		onRev, onAck, onSub := s.receive, s.acked, s.subscribed
+		s.onRev, s.onAck, s.onSub = &onRev, &onAck, &onSub
 		// Before the load: a revocation published while it runs is applied from its message.
 		if !c.onRev.CompareAndSwap(nil, s.onRev) {
 			s.cancel()
 			return nil, errors.New("cache: revocations: this cache already carries a revocation store")
 		}
 		c.onSub.Store(s.onSub)
+		c.onAck.Store(s.onAck)
 		s.needLoad.Store(true)
 		if c.redisUsable() {
 			ctx, cancel := context.WithTimeout(s.ctx, o.LoadTimeout)
@@ -340,6 +363,10 @@ func newRevocations(c *Cache, o RevocationOptions, now func() time.Time) (*Revoc
 	}
 	s.wg.Add(1)
 	go s.run()
+	if s.shared() {
+		s.wg.Add(1)
+		go s.sendAcks()
+	}
 	return s, nil
 }
 
@@ -363,13 +390,107 @@ func (s *Revocations) Revoke(ctx context.Context, r Revocation) error {
 		revStoredLocal.Inc()
 		return nil
 	}
-	if err := s.share(ctx, rec); err != nil {
+	// Registered before the publish: a fast peer's acknowledgement may come before it returns.
+	// (Registered for every Revoke: a few map operations beside a Redis round trip.)
+	key := s.c.revKey(rec.hash())
+	w := &ackWait{notify: make(chan struct{}, 1)}
+	s.waitMu.Lock()
+	s.waiters[key] = w
+	s.waitMu.Unlock()
+	defer func() {
+		s.waitMu.Lock()
+		if s.waiters[key] == w {
+			delete(s.waiters, key)
+		}
+		s.waitMu.Unlock()
+	}()
+	subscribers, err := s.share(ctx, rec)
+	if err != nil {
 		s.addPending(rec)
 		revStoredPending.Inc()
 		return fmt.Errorf("cache: revoke: %w: %w", ErrNotShared, err)
 	}
 	revStoredShared.Inc()
+	if AwaitingPeers(ctx) {
+		// Every subscriber but this process (whose own subscription counts) acknowledges.
+		s.awaitAcks(ctx, w, subscribers-1)
+	}
 	return nil
+}
+
+type awaitPeersKey struct{}
+
+// AwaitPeers marks ctx so that Revoke returns only once every other process subscribed to the
+// fleet's channel said it holds the revocation, for at most 500 ms (a subscriber that never
+// answers: an older runner; counted in revocations_ack_timeouts_total). A caller that answers
+// someone on the strength of the revocation (the back-channel logout route) uses it: from its
+// answer on, no process of the fleet serves the session. A caller revoking many in a row (the
+// admin-event watcher catching up) does not, so a silent subscriber cannot slow it 500 ms each.
+func AwaitPeers(ctx context.Context) context.Context {
+	return context.WithValue(ctx, awaitPeersKey{}, true)
+}
+
+// AwaitingPeers reports whether ctx came from AwaitPeers.
+func AwaitingPeers(ctx context.Context) bool { return ctx.Value(awaitPeersKey{}) != nil }
+
+// awaitAcks waits until want peers acknowledged, for at most revAckTimeout. The
+// acknowledgements are not sealed: a forged one only ends the wait early, which is how Revoke
+// behaved without it (the peers apply the revocation a little later).
+func (s *Revocations) awaitAcks(ctx context.Context, w *ackWait, want int64) {
+	if want <= 0 {
+		return
+	}
+	t := time.NewTimer(revAckTimeout)
+	defer t.Stop()
+	for w.n.Load() < want {
+		select {
+		case <-w.notify:
+		case <-t.C:
+			revAckTimeouts.Inc()
+			return
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// acked counts a peer's acknowledgement of one of this process's revocations. It runs on the
+// cache's subscription goroutine.
+func (s *Revocations) acked(key string) {
+	s.waitMu.Lock()
+	w := s.waiters[key]
+	s.waitMu.Unlock()
+	if w == nil {
+		return
+	}
+	w.n.Add(1)
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// sendAcks publishes the acknowledgements receive queues (receive runs on the subscription
+// goroutine and does no I/O).
+func (s *Revocations) sendAcks() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case a := <-s.ackOut:
+			msg, err := json.Marshal(invalidation{From: s.c.id, Ack: a.key, To: a.to})
+			if err != nil {
+				continue
+			}
+			octx, cancel := s.c.opCtx(s.ctx)
+			err = s.c.rdb.Publish(octx, s.c.opts.Channel, msg).Err()
+			cancel()
+			s.c.observe(s.ctx, err)
+		}
+	}
 }
 
 // Revoked reports whether a token of that session and subject, issued at
@@ -406,6 +527,7 @@ func (s *Revocations) Close() error {
 		s.wg.Wait()
 		if s.onRev != nil {
 			s.c.onRev.CompareAndSwap(s.onRev, nil)
+			s.c.onAck.CompareAndSwap(s.onAck, nil)
 			s.c.onSub.CompareAndSwap(s.onSub, nil)
 		}
 	})
@@ -523,33 +645,37 @@ func (s *Revocations) noteEvicted(n int) {
 }
 
 // share stores rec in Redis until its Until and publishes it, in one round trip.
-func (s *Revocations) share(ctx context.Context, rec revRecord) error {
+func (s *Revocations) share(ctx context.Context, rec revRecord) (int64, error) {
 	c := s.c
 	if c.closed.Load() {
-		return errors.New("cache closed")
+		return 0, errors.New("cache closed")
 	}
 	if !c.redisUsable() {
-		return errors.New("redis is down")
+		return 0, errors.New("redis is down")
 	}
 	ttl := time.Duration(rec.Until-s.now().UnixMilli()) * time.Millisecond
 	if ttl < time.Millisecond {
-		return nil
+		return 0, nil
 	}
 	key := c.revKey(rec.hash())
 	sealed := c.seal(key, Entry{Value: rec.encode(), FetchedAt: fetchTime()})
 	msg, err := json.Marshal(invalidation{From: c.id, Rev: &revMessage{Key: key, Value: sealed}})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
+	var pub *redis.IntCmd
 	_, err = c.rdb.Pipelined(octx, func(p redis.Pipeliner) error {
 		p.Set(octx, key, sealed, ttl)
-		p.Publish(octx, c.opts.Channel, msg)
+		pub = p.Publish(octx, c.opts.Channel, msg)
 		return nil
 	})
 	c.observe(ctx, err)
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return pub.Val(), nil
 }
 
 func (s *Revocations) addPending(rec revRecord) {
@@ -574,7 +700,7 @@ func (s *Revocations) flushPending() {
 		if rec.Until <= now {
 			continue
 		}
-		if err := s.share(s.ctx, rec); err != nil {
+		if _, err := s.share(s.ctx, rec); err != nil {
 			s.pendMu.Lock()
 			s.pending = append(todo[i:len(todo):len(todo)], s.pending...)
 			if len(s.pending) > maxPending {
@@ -598,7 +724,10 @@ func (s *Revocations) pendingLen() int {
 
 // receive applies a peer's revocation from the channel. It runs on the cache's subscription
 // goroutine: no I/O.
-func (s *Revocations) receive(m *revMessage) {
+func (s *Revocations) receive(from string, m *revMessage) {
+	if revReceiveHook != nil {
+		revReceiveHook()
+	}
 	rec, ok := s.open(m.Key, m.Value)
 	if !ok {
 		return
@@ -606,7 +735,15 @@ func (s *Revocations) receive(m *revMessage) {
 	if s.apply(rec, s.now().UnixMilli()) {
 		revAppliedMessage.Inc()
 	}
+	// Held now (applied, or already held): the publisher may answer its caller.
+	select {
+	case s.ackOut <- ackOut{to: from, key: m.Key}:
+	default: // the publisher's wait ends at its timeout
+	}
 }
+
+// revReceiveHook, when set (tests), runs before a peer's revocation is applied: a slow process.
+var revReceiveHook func()
 
 // subscribed runs on the cache's subscription goroutine when the subscription is established
 // after a break or a late start: messages may have been missed, so everything is loaded again.

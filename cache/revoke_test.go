@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -452,4 +453,51 @@ func FuzzDecodeRecord(f *testing.F) {
 			assert.Equal(t, b, r.encode())
 		}
 	})
+}
+
+// Revoke returns only once every other process holds the revocation: the back-channel route
+// answers the logout token after it, and from that moment no runner of the fleet may serve the
+// session (issue 16: "0 requests served after any runner answered"). The peers here are slow to
+// apply a message (100 ms); without the wait for their acknowledgements they still serve the
+// session after Revoke returned.
+func TestRevokeReturnsOnceEveryPeerHoldsIt(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := fleet(t, Options{RedisURL: srv.URL(), KeyPrefix: testPrefix(t)}, 3)
+	revReceiveHook = func() { time.Sleep(100 * time.Millisecond) }
+	t.Cleanup(func() { revReceiveHook = nil })
+	for i := range 5 {
+		sid := fmt.Sprintf("acked-%d", i)
+		start := time.Now()
+		require.NoError(t, rs[i%3].Revoke(AwaitPeers(ctx), sessionRev(sid, time.Now().Add(time.Hour))))
+		took := time.Since(start)
+		for j, other := range rs {
+			assert.True(t, other.Revoked(testIssuer, sid, "alice", time.Now()), "process %d refuses once Revoke returned", j)
+		}
+		assert.Less(t, took, revAckTimeout, "the peers' acknowledgements ended the wait, not the timeout")
+	}
+}
+
+// A subscriber that never acknowledges (a runner of an older version) delays Revoke by
+// revAckTimeout at most; the revocation is stored and published all the same.
+func TestRevokeWaitsForASilentPeerBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	o := Options{RedisURL: srv.URL(), KeyPrefix: testPrefix(t)}
+	rs := fleet(t, o, 2)
+	silent := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = silent.Close() })
+	ps := silent.Subscribe(ctx, o.KeyPrefix+"invalidate")
+	t.Cleanup(func() { _ = ps.Close() })
+	_, err := ps.Receive(ctx)
+	require.NoError(t, err)
+	start := time.Now()
+	require.NoError(t, rs[0].Revoke(AwaitPeers(ctx), sessionRev("silent", time.Now().Add(time.Hour))))
+	took := time.Since(start)
+	assert.True(t, rs[1].Revoked(testIssuer, "silent", "alice", time.Now()))
+	assert.GreaterOrEqual(t, took, revAckTimeout-10*time.Millisecond, "waited for the silent subscriber")
+	assert.Less(t, took, revAckTimeout+time.Second)
+
+	// Without AwaitPeers (the watcher's revocations) nothing waits for it.
+	start = time.Now()
+	require.NoError(t, rs[0].Revoke(ctx, sessionRev("unawaited", time.Now().Add(time.Hour))))
+	assert.Less(t, time.Since(start), revAckTimeout/2)
 }

@@ -88,7 +88,9 @@ func (c *Conf) serveBackchannel(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 	rev := cache.Revocation{Issuer: tok.Issuer, SessionID: tok.SessionID, Subject: tok.Subject, At: tok.IssuedAt,
 		Until: now.Add(c.RevocationTTL.Std())}
-	if err := c.plugin.deps.Revocations.Revoke(ctx, rev); err != nil {
+	// The 200 waits until every runner of the fleet holds the revocation:
+	// from Keycloak's answer on, none serves the session.
+	if err := c.plugin.deps.Revocations.Revoke(cache.AwaitPeers(ctx), rev); err != nil {
 		// Said to Keycloak as the specification asks (400: the logout
 		// failed); the jti stays recorded, as the token was genuine.
 		logger().Warn("back-channel logout: the revocation could not be stored", "error", err)

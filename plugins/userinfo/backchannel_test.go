@@ -31,11 +31,14 @@ type recordingRevoker struct {
 	*cache.Revocations
 	mu    sync.Mutex
 	calls []cache.Revocation
+	// awaited: each call asked the store to wait for the fleet (cache.AwaitPeers).
+	awaited []bool
 }
 
 func (r *recordingRevoker) Revoke(ctx context.Context, rev cache.Revocation) error {
 	r.mu.Lock()
 	r.calls = append(r.calls, rev)
+	r.awaited = append(r.awaited, cache.AwaitingPeers(ctx))
 	r.mu.Unlock()
 	return r.Revocations.Revoke(ctx, rev)
 }
@@ -143,6 +146,9 @@ func TestBackchannelLogoutRevokesTheSession(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, cache.Revocation{Issuer: f.is.URL, SessionID: "sid-1", Subject: "u-alice", At: got[0].At, Until: got[0].Until}, got[0])
 	assert.WithinDuration(t, time.Now().Add(DefaultRevocationTTL), got[0].Until, 5*time.Second)
+	f.revoker.mu.Lock()
+	assert.Equal(t, []bool{true}, f.revoker.awaited, "the 200 waits until every runner holds the revocation")
+	f.revoker.mu.Unlock()
 
 	// The cached session of sid-1 is refused; sid-2 of the same user passes.
 	w, _ = f.app.do(alice1)

@@ -115,6 +115,25 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		return err
 	}
 	defer rC.stop()
+	revRedis, err := e.seedRevocations(ctx, revocationsHeld)
+	if err != nil {
+		return err
+	}
+	defer revRedis.stop()
+	revMetrics, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	rD, err := startRunner("revocations", e.binary, e.runnerEnv(e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s",
+		"REDIS_URL": revRedis.url, "RUNNER_METRICS_ADDR": revMetrics}))
+	if err != nil {
+		return err
+	}
+	defer rD.stop()
+	held, ok := scrapeCounter(revMetrics, "apisix_identity_cache_revocations_entries")
+	if !ok || held < revocationsHeld {
+		return fmt.Errorf("the revocations runner holds %.0f revocations, want %d", held, revocationsHeld)
+	}
 
 	rewrite := func(assert bool, orgs string) expect {
 		x := expect{action: hrc.ActionRewrite, orgs: orgs}
@@ -126,17 +145,21 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	noopA := &variant{name: "no-op (P-256 runner)", runner: rA, confs: []pluginConf{noopConf}, login: true}
 	noopB := &variant{name: "no-op (Ed25519 runner)", runner: rB, confs: []pluginConf{noopConf}, login: true}
 	noopC := &variant{name: "no-op (local tier off)", runner: rC, confs: []pluginConf{noopConf}, login: true}
+	noopD := &variant{name: "no-op (revocations held)", runner: rD, confs: []pluginConf{noopConf}, login: true}
 	hitOrgsync := orgsyncConf("10m", "20m")
+	localHit := &variant{name: "userinfo + orgsync, local hit (P-256)", runner: rA, noop: noopA, login: true,
+		confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")}
+	revokedHit := &variant{name: fmt.Sprintf("revocations held (%d), userinfo + orgsync, local hit (P-256)", revocationsHeld),
+		runner: rD, noop: noopD, login: true, confs: localHit.confs, exp: rewrite(true, "acme")}
 	vs := []*variant{
-		noopA, noopB, noopC,
+		noopA, noopB, noopC, noopD,
 		{name: "userinfo, no assertion", runner: rA, noop: noopA, login: true,
 			confs: []pluginConf{e.userinfoConf(false, false)}, exp: rewrite(false, "")},
 		{name: "userinfo + assertion P-256", runner: rA, noop: noopA, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")},
 		{name: "userinfo + assertion Ed25519", runner: rB, noop: noopB, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")},
-		{name: "userinfo + orgsync, local hit (P-256)", runner: rA, noop: noopA, login: true,
-			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
+		localHit, revokedHit,
 		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
@@ -218,6 +241,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		e.report.note("This runner does not read " + localOff + ": the \"Redis hit\" row was served by the in-process tier like the local-hit row.")
 	}
 	e.report.rounds(vs, results, e.o, localOffRead)
+	e.report.revocationCost(revokedHit, localHit, results, held)
 	if err := e.clientCost(vs); err != nil {
 		return err
 	}

@@ -40,9 +40,19 @@ type receivedLogout struct {
 	token  string // the logout_token Keycloak sent
 	status int    // the runner's answer
 	body   string
+	// answered is when the runner's answer reached the front, before
+	// Keycloak gets it: the moment the fleet test counts from.
+	answered time.Time
 }
 
 func newBackchannelFront(t *testing.T, r *runner) *backchannelFront {
+	t.Helper()
+	return newBackchannelFrontTo(t, r.gw)
+}
+
+// newBackchannelFrontTo is a front handing the logout tokens to the runner
+// behind gw.
+func newBackchannelFrontTo(t *testing.T, gw *apisix.Gateway) *backchannelFront {
 	t.Helper()
 	f := &backchannelFront{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -55,15 +65,17 @@ func newBackchannelFront(t *testing.T, r *runner) *backchannelFront {
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
 		defer cancel()
-		res, err := r.gw.Do(ctx, f.route, &apisix.Request{Method: req.Method, Path: req.URL.Path, Header: h,
+		res, err := gw.Do(ctx, f.route, &apisix.Request{Method: req.Method, Path: req.URL.Path, Header: h,
 			SrcIP: "127.0.0.1", Body: body})
+		answered := time.Now()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		form, _ := url.ParseQuery(string(body))
 		f.mu.Lock()
-		f.received = append(f.received, receivedLogout{token: form.Get("logout_token"), status: res.Status, body: string(res.Body)})
+		f.received = append(f.received, receivedLogout{token: form.Get("logout_token"), status: res.Status, body: string(res.Body),
+			answered: answered})
 		f.mu.Unlock()
 		for k, v := range res.ResponseHeader {
 			w.Header()[k] = v
@@ -240,6 +252,10 @@ func TestBackchannelLogoutWhenAdminSignsTheUserOut(t *testing.T) {
 		assert.Equal(t, "session_revoked", reasonOf(t, res))
 	}
 	assert.Equal(t, 200, ls.r.do(t, ls.app, api(unrelated)).Status, "another user's session passes")
+	// The watcher (on here) revokes the subject as of the sign-out, and a
+	// token's iat is in whole seconds: a login in the same second counts as
+	// before it (TestWatcherRevocationRefusedThroughRunner waits the same way).
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
 	fresh := ls.client.Login(t, ls.user.Username, ls.user.Password)
 	assert.Equal(t, 200, ls.r.do(t, ls.app, api(fresh)).Status, "a login after the sign-out passes")
 }
