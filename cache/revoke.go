@@ -892,8 +892,16 @@ func (s *Revocations) run() {
 			}
 			continue
 		}
-		backoff, failing = time.Second, false
-		logger().Warn("revocations loaded from redis after (re)subscription", "new", n,
-			"took_s", time.Since(start).Seconds())
+		backoff = time.Second
+		// A reload is routine after any resubscription (whose loss and return are already
+		// logged): only the end of a failing spell is a warning, at the level it began.
+		if failing {
+			failing = false
+			logger().Warn("revocations: loading from redis works again", "new", n,
+				"took_s", time.Since(start).Seconds())
+		} else {
+			logger().Info("revocations loaded from redis after (re)subscription", "new", n,
+				"took_s", time.Since(start).Seconds())
+		}
 	}
 }

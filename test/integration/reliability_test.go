@@ -392,7 +392,7 @@ func TestReliabilityWatcherLogsAfterRedisRestart(t *testing.T) {
 	st.wait()
 	require.True(t, ended(), "still balanced 2 s later:\n%s", strings.Join(nd.warnLines(), "\n"))
 	known := []string{"redis unavailable", "redis recovered", "redis invalidation subscription", "admin event poll",
-		"admin event watcher lease"}
+		"admin event watcher lease", "revocations: loading from redis"}
 	for _, l := range nd.warnLines() {
 		ok := false
 		for _, k := range known {
