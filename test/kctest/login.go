@@ -58,8 +58,15 @@ func Login(t testing.TB, username, password string) *Session {
 func LoginScope(t testing.TB, username, password, scope string) *Session {
 	t.Helper()
 	s := Env(t)
-	sess := PasswordGrant(t, s.ClientID, s.ClientSecret, username, password, scope)
-	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
+	return loginThrough(t, s.ClientID, s.ClientSecret, username, password, scope)
+}
+
+// loginThrough is a password grant through the client followed by the
+// realm's userinfo call, as openid-connect does at login.
+func loginThrough(t testing.TB, clientID, clientSecret, username, password, scope string) *Session {
+	t.Helper()
+	sess := PasswordGrant(t, clientID, clientSecret, username, password, scope)
+	sess.Userinfo = do(t, http.MethodGet, Env(t).Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
 	return sess
 }
 
@@ -117,8 +124,5 @@ func (sess *Session) Refresh(t testing.TB) {
 // back-channel logout are that client's.
 func LoginClient(t testing.TB, clientID, clientSecret, username, password string) *Session {
 	t.Helper()
-	s := Env(t)
-	sess := PasswordGrant(t, clientID, clientSecret, username, password, DefaultScope)
-	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
-	return sess
+	return loginThrough(t, clientID, clientSecret, username, password, DefaultScope)
 }

@@ -47,10 +47,7 @@ func CreateLogoutClient(t testing.TB, backchannelURL string) *LogoutClient {
 // a new Keycloak session each time, with userinfo fetched.
 func (c *LogoutClient) Login(t testing.TB, username, password string) *Session {
 	t.Helper()
-	s := Env(t)
-	sess := PasswordGrant(t, c.ID, c.Secret, username, password, DefaultScope)
-	sess.Userinfo = do(t, http.MethodGet, s.Issuer+"/protocol/openid-connect/userinfo", sess.AccessToken, "", nil, http.StatusOK)
-	return sess
+	return LoginClient(t, c.ID, c.Secret, username, password)
 }
 
 // Logout ends the session at Keycloak's end-session endpoint, the way a
@@ -58,9 +55,7 @@ func (c *LogoutClient) Login(t testing.TB, username, password string) *Session {
 // back-channel logouts before it answers.
 func (c *LogoutClient) Logout(t testing.TB, sess *Session) {
 	t.Helper()
-	form := url.Values{"client_id": {c.ID}, "client_secret": {c.Secret}, "refresh_token": {sess.RefreshToken}}
-	do(t, http.MethodPost, Env(t).Issuer+"/protocol/openid-connect/logout", "", "application/x-www-form-urlencoded",
-		strings.NewReader(form.Encode()), http.StatusNoContent)
+	LogoutSession(t, sess) // sess logged in through c: LogoutSession ends it with c's credentials
 }
 
 // SessionID is the Keycloak user session of the tokens: the access token's sid
