@@ -30,11 +30,11 @@ bench:
 # The real runner binary over its unix socket, driven as APISIX drives it,
 # against the test Keycloak (scripts/keycloak.sh start) and a Redis of its own
 # (redis-server on the PATH). 10-13 minutes; BENCH_ARGS=-quick is a ~30 s
-# smoke run. Method and figures: BENCHMARKS.md.
+# smoke run. Method and figures: docs/benchmarks.md.
 bench-e2e:
 	go run ./test/bench $(BENCH_ARGS)
 
-# RELIABILITY.md: the fault suite's long form and the soak (SOAK_USERS, SOAK_DURATION), against
+# docs/reliability.md: the fault suite's long form and the soak (SOAK_USERS, SOAK_DURATION), against
 # the test Redis and Keycloak; the figures go to .work/reliability-figures.md. CI runs the short
 # form with the other integration tests.
 reliability:

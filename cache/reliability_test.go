@@ -176,7 +176,7 @@ func TestSlowRedisIsNotDown(t *testing.T) {
 	equal(t, logs.Count("redis unavailable"), 0, "slow Redis reported down: ", logs)
 	total, near := ll.check(p.Fresh)
 	t.Logf("%d loads, %d closer than fresh_ttl: %v", total, len(near), near)
-	// Every reply comes within 2 x OpTimeout: no fill loads beside another (RELIABILITY.md
+	// Every reply comes within 2 x OpTimeout: no fill loads beside another (docs/reliability.md
 	// promise 2).
 	equal(t, len(near), 0, "loads closer than fresh_ttl with a slow Redis: ", near)
 }

@@ -31,7 +31,7 @@ type keycloakState struct {
 // REDIS_URL is set) and Keycloak (when KEYCLOAK_URL is set, with its circuit
 // breaker closed); 503 otherwise, with the same JSON saying which one is not.
 // The runner still serves while it is not ready (in-process cache, stale
-// memberships): see the README before using it as a readiness probe.
+// memberships): see docs/operations.md ("Metrics and health checks") before using it as a readiness probe.
 func (s *services) ready(w http.ResponseWriter, r *http.Request) {
 	var rd readiness
 	if s.cache != nil {

@@ -1,6 +1,6 @@
 // Command bench drives the real runner binary over its unix socket the way
 // APISIX does and measures each plugin chain against the no-op chain of the
-// same runner and round (`make bench-e2e`; BENCHMARKS.md describes the
+// same runner and round (`make bench-e2e`; docs/benchmarks.md describes the
 // method). It needs the test Keycloak (scripts/keycloak.sh start; the Makefile
 // sources .work/keycloak.env) and redis-server on the PATH; it starts its own
 // Redis, runners, JWKS endpoint and counting proxy, creates its users in the

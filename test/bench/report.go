@@ -337,7 +337,7 @@ func windows(calls map[string][]time.Time, known map[string]bool, ttl time.Durat
 		total += len(ts)
 		// A value is dated from the start of its load, and the proxy sees
 		// the organizations call after the account call, so two loads one
-		// fresh_ttl apart can arrive a little closer: RELIABILITY.md counts
+		// fresh_ttl apart can arrive a little closer: docs/reliability.md counts
 		// loads as one window apart from 3/4 fresh_ttl on, and so does this.
 		most := 0
 		for i := range ts {

@@ -24,7 +24,7 @@ import (
 // next probe (1 s) and the store resends what Redis did not take at its next
 // tick (1 s); a peer gets it from the channel, or, when it resubscribes after
 // that (backoff up to 1 s), from the full load a resubscription starts. 5 s
-// leaves room for a loaded machine; BENCHMARKS.md states the same bound.
+// leaves room for a loaded machine; docs/benchmarks.md states the same bound.
 const revocationResendBound = 5 * time.Second
 
 // fleetCall is one request of the load: when it was sent (just before the
@@ -86,7 +86,7 @@ func fleetLoad(ctx context.Context, nodes []*node, route *apisix.Route, sess *kc
 // socket but had not applied it yet served up to 13 requests sent within
 // 1.7 ms after the answer, in 1 run of 4. Then with Redis down: the revoking
 // runner refuses at once, the others within revocationResendBound of Redis's
-// return. BENCHMARKS.md ("A fleet of three runners under load") has the
+// return. docs/benchmarks.md ("A fleet of three runners under load") has the
 // figures.
 func TestFleetRevocation(t *testing.T) {
 	rd := redistest.Start(t)

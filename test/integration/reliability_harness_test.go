@@ -435,7 +435,7 @@ func reliabilityRoute(t *testing.T, fresh time.Duration) *apisix.Route {
 		orgsyncConf(fmt.Sprintf(`{"fresh_ttl":%q,"stale_ttl":"10m","timeout":"2s"}`, fresh.String())))
 }
 
-// figures is one line of RELIABILITY.md's table.
+// figures is one line of docs/reliability.md's table.
 type figures struct {
 	Scenario        string
 	Sent, Failed    int64

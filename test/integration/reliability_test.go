@@ -130,7 +130,7 @@ func (s *setup) balanced(down, up string) (bool, int) {
 	return true, all
 }
 
-// TestReliability is the standing fault suite of RELIABILITY.md. Each subtest reports one row.
+// TestReliability is the standing fault suite of docs/reliability.md. Each subtest reports one row.
 func TestReliability(t *testing.T) {
 	sc := scale()
 	users := loginUsers(t, sc.users)
