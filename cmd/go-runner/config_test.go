@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,13 +124,36 @@ func with(m map[string]string, k, v string) map[string]string {
 	return m
 }
 
-// Every variable the runner reads is documented in the README's table.
-func TestReadmeDocumentsEveryVariable(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+// Every variable the runner reads has a row in the environment table of
+// docs/configuration.md: a mention elsewhere in the file (an example, a
+// cross-reference) does not count.
+func TestConfigurationDocumentsEveryVariable(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
 	require.NoError(t, err)
+	rows := environmentRows(t, string(doc))
 	for _, v := range envVars {
-		assert.Contains(t, string(readme), "`"+v+"`", "README.md does not document %s", v)
+		assert.True(t, slices.ContainsFunc(rows, func(row string) bool { return strings.Contains(row, "`"+v+"`") }),
+			"docs/configuration.md has no row for %s in its environment table", v)
 	}
+}
+
+// environmentRows returns the table rows of the section "## Process
+// (environment)", header and separator rows left out.
+func environmentRows(t *testing.T, doc string) []string {
+	t.Helper()
+	_, section, ok := strings.Cut(doc, "\n## Process (environment)\n")
+	require.True(t, ok, `docs/configuration.md lost its "## Process (environment)" section`)
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	var rows []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "| `") {
+			rows = append(rows, line)
+		}
+	}
+	require.NotEmpty(t, rows, "the environment section of docs/configuration.md has no table")
+	return rows
 }
 
 func TestMemoryLimit(t *testing.T) {
