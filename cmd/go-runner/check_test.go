@@ -187,3 +187,27 @@ func TestCheckOneAudienceForTwoRealmsAcrossFiles(t *testing.T) {
 	assert.Contains(t, out.String(), b+": route b: ")
 	assert.Contains(t, out.String(), "also signed on "+a+": route a for users of")
 }
+
+func TestCheckAccessRules(t *testing.T) {
+	ruled := `{"name":"orgsync","value":"{\"require\":{\"org\":\"acme\"}}"}`
+	code, out := check(t, route(oidc+","+postReq(goodUserinfo, ruled)))
+	assert.Equal(t, checkOK, code, out)
+
+	unverified := `{"name":"userinfo","value":"{\"verify_token\":false}"}`
+	code, out = check(t, route(oidc+","+postReq(unverified, ruled)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "an access rule needs a plugin before it")
+
+	code, out = check(t, route(oidc+","+postReq(ruled)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "an access rule needs a plugin before it")
+
+	for _, bad := range []string{
+		`{\"require\":{\"any\":[{\"orgg\":\"acme\"}]}}`,
+		`{\"require\":{\"realm_role\":\"admin\"}}`,
+		`{\"tenant\":{\"path\":\"/orgs/{org}/x\"}}`,
+	} {
+		code, out = check(t, route(oidc+","+postReq(goodUserinfo, `{"name":"orgsync","value":"`+bad+`"}`)))
+		assert.Equal(t, checkProblems, code, out)
+	}
+}

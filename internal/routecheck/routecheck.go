@@ -89,6 +89,11 @@ type Options struct {
 	// signs, nil when none (or when the conf does not parse: that is
 	// reported already). nil skips the realm rule.
 	Signs func(name string, value []byte) *Signed
+	// Gates says whether a good conf of the named plugin decides who passes
+	// (an access rule); Verifies whether it verifies the identity such a
+	// rule is decided for. A gating conf with no verifying one before it on
+	// its list is a problem. nil skips the rule.
+	Gates, Verifies func(name string, value []byte) bool
 }
 
 // Signed is what an app verifying an assertion can check: the iss and aud
@@ -242,7 +247,7 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 	}
 	var names []string
 	values := map[string]map[string]any{}
-	ours := false
+	ours, verified := false, false
 	for i, item := range list {
 		c, _ := item.(map[string]any)
 		name, _ := c["name"].(string)
@@ -271,6 +276,13 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 		})
 		if err != nil {
 			add("%s: %v", where, err)
+		}
+		if err == nil && o.Gates != nil && o.Gates(name, []byte(value)) && !verified {
+			add("%s: %s: an access rule needs a plugin before it on the same list that verifies the identity "+
+				"(userinfo with verify_token true): without one it is decided for nobody", where, name)
+		}
+		if err == nil && o.Verifies != nil && o.Verifies(name, []byte(value)) {
+			verified = true
 		}
 		for _, w := range warnings {
 			f.warning("%s: %s: %s", where, name, w)

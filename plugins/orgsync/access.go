@@ -15,6 +15,9 @@ import (
 // verified identity came with.
 const ReasonIdentityRequired = "identity_required"
 
+// Gates reports whether the route has an access rule (require or tenant).
+func (c *Conf) Gates() bool { return c.err == nil && c.policy != nil }
+
 // facts is the snapshot as access rules read it: the same data the upstream
 // receives. A part this route does not fetch stays empty (fetches refuses a
 // rule on it).
