@@ -215,8 +215,7 @@ func (t *Tenant) fromHost(host string) (string, string) {
 		}
 		host = host[:i]
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
+	for _, c := range []byte(host) {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
 			return "", ReasonTenantAmbiguous
 		}

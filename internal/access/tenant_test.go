@@ -48,6 +48,7 @@ func TestTenantFromPath(t *testing.T) {
 		{"merged slashes after", "/orgs/acme/x", "/orgs/acme//x", "", ReasonTenantAmbiguous},
 		{"encoded letters in the tenant", "/orgs/acme/x", "/orgs/%61cme/x", "", ReasonTenantAmbiguous},
 		{"encoded prefix", "/orgs/acme/x", "/%6Frgs/acme/x", "", ReasonTenantAmbiguous},
+		{"cyrillic a, sent raw", "/orgs/\u0430cme/x", "/orgs/\u0430cme/x", "", ReasonTenantAmbiguous},
 		{"cyrillic a", "/orgs/\u0430cme/x", "/orgs/%D0%B0cme/x", "", ReasonTenantAmbiguous},
 		{"two organizations", "/orgs/acme/orgs/globex/x", "/orgs/acme/orgs/globex/x", "", ReasonTenantAmbiguous},
 		{"two organizations, other case", "/orgs/acme/ORGS/globex", "/orgs/acme/ORGS/globex", "", ReasonTenantAmbiguous},
