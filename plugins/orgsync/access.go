@@ -2,6 +2,7 @@ package orgsync
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync"
 
@@ -84,7 +85,7 @@ func (c *Conf) refuseAccess(w http.ResponseWriter, r pkgHTTP.Request, id *identi
 	} else {
 		countForbidden.Inc()
 	}
-	if log := logger(); log.Enabled(r.Context(), -4) {
+	if log := logger(); log.Enabled(r.Context(), slog.LevelDebug) {
 		user := ""
 		if id != nil {
 			user = id.Subject
