@@ -80,7 +80,8 @@ ext-plugin-post-req with allow_degradation false, userinfo before orgsync;
 openid-connect without bearer_only needs session.secret (APISIX >= 3.14);
 one assertion issuer and audience must not be signed on routes of two realms
 (token issuers), across all FILEs; an orgsync access rule (require, tenant)
-needs userinfo verifying the token before it on the same list. With -config (APISIX's config.yaml), every secret_env must be listed in
+needs userinfo verifying the token before it on the same list, and a path
+tenant cannot follow proxy-rewrite's uri or regex_uri. With -config (APISIX's config.yaml), every secret_env must be listed in
 nginx_config.envs. ${{VAR:=default}} references resolve from this
 environment, as APISIX resolves them.
 
@@ -122,6 +123,14 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			v, err := orgsync.New(orgsync.Deps{}).ParseConf(value)
 			c, ok := v.(*orgsync.Conf)
 			return err == nil && ok && c.Gates()
+		},
+		RawPath: func(name string, value []byte) bool {
+			if name != orgsync.Name {
+				return false
+			}
+			v, err := orgsync.New(orgsync.Deps{}).ParseConf(value)
+			c, ok := v.(*orgsync.Conf)
+			return err == nil && ok && c.Gates() && c.Tenant != nil && c.Tenant.Path != ""
 		},
 		Verifies: func(name string, value []byte) bool {
 			if name != userinfo.Name {

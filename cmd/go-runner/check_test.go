@@ -202,6 +202,13 @@ func TestCheckAccessRules(t *testing.T) {
 	assert.Equal(t, checkProblems, code, out)
 	assert.Contains(t, out, "an access rule needs a plugin before it")
 
+	pathTenant := `{"name":"orgsync","value":"{\"tenant\":{\"path\":\"/orgs/{org}\"}}"}`
+	code, out = check(t, route(oidc+","+postReq(goodUserinfo, pathTenant)))
+	assert.Equal(t, checkOK, code, out)
+	code, out = check(t, route(oidc+`,"proxy-rewrite":{"regex_uri":["^/o/(.*)","/orgs/$1"]},`+postReq(goodUserinfo, pathTenant)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "a path tenant cannot follow proxy-rewrite")
+
 	for _, bad := range []string{
 		`{\"require\":{\"any\":[{\"orgg\":\"acme\"}]}}`,
 		`{\"require\":{\"realm_role\":\"admin\"}}`,

@@ -91,6 +91,17 @@ func TestAccessTenantFromPath(t *testing.T) {
 	assert.JSONEq(t, `{"error":"Bad Request","reason":"tenant_ambiguous"}`, string(res.Body))
 	assert.False(t, res.Upstream)
 
+	// The tenant from the Host header as the client sent it (APISIX passes it as `host`).
+	hostRoute := newRoute(userinfoConf(t, ""), orgsyncConf(`{"tenant":{"host":"{org}.apps.example.org"}}`))
+	withHost := func(host string) map[string]string {
+		h := headersOf(sess)
+		h["Host"] = host
+		return h
+	}
+	assert.Equal(t, http.StatusOK, r.doAt(t, hostRoute, withHost("acme.apps.example.org:9080"), "/", "/").Status)
+	assert.Equal(t, http.StatusForbidden, r.doAt(t, hostRoute, withHost("globex.apps.example.org"), "/", "/").Status)
+	assert.Equal(t, http.StatusBadRequest, r.doAt(t, hostRoute, withHost("acme.apps.example.org."), "/", "/").Status)
+
 	kctest.RemoveMember(t, "acme", user.ID)
 	eventually(t, 3*time.Second, "403 on the tenant after the removal", func() bool {
 		return r.doAt(t, route, headersOf(sess), "/orgs/acme/invoices", "/orgs/acme/invoices").Status == http.StatusForbidden
