@@ -227,8 +227,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			return
 		}
 	}
-	// The route's access rules, on the same value (nil: Keycloak could not
-	// be asked and nothing is cached, so there is no current data to decide on).
+	// Decisions on the value, continued: the route's access rules
+	// (access.go), on the same value the account check read (nil: Keycloak
+	// could not be asked and nothing is cached: no current data to decide on).
 	if c.policy != nil {
 		var current *snapshot
 		if value != nil {
