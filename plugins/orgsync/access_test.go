@@ -1,6 +1,7 @@
 package orgsync
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 )
 
@@ -262,4 +264,20 @@ func TestBadRuleFailsClosed(t *testing.T) {
 	require.NoError(t, err)
 	w, _ := h.do(v, login("u-alice", "acme"), nil)
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
+}
+
+// The log says what the body must not: the rule and the user, at debug.
+func TestRefusalLoggedAtDebug(t *testing.T) {
+	logs := logtest.Capture(t, slog.LevelDebug)
+	h := newHarness(t)
+	h.dir.addUser("u-alice", true, acme)
+	w, _ := h.doAt(h.route(`{"require":{"any":[{"org":"globex"},{"org":"initech"}]}}`), login("u-alice"), "/",
+		map[string]string{"route_id": "r-7"}, nil)
+	require.Equal(t, http.StatusForbidden, w.Code)
+	assert.NotContains(t, w.Body.String(), "globex")
+	line := logs.String()
+	assert.Contains(t, line, "access refused")
+	assert.Contains(t, line, "u-alice")
+	assert.Contains(t, line, "r-7")
+	assert.Contains(t, line, `{\"any\":[{\"org\":\"globex\"},{\"org\":\"initech\"}]}`)
 }
