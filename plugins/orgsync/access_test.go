@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
@@ -280,4 +281,46 @@ func TestRefusalLoggedAtDebug(t *testing.T) {
 	assert.Contains(t, line, "u-alice")
 	assert.Contains(t, line, "r-7")
 	assert.Contains(t, line, `{\"any\":[{\"org\":\"globex\"},{\"org\":\"initech\"}]}`)
+}
+
+// The hit path with a rule against the same route without it (the cache
+// warm, the rendering replayed): the rule's own cost.
+func BenchmarkServeWithRule(b *testing.B) {
+	for _, tc := range []struct{ name, conf string }{
+		{"none", `{"fresh_ttl":"1h","stale_ttl":"1h"}`},
+		{"org", `{"fresh_ttl":"1h","stale_ttl":"1h","require":{"org":"acme"}}`},
+		{"nested", `{"fresh_ttl":"1h","stale_ttl":"1h","claims":["organization","roles"],"require":{"all":[{"any":[{"org":"initech"},{"org":"acme"}]},{"realm_role":"course-admin"}]}}`},
+		{"header tenant", `{"fresh_ttl":"1h","stale_ttl":"1h","tenant":{"header":"X-Tenant"}}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			store, err := cache.New(b.Context(), &cache.Options{})
+			require.NoError(b, err)
+			b.Cleanup(func() { _ = store.Close() })
+			dir := newFakeDirectory(testRealm)
+			dir.addUser("u-alice", true, acme, globex)
+			p := New(Deps{Cache: store, Keycloak: dir})
+			conf, err := p.ParseConf([]byte(tc.conf))
+			require.NoError(b, err)
+			require.NoError(b, conf.(*Conf).Err())
+			alice := login("u-alice")
+			emitter := &fakeEmitter{}
+			do := func() int {
+				r := runnertest.NewRequest(1, 1, map[string]string{"X-Tenant": "acme"})
+				require.NoError(b, identity.Attach(r, &identity.Proof{Identity: alice, Emitter: emitter}))
+				w := httptest.NewRecorder()
+				p.RequestFilter(conf, w, r)
+				return w.Code
+			}
+			for range 3 {
+				do()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if code := do(); code != http.StatusOK {
+					b.Fatal(code)
+				}
+			}
+		})
+	}
 }
