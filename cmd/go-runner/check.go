@@ -79,7 +79,9 @@ misspelled one is skipped silently at run time); identity plugins belong in
 ext-plugin-post-req with allow_degradation false, userinfo before orgsync;
 openid-connect without bearer_only needs session.secret (APISIX >= 3.14);
 one assertion issuer and audience must not be signed on routes of two realms
-(token issuers), across all FILEs. With -config (APISIX's config.yaml), every secret_env must be listed in
+(token issuers), across all FILEs; an orgsync access rule (require, tenant)
+needs userinfo verifying the token before it on the same list, and a path
+tenant cannot follow proxy-rewrite's uri or regex_uri. With -config (APISIX's config.yaml), every secret_env must be listed in
 nginx_config.envs. ${{VAR:=default}} references resolve from this
 environment, as APISIX resolves them.
 
@@ -114,6 +116,30 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// orgsync's invalidation endpoint works without an identity.
 		Exempt: func(name string, v map[string]any) bool { return name == orgsync.Name && v["invalidate"] == true },
 		Signs:  checkSigns,
+		Gates: func(name string, value []byte) bool {
+			if name != orgsync.Name {
+				return false
+			}
+			v, err := orgsync.New(orgsync.Deps{}).ParseConf(value)
+			c, ok := v.(*orgsync.Conf)
+			return err == nil && ok && c.Gates()
+		},
+		RawPath: func(name string, value []byte) bool {
+			if name != orgsync.Name {
+				return false
+			}
+			v, err := orgsync.New(orgsync.Deps{}).ParseConf(value)
+			c, ok := v.(*orgsync.Conf)
+			return err == nil && ok && c.Gates() && c.Tenant != nil && c.Tenant.Path != ""
+		},
+		Verifies: func(name string, value []byte) bool {
+			if name != userinfo.Name {
+				return false
+			}
+			v, err := userinfo.New(userinfo.Deps{}).ParseConf(value)
+			c, ok := v.(*userinfo.Conf)
+			return err == nil && ok && c.Err() == nil && c.VerifyToken != nil && *c.VerifyToken
+		},
 	}
 	if *configFile != "" {
 		doc, err := readDoc(*configFile, stdin)

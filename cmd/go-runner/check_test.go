@@ -187,3 +187,34 @@ func TestCheckOneAudienceForTwoRealmsAcrossFiles(t *testing.T) {
 	assert.Contains(t, out.String(), b+": route b: ")
 	assert.Contains(t, out.String(), "also signed on "+a+": route a for users of")
 }
+
+func TestCheckAccessRules(t *testing.T) {
+	ruled := `{"name":"orgsync","value":"{\"require\":{\"org\":\"acme\"}}"}`
+	code, out := check(t, route(oidc+","+postReq(goodUserinfo, ruled)))
+	assert.Equal(t, checkOK, code, out)
+
+	unverified := `{"name":"userinfo","value":"{\"verify_token\":false}"}`
+	code, out = check(t, route(oidc+","+postReq(unverified, ruled)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "an access rule needs a plugin before it")
+
+	code, out = check(t, route(oidc+","+postReq(ruled)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "an access rule needs a plugin before it")
+
+	pathTenant := `{"name":"orgsync","value":"{\"tenant\":{\"path\":\"/orgs/{org}\"}}"}`
+	code, out = check(t, route(oidc+","+postReq(goodUserinfo, pathTenant)))
+	assert.Equal(t, checkOK, code, out)
+	code, out = check(t, route(oidc+`,"proxy-rewrite":{"regex_uri":["^/o/(.*)","/orgs/$1"]},`+postReq(goodUserinfo, pathTenant)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, "a path tenant cannot follow proxy-rewrite")
+
+	for _, bad := range []string{
+		`{\"require\":{\"any\":[{\"orgg\":\"acme\"}]}}`,
+		`{\"require\":{\"realm_role\":\"admin\"}}`,
+		`{\"tenant\":{\"path\":\"/orgs/{org}/x\"}}`,
+	} {
+		code, out = check(t, route(oidc+","+postReq(goodUserinfo, `{"name":"orgsync","value":"`+bad+`"}`)))
+		assert.Equal(t, checkProblems, code, out)
+	}
+}

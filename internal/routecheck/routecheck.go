@@ -89,6 +89,16 @@ type Options struct {
 	// signs, nil when none (or when the conf does not parse: that is
 	// reported already). nil skips the realm rule.
 	Signs func(name string, value []byte) *Signed
+	// Gates says whether a good conf of the named plugin decides who passes
+	// (an access rule); Verifies whether it verifies the identity such a
+	// rule is decided for. A gating conf with no verifying one before it on
+	// its list is a problem. nil skips the rule.
+	Gates, Verifies func(name string, value []byte) bool
+	// RawPath says whether a good conf reads the client's raw request-target
+	// and compares it with the path the runner gets (orgsync's path tenant),
+	// which a uri rewrite before it makes differ on every request. nil skips
+	// the rule.
+	RawPath func(name string, value []byte) bool
 }
 
 // Signed is what an app verifying an assertion can check: the iss and aud
@@ -106,6 +116,7 @@ func Check(routes []Route, o Options) []Problem {
 	for _, r := range routes {
 		f := findings{add: func(p Problem) { p.Route, p.File = r.ID, r.File; out = append(out, p) }}
 		checkOpenIDConnect(r, f.problem)
+		checkRawPath(r, o, f.problem)
 		for _, phase := range phases {
 			raw, ok := r.Plugins[phase]
 			if !ok {
@@ -200,6 +211,29 @@ func (f findings) warning(format string, args ...any) {
 	f.add(Problem{Message: fmt.Sprintf(format, args...), Warning: true})
 }
 
+// checkRawPath: proxy-rewrite's uri or regex_uri sets $upstream_uri in the
+// rewrite phase, and ext-plugin sends that as the path; the client's
+// request-target ($real_request_uri) then never matches it, and a conf that
+// compares the two refuses every request.
+func checkRawPath(r Route, o Options, add func(string, ...any)) {
+	pr, _ := r.Plugins["proxy-rewrite"].(map[string]any)
+	if o.RawPath == nil || pr == nil || (pr["uri"] == nil && pr["regex_uri"] == nil) {
+		return
+	}
+	m, _ := r.Plugins[PostReq].(map[string]any)
+	list, _ := m["conf"].([]any)
+	for i, item := range list {
+		c, _ := item.(map[string]any)
+		name, _ := c["name"].(string)
+		value, _ := c["value"].(string)
+		if o.RawPath(name, []byte(value)) {
+			add("%s conf[%d]: %s: a path tenant cannot follow proxy-rewrite's uri or regex_uri: the path the runner "+
+				"gets is no longer the client's, and every request is refused; use a header tenant the same rewrite sets",
+				PostReq, i, name)
+		}
+	}
+}
+
 // checkOpenIDConnect: APISIX 3.14 made session.secret required whenever
 // bearer_only is false (apisix/plugins/openid-connect.lua, check_schema:
 // `property "session.secret" is required when "bearer_only" is false`);
@@ -242,7 +276,7 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 	}
 	var names []string
 	values := map[string]map[string]any{}
-	ours := false
+	ours, verified := false, false
 	for i, item := range list {
 		c, _ := item.(map[string]any)
 		name, _ := c["name"].(string)
@@ -271,6 +305,13 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 		})
 		if err != nil {
 			add("%s: %v", where, err)
+		}
+		if err == nil && o.Gates != nil && o.Gates(name, []byte(value)) && !verified {
+			add("%s: %s: an access rule needs a plugin before it on the same list that verifies the identity "+
+				"(userinfo with verify_token true): without one it is decided for nobody", where, name)
+		}
+		if err == nil && o.Verifies != nil && o.Verifies(name, []byte(value)) {
+			verified = true
 		}
 		for _, w := range warnings {
 			f.warning("%s: %s: %s", where, name, w)

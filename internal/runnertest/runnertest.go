@@ -21,8 +21,12 @@ type Request struct {
 	Hdr       *Header
 	ArgsV     url.Values
 	BodyV     []byte
-	Ctx       context.Context
-	respHdr   http.Header
+	// VarsV answers Var (APISIX's ctx.var); a name it lacks is nil.
+	VarsV map[string]string
+	// VarCalls counts Var calls: each is a round trip to APISIX.
+	VarCalls int
+	Ctx      context.Context
+	respHdr  http.Header
 }
 
 var _ pkgHTTP.Request = (*Request)(nil)
@@ -37,16 +41,22 @@ func NewRequest(id, token uint32, headers map[string]string) *Request {
 	return &Request{RequestID: id, Token: token, MethodV: http.MethodGet, PathV: []byte("/"), Hdr: h, ArgsV: url.Values{}}
 }
 
-func (r *Request) ID() uint32                 { return r.RequestID }
-func (r *Request) ConfToken() uint32          { return r.Token }
-func (r *Request) SrcIP() net.IP              { return net.IPv4(127, 0, 0, 1) }
-func (r *Request) Method() string             { return r.MethodV }
-func (r *Request) Path() []byte               { return r.PathV }
-func (r *Request) SetPath(p []byte)           { r.PathV = p }
-func (r *Request) Header() pkgHTTP.Header     { return r.Hdr }
-func (r *Request) Args() url.Values           { return r.ArgsV }
-func (r *Request) Var(string) ([]byte, error) { return nil, nil }
-func (r *Request) Body() ([]byte, error)      { return r.BodyV, nil }
+func (r *Request) ID() uint32             { return r.RequestID }
+func (r *Request) ConfToken() uint32      { return r.Token }
+func (r *Request) SrcIP() net.IP          { return net.IPv4(127, 0, 0, 1) }
+func (r *Request) Method() string         { return r.MethodV }
+func (r *Request) Path() []byte           { return r.PathV }
+func (r *Request) SetPath(p []byte)       { r.PathV = p }
+func (r *Request) Header() pkgHTTP.Header { return r.Hdr }
+func (r *Request) Args() url.Values       { return r.ArgsV }
+func (r *Request) Body() ([]byte, error)  { return r.BodyV, nil }
+func (r *Request) Var(name string) ([]byte, error) {
+	r.VarCalls++
+	if v, ok := r.VarsV[name]; ok {
+		return []byte(v), nil
+	}
+	return nil, nil
+}
 func (r *Request) Context() context.Context {
 	if r.Ctx != nil {
 		return r.Ctx

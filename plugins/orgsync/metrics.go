@@ -8,7 +8,7 @@ import (
 var (
 	metricRequests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "requests_total",
-		Help: "Requests seen by orgsync, by outcome: the organizations' source (keycloak, cache, stale, token), or anonymous, refused, denied, misconfigured, invalidate.",
+		Help: "Requests seen by orgsync, by outcome: the organizations' source (keycloak, cache, stale, token), or anonymous, refused, denied, forbidden (an access rule), misconfigured, invalidate.",
 	}, []string{"outcome"})
 	metricStaleServes = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "stale_serves_total",
@@ -42,6 +42,10 @@ var (
 		Namespace: "apisix_identity", Subsystem: Name, Name: "event_watcher_revocations_total",
 		Help: "Revocations the admin event watcher made, by cause (sign_out, session_deleted, user_disabled, user_deleted).",
 	}, []string{"cause"})
+	metricAccessRefusals = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apisix_identity", Subsystem: Name, Name: "access_refusals_total",
+		Help: "Requests an access rule (require, tenant) refused, by route (APISIX route id) and reason.",
+	}, []string{"route", "reason"})
 	metricConfigErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "config_errors_total",
 		Help: "Route configs refused by orgsync (those routes answer 500).",
@@ -52,6 +56,7 @@ var (
 	countAnonymous     = metricRequests.WithLabelValues("anonymous")
 	countRefused       = metricRequests.WithLabelValues("refused")
 	countDenied        = metricRequests.WithLabelValues("denied")
+	countForbidden     = metricRequests.WithLabelValues("forbidden")
 	countInvalidate    = metricRequests.WithLabelValues("invalidate")
 	countBySource      = map[string]prometheus.Counter{
 		SourceKeycloak: metricRequests.WithLabelValues(SourceKeycloak),

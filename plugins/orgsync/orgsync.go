@@ -145,6 +145,11 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	if proof == nil {
 		// userinfo proved nothing on this request: it is not before us in
 		// the chain, or the request is anonymous.
+		if c.policy != nil {
+			// A rule grants access to someone: nobody is not someone.
+			c.refuseAccess(w, r, nil, http.StatusUnauthorized, ReasonIdentityRequired)
+			return
+		}
 		h := r.Header()
 		if h.Get(identity.HeaderUserinfo) != "" || h.Get(identity.HeaderAccessToken) != "" {
 			countMisconfigured.Inc()
@@ -219,6 +224,18 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		if reason := c.accountRefusal(snap.Account); reason != "" {
 			countRefused.Inc()
 			identity.Refuse(w, http.StatusUnauthorized, reason)
+			return
+		}
+	}
+	// Decisions on the value, continued: the route's access rules
+	// (access.go), on the same value the account check read (nil: Keycloak
+	// could not be asked and nothing is cached: no current data to decide on).
+	if c.policy != nil {
+		var current *snapshot
+		if value != nil {
+			current = &snap
+		}
+		if !c.allow(w, r, id, current) {
 			return
 		}
 	}

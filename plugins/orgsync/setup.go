@@ -17,6 +17,7 @@ import (
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
@@ -97,8 +98,17 @@ type Conf struct {
 	// (bursts of twice that); more get 429. Only calls correctly signed,
 	// fresh and not seen before count. Default 10.
 	RateLimit int `json:"rate_limit,omitempty"`
+	// Require is the route's access rule, decided on every request on the
+	// user's current data (what the upstream receives), never on the
+	// login's claims: see "Access rules" in the README. Default none.
+	Require *access.Rule `json:"require,omitempty"`
+	// Tenant says where a request names its organization (a path segment,
+	// the host, or a header the gateway sets); that organization must be one
+	// of the user's current ones. Default none.
+	Tenant *access.Tenant `json:"tenant,omitempty"`
 
 	err          error
+	policy       *access.Policy
 	plugin       *Plugin
 	shape        identity.Shape
 	checkAccount bool
@@ -259,7 +269,7 @@ func (c *Conf) SetDefaults(set conf.Keys) {
 func (c *Conf) Validate() error {
 	if c.Invalidate {
 		if c.FreshTTL != 0 || c.StaleTTL != 0 || c.Shape != "" || c.OnKeycloakError != "" || c.CheckAccount != nil ||
-			c.Claims != nil || c.Timeout != 0 {
+			c.Claims != nil || c.Timeout != 0 || c.Require != nil || c.Tenant != nil {
 			return errors.New(`"invalidate": true takes only "secret_env", "signature_header", "max_age" and "rate_limit"`)
 		}
 		if c.SecretEnv == "" {
@@ -338,6 +348,17 @@ func (c *Conf) Derive() error {
 	for _, claim := range c.Claims {
 		c.groups = c.groups || claim == ClaimGroups
 		c.roles = c.roles || claim == ClaimRoles
+	}
+	if c.Require != nil || c.Tenant != nil {
+		// NewPolicy validates the rule and compiles the tenant's template.
+		policy, err := access.NewPolicy(c.Require, c.Tenant)
+		if err != nil {
+			return err
+		}
+		if err := c.fetches(policy.Needs()); err != nil {
+			return err
+		}
+		c.policy = policy
 	}
 	for shape := range c.profiles {
 		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups, roles: c.roles})
