@@ -34,6 +34,13 @@ type fakeDirectory struct {
 
 	// queries are the AdminEvents calls' queries, in order; eventsFail, when
 	// set, fails the call it returns an error for (n counts from 1).
+	// orgGroupsErr fails OrganizationMemberGroups.
+	orgGroupsErr error
+	// orgGroupEventsErr fails the watcher's query for the organization group
+	// events (Keycloak before 26.6 answers 500); probes counts those queries.
+	orgGroupEventsErr error
+	probes            int
+
 	queries    []keycloak.AdminEventQuery
 	eventsFail func(n int) error
 }
@@ -105,6 +112,24 @@ func (d *fakeDirectory) UserRealmRoles(context.Context, string) ([]string, error
 	return []string{"course-admin"}, d.begin()
 }
 
+func (d *fakeDirectory) UserClientRoles(context.Context, string) (map[string][]string, error) {
+	return map[string][]string{"account": {"view-profile"}}, d.begin()
+}
+
+// OrganizationMemberGroups answers orgGroupsErr when set (a Keycloak before
+// 26.6 answers every such call with a bare 404), else no groups.
+func (d *fakeDirectory) OrganizationMemberGroups(context.Context, string, string) ([]string, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.orgGroupsErr != nil {
+		return nil, d.orgGroupsErr
+	}
+	return []string{}, nil
+}
+
 func (d *fakeDirectory) UserIDByUsername(_ context.Context, name string) (string, error) {
 	if err := d.begin(); err != nil {
 		return "", err
@@ -133,6 +158,12 @@ func (d *fakeDirectory) AdminEvents(ctx context.Context, q keycloak.AdminEventQu
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if slices.Equal(q.ResourceTypes, organizationGroupResources) {
+		// The watcher asking whether Keycloak knows these events: kept
+		// apart, so that the tests of paging see only the polls.
+		d.probes++
+		return nil, d.orgGroupEventsErr
+	}
 	d.queries = append(d.queries, q)
 	if d.eventsFail != nil {
 		if err := d.eventsFail(len(d.queries)); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -30,7 +31,20 @@ const (
 var watchedResources = []string{
 	keycloak.ResourceOrganizationMembership, keycloak.ResourceOrganization, keycloak.ResourceUser,
 	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping, keycloak.ResourceUserSession,
+	keycloak.ResourceClientRoleMapping,
 }
+
+// organizationGroupResources are watched only once Keycloak has shown it
+// knows them (26.6+): an older Keycloak answers 500 to a query naming them,
+// which would fail every poll.
+var organizationGroupResources = []string{
+	keycloak.ResourceOrganizationGroupMembership, keycloak.ResourceOrganizationGroup,
+}
+
+// organizationGroupsReprobe is how long a Keycloak that did not know the
+// organization group events is taken at its word before it is asked again
+// (an upgrade in place).
+const organizationGroupsReprobe = 10 * time.Minute
 
 // eventsPage is how many admin events one call asks for.
 const eventsPage = 100
@@ -44,6 +58,33 @@ type Watcher struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+	// orgGroups: Keycloak answered a query for the organization group
+	// events; orgGroupsProbed is when it last refused one (500).
+	orgGroups       bool
+	orgGroupsProbed time.Time
+}
+
+// resources are the event types this poll asks for.
+func (w *Watcher) resources(ctx context.Context) []string {
+	if !w.orgGroups && time.Since(w.orgGroupsProbed) >= organizationGroupsReprobe {
+		_, err := w.deps.Keycloak.AdminEvents(ctx, keycloak.AdminEventQuery{
+			ResourceTypes: organizationGroupResources, From: time.Now(), Max: 1})
+		var se *keycloak.StatusError
+		switch {
+		case err == nil:
+			w.orgGroups = true
+			logger().Info("admin event watcher follows organization group events (Keycloak 26.6+)")
+		case errors.As(err, &se) && se.Status == http.StatusInternalServerError:
+			w.orgGroupsProbed = time.Now()
+			logger().Info("Keycloak does not know organization group events (before 26.6): not watched",
+				"asks_again_in", organizationGroupsReprobe.String())
+		}
+		// Any other failure says nothing about the version: asked again next poll.
+	}
+	if w.orgGroups {
+		return append(slices.Clone(watchedResources), organizationGroupResources...)
+	}
+	return watchedResources
 }
 
 // StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
@@ -232,11 +273,12 @@ func (w *Watcher) poll(ctx context.Context) error {
 		pos = position{at: horizon, ids: map[string]bool{}}
 	}
 	handled := 0
+	resources := w.resources(ctx)
 	// Each page is handled and the position saved before the next is asked
 	// for: a poll cut short by its deadline or a failure keeps what it did,
 	// so a backlog longer than one poll is still worked off.
 	for first := 0; ; {
-		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: watchedResources,
+		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: resources,
 			From: time.UnixMilli(pos.at), First: first, Max: eventsPage, Ascending: true})
 		if err != nil {
 			return fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)
