@@ -72,9 +72,10 @@ func translateOrgGroups404(err error) error {
 // UserClientRoles returns userID's effective client roles (composites and
 // group memberships expanded), by client id, as a token of a client with full
 // scope carries them in resource_access: only clients where the user holds a
-// role appear. It lists the realm's clients (the service account needs
-// realm-management query-clients) and asks, per client, for the user's
-// composite role mappings: one call per client and page of clients.
+// role appear. It lists the realm's clients and asks, per client, for the
+// user's composite role mappings: one call per client, and one per page of
+// clients. The service account needs realm-management view-clients (with
+// query-clients alone Keycloak lists no client and refuses the mappings).
 // Errors: ErrUserNotFound, ErrCoolingOff, *StatusError.
 func (c *Client) UserClientRoles(ctx context.Context, userID string) (map[string][]string, error) {
 	if userID == "" {

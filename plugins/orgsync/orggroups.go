@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,13 +53,23 @@ func (c *Conf) loadOrganizationGroups(ctx context.Context, sub string, orgs []or
 		case err != nil:
 			return nil, fmt.Errorf("orgsync: groups of %s in organization %s: %w", sub, o.Alias, err)
 		}
-		// Keycloak lists them in no stated order; sorted, equal memberships
-		// render equal bytes.
-		slices.Sort(groups)
+		// Keycloak's query orders them by group name (JpaOrganizationProvider.
+		// getOrganizationGroupsByMember), but a login served from its user
+		// cache may list them otherwise: sorted by name, then path, equal
+		// memberships render equal bytes and match an uncached login.
+		slices.SortFunc(groups, byGroupName)
 		o.Groups = groups
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// byGroupName orders group paths by the group's own name, then by path.
+func byGroupName(a, b string) int {
+	if c := strings.Compare(a[strings.LastIndexByte(a, '/')+1:], b[strings.LastIndexByte(b, '/')+1:]); c != 0 {
+		return c
+	}
+	return strings.Compare(a, b)
 }
 
 func (c *Conf) stillMember(ctx context.Context, sub, orgID string) (bool, error) {
