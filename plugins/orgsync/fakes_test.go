@@ -34,8 +34,10 @@ type fakeDirectory struct {
 
 	// queries are the AdminEvents calls' queries, in order; eventsFail, when
 	// set, fails the call it returns an error for (n counts from 1).
-	// orgGroupsErr fails OrganizationMemberGroups.
+	// orgGroupsErr fails OrganizationMemberGroups; onOrgGroups, when set,
+	// runs first (a membership that ends mid-load).
 	orgGroupsErr error
+	onOrgGroups  func()
 	// orgGroupEventsErr fails the watcher's query for the organization group
 	// events (Keycloak before 26.6 answers 500); probes counts those queries.
 	orgGroupEventsErr error
@@ -119,6 +121,9 @@ func (d *fakeDirectory) UserClientRoles(context.Context, string) (map[string][]s
 // OrganizationMemberGroups answers orgGroupsErr when set (a Keycloak before
 // 26.6 answers every such call with a bare 404), else no groups.
 func (d *fakeDirectory) OrganizationMemberGroups(context.Context, string, string) ([]string, error) {
+	if d.onOrgGroups != nil {
+		d.onOrgGroups()
+	}
 	if err := d.begin(); err != nil {
 		return nil, err
 	}
