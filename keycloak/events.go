@@ -20,7 +20,8 @@ const (
 	// ResourceOrganizationGroupMembership (Keycloak 26.6+): CREATE and DELETE
 	// at organizations/{org}/groups/{group}/members/{user}; the representation
 	// is the group, details carry username and email. Keycloak before 26.6
-	// answers 500 to an admin-events query naming it.
+	// answers 500 to an admin-events query naming it (see
+	// OrganizationGroupsSupported).
 	ResourceOrganizationGroupMembership = "ORGANIZATION_GROUP_MEMBERSHIP"
 	// ResourceOrganizationGroup (Keycloak 26.6+): an organization group
 	// created, renamed, moved or deleted, at organizations/{org}/groups/...

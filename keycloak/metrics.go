@@ -18,6 +18,8 @@ const (
 	EndpointServerInfo          = "server_info"
 	// Keycloak 26.6+: a member's groups within one organization.
 	EndpointOrganizationMemberGroups = "organization_member_groups"
+	EndpointOrganizationGroups       = "organization_groups"
+	EndpointOrganizations            = "organizations"
 	EndpointClients                  = "clients"
 	EndpointUserClientRoles          = "user_client_roles"
 )

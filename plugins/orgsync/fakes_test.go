@@ -38,9 +38,10 @@ type fakeDirectory struct {
 	// runs first (a membership that ends mid-load).
 	orgGroupsErr error
 	onOrgGroups  func()
-	// orgGroupEventsErr fails the watcher's query for the organization group
-	// events (Keycloak before 26.6 answers 500); probes counts those queries.
-	orgGroupEventsErr error
+	// noOrgGroups: Keycloak before 26.6; orgGroupsProbeErr: it cannot tell.
+	// probes counts the watcher's questions.
+	noOrgGroups       bool
+	orgGroupsProbeErr error
 	probes            int
 
 	queries    []keycloak.AdminEventQuery
@@ -135,6 +136,13 @@ func (d *fakeDirectory) OrganizationMemberGroups(context.Context, string, string
 	return []string{}, nil
 }
 
+func (d *fakeDirectory) OrganizationGroupsSupported(context.Context) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.probes++
+	return !d.noOrgGroups && d.orgGroupsProbeErr == nil, d.orgGroupsProbeErr
+}
+
 func (d *fakeDirectory) UserIDByUsername(_ context.Context, name string) (string, error) {
 	if err := d.begin(); err != nil {
 		return "", err
@@ -163,12 +171,6 @@ func (d *fakeDirectory) AdminEvents(ctx context.Context, q keycloak.AdminEventQu
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if slices.Equal(q.ResourceTypes, organizationGroupResources) {
-		// The watcher asking whether Keycloak knows these events: kept
-		// apart, so that the tests of paging see only the polls.
-		d.probes++
-		return nil, d.orgGroupEventsErr
-	}
 	d.queries = append(d.queries, q)
 	if d.eventsFail != nil {
 		if err := d.eventsFail(len(d.queries)); err != nil {

@@ -121,11 +121,11 @@ func TestOrganizationGroupAndClientRoleEventsInvalidate(t *testing.T) {
 
 // A Keycloak before 26.6 answers 500 to an admin-events query naming the
 // organization group events: the watcher asks for them only once Keycloak
-// has shown it knows them, asks again after a while (an upgrade), and a
-// failure that says nothing about the version is asked again next poll.
+// has shown it has organization groups, asks again after a while (an
+// upgrade), and when it cannot tell, asks again at the next poll.
 func TestWatcherAsksForOrganizationGroupEventsOnlyWhenKnown(t *testing.T) {
 	h := newHarness(t)
-	h.dir.orgGroupEventsErr = &keycloak.StatusError{Endpoint: keycloak.EndpointAdminEvents, Status: http.StatusInternalServerError}
+	h.dir.noOrgGroups = true
 	w, _ := newPoller(t, h, time.Now().UnixMilli())
 	asked := func() bool {
 		q := h.dir.adminEventQueries()
@@ -138,18 +138,19 @@ func TestWatcherAsksForOrganizationGroupEventsOnlyWhenKnown(t *testing.T) {
 	require.NoError(t, w.poll(t.Context()))
 	assert.Equal(t, 1, h.dir.probes, "not asked again at every poll")
 
-	h.dir.orgGroupEventsErr = nil // upgraded
+	h.dir.noOrgGroups = false // upgraded
 	w.orgGroupsProbed = time.Now().Add(-organizationGroupsReprobe)
 	require.NoError(t, w.poll(t.Context()))
 	assert.True(t, asked())
 	require.NoError(t, w.poll(t.Context()))
-	assert.Equal(t, 2, h.dir.probes, "once known, not probed again")
+	assert.Equal(t, 2, h.dir.probes, "once known, not asked again")
 
 	h = newHarness(t)
-	h.dir.orgGroupEventsErr = errKeycloakDown
+	h.dir.orgGroupsProbeErr = errKeycloakDown
 	w, _ = newPoller(t, h, time.Now().UnixMilli())
 	require.NoError(t, w.poll(t.Context()))
-	h.dir.orgGroupEventsErr = nil
+	assert.False(t, asked())
+	h.dir.orgGroupsProbeErr = nil
 	require.NoError(t, w.poll(t.Context()))
-	assert.True(t, asked(), "a failure that is not a 500 is asked again at the next poll")
+	assert.True(t, asked(), "a Keycloak that could not tell is asked again at the next poll")
 }

@@ -150,6 +150,7 @@ type Directory interface {
 	UserRealmRoles(ctx context.Context, userID string) ([]string, error)
 	UserClientRoles(ctx context.Context, userID string) (map[string][]string, error)
 	OrganizationMemberGroups(ctx context.Context, orgID, userID string) ([]string, error)
+	OrganizationGroupsSupported(ctx context.Context) (bool, error)
 	UserIDByUsername(ctx context.Context, username string) (string, error)
 	OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error)
 	AdminEvents(ctx context.Context, q keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -34,9 +33,9 @@ var watchedResources = []string{
 	keycloak.ResourceClientRoleMapping,
 }
 
-// organizationGroupResources are watched only once Keycloak has shown it
-// knows them (26.6+): an older Keycloak answers 500 to a query naming them,
-// which would fail every poll.
+// organizationGroupResources are watched only once Keycloak has shown it has
+// organization groups (26.6+): an older Keycloak answers 500 to a query naming
+// them, which would fail every poll.
 var organizationGroupResources = []string{
 	keycloak.ResourceOrganizationGroupMembership, keycloak.ResourceOrganizationGroup,
 }
@@ -58,28 +57,30 @@ type Watcher struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
-	// orgGroups: Keycloak answered a query for the organization group
-	// events; orgGroupsProbed is when it last refused one (500).
+	// orgGroups: Keycloak has organization groups, so their events are
+	// asked for; orgGroupsProbed is when it last said it has none.
 	orgGroups       bool
 	orgGroupsProbed time.Time
+	orgGroupsLogged bool
 }
 
 // resources are the event types this poll asks for.
 func (w *Watcher) resources(ctx context.Context) []string {
 	if !w.orgGroups && time.Since(w.orgGroupsProbed) >= organizationGroupsReprobe {
-		_, err := w.deps.Keycloak.AdminEvents(ctx, keycloak.AdminEventQuery{
-			ResourceTypes: organizationGroupResources, From: time.Now(), Max: 1})
-		var se *keycloak.StatusError
+		known, err := w.deps.Keycloak.OrganizationGroupsSupported(ctx)
 		switch {
-		case err == nil:
+		case err != nil:
+			// It could not tell: asked again at the next poll.
+		case known:
 			w.orgGroups = true
 			logger().Info("admin event watcher follows organization group events (Keycloak 26.6+)")
-		case errors.As(err, &se) && se.Status == http.StatusInternalServerError:
+		default:
 			w.orgGroupsProbed = time.Now()
-			logger().Info("Keycloak does not know organization group events (before 26.6): not watched",
-				"asks_again_in", organizationGroupsReprobe.String())
+			if !w.orgGroupsLogged {
+				w.orgGroupsLogged = true
+				logger().Info("organization group events not watched: Keycloak before 26.6, or no organization yet; asked again every 10 minutes")
+			}
 		}
-		// Any other failure says nothing about the version: asked again next poll.
 	}
 	if w.orgGroups {
 		return append(slices.Clone(watchedResources), organizationGroupResources...)
