@@ -14,7 +14,19 @@ const (
 	ResourceOrganization           = "ORGANIZATION"
 	ResourceGroupMembership        = "GROUP_MEMBERSHIP"
 	ResourceRealmRoleMapping       = "REALM_ROLE_MAPPING"
-	ResourceUser                   = "USER"
+	// ResourceClientRoleMapping: users/{id}/role-mappings/clients/{client} for
+	// a user, groups/{id}/role-mappings/clients/{client} for a group.
+	ResourceClientRoleMapping = "CLIENT_ROLE_MAPPING"
+	// ResourceOrganizationGroupMembership (Keycloak 26.6+): CREATE and DELETE
+	// at organizations/{org}/groups/{group}/members/{user}; the representation
+	// is the group, details carry username and email. Keycloak before 26.6
+	// answers 500 to an admin-events query naming it (see
+	// OrganizationGroupsSupported).
+	ResourceOrganizationGroupMembership = "ORGANIZATION_GROUP_MEMBERSHIP"
+	// ResourceOrganizationGroup (Keycloak 26.6+): an organization group
+	// created, renamed, moved or deleted, at organizations/{org}/groups/...
+	ResourceOrganizationGroup = "ORGANIZATION_GROUP"
+	ResourceUser              = "USER"
 	// ResourceUserSession: DELETE sessions/{sid} when an admin ends one session
 	// (representation {"offline":false} or {"offline":true}); the event does not
 	// name the session's user.

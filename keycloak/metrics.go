@@ -16,6 +16,12 @@ const (
 	EndpointOrganizationMembers = "organization_members"
 	EndpointAdminEvents         = "admin_events"
 	EndpointServerInfo          = "server_info"
+	// Keycloak 26.6+: a member's groups within one organization.
+	EndpointOrganizationMemberGroups = "organization_member_groups"
+	EndpointOrganizationGroups       = "organization_groups"
+	EndpointOrganizations            = "organizations"
+	EndpointClients                  = "clients"
+	EndpointUserClientRoles          = "user_client_roles"
 )
 
 // Values of the "status" label besides HTTP status codes.

@@ -19,7 +19,12 @@ const (
 	RoleQueryOrganizations = "query-organizations" // 26.7+: lists organizations, but a user's come back EMPTY
 	RoleViewUsers          = "view-users"          // users, groups, role mappings (includes query-users, query-groups)
 	RoleViewEvents         = "view-events"         // the admin-event watcher
+	RoleViewClients        = "view-clients"        // orgsync's client_roles: lists clients, reads users' client roles
 )
+
+// roleOptional are roles a route setting needs (orgsync's "client_roles"),
+// which the audit at start cannot see: held, they are not reported unneeded.
+var roleOptional = []string{RoleViewClients, "query-clients"}
 
 // roleImplied are roles Keycloak adds to a token as parts of the composites
 // the runner needs; holding them is not a grant of its own.
@@ -123,7 +128,7 @@ func AuditPrivileges(roles []string, version string, watcher bool) Privileges {
 		}
 	}
 	for _, r := range roles {
-		if !slices.Contains(p.Needed, r) && !slices.Contains(roleImplied, r) {
+		if !slices.Contains(p.Needed, r) && !slices.Contains(roleImplied, r) && !slices.Contains(roleOptional, r) {
 			p.Unneeded = append(p.Unneeded, r)
 		}
 	}

@@ -100,7 +100,7 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 	(
 		set -a; source "$ROOT/.work/keycloak-$KC_SECOND_VERSION.env"; set +a
 		go test -race -count=1 -tags integration -timeout 10m ./test/integration/ \
-			-run 'TestMembershipChangesWithoutRelogin|TestDisabledAndDeletedUsersAreRefusedWithinFreshTTL|TestGroupsAndRolesRefreshed|TestServiceAccountPrivilegesAudit|TestLoggedInUserReachesUpstreamWithVerifiableAssertion|TestInvalidationEndpoint|TestBackchannelLogout|TestAdminEventsOfSessionEnds|TestWatcherRevocationRefusedThroughRunner'
+			-run 'TestMembershipChangesWithoutRelogin|TestOrganizationGroupsMatchAFreshLogin|TestClientRolesMatchAFreshLogin|TestDisabledAndDeletedUsersAreRefusedWithinFreshTTL|TestGroupsAndRolesRefreshed|TestServiceAccountPrivilegesAudit|TestLoggedInUserReachesUpstreamWithVerifiableAssertion|TestInvalidationEndpoint|TestBackchannelLogout|TestAdminEventsOfSessionEnds|TestWatcherRevocationRefusedThroughRunner'
 		(cd test/deploy && DEMO_KEYCLOAK_URL=$KEYCLOAK_TEST_URL go test -race -count=1 -tags integration -run TestDemoStack ./...)
 	)
 fi

@@ -55,8 +55,9 @@ type Rule struct {
 type OrgGroup struct {
 	// Org is the organization's alias.
 	Org string `json:"org"`
-	// Group is the group's name within the organization, as a fresh login's
-	// organization claim shows it.
+	// Group is the group's path within the organization ("/engineering/
+	// backend"), as a fresh login's organization claim and orgsync's
+	// organization_groups show it.
 	Group string `json:"group"`
 }
 
@@ -69,6 +70,16 @@ type ClientRole struct {
 }
 
 const maxList = 16
+
+// groupPath checks a group named by its full path. The data holds paths
+// ("/staff/ops"), compared exactly: a bare name would never match and
+// refuse everyone.
+func groupPath(path, group string) error {
+	if group != "" && !strings.HasPrefix(group, "/") {
+		return fmt.Errorf("%q: group %q: want the group's full path, such as \"/staff\"", path, group)
+	}
+	return name(path, group)
+}
 
 // Needs says which parts of Facts a policy reads, so that the plugin
 // supplying them can refuse a route that does not fetch them.
@@ -134,12 +145,12 @@ func (r *Rule) validate(path string, tenant bool, depth int, nodes *int) error {
 		if err := name(path+".org_group.org", r.OrgGroup.Org); err != nil {
 			return err
 		}
-		return name(path+".org_group.group", r.OrgGroup.Group)
+		return groupPath(path+".org_group.group", r.OrgGroup.Group)
 	case r.TenantGroup != "":
 		if !tenant {
 			return fmt.Errorf(`%q: "tenant_group" needs the route's "tenant" (where the request names its organization)`, path)
 		}
-		return name(path+".tenant_group", r.TenantGroup)
+		return groupPath(path+".tenant_group", r.TenantGroup)
 	case r.RealmRole != "":
 		return name(path+".realm_role", r.RealmRole)
 	case r.ClientRole != nil:
@@ -148,10 +159,7 @@ func (r *Rule) validate(path string, tenant bool, depth int, nodes *int) error {
 		}
 		return name(path+".client_role.role", r.ClientRole.Role)
 	case r.Group != "":
-		if !strings.HasPrefix(r.Group, "/") {
-			return fmt.Errorf("%q: group %q: want the group's full path, such as \"/staff\"", path+".group", r.Group)
-		}
-		return name(path+".group", r.Group)
+		return groupPath(path+".group", r.Group)
 	}
 	list, key := r.Any, "any"
 	if r.All != nil {

@@ -17,7 +17,7 @@ func rule(t *testing.T, s string) *Rule {
 
 var alice = Facts{
 	Orgs: []Org{
-		{Alias: "acme", ID: "11111111-1111-1111-1111-111111111111", Groups: []string{"ops"}},
+		{Alias: "acme", ID: "11111111-1111-1111-1111-111111111111", Groups: []string{"/ops"}},
 		{Alias: "globex", ID: "22222222-2222-2222-2222-222222222222"},
 	},
 	RealmRoles:  []string{"staff"},
@@ -37,11 +37,11 @@ func TestRuleHolds(t *testing.T) {
 		{`{"any":[{"org":"initech"},{"org":"globex"}]}`, "", true},
 		{`{"all":[{"org":"acme"},{"org":"globex"}]}`, "", true},
 		{`{"all":[{"org":"acme"},{"org":"initech"}]}`, "", false},
-		{`{"org_group":{"org":"acme","group":"ops"}}`, "", true},
-		{`{"org_group":{"org":"globex","group":"ops"}}`, "", false}, // the group of another organization
-		{`{"tenant_group":"ops"}`, "acme", true},
-		{`{"tenant_group":"ops"}`, "globex", false},
-		{`{"tenant_group":"ops"}`, "", false},
+		{`{"org_group":{"org":"acme","group":"/ops"}}`, "", true},
+		{`{"org_group":{"org":"globex","group":"/ops"}}`, "", false}, // the group of another organization
+		{`{"tenant_group":"/ops"}`, "acme", true},
+		{`{"tenant_group":"/ops"}`, "globex", false},
+		{`{"tenant_group":"/ops"}`, "", false},
 		{`{"realm_role":"staff"}`, "", true},
 		{`{"realm_role":"admin"}`, "", false},
 		{`{"client_role":{"client":"billing","role":"editor"}}`, "", true},
@@ -63,8 +63,8 @@ func TestRuleHolds(t *testing.T) {
 
 func TestRuleOnEmptyFactsGrantsNothing(t *testing.T) {
 	for _, s := range []string{`{"org":"acme"}`, `{"realm_role":"staff"}`, `{"group":"/eng/backend"}`,
-		`{"client_role":{"client":"billing","role":"editor"}}`, `{"org_group":{"org":"acme","group":"ops"}}`,
-		`{"any":[{"org":"acme"}]}`, `{"tenant_group":"ops"}`} {
+		`{"client_role":{"client":"billing","role":"editor"}}`, `{"org_group":{"org":"acme","group":"/ops"}}`,
+		`{"any":[{"org":"acme"}]}`, `{"tenant_group":"/ops"}`} {
 		assert.False(t, rule(t, s).Holds(&Facts{}, "acme"), s)
 	}
 }
@@ -82,7 +82,7 @@ func TestRuleValidate(t *testing.T) {
 		`{"org_group":{"org":"acme"}}`:    `"require.org_group.group" is empty`,
 		`{"client_role":{"role":"x"}}`:    `"require.client_role.client" is empty`,
 		`{"group":"staff"}`:               "full path",
-		`{"tenant_group":"ops"}`:          `needs the route's "tenant"`,
+		`{"tenant_group":"/ops"}`:         `needs the route's "tenant"`,
 		`{"realm_role":"a\u0000b"}`:       "control characters",
 		`{"all":[{"org":"a"},{}]}`:        `"require.all[1]": empty rule`,
 		deep:                              "nested deeper",
@@ -110,12 +110,12 @@ func TestRuleValidate(t *testing.T) {
 func TestNeeds(t *testing.T) {
 	n := rule(t, `{"all":[{"org":"a"},{"any":[{"realm_role":"r"},{"client_role":{"client":"c","role":"r"}}]}]}`).Needs()
 	assert.Equal(t, Needs{RealmRoles: true, ClientRoles: true}, n)
-	assert.Equal(t, Needs{OrgGroups: true}, rule(t, `{"tenant_group":"g"}`).Needs())
+	assert.Equal(t, Needs{OrgGroups: true}, rule(t, `{"tenant_group":"/g"}`).Needs())
 	assert.Equal(t, Needs{Groups: true}, rule(t, `{"group":"/g"}`).Needs())
 }
 
 func TestPolicyDecide(t *testing.T) {
-	p, err := NewPolicy(rule(t, `{"tenant_group":"ops"}`), &Tenant{Header: "X-Tenant"})
+	p, err := NewPolicy(rule(t, `{"tenant_group":"/ops"}`), &Tenant{Header: "X-Tenant"})
 	require.NoError(t, err)
 	assert.Equal(t, "", p.Decide(&alice, "acme"))
 	assert.Equal(t, ReasonRuleNotMet, p.Decide(&alice, "globex"))
@@ -129,7 +129,7 @@ func TestPolicyDecide(t *testing.T) {
 	assert.Equal(t, ReasonTenantNotMember, p.Decide(&alice, "initech"))
 
 	// By id: the id is matched, never the alias, and rules see the alias.
-	p, err = NewPolicy(rule(t, `{"tenant_group":"ops"}`), &Tenant{Header: "X-Tenant", By: "id"})
+	p, err = NewPolicy(rule(t, `{"tenant_group":"/ops"}`), &Tenant{Header: "X-Tenant", By: "id"})
 	require.NoError(t, err)
 	assert.Equal(t, "", p.Decide(&alice, "11111111-1111-1111-1111-111111111111"))
 	assert.Equal(t, ReasonTenantNotMember, p.Decide(&alice, "acme"))

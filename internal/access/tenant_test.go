@@ -168,7 +168,7 @@ func FuzzTenantPath(f *testing.F) {
 // evaluates without panicking, in bounded time.
 func FuzzRule(f *testing.F) {
 	for _, s := range []string{`{"org":"a"}`, `{"any":[{"org":"a"},{"all":[{"realm_role":"r"}]}]}`,
-		`{"client_role":{"client":"c","role":"r"}}`, `{"tenant_group":"g"}`} {
+		`{"client_role":{"client":"c","role":"r"}}`, `{"tenant_group":"/g"}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -43,6 +43,10 @@ type Organization struct {
 	ID string
 	// Attributes are the organization's attributes; nil when unknown.
 	Attributes map[string][]string
+	// Groups are the paths of the organization's groups the user is in
+	// (Keycloak 26.6+), written as "groups" whatever the shape, like the
+	// organization-group membership mapper; nil: not written.
+	Groups []string
 }
 
 // Organizations is the parsed claim, remembering the shape it came in.
@@ -149,7 +153,14 @@ func parseOrgMap(raw json.RawMessage) (Organizations, error) {
 // and an unknown shape write the map shape, which is what the apps parse
 // when they read ids (MIT's: v["id"] for v in organization.values()).
 // ShapeSingle writes a string for one organization and a list otherwise.
+//
+// With groups, Keycloak's organization-group membership mapper turns every
+// form into an object: a list or a single alias becomes {"<alias>":{"groups":
+// [...]}}, without id.
 func (o Organizations) Encode(shape Shape) json.RawMessage {
+	if (shape == ShapeList || shape == ShapeSingle) && o.hasGroups() {
+		return o.encodeMapWith(false, false)
+	}
 	switch shape {
 	case ShapeList:
 		return mustJSON(o.Aliases())
@@ -165,11 +176,24 @@ func (o Organizations) Encode(shape Shape) json.RawMessage {
 	}
 }
 
+func (o Organizations) hasGroups() bool {
+	for _, org := range o.List {
+		if org.Groups != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (o Organizations) encodeMap(withAttributes bool) json.RawMessage {
+	return o.encodeMapWith(true, withAttributes)
+}
+
+func (o Organizations) encodeMapWith(withID, withAttributes bool) json.RawMessage {
 	m := make(map[string]map[string]any, len(o.List))
 	for _, org := range o.List {
 		entry := map[string]any{}
-		if org.ID != "" {
+		if withID && org.ID != "" {
 			entry["id"] = org.ID
 		}
 		if withAttributes {
@@ -178,6 +202,11 @@ func (o Organizations) encodeMap(withAttributes bool) json.RawMessage {
 					entry[k] = v
 				}
 			}
+		}
+		// The group mapper runs after the membership mapper: its "groups"
+		// replaces an attribute of that name.
+		if org.Groups != nil {
+			entry["groups"] = org.Groups
 		}
 		m[org.Alias] = entry
 	}

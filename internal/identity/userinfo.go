@@ -18,6 +18,9 @@ const (
 	ClaimOrganization      = "organization"
 	ClaimGroups            = "groups"
 	ClaimRoles             = "roles"
+	// ClaimResourceAccess is Keycloak's client roles claim:
+	// {"<client id>":{"roles":["..."]}}.
+	ClaimResourceAccess = "resource_access"
 )
 
 // DefaultMaxUserinfoBytes bounds the encoded X-Userinfo header we decode. Real

@@ -23,9 +23,9 @@ func (c *Conf) Gates() bool { return c.err == nil && c.policy != nil }
 // receives. A part this route does not fetch stays empty (fetches refuses a
 // rule on it).
 func (s *snapshot) facts() access.Facts {
-	f := access.Facts{Orgs: make([]access.Org, len(s.Orgs)), RealmRoles: s.Roles, Groups: s.Groups}
+	f := access.Facts{Orgs: make([]access.Org, len(s.Orgs)), RealmRoles: s.Roles, ClientRoles: s.ClientRoles, Groups: s.Groups}
 	for i, o := range s.Orgs {
-		f.Orgs[i] = access.Org{Alias: o.Alias, ID: o.ID}
+		f.Orgs[i] = access.Org{Alias: o.Alias, ID: o.ID, Groups: o.Groups}
 	}
 	return f
 }
@@ -39,10 +39,10 @@ func (c *Conf) fetches(n access.Needs) error {
 		return errors.New(`"require" reads realm roles: add "roles" to "claims"`)
 	case n.Groups && !c.groups:
 		return errors.New(`"require" reads groups: add "groups" to "claims"`)
-	case n.OrgGroups:
-		return errors.New(`"require" reads organization groups, which this orgsync does not fetch`)
-	case n.ClientRoles:
-		return errors.New(`"require" reads client roles, which this orgsync does not fetch`)
+	case n.OrgGroups && !c.orgGroups:
+		return errors.New(`"require" reads organization groups: add "organization_groups" to "claims"`)
+	case n.ClientRoles && !c.clientRoles:
+		return errors.New(`"require" reads client roles: add "client_roles" to "claims"`)
 	}
 	return nil
 }

@@ -148,6 +148,37 @@ func TestRuleOnRolesAndGroups(t *testing.T) {
 	assert.Equal(t, http.StatusOK, w.Code)
 }
 
+// Organization groups and client roles are decided on orgsync's current
+// data too, once the route's claims fetch them.
+func TestRuleOnOrganizationGroupsAndClientRoles(t *testing.T) {
+	h := newHarness(t)
+	h.dir.addUser("u-alice", true, acme)
+	alice := login("u-alice")
+	clientRole := func(client, role string) string {
+		return `{"claims":["organization","client_roles"],"require":{"client_role":{"client":"` + client + `","role":"` + role + `"}}}`
+	}
+	w, _ := h.do(h.route(clientRole("account", "view-profile")), alice, nil)
+	assert.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	w, _ = h.do(h.route(clientRole("account", "manage-account")), alice, nil)
+	assert.Equal(t, http.StatusForbidden, w.Code)
+	w, _ = h.do(h.route(clientRole("billing", "view-profile")), alice, nil)
+	assert.Equal(t, http.StatusForbidden, w.Code, "a role of another client")
+
+	orgGroup := func(org string) string {
+		return `{"claims":["organization","organization_groups"],"shape":"list","fresh_ttl":"1s","require":{"org_group":{"org":"` + org + `","group":"/ops"}}}`
+	}
+	w, _ = h.do(h.route(orgGroup("acme")), alice, nil)
+	assert.Equal(t, http.StatusForbidden, w.Code, "not in the group yet")
+	h.dir.mu.Lock()
+	h.dir.memberGroups = []string{"/ops"}
+	h.dir.mu.Unlock()
+	require.NoError(t, invalidateUsers(t.Context(), h.plugin.deps, []string{"u-alice"}, InvalidatedByWebhook))
+	w, _ = h.do(h.route(orgGroup("acme")), alice, nil)
+	assert.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	w, _ = h.do(h.route(orgGroup("globex")), alice, nil)
+	assert.Equal(t, http.StatusForbidden, w.Code, "the group of an organization the user is not in")
+}
+
 func TestTenantFromPathOnServe(t *testing.T) {
 	h := newHarness(t)
 	h.dir.addUser("u-alice", true, acme)
@@ -238,7 +269,7 @@ func TestRuleConfig(t *testing.T) {
 		`{"require":{"client_role":{"client":"c","role":"r","x":1}}}`: `unknown key "require.client_role.x"`,
 		`{"require":{"realm_role":"admin"}}`:                          `add "roles" to "claims"`,
 		`{"require":{"group":"/staff"}}`:                              `add "groups" to "claims"`,
-		`{"require":{"org_group":{"org":"acme","group":"ops"}}}`:      "organization groups",
+		`{"require":{"org_group":{"org":"acme","group":"/ops"}}}`:     "organization groups",
 		`{"require":{"client_role":{"client":"c","role":"r"}}}`:       "client roles",
 		`{"require":{}}`: "empty rule",
 		`{"require":{"org":"acme","group":"/x"},"claims":["organization","groups"]}`: "one rule per object",

@@ -34,6 +34,18 @@ type fakeDirectory struct {
 
 	// queries are the AdminEvents calls' queries, in order; eventsFail, when
 	// set, fails the call it returns an error for (n counts from 1).
+	// orgGroupsErr fails OrganizationMemberGroups; onOrgGroups, when set,
+	// runs first (a membership that ends mid-load).
+	orgGroupsErr error
+	// memberGroups are the groups a member is in, in every organization.
+	memberGroups []string
+	onOrgGroups  func()
+	// noOrgGroups: Keycloak before 26.6; orgGroupsProbeErr: it cannot tell.
+	// probes counts the watcher's questions.
+	noOrgGroups       bool
+	orgGroupsProbeErr error
+	probes            int
+
 	queries    []keycloak.AdminEventQuery
 	eventsFail func(n int) error
 }
@@ -103,6 +115,34 @@ func (d *fakeDirectory) UserGroups(context.Context, string) ([]string, error) {
 
 func (d *fakeDirectory) UserRealmRoles(context.Context, string) ([]string, error) {
 	return []string{"course-admin"}, d.begin()
+}
+
+func (d *fakeDirectory) UserClientRoles(context.Context, string) (map[string][]string, error) {
+	return map[string][]string{"account": {"view-profile"}}, d.begin()
+}
+
+// OrganizationMemberGroups answers orgGroupsErr when set (a Keycloak before
+// 26.6 answers every such call with a bare 404), else no groups.
+func (d *fakeDirectory) OrganizationMemberGroups(context.Context, string, string) ([]string, error) {
+	if d.onOrgGroups != nil {
+		d.onOrgGroups()
+	}
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.orgGroupsErr != nil {
+		return nil, d.orgGroupsErr
+	}
+	return append([]string{}, d.memberGroups...), nil
+}
+
+func (d *fakeDirectory) OrganizationGroupsSupported(context.Context) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.probes++
+	return !d.noOrgGroups && d.orgGroupsProbeErr == nil, d.orgGroupsProbeErr
 }
 
 func (d *fakeDirectory) UserIDByUsername(_ context.Context, name string) (string, error) {

@@ -260,24 +260,45 @@ func affectedUsers(ctx context.Context, kc Directory, ev keycloak.AdminEvent) ([
 		return nil, nil
 	case keycloak.ResourceOrganization:
 		if len(parts) >= 2 && parts[0] == "organizations" {
-			members, err := kc.OrganizationMemberIDs(ctx, parts[1])
-			if errors.Is(err, keycloak.ErrOrganizationNotFound) {
-				// Deleted with its members: they are not listed any more; the
-				// fresh_ttl backstop covers them.
-				return nil, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("orgsync: members of organization %s: %w", parts[1], err)
-			}
-			return members, nil
+			return organizationMembers(ctx, kc, parts[1])
 		}
-	case keycloak.ResourceUser, keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping:
-		// users/{user}[/groups/{group} | /role-mappings/realm]
+	case keycloak.ResourceOrganizationGroupMembership:
+		// organizations/{org}/groups/{group}/members/{user}, CREATE and DELETE
+		// alike (Keycloak 26.6+).
+		if len(parts) == 6 && parts[0] == "organizations" && parts[2] == "groups" && parts[4] == "members" {
+			return []string{parts[5]}, nil
+		}
+	case keycloak.ResourceOrganizationGroup:
+		// organizations/{org}/groups[/{group}[/children]]: a group created,
+		// renamed, moved or deleted changes the paths its members see, and
+		// after a deletion its members cannot be listed: every member of the
+		// organization is refreshed.
+		if len(parts) >= 2 && parts[0] == "organizations" {
+			return organizationMembers(ctx, kc, parts[1])
+		}
+	case keycloak.ResourceUser, keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
+		keycloak.ResourceClientRoleMapping:
+		// users/{user}[/groups/{group} | /role-mappings/realm | /role-mappings/clients/{client}].
+		// A role mapped to a group (groups/{group}/role-mappings/...) is
+		// not followed to the group's members: fresh_ttl covers them.
 		if len(parts) >= 2 && parts[0] == "users" {
 			return []string{parts[1]}, nil
 		}
 	}
 	return nil, nil
+}
+
+func organizationMembers(ctx context.Context, kc Directory, orgID string) ([]string, error) {
+	members, err := kc.OrganizationMemberIDs(ctx, orgID)
+	if errors.Is(err, keycloak.ErrOrganizationNotFound) {
+		// Deleted with its members: they are not listed any more; the
+		// fresh_ttl backstop covers them.
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("orgsync: members of organization %s: %w", orgID, err)
+	}
+	return members, nil
 }
 
 // bareUserID reads the body Keycloak recorded for an add-member call: the

@@ -74,27 +74,61 @@ type snapshot struct {
 	// Groups and Roles are nil when the route does not refresh them.
 	Groups []string `json:"groups,omitempty"`
 	Roles  []string `json:"roles,omitempty"`
+	// ClientRoles are the effective client roles by client id (resource_access);
+	// nil when the route does not refresh them.
+	ClientRoles map[string][]string `json:"client_roles,omitempty"`
 }
 
 type org struct {
 	ID         string              `json:"id"`
 	Alias      string              `json:"alias"`
 	Attributes map[string][]string `json:"attributes,omitempty"`
+	// Groups are the paths of the organization's groups (Keycloak 26.6+) the
+	// user is a direct member of, sorted; nil when the route does not refresh
+	// them, and left out of the JSON when empty (the route says which).
+	Groups []string `json:"groups,omitempty"`
 }
 
-func (s *snapshot) organizations(shape identity.Shape) identity.Organizations {
+// organizations is the snapshot's claim in shape; with orgGroups every
+// organization carries its groups (an empty list when it has none), as
+// Keycloak's organization-group membership mapper writes them.
+func (s *snapshot) organizations(shape identity.Shape, orgGroups bool) identity.Organizations {
 	out := identity.Organizations{Shape: shape, List: make([]identity.Organization, 0, len(s.Orgs))}
 	for _, o := range s.Orgs {
-		out.List = append(out.List, identity.Organization{Alias: o.Alias, ID: o.ID, Attributes: o.Attributes})
+		entry := identity.Organization{Alias: o.Alias, ID: o.ID, Attributes: o.Attributes}
+		if orgGroups {
+			entry.Groups = nonNil(o.Groups)
+		}
+		out.List = append(out.List, entry)
 	}
 	return out
 }
 
-// cacheKey names a user's snapshot. Keycloak user ids are unique within a
-// realm only, so the realm is part of the key; what the snapshot holds
-// depends on the route (account check, groups, roles), so that variant is
-// too.
+// variant is what a route's snapshot holds besides the organizations: a
+// snapshot of one variant never serves a route of another.
+type variant struct {
+	account, groups, roles, orgGroups, clientRoles bool
+}
+
+// variantBits is how many flags variant has: userKeys lists 1<<variantBits keys.
+const variantBits = 5
+
+func variantOf(bits int) variant {
+	return variant{account: bits&1 != 0, groups: bits&2 != 0, roles: bits&4 != 0, orgGroups: bits&8 != 0,
+		clientRoles: bits&16 != 0}
+}
+
+// cacheKey names a user's snapshot of the variant without organization
+// groups and client roles.
 func cacheKey(realm, sub string, checkAccount, groups, roles bool) string {
+	return variantKey(realm, sub, variant{account: checkAccount, groups: groups, roles: roles})
+}
+
+// variantKey names a user's snapshot. Keycloak user ids are unique within a
+// realm only, so the realm is part of the key; what the snapshot holds
+// depends on the route (account check, groups, roles, organization groups,
+// client roles), so that variant is too, one letter each.
+func variantKey(realm, sub string, v variant) string {
 	var b strings.Builder
 	b.Grow(len("orgsync:user:") + len(realm) + len(sub) + 8)
 	b.WriteString("orgsync:user:")
@@ -102,27 +136,29 @@ func cacheKey(realm, sub string, checkAccount, groups, roles bool) string {
 	b.WriteByte(':')
 	b.WriteString(sub)
 	b.WriteString(":o")
-	if checkAccount {
+	if v.account {
 		b.WriteByte('a')
 	}
-	if groups {
+	if v.groups {
 		b.WriteByte('g')
 	}
-	if roles {
+	if v.roles {
 		b.WriteByte('r')
+	}
+	if v.orgGroups {
+		b.WriteByte('m')
+	}
+	if v.clientRoles {
+		b.WriteByte('c')
 	}
 	return b.String()
 }
 
 // userKeys lists every variant of a user's snapshot, for invalidation.
 func userKeys(realm, sub string) []string {
-	keys := make([]string, 0, 8)
-	for _, a := range []bool{false, true} {
-		for _, g := range []bool{false, true} {
-			for _, r := range []bool{false, true} {
-				keys = append(keys, cacheKey(realm, sub, a, g, r))
-			}
-		}
+	keys := make([]string, 0, 1<<variantBits)
+	for bits := 0; bits < 1<<variantBits; bits++ {
+		keys = append(keys, variantKey(realm, sub, variantOf(bits)))
 	}
 	return keys
 }
@@ -194,6 +230,13 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	value, source, err := c.lookup(r.Context(), realm, id)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
+	}
+	if errors.Is(err, errOrganizationGroupsUnsupported) {
+		// Not Keycloak being down: no value this route can write exists.
+		countMisconfigured.Inc()
+		logUnsupported()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
+		return
 	}
 	if err != nil {
 		metricKeycloakErrors.Inc()
@@ -304,8 +347,8 @@ func sameIssuer(token, realm string) bool {
 
 // apply replaces the claims with Keycloak's view, the organizations in shape.
 func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape) {
-	id.Orgs = snap.organizations(shape)
-	if c.groups || c.roles {
+	id.Orgs = snap.organizations(shape, c.orgGroups)
+	if c.groups || c.roles || c.clientRoles {
 		id.Claims = id.Claims.Clone()
 	}
 	if c.groups {
@@ -314,12 +357,25 @@ func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape
 	if c.roles {
 		id.Claims["realm_access"] = mustJSON(map[string][]string{"roles": nonNil(snap.Roles)})
 	}
+	if c.clientRoles {
+		// A fresh login leaves resource_access out when the user holds no
+		// client role, and lists only the clients where they hold one.
+		if len(snap.ClientRoles) == 0 {
+			delete(id.Claims, identity.ClaimResourceAccess)
+		} else {
+			access := make(map[string]map[string][]string, len(snap.ClientRoles))
+			for client, roles := range snap.ClientRoles {
+				access[client] = map[string][]string{"roles": nonNil(roles)}
+			}
+			id.Claims[identity.ClaimResourceAccess] = mustJSON(access)
+		}
+	}
 }
 
 // lookup returns the user's cached snapshot (JSON) and where it came from.
 // An error means Keycloak could not be asked and nothing was cached.
 func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) ([]byte, string, error) {
-	key := cacheKey(realm, id.Subject, c.checkAccount, c.groups, c.roles)
+	key := variantKey(realm, id.Subject, c.variant())
 	// The timeout applies past an in-process hit only: a hit needs no timer.
 	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std()}
 	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
@@ -382,6 +438,16 @@ func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([
 	if c.roles {
 		if snap.Roles, err = kc.UserRealmRoles(ctx, id.Subject); err != nil {
 			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject, err)
+		}
+	}
+	if c.clientRoles {
+		if snap.ClientRoles, err = kc.UserClientRoles(ctx, id.Subject); err != nil {
+			return nil, fmt.Errorf("orgsync: client roles of %s: %w", id.Subject, err)
+		}
+	}
+	if c.orgGroups {
+		if snap.Orgs, err = c.loadOrganizationGroups(ctx, id.Subject, snap.Orgs); err != nil {
+			return nil, err
 		}
 	}
 	recordChange(ctx, c.plugin.deps.Cache, c.plugin.deps.Feed, realm, id, &snap)

@@ -47,6 +47,13 @@ const (
 	ClaimOrganization = "organization"
 	ClaimGroups       = "groups"
 	ClaimRoles        = "roles"
+	// ClaimOrganizationGroups adds to each organization of the claim the
+	// user's groups there (Keycloak 26.6+), as the organization-group
+	// membership mapper writes them: organization.<alias>.groups.
+	ClaimOrganizationGroups = "organization_groups"
+	// ClaimClientRoles refreshes resource_access: the effective client roles
+	// by client id.
+	ClaimClientRoles = "client_roles"
 )
 
 // Conf is the route config of orgsync, the JSON in the "value" of
@@ -72,8 +79,11 @@ type Conf struct {
 	// CheckAccount refuses (401) users Keycloak no longer knows or has
 	// disabled. Default true.
 	CheckAccount *bool `json:"check_account,omitempty"`
-	// Claims to refresh: "organization", "groups" (group paths) and "roles"
-	// (realm roles, written to realm_access.roles). Default ["organization"].
+	// Claims to refresh: "organization", "groups" (group paths), "roles"
+	// (realm roles, written to realm_access.roles), "organization_groups"
+	// (each organization's groups the user is in, Keycloak 26.6+, written to
+	// organization.<alias>.groups; needs an explicit shape) and "client_roles"
+	// (written to resource_access.<client>.roles). Default ["organization"].
 	Claims []string `json:"claims,omitempty"`
 	// Timeout bounds how long a request waits for Keycloak (and for another
 	// gateway filling the cache). Default "2s"; between "100ms" and "30s".
@@ -114,6 +124,8 @@ type Conf struct {
 	checkAccount bool
 	groups       bool
 	roles        bool
+	orgGroups    bool
+	clientRoles  bool
 	secret       []byte
 	// profiles stand for the settings that shape the output (the shape
 	// written, indexed by identity.Shape, and the claims): equal configs
@@ -146,6 +158,9 @@ type Directory interface {
 	UserOrganizations(ctx context.Context, userID string) ([]keycloak.Organization, error)
 	UserGroups(ctx context.Context, userID string) ([]string, error)
 	UserRealmRoles(ctx context.Context, userID string) ([]string, error)
+	UserClientRoles(ctx context.Context, userID string) (map[string][]string, error)
+	OrganizationMemberGroups(ctx context.Context, orgID, userID string) ([]string, error)
+	OrganizationGroupsSupported(ctx context.Context) (bool, error)
 	UserIDByUsername(ctx context.Context, username string) (string, error)
 	OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error)
 	AdminEvents(ctx context.Context, q keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error)
@@ -314,9 +329,9 @@ func (c *Conf) Validate() error {
 	seen := map[string]bool{}
 	for i, claim := range c.Claims {
 		switch claim {
-		case ClaimOrganization, ClaimGroups, ClaimRoles:
+		case ClaimOrganization, ClaimGroups, ClaimRoles, ClaimOrganizationGroups, ClaimClientRoles:
 		default:
-			return fmt.Errorf(`"claims[%d]" %q: want "organization", "groups" or "roles"`, i, claim)
+			return fmt.Errorf(`"claims[%d]" %q: want "organization", "groups", "roles", "organization_groups" or "client_roles"`, i, claim)
 		}
 		if seen[claim] {
 			return fmt.Errorf(`"claims[%d]" %q is listed twice`, i, claim)
@@ -325,6 +340,12 @@ func (c *Conf) Validate() error {
 	}
 	if !seen[ClaimOrganization] {
 		return errors.New(`"claims" must include "organization"`)
+	}
+	if seen[ClaimOrganizationGroups] && c.Shape == ShapeAuto {
+		// A login's claim cannot tell whether the organization mapper adds
+		// ids: with groups in it, even the list form is an object.
+		return errors.New(`"claims" "organization_groups" needs "shape" set to the organization mapper's form ` +
+			`("list": no id, "map": "Add organization id", "map_attributes": ids and attributes), not "auto"`)
 	}
 	return nil
 }
@@ -348,6 +369,8 @@ func (c *Conf) Derive() error {
 	for _, claim := range c.Claims {
 		c.groups = c.groups || claim == ClaimGroups
 		c.roles = c.roles || claim == ClaimRoles
+		c.orgGroups = c.orgGroups || claim == ClaimOrganizationGroups
+		c.clientRoles = c.clientRoles || claim == ClaimClientRoles
 	}
 	if c.Require != nil || c.Tenant != nil {
 		// NewPolicy validates the rule and compiles the tenant's template.
@@ -361,15 +384,16 @@ func (c *Conf) Derive() error {
 		c.policy = policy
 	}
 	for shape := range c.profiles {
-		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups, roles: c.roles})
+		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups,
+			roles: c.roles, orgGroups: c.orgGroups, clientRoles: c.clientRoles})
 	}
 	return nil
 }
 
 // refreshSettings are the settings that change what orgsync writes.
 type refreshSettings struct {
-	shape         identity.Shape
-	groups, roles bool
+	shape                                 identity.Shape
+	groups, roles, orgGroups, clientRoles bool
 }
 
 // refreshProfile is the interned identity of refreshSettings.

@@ -1,6 +1,7 @@
 package orgsync
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -165,13 +166,27 @@ func TestApplyGroupsAndRoles(t *testing.T) {
 
 func TestUserKeysCoverEveryVariant(t *testing.T) {
 	keys := userKeys("olapps", "u1")
-	assert.Len(t, keys, 8)
-	for _, a := range []bool{false, true} {
-		for _, g := range []bool{false, true} {
-			for _, r := range []bool{false, true} {
-				assert.Contains(t, keys, cacheKey("olapps", "u1", a, g, r))
+	assert.Len(t, keys, 1<<variantBits)
+	p := New(Deps{})
+	seen := map[string]bool{}
+	// Every route config's key is among those an invalidation drops, and
+	// no two configs that hold different data share one.
+	for bits := 0; bits < 1<<variantBits; bits++ {
+		claims := []string{`"organization"`}
+		for i, name := range []string{ClaimGroups, ClaimRoles, ClaimOrganizationGroups, ClaimClientRoles} {
+			if bits&(2<<i) != 0 {
+				claims = append(claims, `"`+name+`"`)
 			}
 		}
+		route := fmt.Sprintf(`{"check_account":%t,"shape":"map","claims":[%s]}`, bits&1 != 0, strings.Join(claims, ","))
+		v, err := p.ParseConf([]byte(route))
+		require.NoError(t, err)
+		c := v.(*Conf)
+		require.NoError(t, c.Err(), route)
+		key := variantKey("olapps", "u1", c.variant())
+		assert.Contains(t, keys, key, route)
+		assert.False(t, seen[key], "two variants share %s", key)
+		seen[key] = true
 	}
 	assert.NotEqual(t, cacheKey("realm-a", "u1", true, false, false), cacheKey("realm-b", "u1", true, false, false),
 		"two realms never share an entry")

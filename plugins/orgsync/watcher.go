@@ -30,7 +30,20 @@ const (
 var watchedResources = []string{
 	keycloak.ResourceOrganizationMembership, keycloak.ResourceOrganization, keycloak.ResourceUser,
 	keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping, keycloak.ResourceUserSession,
+	keycloak.ResourceClientRoleMapping,
 }
+
+// organizationGroupResources are watched only once Keycloak has shown it has
+// organization groups (26.6+): an older Keycloak answers 500 to a query naming
+// them, which would fail every poll.
+var organizationGroupResources = []string{
+	keycloak.ResourceOrganizationGroupMembership, keycloak.ResourceOrganizationGroup,
+}
+
+// organizationGroupsReprobe is how long a Keycloak that did not know the
+// organization group events is taken at its word before it is asked again
+// (an upgrade in place).
+const organizationGroupsReprobe = 10 * time.Minute
 
 // eventsPage is how many admin events one call asks for.
 const eventsPage = 100
@@ -44,6 +57,35 @@ type Watcher struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+	// orgGroups: Keycloak has organization groups, so their events are
+	// asked for; orgGroupsProbed is when it last said it has none.
+	orgGroups       bool
+	orgGroupsProbed time.Time
+	orgGroupsLogged bool
+}
+
+// resources are the event types this poll asks for.
+func (w *Watcher) resources(ctx context.Context) []string {
+	if !w.orgGroups && time.Since(w.orgGroupsProbed) >= organizationGroupsReprobe {
+		known, err := w.deps.Keycloak.OrganizationGroupsSupported(ctx)
+		switch {
+		case err != nil:
+			// It could not tell: asked again at the next poll.
+		case known:
+			w.orgGroups = true
+			logger().Info("admin event watcher follows organization group events (Keycloak 26.6+)")
+		default:
+			w.orgGroupsProbed = time.Now()
+			if !w.orgGroupsLogged {
+				w.orgGroupsLogged = true
+				logger().Info("organization group events not watched: Keycloak before 26.6, or no organization yet; asked again every 10 minutes")
+			}
+		}
+	}
+	if w.orgGroups {
+		return append(slices.Clone(watchedResources), organizationGroupResources...)
+	}
+	return watchedResources
 }
 
 // StartWatcher starts polling every interval (KEYCLOAK_EVENTS_INTERVAL).
@@ -232,11 +274,12 @@ func (w *Watcher) poll(ctx context.Context) error {
 		pos = position{at: horizon, ids: map[string]bool{}}
 	}
 	handled := 0
+	resources := w.resources(ctx)
 	// Each page is handled and the position saved before the next is asked
 	// for: a poll cut short by its deadline or a failure keeps what it did,
 	// so a backlog longer than one poll is still worked off.
 	for first := 0; ; {
-		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: watchedResources,
+		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: resources,
 			From: time.UnixMilli(pos.at), First: first, Max: eventsPage, Ascending: true})
 		if err != nil {
 			return fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)

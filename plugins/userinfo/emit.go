@@ -167,7 +167,7 @@ func assertionClaims(a *AssertionConf, id *identity.Identity, claims identity.Cl
 		Organization: id.Orgs.Encode(identity.ShapeMapAttributes), OrganizationSource: source,
 		Profile: map[string]json.RawMessage{}}
 	for _, name := range []string{identity.ClaimEmail, identity.ClaimName, identity.ClaimPreferredUsername,
-		identity.ClaimGroups} {
+		identity.ClaimGroups, identity.ClaimResourceAccess} {
 		if v, ok := claims[name]; ok {
 			out.Profile[name] = v
 		}
