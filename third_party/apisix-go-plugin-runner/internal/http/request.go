@@ -52,6 +52,17 @@ type Request struct {
 	hdr    *Header
 	rawHdr http.Header
 
+	// apisix-identity-runner patch: header views (header_view.go). hdr and
+	// rawHdr are built only when a plugin calls View(); until then
+	// Header() is hdrView, which reads the frame and records changes in
+	// edits.
+	hdrView reqHeader
+	hdrUsed bool
+	edits   []headerEdit
+	entries []frameHeader
+	canon   []byte
+	indexed bool
+
 	args    url.Values
 	rawArgs url.Values
 
@@ -92,43 +103,49 @@ func (r *Request) SetPath(path []byte) {
 }
 
 func (r *Request) Header() pkgHTTP.Header {
-	if r.hdr == nil {
-		// apisix-identity-runner patch: allocations per request. The same
-		// two maps as v0.5.0's Add loop and Clone (canonical names, values in
-		// order, each value list capacity-capped so an append copies), built
-		// in one pass: maps sized up front, the value lists of both maps
-		// cut from one array, names APISIX usually sends canonicalised
-		// without a temporary string. 70 allocations down to 34 per request for
-		// the 14 headers of a logged-in request (bench_test.go).
-		size := r.r.HeadersLength()
-		// Room for the headers plugins add (identity plugins add about
-		// six), so that Set does not grow the map.
-		hh := make(http.Header, size+8)
-		raw := make(http.Header, size)
-		vals := make([]string, 2*size)
-		obj := A6.TextEntry{}
-		for i := 0; i < size; i++ {
-			if !r.r.Headers(&obj, i) {
-				continue
-			}
-			key, ok := knownHeaderKeys[string(obj.Name())]
-			if !ok {
-				key = textproto.CanonicalMIMEHeaderKey(string(obj.Name()))
-			}
-			v := string(obj.Value())
-			if _, seen := hh[key]; seen {
-				hh[key] = append(hh[key], v)
-				raw[key] = append(raw[key], v)
-				continue
-			}
-			vals[2*i], vals[2*i+1] = v, v
-			hh[key] = vals[2*i : 2*i+1 : 2*i+1]
-			raw[key] = vals[2*i+1 : 2*i+2 : 2*i+2]
+	// apisix-identity-runner patch: header views. The maps are built when
+	// a plugin calls View() (header_view.go).
+	r.hdrUsed = true
+	r.hdrView.r = r
+	return &r.hdrView
+}
+
+// buildHeader builds the maps Header() built in v0.5.0.
+func (r *Request) buildHeader() {
+	// apisix-identity-runner patch: allocations per request. The same
+	// two maps as v0.5.0's Add loop and Clone (canonical names, values in
+	// order, each value list capacity-capped so an append copies), built
+	// in one pass: maps sized up front, the value lists of both maps
+	// cut from one array, names APISIX usually sends canonicalised
+	// without a temporary string. 70 allocations down to 34 per request for
+	// the 14 headers of a logged-in request (bench_test.go).
+	size := r.r.HeadersLength()
+	// Room for the headers plugins add (identity plugins add about
+	// six), so that Set does not grow the map.
+	hh := make(http.Header, size+8)
+	raw := make(http.Header, size)
+	vals := make([]string, 2*size)
+	obj := A6.TextEntry{}
+	for i := 0; i < size; i++ {
+		if !r.r.Headers(&obj, i) {
+			continue
 		}
-		r.hdr = &Header{Header: hh}
-		r.rawHdr = raw
+		key, ok := knownHeaderKeys[string(obj.Name())]
+		if !ok {
+			key = textproto.CanonicalMIMEHeaderKey(string(obj.Name()))
+		}
+		v := string(obj.Value())
+		if _, seen := hh[key]; seen {
+			hh[key] = append(hh[key], v)
+			raw[key] = append(raw[key], v)
+			continue
+		}
+		vals[2*i], vals[2*i+1] = v, v
+		hh[key] = vals[2*i : 2*i+1 : 2*i+1]
+		raw[key] = vals[2*i+1 : 2*i+2 : 2*i+2]
 	}
-	return r.hdr
+	r.hdr = &Header{Header: hh}
+	r.rawHdr = raw
 }
 
 // knownHeaderKeys maps the lower-case names APISIX sends for common headers,
@@ -238,8 +255,10 @@ func (r *Request) Body() ([]byte, error) {
 
 func (r *Request) Reset() {
 	defer r.cancel()
+	r.resetViews() // apisix-identity-runner patch: header views
 	r.path = nil
 	r.hdr = nil
+	r.rawHdr = nil
 	r.args = nil
 
 	r.vars = nil
@@ -252,7 +271,9 @@ func (r *Request) Reset() {
 }
 
 func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
-	if r.path == nil && r.hdr == nil && r.args == nil && r.respHdr == nil {
+	// apisix-identity-runner patch: header views. hdrUsed is "Header() was
+	// called", which v0.5.0 read as r.hdr != nil.
+	if r.path == nil && !r.hdrUsed && r.args == nil && r.respHdr == nil {
 		return false
 	}
 
@@ -262,6 +283,18 @@ func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 	}
 
 	var hdrVec, respHdrVec flatbuffers.UOffsetT
+	if r.hdrUsed && r.hdr == nil {
+		// apisix-identity-runner patch: header views. The maps were never
+		// built: the entries the map diff below would send, from the
+		// recorded changes.
+		hdrs := r.fetchEdits(builder)
+		size := len(hdrs)
+		hrc.RewriteStartHeadersVector(builder, size)
+		for i := size - 1; i >= 0; i-- {
+			builder.PrependUOffsetT(hdrs[i])
+		}
+		hdrVec = builder.EndVector(size)
+	}
 	if r.hdr != nil {
 		hdrs := []flatbuffers.UOffsetT{}
 		oldHdr := r.rawHdr

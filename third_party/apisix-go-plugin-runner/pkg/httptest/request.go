@@ -15,9 +15,9 @@
  * limitations under the License.
  */
 
-// apisix-identity-runner patch: a frame-level test driver (PATCHES.md, patch
-// 7). The whole file is the patch: plugin tests outside this module drive the
-// runner's own pooled Request, without a socket.
+// apisix-identity-runner patch: header views (PATCHES.md, patch 7). The whole
+// file is the patch: plugin tests outside this module drive the runner's own
+// pooled Request, the one the header views live in, without a socket.
 
 package httptest
 
@@ -89,6 +89,14 @@ func ServeFrame(dst, frame []byte, filters ...Filter) []byte {
 	inHTTP.ReuseReqResponse(resp)
 	inHTTP.ReuseRequest(req)
 	return dst
+}
+
+// PoisonViews makes every Request, when it ends, overwrite its frame and
+// the buffers its header views point into, so that a test sees a view a
+// plugin kept past its request change instead of staying valid by chance.
+// With it on, give each ServeFrame call a frame of its own.
+func PoisonViews(on bool) {
+	inHTTP.SetPoisonViews(on)
 }
 
 // HeaderChange is one header entry of a Rewrite answer.
