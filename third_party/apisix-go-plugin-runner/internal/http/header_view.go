@@ -62,7 +62,7 @@ func (h *reqHeader) Get(key string) string {
 	if r.hdr != nil {
 		return r.hdr.Get(key)
 	}
-	v, _ := r.headerValue(textproto.CanonicalMIMEHeaderKey(key))
+	v, _ := r.headerValue(canonicalKey(key))
 	return string(v)
 }
 
@@ -72,7 +72,7 @@ func (h *reqHeader) Set(key, value string) {
 		r.hdr.Set(key, value)
 		return
 	}
-	r.edit(headerEdit{key: textproto.CanonicalMIMEHeaderKey(key), value: value})
+	r.edit(headerEdit{key: canonicalKey(key), value: value})
 }
 
 func (h *reqHeader) Del(key string) {
@@ -81,13 +81,34 @@ func (h *reqHeader) Del(key string) {
 		r.hdr.Del(key)
 		return
 	}
-	r.edit(headerEdit{key: textproto.CanonicalMIMEHeaderKey(key), del: true})
+	r.edit(headerEdit{key: canonicalKey(key), del: true})
 }
 
 // View builds the maps (once per request); from then on Get, Set and Del
 // work on the map, as in v0.5.0, and so do HeaderBytes and RangeHeaders.
 func (h *reqHeader) View() http.Header {
 	return h.r.materialize().View()
+}
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey(key) without a new
+// string for the names in knownHeaderKeys, in any letter case
+// ("X-ID-Token"): plugins set and delete those on every request.
+func canonicalKey(key string) string {
+	var buf [64]byte
+	if len(key) <= len(buf) {
+		b := buf[:len(key)]
+		for i := 0; i < len(key); i++ {
+			c := key[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+		}
+		if k, ok := knownHeaderKeys[string(b)]; ok {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(key)
 }
 
 func (r *Request) edit(e headerEdit) {
@@ -251,7 +272,7 @@ func (r *Request) edited(key []byte) bool {
 // interface assertion, r.(interface{ HeaderBytes(string) ([]byte, bool) }).
 func (r *Request) HeaderBytes(key string) ([]byte, bool) {
 	r.hdrUsed = true
-	return r.headerValue(textproto.CanonicalMIMEHeaderKey(key))
+	return r.headerValue(canonicalKey(key))
 }
 
 // RangeHeaders calls fn with each header value Header().View() would hold
@@ -297,7 +318,7 @@ func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
 // deleted header the frame had, the new value for a header whose values it
 // changed, nothing for the rest.
 func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffsetT {
-	var hdrs []flatbuffers.UOffsetT
+	hdrs := r.changes[:0]
 	entries := r.index()
 	for i := range r.edits {
 		e := &r.edits[i]
@@ -323,6 +344,7 @@ func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffset
 		}
 		hdrs = append(hdrs, A6.TextEntryEnd(builder))
 	}
+	r.changes = hdrs
 	return hdrs
 }
 

@@ -42,7 +42,8 @@ import (
 
 type Request struct {
 	// the root of the flatbuffers HTTPReqCall Request msg
-	r *hrc.Req
+	r    *hrc.Req
+	root hrc.Req
 
 	conn            net.Conn
 	extraInfoHeader []byte
@@ -59,6 +60,7 @@ type Request struct {
 	hdrView reqHeader
 	hdrUsed bool
 	edits   []headerEdit
+	changes []flatbuffers.UOffsetT
 	entries []frameHeader
 	canon   []byte
 	indexed bool
@@ -162,7 +164,7 @@ var knownHeaderKeys = func() map[string]string {
 		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests",
 		"Transfer-Encoding", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
 		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id",
-		"X-Userinfo", "X-Access-Token", "X-Id-Token", "X-Raw-Id-Token",
+		"X-Userinfo", "X-Access-Token", "X-Id-Token", "X-Raw-Id-Token", "X-Refresh-Token", "X-Requested-With",
 		"X-User-Id", "X-User-Email", "X-User-Orgs", "X-User-Orgs-Source", "X-Identity-Assertion",
 	} {
 		m[strings.ToLower(k)] = textproto.CanonicalMIMEHeaderKey(k)
@@ -523,7 +525,10 @@ var reqPool = sync.Pool{
 
 func CreateRequest(buf []byte) *Request {
 	req := reqPool.Get().(*Request)
-	req.r = hrc.GetRootAsReq(buf, 0)
+	// apisix-identity-runner patch: header views. The root table is kept
+	// in the pooled Request: hrc.GetRootAsReq allocates one per request.
+	req.root.Init(buf, flatbuffers.GetUOffsetT(buf))
+	req.r = &req.root
 	// because apisix has an implicit 60s timeout, so set the timeout to 56 seconds(smaller than 60s)
 	// so plugin writer can still break the execution with a custom response before the apisix implicit timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), 56*time.Second)
