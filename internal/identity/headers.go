@@ -178,6 +178,8 @@ type scan struct {
 	counts   [MaxIdentityHeaders]uint8
 	values   int
 	repeated string
+	// visit is ScanRequest's callback (views.go).
+	visit func(key, value []byte) bool
 }
 
 func scanAdd[T ~string | ~[]byte](s *scan, name T, values int) {

@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"sync"
+
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 )
 
@@ -39,13 +41,26 @@ func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated strin
 	if !ok {
 		return r.Scan(req.Header())
 	}
-	s := scan{rule: r}
-	v.RangeHeaders(func(key, _ []byte) bool {
-		scanAdd(&s, key, 1)
-		return true
-	})
-	return s.values, s.repeated
+	s := scans.Get().(*scan)
+	*s = scan{rule: r, visit: s.visit}
+	v.RangeHeaders(s.visit)
+	values, repeated = s.values, s.repeated
+	s.rule = nil
+	scans.Put(s)
+	return values, repeated
 }
+
+// scans hold a scan with its visit func bound once: a func handed to
+// RangeHeaders, an interface method, escapes, and would cost two
+// allocations per request.
+var scans = sync.Pool{New: func() any {
+	s := &scan{}
+	s.visit = func(key, _ []byte) bool {
+		scanAdd(s, key, 1)
+		return true
+	}
+	return s
+}}
 
 // StripRequest is Strip on the request's headers, found in place when the
 // request is the runner library's: the same headers deleted (through
@@ -55,11 +70,14 @@ func (r *StripRule) StripRequest(req pkgHTTP.Request) int {
 	if !ok {
 		return r.Strip(req.Header())
 	}
-	keys := matchingKeys(v, func(key []byte) bool { return matches(r, key) })
+	m := matchers.Get().(*matcher)
+	m.rule = r
+	keys := m.walk(v)
 	h := req.Header()
 	for _, k := range keys {
 		h.Del(k)
 	}
+	m.put()
 	return len(keys)
 }
 
@@ -71,38 +89,66 @@ func DeleteAllSpellingsOf(req pkgHTTP.Request, names ...string) {
 		DeleteAllSpellings(req.Header(), names...)
 		return
 	}
-	keys := matchingKeys(v, func(key []byte) bool {
-		for _, n := range names {
-			if len(n) == len(key) && sameFolded(key, n) {
-				return true
-			}
-		}
-		return false
-	})
+	m := matchers.Get().(*matcher)
+	m.names = names
+	keys := m.walk(v)
 	h := req.Header()
 	for _, k := range keys {
 		h.Del(k)
 	}
+	m.put()
 }
 
-// matchingKeys copies the distinct keys match accepts: the deletions come
-// after the walk, which must not see its own changes, and a key with
-// several values counts once, as in the map.
-func matchingKeys(v headerViews, match func(key []byte) bool) []string {
-	var keys []string
-	v.RangeHeaders(func(key, _ []byte) bool {
-		if !match(key) {
+// matcher finds the keys StripRequest or DeleteAllSpellingsOf delete. It
+// copies the distinct matching keys: the deletions come after the walk,
+// which must not see its own changes, and a key with several values counts
+// once, as in the map. Pooled with its visit func bound, as scans are.
+type matcher struct {
+	rule  *StripRule // StripRequest's rule, or
+	names []string   // DeleteAllSpellingsOf's names
+	keys  []string
+	visit func(key, value []byte) bool
+}
+
+var matchers = sync.Pool{New: func() any {
+	m := &matcher{}
+	m.visit = func(key, _ []byte) bool {
+		if !m.match(key) {
 			return true
 		}
-		for _, k := range keys {
+		for _, k := range m.keys {
 			if k == string(key) {
 				return true
 			}
 		}
-		keys = append(keys, string(key))
+		m.keys = append(m.keys, string(key))
 		return true
-	})
-	return keys
+	}
+	return m
+}}
+
+func (m *matcher) walk(v headerViews) []string {
+	m.keys = m.keys[:0]
+	v.RangeHeaders(m.visit)
+	return m.keys
+}
+
+func (m *matcher) match(key []byte) bool {
+	if m.rule != nil {
+		return matches(m.rule, key)
+	}
+	for _, n := range m.names {
+		if len(n) == len(key) && sameFolded(key, n) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *matcher) put() {
+	clear(m.keys)
+	m.rule, m.names = nil, nil
+	matchers.Put(m)
 }
 
 // sameFolded reports whether two names have the same NormalizeName, without
