@@ -4,8 +4,6 @@
 package identity
 
 import (
-	"strings"
-
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 )
 
@@ -90,8 +88,8 @@ func NewStripRule(always ...string) *StripRule {
 
 // index returns the rule entry the header name is a spelling of, or -1. It
 // folds case and '_' without allocating: it runs for every header of every
-// request.
-func (r *StripRule) index(name string) int {
+// request, on a map key or on the request frame's bytes.
+func index[T ~string | ~[]byte](r *StripRule, name T) int {
 	for i, norm := range r.names {
 		if len(norm) == len(name) && sameNormalized(name, norm) {
 			return i
@@ -100,34 +98,49 @@ func (r *StripRule) index(name string) int {
 	return -1
 }
 
-func sameNormalized(name, norm string) bool {
+func sameNormalized[T ~string | ~[]byte](name T, norm string) bool {
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		if c != norm[i] {
+		if fold(name[i]) != norm[i] {
 			return false
 		}
 	}
 	return true
 }
 
+// fold is what NormalizeName does to one byte.
+func fold(c byte) byte {
+	switch {
+	case c >= 'A' && c <= 'Z':
+		c += 'a' - 'A'
+	case c == '_':
+		c = '-'
+	}
+	return c
+}
+
 // Matches reports whether an incoming header of this name is to be removed.
-func (r *StripRule) Matches(name string) bool {
-	i := r.index(name)
+func (r *StripRule) Matches(name string) bool { return matches(r, name) }
+
+func matches[T ~string | ~[]byte](r *StripRule, name T) bool {
+	i := index(r, name)
 	if i < 0 {
 		return false
 	}
 	if i < len(OIDCHeaders) {
 		// openid-connect writes only the hyphenated name: the spelling
 		// with '_' is always a client's.
-		return strings.IndexByte(name, '_') >= 0
+		return hasUnderscore(name)
 	}
 	return true
+}
+
+func hasUnderscore[T ~string | ~[]byte](name T) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '_' {
+			return true
+		}
+	}
+	return false
 }
 
 // Strip deletes every matching header and returns how many it removed. It walks
@@ -151,24 +164,39 @@ func (r *StripRule) Strip(h pkgHTTP.Header) int {
 // upstream reading such a header may see any of the values, or all of them
 // joined: such a request is refused, never cleaned up.
 func (r *StripRule) Scan(h pkgHTTP.Header) (values int, repeated string) {
-	var counts [MaxIdentityHeaders]uint8
+	s := scan{rule: r}
 	for name, vs := range h.View() {
-		values += len(vs)
-		if repeated != "" {
-			continue
-		}
-		i := r.index(name)
-		if i < 0 || i >= MaxIdentityHeaders {
-			continue
-		}
-		n := int(counts[i]) + len(vs)
-		if n > 1 {
-			repeated = headerDisplayName(r.names[i])
-			continue
-		}
-		counts[i] = uint8(n)
+		scanAdd(&s, name, len(vs))
 	}
-	return values, repeated
+	return s.values, s.repeated
+}
+
+// scan is Scan's count, fed one header name (map key or frame bytes) and
+// its number of values at a time.
+type scan struct {
+	rule     *StripRule
+	counts   [MaxIdentityHeaders]uint8
+	values   int
+	repeated string
+	// visit is ScanRequest's callback (views.go).
+	visit func(key, value []byte) bool
+}
+
+func scanAdd[T ~string | ~[]byte](s *scan, name T, values int) {
+	s.values += values
+	if s.repeated != "" {
+		return
+	}
+	i := index(s.rule, name)
+	if i < 0 || i >= MaxIdentityHeaders {
+		return
+	}
+	n := int(s.counts[i]) + values
+	if n > 1 {
+		s.repeated = headerDisplayName(s.rule.names[i])
+		return
+	}
+	s.counts[i] = uint8(n)
 }
 
 // headerDisplayName writes a normalized name in the usual capitalisation, for

@@ -186,23 +186,22 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			c.refuseAccess(w, r, nil, http.StatusUnauthorized, ReasonIdentityRequired)
 			return
 		}
-		h := r.Header()
-		if h.Get(identity.HeaderUserinfo) != "" || h.Get(identity.HeaderAccessToken) != "" {
+		if len(identity.HeaderBytes(r, identity.HeaderUserinfo)) > 0 || len(identity.HeaderBytes(r, identity.HeaderAccessToken)) > 0 {
 			countMisconfigured.Inc()
 			logger().Error("identity headers without userinfo before orgsync: refused; put userinfo first in the same ext-plugin-post-req list")
 			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 			return
 		}
-		if _, repeated := stripWithoutUserinfo.Scan(h); repeated != "" {
+		if _, repeated := stripWithoutUserinfo.ScanRequest(r); repeated != "" {
 			countRefused.Inc()
 			identity.Refuse(w, http.StatusBadRequest, ReasonDuplicateHeader)
 			return
 		}
-		stripWithoutUserinfo.Strip(h)
+		stripWithoutUserinfo.StripRequest(r)
 		// Without openid-connect's X-Userinfo (refused above) the ID token
 		// headers can only be a client's, and nothing here verifies them
 		// (nor the refresh token, which no one before the upstream can): they go.
-		identity.DeleteAllSpellings(h, identity.UnverifiedOIDCHeaders...)
+		identity.DeleteAllSpellingsOf(r, identity.UnverifiedOIDCHeaders...)
 		countAnonymous.Inc()
 		return
 	}

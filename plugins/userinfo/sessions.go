@@ -49,21 +49,22 @@ func newSessions(maxBytes int64) *sessions {
 	return &sessions{seed: maphash.MakeSeed(), cache: lru.New[sessionKey, *session](maxBytes)}
 }
 
-func (s *sessions) key(v *keycloak.TokenVerifier, audience, userinfo, token, rawIDToken string) sessionKey {
+// The headers are views of the request frame: nothing here keeps them.
+func (s *sessions) key(v *keycloak.TokenVerifier, audience string, userinfo, token, rawIDToken []byte) sessionKey {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
-	h.WriteString(userinfo)
+	h.Write(userinfo)
 	h.WriteByte(0)
-	h.WriteString(token)
+	h.Write(token)
 	h.WriteByte(0)
-	h.WriteString(rawIDToken)
+	h.Write(rawIDToken)
 	return sessionKey{verifier: v, audience: audience, hash: h.Sum64()}
 }
 
 // get returns the session proven from exactly these headers, or nil.
-func (s *sessions) get(k sessionKey, userinfo, token, rawIDToken string, now time.Time) *session {
+func (s *sessions) get(k sessionKey, userinfo, token, rawIDToken []byte, now time.Time) *session {
 	e, ok := s.cache.Get(k)
-	if !ok || e.token != token || e.userinfo != userinfo || e.rawIDToken != rawIDToken {
+	if !ok || e.token != string(token) || e.userinfo != string(userinfo) || e.rawIDToken != string(rawIDToken) {
 		return nil
 	}
 	if now.After(e.expires) {

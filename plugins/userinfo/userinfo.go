@@ -59,7 +59,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	h := r.Header()
-	values, repeated := c.strip.Scan(h)
+	values, repeated := c.strip.ScanRequest(r)
 	if values >= apisixHeaderLimit {
 		// APISIX shows the runner only the first 100 headers but passes all
 		// of them upstream: a forged X_Userinfo placed after the hundredth
@@ -72,16 +72,17 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.reject(w, r, refusal{status: http.StatusBadRequest, reason: ReasonDuplicateHeader, detail: repeated})
 		return
 	}
-	c.strip.Strip(h)
+	c.strip.StripRequest(r)
 
-	userinfo := h.Get(identity.HeaderUserinfo)
-	token := h.Get(identity.HeaderAccessToken)
-	if userinfo == "" && token == "" {
+	// Views of the request frame: establish copies what it keeps.
+	userinfo := identity.HeaderBytes(r, identity.HeaderUserinfo)
+	token := identity.HeaderBytes(r, identity.HeaderAccessToken)
+	if len(userinfo) == 0 && len(token) == 0 {
 		c.anonymous(w, r, refusal{status: http.StatusUnauthorized, reason: ReasonNoIdentity})
 		return
 	}
-	s, ref := c.establish(r.Context(), userinfo, token, h.Get(identity.HeaderRawIDToken))
-	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, userinfo) {
+	s, ref := c.establish(r.Context(), userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
+	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, len(userinfo) > 0) {
 		countRejected.Inc()
 		countFailure(ref.reason)
 		w.Header().Set("Location", c.OnRevoked.Redirect)
@@ -147,20 +148,20 @@ func (c *Conf) anonymous(w http.ResponseWriter, r pkgHTTP.Request, why refusal) 
 		return
 	}
 	countAnonymous.Inc()
-	identity.DeleteAllSpellings(r.Header(), identity.OIDCHeaders...)
+	identity.DeleteAllSpellingsOf(r, identity.OIDCHeaders...)
 }
 
 // establish proves the identity: X-Userinfo decoded, the token verified, both
 // naming the same user; and checks the ID token. The result is reused for
 // the same headers until the token expires.
-func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string) (*session, *refusal) {
+func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken []byte) (*session, *refusal) {
 	if len(userinfo) > c.MaxUserinfoBytes {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: "X-Userinfo too large"}
 	}
 	if !c.verify {
-		return c.trustUserinfo(userinfo)
+		return c.trustUserinfo(string(userinfo))
 	}
-	if token == "" {
+	if len(token) == 0 {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingToken,
 			detail: "X-Userinfo without X-Access-Token cannot be verified"}
 	}
@@ -173,6 +174,12 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string
 		}
 		return s, nil
 	}
+	// The session keeps copies: the views die with the request.
+	return c.prove(ctx, key, string(userinfo), string(token), string(rawIDToken))
+}
+
+// prove is establish past a cache miss.
+func (c *Conf) prove(ctx context.Context, key sessionKey, userinfo, token, rawIDToken string) (*session, *refusal) {
 	var claims identity.Claims
 	if userinfo != "" {
 		var err error
@@ -197,7 +204,7 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string
 	id.Memo = &identity.Memo{}
 	s := &session{userinfo: userinfo, token: token, rawIDToken: rawIDToken, id: id, sessionID: tok.SessionID, issuedAt: tok.IssuedAt,
 		expires: tok.Expiry.Add(c.Leeway.Std()), idToken: c.checkIDToken(ctx, rawIDToken, tok)}
-	sessions.put(key, s)
+	c.plugin.sessions.put(key, s)
 	return s, nil
 }
 
@@ -216,8 +223,8 @@ func (c *Conf) revoked(issuer, sid, sub string, iat time.Time) bool {
 // both); Accept naming JSON, X-Requested-With, or a Sec-Fetch-Mode other than
 // navigate are a script's calls, for which a redirect to a login page is no
 // answer.
-func fromBrowser(h pkgHTTP.Header, userinfo string) bool {
-	if userinfo == "" {
+func fromBrowser(h pkgHTTP.Header, userinfo bool) bool {
+	if !userinfo {
 		return false
 	}
 	if strings.Contains(strings.ToLower(h.Get("Accept")), "application/json") || h.Get("X-Requested-With") != "" {

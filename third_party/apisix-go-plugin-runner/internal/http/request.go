@@ -42,7 +42,8 @@ import (
 
 type Request struct {
 	// the root of the flatbuffers HTTPReqCall Request msg
-	r *hrc.Req
+	r    *hrc.Req
+	root hrc.Req
 
 	conn            net.Conn
 	extraInfoHeader []byte
@@ -51,6 +52,18 @@ type Request struct {
 
 	hdr    *Header
 	rawHdr http.Header
+
+	// apisix-identity-runner patch: header views (header_view.go). hdr and
+	// rawHdr are built only when a plugin calls View(); until then
+	// Header() is hdrView, which reads the frame and records changes in
+	// edits.
+	hdrView reqHeader
+	hdrUsed bool
+	edits   []headerEdit
+	changes []flatbuffers.UOffsetT
+	entries []frameHeader
+	canon   []byte
+	indexed bool
 
 	args    url.Values
 	rawArgs url.Values
@@ -92,43 +105,49 @@ func (r *Request) SetPath(path []byte) {
 }
 
 func (r *Request) Header() pkgHTTP.Header {
-	if r.hdr == nil {
-		// apisix-identity-runner patch: allocations per request. The same
-		// two maps as v0.5.0's Add loop and Clone (canonical names, values in
-		// order, each value list capacity-capped so an append copies), built
-		// in one pass: maps sized up front, the value lists of both maps
-		// cut from one array, names APISIX usually sends canonicalised
-		// without a temporary string. 70 allocations down to 34 per request for
-		// the 14 headers of a logged-in request (bench_test.go).
-		size := r.r.HeadersLength()
-		// Room for the headers plugins add (identity plugins add about
-		// six), so that Set does not grow the map.
-		hh := make(http.Header, size+8)
-		raw := make(http.Header, size)
-		vals := make([]string, 2*size)
-		obj := A6.TextEntry{}
-		for i := 0; i < size; i++ {
-			if !r.r.Headers(&obj, i) {
-				continue
-			}
-			key, ok := knownHeaderKeys[string(obj.Name())]
-			if !ok {
-				key = textproto.CanonicalMIMEHeaderKey(string(obj.Name()))
-			}
-			v := string(obj.Value())
-			if _, seen := hh[key]; seen {
-				hh[key] = append(hh[key], v)
-				raw[key] = append(raw[key], v)
-				continue
-			}
-			vals[2*i], vals[2*i+1] = v, v
-			hh[key] = vals[2*i : 2*i+1 : 2*i+1]
-			raw[key] = vals[2*i+1 : 2*i+2 : 2*i+2]
+	// apisix-identity-runner patch: header views. The maps are built when
+	// a plugin calls View() (header_view.go).
+	r.hdrUsed = true
+	r.hdrView.r = r
+	return &r.hdrView
+}
+
+// buildHeader builds the maps Header() built in v0.5.0.
+func (r *Request) buildHeader() {
+	// apisix-identity-runner patch: allocations per request. The same
+	// two maps as v0.5.0's Add loop and Clone (canonical names, values in
+	// order, each value list capacity-capped so an append copies), built
+	// in one pass: maps sized up front, the value lists of both maps
+	// cut from one array, names APISIX usually sends canonicalised
+	// without a temporary string. 70 allocations down to 34 per request for
+	// the 14 headers of a logged-in request (bench_test.go).
+	size := r.r.HeadersLength()
+	// Room for the headers plugins add (identity plugins add about
+	// six), so that Set does not grow the map.
+	hh := make(http.Header, size+8)
+	raw := make(http.Header, size)
+	vals := make([]string, 2*size)
+	obj := A6.TextEntry{}
+	for i := 0; i < size; i++ {
+		if !r.r.Headers(&obj, i) {
+			continue
 		}
-		r.hdr = &Header{Header: hh}
-		r.rawHdr = raw
+		key, ok := knownHeaderKeys[string(obj.Name())]
+		if !ok {
+			key = textproto.CanonicalMIMEHeaderKey(string(obj.Name()))
+		}
+		v := string(obj.Value())
+		if _, seen := hh[key]; seen {
+			hh[key] = append(hh[key], v)
+			raw[key] = append(raw[key], v)
+			continue
+		}
+		vals[2*i], vals[2*i+1] = v, v
+		hh[key] = vals[2*i : 2*i+1 : 2*i+1]
+		raw[key] = vals[2*i+1 : 2*i+2 : 2*i+2]
 	}
-	return r.hdr
+	r.hdr = &Header{Header: hh}
+	r.rawHdr = raw
 }
 
 // knownHeaderKeys maps the lower-case names APISIX sends for common headers,
@@ -145,7 +164,7 @@ var knownHeaderKeys = func() map[string]string {
 		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests",
 		"Transfer-Encoding", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
 		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id",
-		"X-Userinfo", "X-Access-Token", "X-Id-Token", "X-Raw-Id-Token",
+		"X-Userinfo", "X-Access-Token", "X-Id-Token", "X-Raw-Id-Token", "X-Refresh-Token", "X-Requested-With",
 		"X-User-Id", "X-User-Email", "X-User-Orgs", "X-User-Orgs-Source", "X-Identity-Assertion",
 	} {
 		m[strings.ToLower(k)] = textproto.CanonicalMIMEHeaderKey(k)
@@ -238,8 +257,10 @@ func (r *Request) Body() ([]byte, error) {
 
 func (r *Request) Reset() {
 	defer r.cancel()
+	r.resetViews() // apisix-identity-runner patch: header views
 	r.path = nil
 	r.hdr = nil
+	r.rawHdr = nil
 	r.args = nil
 
 	r.vars = nil
@@ -252,7 +273,9 @@ func (r *Request) Reset() {
 }
 
 func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
-	if r.path == nil && r.hdr == nil && r.args == nil && r.respHdr == nil {
+	// apisix-identity-runner patch: header views. hdrUsed is "Header() was
+	// called", which v0.5.0 read as r.hdr != nil.
+	if r.path == nil && !r.hdrUsed && r.args == nil && r.respHdr == nil {
 		return false
 	}
 
@@ -262,6 +285,18 @@ func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 	}
 
 	var hdrVec, respHdrVec flatbuffers.UOffsetT
+	if r.hdrUsed && r.hdr == nil {
+		// apisix-identity-runner patch: header views. The maps were never
+		// built: the entries the map diff below would send, from the
+		// recorded changes.
+		hdrs := r.fetchEdits(builder)
+		size := len(hdrs)
+		hrc.RewriteStartHeadersVector(builder, size)
+		for i := size - 1; i >= 0; i-- {
+			builder.PrependUOffsetT(hdrs[i])
+		}
+		hdrVec = builder.EndVector(size)
+	}
 	if r.hdr != nil {
 		hdrs := []flatbuffers.UOffsetT{}
 		oldHdr := r.rawHdr
@@ -490,7 +525,10 @@ var reqPool = sync.Pool{
 
 func CreateRequest(buf []byte) *Request {
 	req := reqPool.Get().(*Request)
-	req.r = hrc.GetRootAsReq(buf, 0)
+	// apisix-identity-runner patch: header views. The root table is kept
+	// in the pooled Request: hrc.GetRootAsReq allocates one per request.
+	req.root.Init(buf, flatbuffers.GetUOffsetT(buf))
+	req.r = &req.root
 	// because apisix has an implicit 60s timeout, so set the timeout to 56 seconds(smaller than 60s)
 	// so plugin writer can still break the execution with a custom response before the apisix implicit timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), 56*time.Second)

@@ -1,0 +1,163 @@
+package identity
+
+import (
+	"sync"
+
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+)
+
+// headerViews is what the patched runner library's Request adds (its
+// PATCHES.md, row 7): header values read from the request frame without
+// copying. The views are read-only and die with the request: whatever is
+// kept past it must be copied (string(b)).
+type headerViews interface {
+	HeaderBytes(key string) ([]byte, bool)
+	RangeHeaders(fn func(key, value []byte) bool)
+}
+
+// HeaderBytes is the first value of the header key, as Header().Get gives
+// it: a view of the request frame when the request is the runner
+// library's (read-only, valid until the request ends), a copy otherwise.
+// Empty and absent are both nil.
+func HeaderBytes(r pkgHTTP.Request, key string) []byte {
+	if v, ok := r.(headerViews); ok {
+		b, _ := v.HeaderBytes(key)
+		if len(b) == 0 {
+			return nil
+		}
+		return b
+	}
+	if s := r.Header().Get(key); s != "" {
+		return []byte(s)
+	}
+	return nil
+}
+
+// ScanRequest is Scan over the request's headers, read in place when the
+// request is the runner library's: the same count and the same verdict
+// without building the header map.
+func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated string) {
+	v, ok := req.(headerViews)
+	if !ok {
+		return r.Scan(req.Header())
+	}
+	s := scans.Get().(*scan)
+	*s = scan{rule: r, visit: s.visit}
+	v.RangeHeaders(s.visit)
+	values, repeated = s.values, s.repeated
+	s.rule = nil
+	scans.Put(s)
+	return values, repeated
+}
+
+// scans hold a scan with its visit func bound once: a func handed to
+// RangeHeaders, an interface method, escapes, and would cost two
+// allocations per request.
+var scans = sync.Pool{New: func() any {
+	s := &scan{}
+	s.visit = func(key, _ []byte) bool {
+		scanAdd(s, key, 1)
+		return true
+	}
+	return s
+}}
+
+// StripRequest is Strip on the request's headers, found in place when the
+// request is the runner library's: the same headers deleted (through
+// Header().Del, so the plugins after see it) and the same count.
+func (r *StripRule) StripRequest(req pkgHTTP.Request) int {
+	v, ok := req.(headerViews)
+	if !ok {
+		return r.Strip(req.Header())
+	}
+	m := matchers.Get().(*matcher)
+	m.rule = r
+	keys := m.walk(v)
+	h := req.Header()
+	for _, k := range keys {
+		h.Del(k)
+	}
+	m.put()
+	return len(keys)
+}
+
+// DeleteAllSpellingsOf is DeleteAllSpellings on the request's headers,
+// found in place when the request is the runner library's.
+func DeleteAllSpellingsOf(req pkgHTTP.Request, names ...string) {
+	v, ok := req.(headerViews)
+	if !ok {
+		DeleteAllSpellings(req.Header(), names...)
+		return
+	}
+	m := matchers.Get().(*matcher)
+	m.names = names
+	keys := m.walk(v)
+	h := req.Header()
+	for _, k := range keys {
+		h.Del(k)
+	}
+	m.put()
+}
+
+// matcher finds the keys StripRequest or DeleteAllSpellingsOf delete. It
+// copies the distinct matching keys: the deletions come after the walk,
+// which must not see its own changes, and a key with several values counts
+// once, as in the map. Pooled with its visit func bound, as scans are.
+type matcher struct {
+	rule  *StripRule // StripRequest's rule, or
+	names []string   // DeleteAllSpellingsOf's names
+	keys  []string
+	visit func(key, value []byte) bool
+}
+
+var matchers = sync.Pool{New: func() any {
+	m := &matcher{}
+	m.visit = func(key, _ []byte) bool {
+		if !m.match(key) {
+			return true
+		}
+		for _, k := range m.keys {
+			if k == string(key) {
+				return true
+			}
+		}
+		m.keys = append(m.keys, string(key))
+		return true
+	}
+	return m
+}}
+
+func (m *matcher) walk(v headerViews) []string {
+	m.keys = m.keys[:0]
+	v.RangeHeaders(m.visit)
+	return m.keys
+}
+
+func (m *matcher) match(key []byte) bool {
+	if m.rule != nil {
+		return matches(m.rule, key)
+	}
+	for _, n := range m.names {
+		if len(n) == len(key) && sameFolded(key, n) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *matcher) put() {
+	clear(m.keys)
+	m.rule, m.names = nil, nil
+	matchers.Put(m)
+}
+
+// sameFolded reports whether two names have the same NormalizeName, without
+// building either.
+func sameFolded(a []byte, b string) bool {
+	for i := range a {
+		if fold(a[i]) != fold(b[i]) {
+			return false
+		}
+	}
+	return true
+}

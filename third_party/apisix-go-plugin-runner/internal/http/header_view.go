@@ -1,0 +1,394 @@
+/*
+ * Licensed to the Apache Software Foundation (ASF) under one or more
+ * contributor license agreements.  See the NOTICE file distributed with
+ * this work for additional information regarding copyright ownership.
+ * The ASF licenses this file to You under the Apache License, Version 2.0
+ * (the "License"); you may not use this file except in compliance with
+ * the License.  You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+// apisix-identity-runner patch: header views (PATCHES.md, patch 7). The whole
+// file is the patch.
+//
+// v0.5.0 copied every header value of the frame into a new string and built
+// two maps as soon as a plugin called Header(), even to read one header: for
+// a browser request after openid-connect (a 1.8 KB session cookie and three
+// tokens) that was most of an identity plugin's cost. Now Header() answers
+// Get from the frame and records Set and Del; the maps are built only when a
+// plugin calls View(), with the recorded changes applied, so everything a
+// plugin sees is what v0.5.0 showed. HeaderBytes and RangeHeaders read the
+// frame without copying; FetchChanges diffs the recorded changes against the
+// frame to send the same Rewrite entries the map diff sends.
+
+package http
+
+import (
+	"net/http"
+	"net/textproto"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/api7/ext-plugin-proto/go/A6"
+	flatbuffers "github.com/google/flatbuffers/go"
+)
+
+// headerEdit is the state a plugin gave one header before the maps were
+// built: one entry per canonical key, the last Set or Del.
+type headerEdit struct {
+	key   string
+	value string
+	del   bool
+}
+
+// frameHeader is one header of the frame: name and value are views of the
+// frame, key a view of Request.canon, the name as the map would key it.
+type frameHeader struct {
+	key, value []byte
+}
+
+// reqHeader is what Request.Header returns.
+type reqHeader struct{ r *Request }
+
+func (h *reqHeader) Get(key string) string {
+	r := h.r
+	if r.hdr != nil {
+		return r.hdr.Get(key)
+	}
+	v, _ := r.headerValue(canonicalKey(key))
+	return string(v)
+}
+
+func (h *reqHeader) Set(key, value string) {
+	r := h.r
+	if r.hdr != nil {
+		r.hdr.Set(key, value)
+		return
+	}
+	r.edit(headerEdit{key: canonicalKey(key), value: value})
+}
+
+func (h *reqHeader) Del(key string) {
+	r := h.r
+	if r.hdr != nil {
+		r.hdr.Del(key)
+		return
+	}
+	r.edit(headerEdit{key: canonicalKey(key), del: true})
+}
+
+// View builds the maps (once per request); from then on Get, Set and Del
+// work on the map, as in v0.5.0, and so do HeaderBytes and RangeHeaders.
+func (h *reqHeader) View() http.Header {
+	return h.r.materialize().View()
+}
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey(key) without a new
+// string for the names in knownHeaderKeys, in any letter case
+// ("X-ID-Token"): plugins set and delete those on every request.
+func canonicalKey(key string) string {
+	var buf [64]byte
+	if len(key) <= len(buf) {
+		b := buf[:len(key)]
+		for i := 0; i < len(key); i++ {
+			c := key[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+		}
+		if k, ok := knownHeaderKeys[string(b)]; ok {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(key)
+}
+
+func (r *Request) edit(e headerEdit) {
+	for i := range r.edits {
+		if r.edits[i].key == e.key {
+			r.edits[i] = e
+			return
+		}
+	}
+	r.edits = append(r.edits, e)
+}
+
+// materialize builds the two maps v0.5.0 built and applies the changes
+// recorded since, as http.Header's Set and Del would have.
+func (r *Request) materialize() *Header {
+	if r.hdr != nil {
+		return r.hdr
+	}
+	r.buildHeader()
+	for _, e := range r.edits {
+		if e.del {
+			delete(r.hdr.Header, e.key)
+		} else {
+			r.hdr.Header[e.key] = []string{e.value}
+		}
+	}
+	r.clearEdits()
+	return r.hdr
+}
+
+func (r *Request) clearEdits() {
+	for i := range r.edits {
+		r.edits[i] = headerEdit{}
+	}
+	r.edits = r.edits[:0]
+}
+
+// index reads the frame's header entries once per request, and the key
+// each would have in the map into r.canon, a buffer the pooled Request
+// keeps: no allocation once the pool is warm.
+func (r *Request) index() []frameHeader {
+	if r.indexed {
+		return r.entries
+	}
+	r.indexed = true
+	size := r.r.HeadersLength()
+	obj := A6.TextEntry{}
+	total := 0
+	for i := 0; i < size; i++ {
+		if r.r.Headers(&obj, i) {
+			total += len(obj.Name())
+		}
+	}
+	if cap(r.canon) < total {
+		r.canon = make([]byte, 0, total)
+	}
+	canon := r.canon[:0]
+	for i := 0; i < size; i++ {
+		if !r.r.Headers(&obj, i) {
+			continue
+		}
+		start := len(canon)
+		canon = appendCanonicalKey(canon, obj.Name())
+		// canon never grows past its capacity: the slices stay valid.
+		r.entries = append(r.entries, frameHeader{key: canon[start:len(canon):len(canon)], value: obj.Value()})
+	}
+	r.canon = canon
+	return r.entries
+}
+
+// appendCanonicalKey appends what textproto.CanonicalMIMEHeaderKey returns
+// for name: name unchanged when a byte is not a token byte (a space
+// included), else upper case at the start and after each '-', lower case
+// elsewhere. TestCanonicalKeyAsTextproto holds the two together.
+func appendCanonicalKey(dst, name []byte) []byte {
+	for _, c := range name {
+		if !validHeaderFieldByte(c) {
+			return append(dst, name...)
+		}
+	}
+	upper := true
+	for _, c := range name {
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+		upper = c == '-'
+	}
+	return dst
+}
+
+// validHeaderFieldByte is net/textproto's: the tchar of RFC 7230.
+func validHeaderFieldByte(c byte) bool {
+	const mask = 0 |
+		(1<<(10)-1)<<'0' |
+		(1<<(26)-1)<<'a' |
+		(1<<(26)-1)<<'A' |
+		1<<'!' |
+		1<<'#' |
+		1<<'$' |
+		1<<'%' |
+		1<<'&' |
+		1<<'\'' |
+		1<<'*' |
+		1<<'+' |
+		1<<'-' |
+		1<<'.' |
+		1<<'^' |
+		1<<'_' |
+		1<<'`' |
+		1<<'|' |
+		1<<'~'
+	return ((uint64(1)<<c)&(mask&(1<<64-1)) |
+		(uint64(1)<<(c-64))&(mask>>64)) != 0
+}
+
+// headerValue is the first value under the canonical key, as the map would
+// give it.
+func (r *Request) headerValue(key string) ([]byte, bool) {
+	if r.hdr != nil {
+		if vs := r.hdr.Header[key]; len(vs) > 0 {
+			return stringBytes(vs[0]), true
+		}
+		return nil, false
+	}
+	for i := range r.edits {
+		if e := &r.edits[i]; e.key == key {
+			if e.del {
+				return nil, false
+			}
+			return stringBytes(e.value), true
+		}
+	}
+	for _, e := range r.index() {
+		if string(e.key) == key {
+			return e.value, true
+		}
+	}
+	return nil, false
+}
+
+func (r *Request) edited(key []byte) bool {
+	for i := range r.edits {
+		if r.edits[i].key == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// HeaderBytes returns the first value of the header key, as
+// Header().Get(key) would, and whether the header is there, without copying
+// it: the slice is a view of the request frame (or of the value a plugin
+// set). It is read-only and valid until the request ends; a plugin that
+// keeps it beyond copies it. Changes made through Header() before the call
+// are seen.
+//
+// apisix-identity-runner patch: header views. Plugins reach it through an
+// interface assertion, r.(interface{ HeaderBytes(string) ([]byte, bool) }).
+func (r *Request) HeaderBytes(key string) ([]byte, bool) {
+	r.hdrUsed = true
+	return r.headerValue(canonicalKey(key))
+}
+
+// RangeHeaders calls fn with each header value Header().View() would hold
+// and the map key it would be under, until fn returns false: every value of
+// a repeated header, each of a name sent in several letter cases under the
+// one canonical key, the headers set through Header() and none it deleted.
+// Both slices are read-only views valid until the request ends. Values of
+// one key come in the order View() lists them; keys in no set order.
+//
+// apisix-identity-runner patch: header views. Plugins reach it through
+// r.(interface{ RangeHeaders(func(key, value []byte) bool) }).
+func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
+	r.hdrUsed = true
+	if r.hdr != nil {
+		for k, vs := range r.hdr.Header {
+			for _, v := range vs {
+				if !fn(stringBytes(k), stringBytes(v)) {
+					return
+				}
+			}
+		}
+		return
+	}
+	for _, e := range r.index() {
+		if len(r.edits) > 0 && r.edited(e.key) {
+			continue
+		}
+		if !fn(e.key, e.value) {
+			return
+		}
+	}
+	for i := range r.edits {
+		if e := &r.edits[i]; !e.del {
+			if !fn(stringBytes(e.key), stringBytes(e.value)) {
+				return
+			}
+		}
+	}
+}
+
+// fetchEdits writes the Rewrite header entries the map diff of
+// FetchChanges would write for the recorded changes: a deletion for a
+// deleted header the frame had, the new value for a header whose values it
+// changed, nothing for the rest.
+func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffsetT {
+	hdrs := r.changes[:0]
+	entries := r.index()
+	for i := range r.edits {
+		e := &r.edits[i]
+		n, same := 0, false
+		for _, f := range entries {
+			if string(f.key) == e.key {
+				n++
+				same = n == 1 && !e.del && string(f.value) == e.value
+			}
+		}
+		if e.del && n == 0 || same {
+			continue
+		}
+		name := builder.CreateString(e.key)
+		var value flatbuffers.UOffsetT
+		if !e.del {
+			value = builder.CreateString(e.value)
+		}
+		A6.TextEntryStart(builder)
+		A6.TextEntryAddName(builder, name)
+		if !e.del {
+			A6.TextEntryAddValue(builder, value)
+		}
+		hdrs = append(hdrs, A6.TextEntryEnd(builder))
+	}
+	r.changes = hdrs
+	return hdrs
+}
+
+// stringBytes views s as a byte slice without copying. The result must not
+// be written: HeaderBytes and RangeHeaders hand out read-only views.
+func stringBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return *(*[]byte)(unsafe.Pointer(&struct {
+		string
+		int
+	}{s, len(s)}))
+}
+
+// poisonViews, set by tests (pkg/httptest.PoisonViews), makes Reset
+// overwrite the frame and the key buffer, so that a view a plugin kept past
+// its request reads garbage instead of silently staying valid.
+var poisonViews atomic.Bool
+
+// poisonByte fills what Reset poisons.
+const poisonByte = 0xEE
+
+func (r *Request) resetViews() {
+	if poisonViews.Load() {
+		if r.r != nil {
+			b := r.r.Table().Bytes
+			for i := range b {
+				b[i] = poisonByte
+			}
+		}
+		c := r.canon[:cap(r.canon)]
+		for i := range c {
+			c[i] = poisonByte
+		}
+	}
+	for i := range r.entries {
+		r.entries[i] = frameHeader{}
+	}
+	r.entries = r.entries[:0]
+	r.indexed = false
+	r.clearEdits()
+	r.hdrUsed = false
+}
+
+// SetPoisonViews is pkg/httptest.PoisonViews.
+func SetPoisonViews(on bool) { poisonViews.Store(on) }
