@@ -363,7 +363,9 @@ func (e *env) profileHitPath(vs []*variant, addr string) error {
 		return fmt.Errorf("go tool pprof: %v\n%s", err, top)
 	}
 	cum, _ := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=400", e.binary, path).CombinedOutput()
-	e.report.profile(v.name, m, string(top), string(cum), filepath.Join(".work", "bench-e2e-cpu.pprof"))
+	// The listings go next to the profile too, for whoever reads it without pprof.
+	_ = os.WriteFile(filepath.Join(e.root, ".work", "bench-e2e-cpu-top.txt"), append(append(top, '\n'), cum...), 0o644)
+	e.report.profile(v.name+", browser request", m, string(top), string(cum), filepath.Join(".work", "bench-e2e-cpu.pprof"))
 	return nil
 }
 
