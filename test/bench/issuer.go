@@ -101,7 +101,7 @@ func (is *issuer) mint(sub, username, orgAlias, orgID string, ttl time.Duration)
 	// sweep's client loop; the runner never opens the cookie, only carries
 	// it, so every minted user shares one of the same make and size.
 	is.cookieOnce.Do(func() {
-		is.cookie = restySessionCookie(openidcSessionData(tok, "", "", []byte(id), []byte(ui), exp))
+		is.cookie = restySessionCookie(openidcSessionData(tok, []byte(id), []byte(ui), exp))
 	})
 	out.cookie = is.cookie
 	return out, nil
@@ -136,7 +136,7 @@ func sessionIdentity(s *session) *identity {
 		userinfo: base64.StdEncoding.EncodeToString(s.userinfo),
 		idToken:  base64.StdEncoding.EncodeToString(idClaims),
 		claims:   claims,
-		cookie: restySessionCookie(openidcSessionData(s.accessToken, s.refreshToken, s.idToken, idClaims, s.userinfo,
+		cookie: restySessionCookie(openidcSessionData(s.accessToken, idClaims, s.userinfo,
 			s.expires.Unix()))}
 }
 

@@ -233,22 +233,20 @@ func (a *admin) removeMember(ctx context.Context, orgID, userID string) error {
 
 // session is what APISIX's openid-connect holds after a login.
 type session struct {
-	accessToken  string
-	refreshToken string
-	idToken      string
-	userinfo     []byte // the userinfo endpoint's JSON
-	sub          string
-	expires      time.Time
+	accessToken string
+	idToken     string
+	userinfo    []byte // the userinfo endpoint's JSON
+	sub         string
+	expires     time.Time
 }
 
 // login logs a user in with the password grant through APISIX's client and
 // fetches userinfo, as openid-connect does once per login.
 func (a *admin) login(ctx context.Context, username, password string) (*session, error) {
 	var tok struct {
-		AccessToken  string `json:"access_token"`
-		IDToken      string `json:"id_token"`
-		RefreshToken string `json:"refresh_token"`
-		ExpiresIn    int    `json:"expires_in"`
+		AccessToken string `json:"access_token"`
+		IDToken     string `json:"id_token"`
+		ExpiresIn   int    `json:"expires_in"`
 	}
 	form := url.Values{"grant_type": {"password"}, "client_id": {a.s.ClientID}, "client_secret": {a.s.ClientSecret},
 		"username": {username}, "password": {password}, "scope": {"openid profile email organization:*"}}
@@ -272,6 +270,6 @@ func (a *admin) login(ctx context.Context, username, password string) (*session,
 	if err := json.Unmarshal(ui, &claims); err != nil || claims.Sub == "" {
 		return nil, fmt.Errorf("userinfo %s: no sub", username)
 	}
-	return &session{accessToken: tok.AccessToken, refreshToken: tok.RefreshToken, idToken: tok.IDToken, userinfo: ui, sub: claims.Sub,
+	return &session{accessToken: tok.AccessToken, idToken: tok.IDToken, userinfo: ui, sub: claims.Sub,
 		expires: time.Now().Add(time.Duration(tok.ExpiresIn) * time.Second)}, nil
 }

@@ -81,12 +81,11 @@ func requestHeaders(kind string, id *identity) []header {
 // array of [data, audience]. The data holds what openid-connect needs to set
 // its three headers on every later request (the ID token's claims, the
 // userinfo answer, the access token and its expiry), as a route with
-// session_contents {id_token, user, access_token} keeps it; the raw ID token
-// and the refresh token, which lua-resty-openidc keeps when session_contents
-// is not set, are left out (rawIDToken and refreshToken are then unused):
-// with them the cookie is chunked into two (4 KB each at most).
-func openidcSessionData(accessToken, refreshToken, rawIDToken string, idClaims, user []byte, expires int64) []byte {
-	_, _ = refreshToken, rawIDToken
+// session_contents {id_token, user, access_token} keeps it. The raw ID token
+// and the refresh token, which lua-resty-openidc also keeps when
+// session_contents is not set, are left out: with them the cookie passes
+// 4 KB and is split in two.
+func openidcSessionData(accessToken string, idClaims, user []byte, expires int64) []byte {
 	now := time.Now().Unix()
 	data := map[string]any{
 		"authenticated":           true,
