@@ -8,7 +8,7 @@ DIST ?= dist
 PLATFORMS ?= linux/amd64 linux/arm64
 IMAGE ?= apisix-identity-runner
 
-.PHONY: build run test demo bench bench-e2e fuzz reliability mutate clean release release-binaries release-image
+.PHONY: build run test demo bench bench-e2e bench-e2e-quick fuzz reliability mutate clean release release-binaries release-image
 
 build:
 	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/go-runner ./cmd/go-runner
@@ -28,11 +28,17 @@ bench:
 	go test -run '^$$' -bench . -benchmem ./plugins/... ./cache/...
 
 # The real runner binary over its unix socket, driven as APISIX drives it,
-# against the test Keycloak (scripts/keycloak.sh start) and a Redis of its own
-# (redis-server on the PATH). 10-13 minutes; BENCH_ARGS=-quick is a ~30 s
-# smoke run. Method and figures: docs/benchmarks.md.
+# against the test Keycloak (scripts/keycloak.sh start; KEYCLOAK_TEST_ENV_FILE
+# names its env file when it is not .work/keycloak.env) and a Redis of its own
+# (redis-server on the PATH): a browser request and an API request as
+# openid-connect hands them on, every figure a ratio against the no-op chain
+# given the same request. About 11 minutes; BENCH_ARGS=-quick (or make
+# bench-e2e-quick) is the smoke run CI makes. Method and figures: docs/benchmarks.md.
 bench-e2e:
 	go run ./test/bench $(BENCH_ARGS)
+
+bench-e2e-quick:
+	go run ./test/bench -quick -out .work/bench-e2e-quick.md $(BENCH_ARGS)
 
 # docs/reliability.md: the fault suite's long form and the soak (SOAK_USERS, SOAK_DURATION), against
 # the test Redis and Keycloak; the figures go to .work/reliability-figures.md. CI runs the short

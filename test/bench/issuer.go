@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -28,6 +29,9 @@ type issuer struct {
 	key     ed25519.PrivateKey
 	header  string // base64url of the JWS protected header
 	srv     *http.Server
+
+	cookieOnce sync.Once
+	cookie     string
 }
 
 // startIssuer mints tokens that name iss, the test Keycloak realm's issuer,
@@ -65,6 +69,8 @@ type identity struct {
 	accessToken string
 	userinfo    string // X-Userinfo: base64 JSON
 	idToken     string // X-ID-Token: base64 JSON of the ID token's claims
+	claims      []byte // the access token's claims (JSON): X-Userinfo of a bearer-only route
+	cookie      string // the lua-resty-session cookie of the browser's session
 }
 
 // mint builds a user's access token (the claims Keycloak 26 puts in one for
@@ -89,8 +95,16 @@ func (is *issuer) mint(sub, username, orgAlias, orgID string, ttl time.Duration)
 	id := `{"exp":` + strconv.FormatInt(exp, 10) + `,"iat":` + strconv.FormatInt(now, 10) + `,"auth_time":` +
 		strconv.FormatInt(now, 10) + `,"jti":"` + randomHex(36) + `","iss":"` + is.url + `","aud":"apisix","sub":"` + sub +
 		`","typ":"ID","azp":"apisix","sid":"` + randomHex(24) + `","at_hash":"` + randomHex(22) + `","acr":"1",` + profile + `}`
-	return &identity{sub: sub, accessToken: tok, userinfo: base64.StdEncoding.EncodeToString([]byte(ui)),
-		idToken: base64.StdEncoding.EncodeToString([]byte(id))}, nil
+	out := &identity{sub: sub, accessToken: tok, userinfo: base64.StdEncoding.EncodeToString([]byte(ui)),
+		idToken: base64.StdEncoding.EncodeToString([]byte(id)), claims: []byte(at)}
+	// Sealing a session per minted user would put AES-GCM and deflate in the
+	// sweep's client loop; the runner never opens the cookie, only carries
+	// it, so every minted user shares one of the same make and size.
+	is.cookieOnce.Do(func() {
+		is.cookie = restySessionCookie(openidcSessionData(tok, []byte(id), []byte(ui), exp))
+	})
+	out.cookie = is.cookie
+	return out, nil
 }
 
 func randomHex(n int) string {
@@ -106,39 +120,6 @@ func randomHex(n int) string {
 	return string(out[:n])
 }
 
-// apisixHeaders are the 14 headers APISIX hands the runner in
-// ext-plugin-post-req after openid-connect: the client's own, the proxy ones,
-// and the three openid-connect sets. The cookie is a ~300-byte
-// lua-resty-session cookie.
-func apisixHeaders(id *identity) []header {
-	return []header{
-		{"host", "mitxonline.example.org"},
-		{"user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"},
-		{"accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"},
-		{"accept-language", "en-US,en;q=0.9"},
-		{"accept-encoding", "gzip, deflate, br, zstd"},
-		{"cookie", "session=" + sessionCookie + "; csrftoken=Zq3xM1k9pPq0s8WbZ4dM0yQfV2nL7tRc"},
-		{"x-forwarded-for", "198.51.100.23"},
-		{"x-forwarded-proto", "https"},
-		{"x-forwarded-host", "mitxonline.example.org"},
-		{"x-forwarded-port", "443"},
-		{"x-real-ip", "198.51.100.23"},
-		{"x-userinfo", id.userinfo},
-		{"x-access-token", id.accessToken},
-		{"x-id-token", id.idToken},
-	}
-}
-
-// sessionCookie is shaped like lua-resty-session 4's cookie (base64url header,
-// encrypted payload and tag): only its size matters here.
-var sessionCookie = func() string {
-	b := make([]byte, 200)
-	for i := range b {
-		b[i] = byte(i*131 + 7)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}()
-
 // sessionIdentity turns a real login into the headers openid-connect sets.
 func sessionIdentity(s *session) *identity {
 	idClaims := s.userinfo
@@ -147,9 +128,16 @@ func sessionIdentity(s *session) *identity {
 			idClaims = b
 		}
 	}
+	var claims []byte
+	if parts := splitJWT(s.accessToken); parts != nil {
+		claims, _ = base64.RawURLEncoding.DecodeString(parts[1])
+	}
 	return &identity{sub: s.sub, accessToken: s.accessToken,
 		userinfo: base64.StdEncoding.EncodeToString(s.userinfo),
-		idToken:  base64.StdEncoding.EncodeToString(idClaims)}
+		idToken:  base64.StdEncoding.EncodeToString(idClaims),
+		claims:   claims,
+		cookie: restySessionCookie(openidcSessionData(s.accessToken, idClaims, s.userinfo,
+			s.expires.Unix()))}
 }
 
 func splitJWT(t string) []string {

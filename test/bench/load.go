@@ -37,6 +37,15 @@ type measurement struct {
 	runnerCPU time.Duration   // the runner process's utime+stime over the run
 	clientCPU time.Duration   // this process's
 	rss       int64           // the runner's VmRSS at the end
+	allocs    float64         // heap objects the runner allocated over the run
+	hasAllocs bool
+}
+
+func (m *measurement) allocsPerCall() float64 {
+	if m.calls == 0 || !m.hasAllocs {
+		return 0
+	}
+	return m.allocs / float64(m.calls)
 }
 
 func (m *measurement) pct(p float64) time.Duration {

@@ -47,6 +47,7 @@ type options struct {
 	localOffEnv string
 	sweepMax    time.Duration
 	profile     time.Duration
+	revocations int
 }
 
 func main() {
@@ -68,8 +69,10 @@ func main() {
 	flag.StringVar(&o.localOffEnv, "local-off-env", "CACHE_LOCAL_MAX_ENTRIES=0", "the runner setting that turns the in-process cache tier off (Redis-hit variant)")
 	flag.DurationVar(&o.sweepMax, "sweep-max", 8*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
 	flag.DurationVar(&o.profile, "profile", 5*time.Second, "CPU profile of the runner on the userinfo + orgsync hit path at 16 connections (0: none)")
+	flag.IntVar(&o.revocations, "revocations", revocationsHeld, "revocations of other sessions the revocation variant's runner holds")
 	flag.Parse()
 	if o.quick {
+		o.revocations = min(o.revocations, revocationsQuick)
 		o.rounds, o.dur, o.users, sweep, o.sweepCalls = 2, 200*time.Millisecond, 12, "1,1000", 2000
 		o.fleetTTL, o.fleetConns, o.changes, o.offTTL = time.Second, 24, 2, time.Second
 		o.profile = 0

@@ -57,8 +57,57 @@ func procRSS(pid int) (int64, error) {
 
 // runnerProc is one runner process started as APISIX starts it.
 type runnerProc struct {
-	name string
+	name    string
+	metrics string // host:port of its /metrics; "" when it serves none
 	*apisix.Runner
+}
+
+// startMeasuredRunner starts a runner that serves /metrics on a port of its
+// own, where its allocation count is read.
+func (e *env) startMeasuredRunner(name, keyFile string, extra map[string]string) (*runnerProc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	env := e.runnerEnv(keyFile, extra)
+	env["RUNNER_METRICS_ADDR"] = addr
+	r, err := startRunner(name, e.binary, env)
+	if err != nil {
+		return nil, err
+	}
+	r.metrics = addr
+	if _, ok := scrapeCounter(addr, mallocsMetric); !ok {
+		r.stop()
+		return nil, fmt.Errorf("runner %s: no %s on http://%s/metrics", name, mallocsMetric, addr)
+	}
+	return r, nil
+}
+
+// mallocsMetric counts the heap objects the runner process has allocated
+// (client_golang's Go collector; runtime/metrics /gc/heap/allocs:objects
+// plus the tiny allocations).
+const mallocsMetric = "go_memstats_mallocs_total"
+
+// driveCounted is drive with the runner's CPU, memory and, when it serves
+// /metrics, its allocations over the run. A scrape allocates in the runner
+// too: two scrapes back to back before the run measure one (and whatever
+// the idle runner allocates meanwhile), and that is taken off.
+func (r *runnerProc) driveCounted(src source, e *expect, conns int, dur time.Duration, maxCalls int) (*measurement, error) {
+	var before, scrape float64
+	counted := r.metrics != ""
+	if counted {
+		a, ok1 := scrapeCounter(r.metrics, mallocsMetric)
+		b, ok2 := scrapeCounter(r.metrics, mallocsMetric)
+		before, scrape, counted = b, b-a, ok1 && ok2
+	}
+	m, err := drive(r.Socket(), src, e, conns, dur, maxCalls, r.Pid())
+	if err != nil || !counted {
+		return m, err
+	}
+	if after, ok := scrapeCounter(r.metrics, mallocsMetric); ok {
+		m.allocs, m.hasAllocs = max(after-before-scrape, 0), true
+	}
+	return m, nil
 }
 
 func startRunner(name, binary string, env map[string]string) (*runnerProc, error) {

@@ -15,7 +15,11 @@ import (
 // revocationsHeld is how many revocations of other sessions the revocation
 // variant's runner holds: half the store's default bound, what a realm of
 // many users ending sessions over a day (the default 10 h lifetime) leaves.
-const revocationsHeld = 100000
+// The quick run holds revocationsQuick (seeding 100 000 takes ~10 s).
+const (
+	revocationsHeld  = 100000
+	revocationsQuick = 1000
+)
 
 // revokedSubjectsEvery makes one revocation in that many subject-wide, so
 // that a request looks up its subject as well as its session (with none the
@@ -91,8 +95,8 @@ func (r *report) revocationCost(with, without *variant, res map[string]map[int][
 	r.printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, conns := range connCounts {
 		cols := make([][]float64, 9)
-		a, b := res[with.name][conns], res[without.name][conns]
-		na, nb := res[with.noop.name][conns], res[without.noop.name][conns]
+		a, b := res[with.key()][conns], res[without.key()][conns]
+		na, nb := res[with.noop.key()][conns], res[without.noop.key()][conns]
 		for i := range min(len(a), len(b), len(na), len(nb)) {
 			ratios := func(x, y sample) [3]float64 {
 				return [3]float64{float64(x.m.pct(0.5)) / float64(y.m.pct(0.5)), x.m.throughput() / y.m.throughput(),

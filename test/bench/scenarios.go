@@ -41,10 +41,27 @@ type variant struct {
 	confs  []pluginConf
 	exp    expect
 	token  uint32
-	login  bool // carries the logged-in user's headers, rebuilt each round
-	cold   bool // bulk users, invalidated before each run: one Keycloak call per call
+	login  bool   // carries the logged-in user's headers, rebuilt each round
+	cold   bool   // bulk users, invalidated before each run: one Keycloak call per call
+	req    string // the request the login variants send: reqBrowser ("" too) or reqAPI
 	frames [][]byte
 	subs   []string
+}
+
+// key names the variant in the results: its chain, and the request when it
+// is not the browser's.
+func (v *variant) key() string {
+	if v.req == reqAPI {
+		return v.name + " [" + reqAPI + "]"
+	}
+	return v.name
+}
+
+func (v *variant) request() string {
+	if v.req == "" {
+		return reqBrowser
+	}
+	return v.req
 }
 
 func jsonConf(v any) string { b, _ := json.Marshal(v); return string(b) }
@@ -72,7 +89,7 @@ func orgsyncConf(fresh, stale string) pluginConf {
 var noopConf = pluginConf{"not-a-plugin", "{}"}
 
 func (v *variant) prepare() error {
-	tok, err := prepareConf(v.runner.Socket(), "route#"+v.name+"#ext-plugin-post-req#1", v.confs)
+	tok, err := prepareConf(v.runner.Socket(), "route#"+v.key()+"#ext-plugin-post-req#1", v.confs)
 	v.token = tok
 	return err
 }
@@ -82,6 +99,8 @@ type sample struct {
 	m          *measurement
 	ratioP50   float64
 	ratioTput  float64
+	ratioCPU   float64 // runner CPU per call over the no-op's
+	allocsOver float64 // runner allocations per call minus the no-op's
 	kcPerCall  float64
 	hasKCCount bool
 }
@@ -91,48 +110,42 @@ type sample struct {
 // same round.
 func (e *env) rounds(ctx context.Context) (err error) {
 	localOff, localOffValue, _ := strings.Cut(e.o.localOffEnv, "=")
+	// Every runner serves /metrics (the allocation counts are read there);
+	// the P-256 runner serves pprof on it too, idle until the profile is taken.
 	envA := map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}
-	var pprofAddr string
 	if e.o.profile > 0 {
-		// The metrics listener serves pprof; idle until the profile is taken.
-		if pprofAddr, err = freeAddr(); err != nil {
-			return err
-		}
-		envA["RUNNER_METRICS_ADDR"], envA["RUNNER_PPROF"] = pprofAddr, "1"
+		envA["RUNNER_PPROF"] = "1"
 	}
-	rA, err := startRunner("p256", e.binary, e.runnerEnv(e.p256, envA))
+	rA, err := e.startMeasuredRunner("p256", e.p256, envA)
 	if err != nil {
 		return err
 	}
 	defer rA.stop()
-	rB, err := startRunner("ed25519", e.binary, e.runnerEnv(e.ed25519, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}))
+	pprofAddr := rA.metrics
+	rB, err := e.startMeasuredRunner("ed25519", e.ed25519, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"})
 	if err != nil {
 		return err
 	}
 	defer rB.stop()
-	rC, err := startRunner("redis-only", e.binary, e.runnerEnv(e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s", localOff: localOffValue}))
+	rC, err := e.startMeasuredRunner("redis-only", e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s", localOff: localOffValue})
 	if err != nil {
 		return err
 	}
 	defer rC.stop()
-	revRedis, err := e.seedRevocations(ctx, revocationsHeld)
+	revRedis, err := e.seedRevocations(ctx, e.o.revocations)
 	if err != nil {
 		return err
 	}
 	defer revRedis.stop()
-	revMetrics, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	rD, err := startRunner("revocations", e.binary, e.runnerEnv(e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s",
-		"REDIS_URL": revRedis.url, "RUNNER_METRICS_ADDR": revMetrics}))
+	rD, err := e.startMeasuredRunner("revocations", e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s",
+		"REDIS_URL": revRedis.url})
 	if err != nil {
 		return err
 	}
 	defer rD.stop()
-	held, ok := scrapeCounter(revMetrics, "apisix_identity_cache_revocations_entries")
-	if !ok || held < revocationsHeld {
-		return fmt.Errorf("the revocations runner holds %.0f revocations, want %d", held, revocationsHeld)
+	held, ok := scrapeCounter(rD.metrics, "apisix_identity_cache_revocations_entries")
+	if !ok || held < float64(e.o.revocations) {
+		return fmt.Errorf("the revocations runner holds %.0f revocations, want %d", held, e.o.revocations)
 	}
 
 	rewrite := func(assert bool, orgs string) expect {
@@ -149,17 +162,24 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	hitOrgsync := orgsyncConf("10m", "20m")
 	localHit := &variant{name: "userinfo + orgsync, local hit (P-256)", runner: rA, noop: noopA, login: true,
 		confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")}
-	revokedHit := &variant{name: fmt.Sprintf("revocations held (%d), userinfo + orgsync, local hit (P-256)", revocationsHeld),
+	revokedHit := &variant{name: fmt.Sprintf("revocations held (%d), userinfo + orgsync, local hit (P-256)", e.o.revocations),
 		runner: rD, noop: noopD, login: true, confs: localHit.confs, exp: rewrite(true, "acme")}
+	// The API request: the same chains on the same runner, against a no-op
+	// that gets the API request too.
+	noopAPI := &variant{name: noopA.name, runner: rA, confs: noopA.confs, login: true, req: reqAPI}
+	userinfoP256 := &variant{name: "userinfo + assertion P-256", runner: rA, noop: noopA, login: true,
+		confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")}
 	vs := []*variant{
-		noopA, noopB, noopC, noopD,
+		noopA, noopB, noopC, noopD, noopAPI,
 		{name: "userinfo, no assertion", runner: rA, noop: noopA, login: true,
 			confs: []pluginConf{e.userinfoConf(false, false)}, exp: rewrite(false, "")},
-		{name: "userinfo + assertion P-256", runner: rA, noop: noopA, login: true,
-			confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")},
+		userinfoP256,
+		{name: userinfoP256.name, runner: rA, noop: noopAPI, login: true, req: reqAPI, confs: userinfoP256.confs, exp: rewrite(true, "")},
 		{name: "userinfo + assertion Ed25519", runner: rB, noop: noopB, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")},
-		localHit, revokedHit,
+		localHit,
+		{name: localHit.name, runner: rA, noop: noopAPI, login: true, req: reqAPI, confs: localHit.confs, exp: rewrite(true, "acme")},
+		revokedHit,
 		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
@@ -184,7 +204,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	bulk := e.bulkUsers()
 	cold := vs[len(vs)-1]
 	for _, u := range bulk {
-		cold.frames = append(cold.frames, callFrame(1, cold.token, "/app/dashboard", apisixHeaders(u.ident)))
+		cold.frames = append(cold.frames, callFrame(1, cold.token, "/app/dashboard", browserHeaders(u.ident)))
 		cold.subs = append(cold.subs, u.id)
 	}
 	if _, err := drive(rA.Socket(), prepared(cold.frames, cold.subs), &cold.exp, 8, time.Minute, len(bulk), 0); err != nil {
@@ -193,7 +213,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 
 	results := map[string]map[int][]sample{}
 	for _, v := range vs {
-		results[v.name] = map[int][]sample{}
+		results[v.key()] = map[int][]sample{}
 	}
 	for round := 0; round < e.o.rounds; round++ {
 		if ctx.Err() != nil {
@@ -207,9 +227,12 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		ident := sessionIdentity(sess)
 		for _, v := range vs {
 			if v.login {
-				v.frames = [][]byte{callFrame(1, v.token, "/app/dashboard", apisixHeaders(ident))}
+				v.frames = [][]byte{callFrame(1, v.token, "/app/dashboard", requestHeaders(v.req, ident))}
 				v.subs = []string{sess.sub}
 			}
+		}
+		if round == 0 {
+			e.report.requests(ident)
 		}
 		order := append(slices.Clone(vs[round%len(vs):]), vs[:round%len(vs)]...)
 		logf("round %d/%d", round+1, e.o.rounds)
@@ -219,7 +242,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 				if err != nil {
 					return fmt.Errorf("round %d, %s, %d connections: %w", round+1, v.name, conns, err)
 				}
-				results[v.name][conns] = append(results[v.name][conns], s)
+				results[v.key()][conns] = append(results[v.key()][conns], s)
 			}
 		}
 		// Ratios against the no-op of the same runner, round and concurrency.
@@ -228,10 +251,12 @@ func (e *env) rounds(ctx context.Context) (err error) {
 				continue
 			}
 			for _, conns := range connCounts {
-				s := &results[v.name][conns][round]
-				n := results[v.noop.name][conns][round].m
+				s := &results[v.key()][conns][round]
+				n := results[v.noop.key()][conns][round].m
 				s.ratioP50 = float64(s.m.pct(0.5)) / float64(n.pct(0.5))
 				s.ratioTput = s.m.throughput() / n.throughput()
+				s.ratioCPU = float64(s.m.cpuPerCall()) / float64(n.cpuPerCall())
+				s.allocsOver = s.m.allocsPerCall() - n.allocsPerCall()
 			}
 		}
 	}
@@ -256,7 +281,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 			for _, v := range vs {
 				if v.runner == rA && v.noop != nil {
 					for _, conns := range connCounts {
-						for _, s := range results[v.name][conns] {
+						for _, s := range results[v.key()][conns] {
 							calls += s.m.calls
 						}
 					}
@@ -337,14 +362,16 @@ func (e *env) profileHitPath(vs []*variant, addr string) error {
 	if err != nil {
 		return fmt.Errorf("go tool pprof: %v\n%s", err, top)
 	}
-	cum, _ := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", e.binary, path).CombinedOutput()
-	e.report.profile(v.name, m, string(top), string(cum), filepath.Join(".work", "bench-e2e-cpu.pprof"))
+	cum, _ := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=400", e.binary, path).CombinedOutput()
+	// The listings go next to the profile too, for whoever reads it without pprof.
+	_ = os.WriteFile(filepath.Join(e.root, ".work", "bench-e2e-cpu-top.txt"), append(append(top, '\n'), cum...), 0o644)
+	e.report.profile(v.name+", browser request", m, string(top), string(cum), filepath.Join(".work", "bench-e2e-cpu.pprof"))
 	return nil
 }
 
 func hitVariant(vs []*variant) *variant {
 	for _, x := range vs {
-		if strings.HasPrefix(x.name, "userinfo + orgsync, local") {
+		if strings.HasPrefix(x.name, "userinfo + orgsync, local") && x.request() == reqBrowser {
 			return x
 		}
 	}
@@ -365,7 +392,7 @@ func (e *env) measureVariant(v *variant, conns int, inv *invalidator, bulk []bul
 		}
 		time.Sleep(200 * time.Millisecond)
 		e.proxy.reset()
-		m, err := drive(v.runner.Socket(), src, &v.exp, conns, e.o.dur, len(bulk), v.runner.Pid())
+		m, err := v.runner.driveCounted(src, &v.exp, conns, e.o.dur, len(bulk))
 		if err != nil {
 			return sample{}, err
 		}
@@ -374,7 +401,7 @@ func (e *env) measureVariant(v *variant, conns int, inv *invalidator, bulk []bul
 	if _, err := drive(v.runner.Socket(), src, &v.exp, conns, 10*time.Second, conns*16, 0); err != nil {
 		return sample{}, fmt.Errorf("warm-up: %w", err)
 	}
-	m, err := drive(v.runner.Socket(), src, &v.exp, conns, e.o.dur, 0, v.runner.Pid())
+	m, err := v.runner.driveCounted(src, &v.exp, conns, e.o.dur, 0)
 	if err != nil {
 		return sample{}, err
 	}
@@ -497,7 +524,7 @@ func (e *env) sweepScenario(ctx context.Context) error {
 			if err != nil {
 				return nil, "", err
 			}
-			return callFrame(1, v.token, "/app/dashboard", apisixHeaders(id)), sub, nil
+			return callFrame(1, v.token, "/app/dashboard", browserHeaders(id)), sub, nil
 		}
 		var src source
 		streamed := n > 20000
@@ -523,7 +550,7 @@ func (e *env) sweepScenario(ctx context.Context) error {
 			return fmt.Errorf("%d users: %w\nrunner output (end):\n%s", n, err, tail(r.Output(), 3000))
 		}
 		hwm, _ := procHWM(r.Pid())
-		e.report.sweepRow(n, m, rssIdle, hwm, e.proxy.orgCallCount(), fellThrough.Load(), e.o.rssBudgetMB)
+		e.report.sweepRow(n, m, rssIdle, hwm, e.proxy.orgCallCount(), fellThrough.Load(), e.o.rssBudgetMB, n == slices.Max(e.o.sweep))
 		if err := r.stop(); err != nil {
 			return err
 		}
@@ -581,7 +608,7 @@ func (e *env) fleet(ctx context.Context) error {
 		frames, subs := make([][]byte, len(bulk)), make([]string, len(bulk))
 		perm := rand.Perm(len(bulk))
 		for i, j := range perm {
-			frames[i] = callFrame(1, v.token, "/app/dashboard", apisixHeaders(bulk[j].ident))
+			frames[i] = callFrame(1, v.token, "/app/dashboard", browserHeaders(bulk[j].ident))
 			subs[i] = bulk[j].id
 		}
 		srcs[k] = prepared(frames, subs)
@@ -657,7 +684,7 @@ func (e *env) propagate(ctx context.Context, r *runnerProc, oc pluginConf, u bul
 	if err := v.prepare(); err != nil {
 		return nil, 0, err
 	}
-	f := callFrame(1, v.token, "/app/dashboard", apisixHeaders(u.ident))
+	f := callFrame(1, v.token, "/app/dashboard", browserHeaders(u.ident))
 	c, err := net.Dial("unix", r.Socket())
 	if err != nil {
 		return nil, 0, err
