@@ -78,6 +78,9 @@ func run() int {
 	// Before the metrics listener starts: its first scrape says which build runs.
 	b := currentBuild()
 	exportBuildInfo(b)
+	for _, w := range cfg.warnings {
+		slog.Warn("go-runner: configuration", "warning", w)
+	}
 
 	keys, err := loadKeys(cfg)
 	if err != nil {
