@@ -17,6 +17,7 @@ build:
 # The runner as APISIX would start it, with the in-process cache (no REDIS_URL)
 # and a key made at start. Point ext-plugin.path_for_test at $(SOCKET).
 run: build
+	@echo "go-runner on unix:$(SOCKET): drive it without APISIX with test/apisix's Gateway (test/apisix/example_test.go) or point APISIX's ext-plugin.path_for_test at it; without KEYCLOAK_URL orgsync routes answer 500 (userinfo works alone)"
 	APISIX_LISTEN_ADDRESS=unix:$(SOCKET) RUNNER_LOG_LEVEL=$${RUNNER_LOG_LEVEL:-info} ./bin/go-runner run
 
 test:
