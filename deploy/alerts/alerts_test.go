@@ -10,11 +10,15 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/promql/promqltest"
-	"github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -109,46 +113,133 @@ func (f fleet) load() string {
 	return b.String()
 }
 
-// loadRules reads the alert rules as Prometheus does (rulefmt validates them) and builds the rule
-// engine's alerting rules from them.
-func loadRules(t *testing.T) []*rules.AlertingRule {
+// rule is an alerting rule as Prometheus loads it (rulefmt validates the file as Prometheus does).
+type rule struct {
+	name string
+	expr string
+	hold time.Duration // for:
+}
+
+func loadRules(t *testing.T) []rule {
 	t.Helper()
 	p := parser.NewParser(parser.Options{})
 	groups, errs := rulefmt.ParseFile(ruleFile, false, model.UTF8Validation, p, nil)
 	require.Empty(t, errs, "%s does not load", ruleFile)
-	var out []*rules.AlertingRule
+	var out []rule
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
 			require.NotEmpty(t, r.Alert, "%s: recording rules are not tested here", r.Record)
-			expr, err := p.ParseExpr(r.Expr)
-			require.NoError(t, err, r.Alert)
-			out = append(out, rules.NewAlertingRule(r.Alert, expr, time.Duration(r.For), time.Duration(r.KeepFiringFor),
-				labels.FromMap(r.Labels), labels.FromMap(r.Annotations), labels.EmptyLabels(), "", true, nil))
+			require.Zero(t, r.KeepFiringFor, "%s: keep_firing_for is not modelled here", r.Alert)
+			out = append(out, rule{name: r.Alert, expr: r.Expr, hold: time.Duration(r.For)})
 		}
 	}
 	require.NotEmpty(t, out)
 	return out
 }
 
+// sample is one float sample of a loaded series.
+type sample struct {
+	t int64
+	f float64
+}
+
+func (s sample) T() int64                      { return s.t }
+func (s sample) ST() int64                     { return 0 }
+func (s sample) F() float64                    { return s.f }
+func (s sample) H() *histogram.Histogram       { return nil }
+func (s sample) FH() *histogram.FloatHistogram { return nil }
+func (s sample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s sample) Copy() chunks.Sample           { return s }
+
+// memory is the fleet's series in memory, for PromQL's engine to query.
+type memory []storage.Series
+
+func (f fleet) storage(t *testing.T) memory {
+	t.Helper()
+	p := parser.NewParser(parser.Options{})
+	var out memory
+	for _, line := range strings.Split(strings.TrimSpace(f.load()), "\n")[1:] {
+		lset, values, err := p.ParseSeriesDesc(strings.TrimSpace(line))
+		require.NoError(t, err, line)
+		var samples []chunks.Sample
+		for i, v := range values {
+			if !v.Omitted {
+				samples = append(samples, sample{t: int64(i) * step.Milliseconds(), f: v.Value})
+			}
+		}
+		out = append(out, storage.NewListSeries(lset, samples))
+	}
+	slices.SortFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	return out
+}
+
+func (m memory) Querier(int64, int64) (storage.Querier, error) {
+	return &storage.MockQuerier{SelectMockFunction: func(_ bool, _ *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+		var set seriesSet
+		for _, s := range m {
+			if matchAll(s.Labels(), ms) {
+				set.series = append(set.series, s)
+			}
+		}
+		return &set
+	}}, nil
+}
+
+func matchAll(l labels.Labels, ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if !m.Matches(l.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+type seriesSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *seriesSet) Next() bool                      { s.i++; return s.i <= len(s.series) }
+func (s *seriesSet) At() storage.Series              { return s.series[s.i-1] }
+func (*seriesSet) Err() error                        { return nil }
+func (*seriesSet) Warnings() annotations.Annotations { return nil }
+
 // firing evaluates every rule once a minute over the scenario's hour, as a rule group does, and
-// returns the alerts firing after each evaluation: minute -> "Alert{instance}" names.
+// returns the alerts firing after each evaluation: minute -> "Alert{instance}" names. An alert is
+// pending from the first evaluation its expression returns its labels, firing once it has been
+// for the rule's "for", and gone at the first evaluation that does not return them (Prometheus'
+// rules.AlertingRule.Eval without keep_firing_for).
 func firing(t *testing.T, f fleet) [][]string {
 	t.Helper()
-	storage := promqltest.LoadedStorage(t, f.load())
-	engine := promqltest.NewTestEngine(t, false, 5*time.Minute, 1e6)
-	query := rules.EngineQueryFunc(engine, storage)
+	db := f.storage(t)
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
 	alerting := loadRules(t)
+	active := make([]map[string]time.Time, len(alerting)) // rule -> instance -> active since
 	out := make([][]string, minutes+1)
+	ctx := context.Background()
 	for m := 0; m <= minutes; m++ {
 		ts := time.Unix(0, 0).UTC().Add(time.Duration(m) * step)
-		for _, r := range alerting {
-			_, err := r.Eval(context.Background(), 0, ts, query, nil, 0)
-			require.NoError(t, err, "%s at %dm", r.Name(), m)
-			for _, a := range r.ActiveAlerts() {
-				if a.State == rules.StateFiring {
-					out[m] = append(out[m], r.Name()+"{"+a.Labels.Get("instance")+"}")
+		for i, r := range alerting {
+			q, err := engine.NewInstantQuery(ctx, db, nil, r.expr, ts)
+			require.NoError(t, err, r.name)
+			res := q.Exec(ctx)
+			require.NoError(t, res.Err, "%s at %dm", r.name, m)
+			vec, err := res.Vector()
+			require.NoError(t, err, "%s at %dm", r.name, m)
+			now := map[string]time.Time{}
+			for _, s := range vec {
+				instance := s.Metric.Get("instance")
+				since, ok := active[i][instance]
+				if !ok {
+					since = ts
+				}
+				now[instance] = since
+				if ts.Sub(since) >= r.hold {
+					out[m] = append(out[m], r.name+"{"+instance+"}")
 				}
 			}
+			active[i] = now
+			q.Close()
 		}
 		slices.Sort(out[m])
 		out[m] = slices.Compact(out[m])
@@ -360,7 +451,7 @@ func TestEveryAlertHasAScenario(t *testing.T) {
 		covered[sc.alert] = true
 	}
 	for _, r := range loadRules(t) {
-		assert.True(t, covered[r.Name()], "%s has no scenario that fires it", r.Name())
+		assert.True(t, covered[r.name], "%s has no scenario that fires it", r.name)
 	}
 }
 
