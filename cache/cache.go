@@ -122,6 +122,7 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 	setRedisLogger.Do(func() { redis.SetLogger(redisLog{}) })
 	c.up.Store(true)
+	exportRedisUp()
 	redisUp.Set(1)
 	pctx, cancel := c.opCtx(ctx)
 	err = c.rdb.Ping(pctx).Err()

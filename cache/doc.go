@@ -168,7 +168,7 @@
 //   - apisix_identity_cache_stale_served_total{reason="refreshing|load_error"}
 //   - apisix_identity_cache_redis_errors_total{kind="timeout|connection"}
 //   - apisix_identity_cache_fill_rechecks_total: fills that found another process's value after the lock
-//   - apisix_identity_cache_redis_up: 1 while Redis answers
+//   - apisix_identity_cache_redis_up: 1 while Redis answers, 0 while not; absent without REDIS_URL
 //   - apisix_identity_cache_invalidations_received_total: messages from other processes
 //   - apisix_identity_cache_local_flushes_total: flushes after a resubscription
 //   - apisix_identity_cache_fill_waits_total{outcome="filled|released|timeout"}: waits for another process's fill

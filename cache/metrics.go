@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -31,9 +33,12 @@ var (
 		Namespace: namespace, Subsystem: subsystem, Name: "redis_errors_total",
 		Help: "Redis commands that failed, by kind: timeout (no answer within the op timeout) or connection (refused, reset, closed, login refused).",
 	}, []string{"kind"})
-	redisUp = promauto.NewGauge(prometheus.GaugeOpts{
+	// redisUp is registered by the first cache built with a REDIS_URL (exportRedisUp): a runner
+	// without Redis, the in-process mode, has no Redis to be down, and a 0 there would page
+	// whoever alerts on it.
+	redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "redis_up",
-		Help: "1 while Redis answers, 0 while the cache runs without it.",
+		Help: "1 while Redis answers, 0 while the cache runs without it. Exported only by a runner with REDIS_URL.",
 	})
 	invalidationsTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "invalidations_received_total",
@@ -72,6 +77,13 @@ var (
 	rejectedMAC     = rejectedValues.WithLabelValues(rejectMAC)
 	rejectedFuture  = rejectedValues.WithLabelValues(rejectFuture)
 )
+
+var registerRedisUp sync.Once
+
+// exportRedisUp adds redis_up to the default registry, once per process.
+func exportRedisUp() {
+	registerRedisUp.Do(func() { prometheus.MustRegister(redisUp) })
+}
 
 var (
 	revStored = promauto.NewCounterVec(prometheus.CounterOpts{

@@ -6,7 +6,8 @@
 # the patched runner library's own tests (third_party/, a module of its own),
 # the integration tests that drive the real runner binary against them, and a
 # one-minute soak of 500 users (make reliability runs the full one);
-# go mod tidy must have nothing to change. test/deploy is its own module.
+# go mod tidy must have nothing to change. test/deploy and deploy/alerts (the
+# alert rules through Prometheus' rule engine) are modules of their own.
 # Services it started are stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,9 +29,10 @@ if [[ -n $unformatted ]]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-# test/deploy is a module of its own (compose-go stays out of the runner's
-# module graph); every go command below runs in both.
-MODULES=(. test/deploy)
+# test/deploy and deploy/alerts are modules of their own (compose-go and
+# Prometheus stay out of the runner's module graph); every go command below
+# runs in each.
+MODULES=(. test/deploy deploy/alerts)
 
 step "go mod tidy: go.mod and go.sum need no change"
 for m in "${MODULES[@]}"; do
@@ -41,6 +43,7 @@ step "go vet"
 go vet ./...
 go vet -tags integration ./test/integration/
 (cd test/deploy && go vet ./... && go vet -tags integration ./...)
+(cd deploy/alerts && go vet ./...)
 
 step "services: Redis and Keycloak"
 # A server already running from this checkout is reused and left running;
@@ -59,6 +62,8 @@ done
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
 (cd test/deploy && go test -race -count=1 ./...)
+step "alert rules (deploy/prometheus/alerts.yaml) through Prometheus' rule engine, as promtool test rules does"
+(cd deploy/alerts && go test -count=1 ./...)
 
 step "Python client and Django demo (clients/python, demo/django): shared vectors, Django test client, feed on the real Redis"
 scripts/python-tests.sh

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/routecheck"
@@ -96,6 +97,9 @@ line on stdout), 2 usage error or unreadable file.
 
 // runCheck is `go-runner check ARGS`.
 func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// The plugins' parsers log what the runner logs ("route config refused"):
+	// the check reports those itself, one a line, and its output is only that.
+	defer quietLogs()()
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { checkUsageText(stderr) }
@@ -181,16 +185,42 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			problems++
 		}
 	}
-	routes := len(all)
 	if problems > 0 && code == checkOK {
 		code = checkProblems
 	}
-	if code == checkOK {
-		fmt.Fprintf(stderr, "go-runner check: %d routes, no problem, %d warnings\n", routes, warnings)
-	} else if problems > 0 {
-		fmt.Fprintf(stderr, "go-runner check: %d problems and %d warnings in %d routes\n", problems, warnings, routes)
+	if s := checkSummary(code, problems, warnings, len(all)); s != "" {
+		fmt.Fprintln(stderr, "go-runner check: "+s)
 	}
 	return code
+}
+
+// checkSummary is the check's last line: "3 routes, no problem, 1 warning",
+// "1 problem in 1 route"; "" after a usage error with no problem found.
+func checkSummary(code, problems, warnings, routes int) string {
+	switch {
+	case code == checkOK:
+		return fmt.Sprintf("%s, no problem, %s", plural(routes, "route"), plural(warnings, "warning"))
+	case problems == 0:
+		return ""
+	case warnings == 0:
+		return fmt.Sprintf("%s in %s", plural(problems, "problem"), plural(routes, "route"))
+	}
+	return fmt.Sprintf("%s and %s in %s", plural(problems, "problem"), plural(warnings, "warning"), plural(routes, "route"))
+}
+
+// plural is "1 route", "2 routes", "0 routes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// quietLogs sends slog's default logger nowhere until the returned func.
+func quietLogs() func() {
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	return func() { slog.SetDefault(prev) }
 }
 
 func readDoc(file string, stdin io.Reader) (any, error) {

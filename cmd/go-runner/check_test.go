@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 )
 
 const (
@@ -69,7 +72,7 @@ func TestCheckFindsEachMistake(t *testing.T) {
 func TestCheckPassesAGoodRoute(t *testing.T) {
 	code, out := check(t, route(oidc+","+postReq(goodUserinfo, goodOrgsync)))
 	assert.Equal(t, checkOK, code, out)
-	assert.Contains(t, out, "1 routes, no problem")
+	assert.Contains(t, out, "go-runner check: 1 route, no problem, 0 warnings\n")
 
 	// The invalidation endpoint runs orgsync alone.
 	code, out = check(t, route(postReq(`{"name":"orgsync","value":"{\"invalidate\":true,\"secret_env\":\"HOOK_SECRET\"}"}`)))
@@ -88,7 +91,7 @@ func TestCheckWarnsOfRoutesAcceptingAnyClient(t *testing.T) {
 		`accepts a token issued to any client of https://sso.example.org/realms/r`)
 	assert.Equal(t, 1, strings.Count(out, "warning:"), out)
 	assert.NotContains(t, out, "route r1:")
-	assert.Contains(t, out, "2 routes, no problem, 1 warnings")
+	assert.Contains(t, out, "go-runner check: 2 routes, no problem, 1 warning\n")
 
 	// A warning is no problem, and hides none.
 	bad := `{"routes":[` + route(oidc+`,"ext-plugin-post-req":{"allow_degradation":true,"conf":[`+anyClient+`]}`) + `]}`
@@ -217,4 +220,55 @@ func TestCheckAccessRules(t *testing.T) {
 		code, out = check(t, route(oidc+","+postReq(goodUserinfo, `{"name":"orgsync","value":"`+bad+`"}`)))
 		assert.Equal(t, checkProblems, code, out)
 	}
+}
+
+// Issue 19: a JSON file's syntax error is the JSON parser's, placed by line and column, not YAML's.
+func TestCheckReportsJSONSyntaxAsJSON(t *testing.T) {
+	code, out := check(t, "{\n  \"uri\": \"/*\",\n  \"plugins\": {\"a\": 1,, }\n}\n")
+	assert.Equal(t, checkUsage, code, out)
+	assert.Contains(t, out, "JSON: line 3, column 22: invalid character ','", out)
+	assert.NotContains(t, out, "yaml", out)
+	// Text after the object: YAML would take it, APISIX's JSON parser does not.
+	code, out = check(t, route(oidc+","+postReq(goodUserinfo))+"}")
+	assert.Equal(t, checkUsage, code, out)
+	assert.Contains(t, out, "JSON: line 1", out)
+}
+
+// The check's output is its findings: the plugins' parsers log "route config refused" in the
+// runner, not here.
+func TestCheckPrintsNoLogLines(t *testing.T) {
+	logs := logtest.Capture(t, slog.LevelDebug)
+	code, out := check(t, route(oidc+","+postReq(`{"name":"orgsync","value":"{\"fresh_tll\":\"30s\"}"}`)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Empty(t, logs.String())
+	assert.NotContains(t, out, "route config refused", out)
+}
+
+// Every problem of a conf, one a line, not only the first.
+func TestCheckReportsEveryProblemOfAConf(t *testing.T) {
+	conf := `{"name":"userinfo","value":"{\"isuer\":\"https://sso.example.org/realms/r\",\"audience\":\"apisix\",\"Leeway\":\"5s\",\"audience\":\"x\"}"}`
+	code, out := check(t, route(oidc+","+postReq(conf)))
+	assert.Equal(t, checkProblems, code, out)
+	for _, want := range []string{`userinfo: unknown key "isuer"`, `userinfo: unknown key "Leeway" (keys are case-sensitive: did you mean "leeway"?)`,
+		`userinfo: key "audience" is given twice`} {
+		assert.Contains(t, out, "route r1: ext-plugin-post-req conf[0]: "+want+"\n")
+	}
+	assert.Contains(t, out, "go-runner check: 3 problems in 1 route\n")
+}
+
+// A misspelled name is one problem: not also "orgsync must follow userinfo" on the same list.
+func TestCheckMisspelledNameHasNoKnockOn(t *testing.T) {
+	code, out := check(t, route(oidc+","+postReq(strings.Replace(goodUserinfo, "userinfo", "usrinfo", 1), goodOrgsync)))
+	assert.Equal(t, checkProblems, code, out)
+	assert.Contains(t, out, `no plugin "usrinfo"`)
+	assert.NotContains(t, out, "must follow")
+	assert.Contains(t, out, "go-runner check: 1 problem in 1 route\n")
+}
+
+func TestCheckSummary(t *testing.T) {
+	assert.Equal(t, "1 route, no problem, 0 warnings", checkSummary(checkOK, 0, 0, 1))
+	assert.Equal(t, "3 routes, no problem, 1 warning", checkSummary(checkOK, 0, 1, 3))
+	assert.Equal(t, "1 problem in 1 route", checkSummary(checkProblems, 1, 0, 1))
+	assert.Equal(t, "2 problems and 1 warning in 2 routes", checkSummary(checkProblems, 2, 1, 2))
+	assert.Empty(t, checkSummary(checkUsage, 0, 0, 0))
 }

@@ -29,6 +29,7 @@ type config struct {
 	memoryLimit    int64         // RUNNER_MEMORY_LIMIT: Go's soft memory limit in bytes, default 224 MiB; 0 = none
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
+	warnings       []string      // settings that do nothing as given, logged at start
 }
 
 type keycloakConfig struct {
@@ -69,6 +70,10 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			clientID: getenv("KEYCLOAK_CLIENT_ID"),
 		},
 	}
+	if missing := missingVars(getenv); len(missing) > 0 {
+		return nil, fmt.Errorf("required variables not set: %s", strings.Join(missing, "; "))
+	}
+	c.warnings = strayKeycloakVars(getenv)
 	if !strings.HasPrefix(c.listenAddress, "unix:") || len(c.listenAddress) == len("unix:") {
 		return nil, fmt.Errorf("APISIX_LISTEN_ADDRESS %q: want unix:/path/to/socket (APISIX sets it when it starts the runner)", c.listenAddress)
 	}
@@ -164,16 +169,60 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		if !strings.HasPrefix(k.url, "http://") && !strings.HasPrefix(k.url, "https://") {
 			return nil, fmt.Errorf("KEYCLOAK_URL %q: want an http(s) URL", k.url)
 		}
-		for name, v := range map[string]string{"KEYCLOAK_REALM": k.realm, "KEYCLOAK_CLIENT_ID": k.clientID,
-			"KEYCLOAK_CLIENT_SECRET": k.clientSecret} {
-			if v == "" {
-				return nil, fmt.Errorf("%s is required when KEYCLOAK_URL is set", name)
-			}
+		if k.clientSecret == "" {
+			// Set, to a file holding only white space.
+			return nil, fmt.Errorf("KEYCLOAK_CLIENT_SECRET_FILE: the file is empty")
 		}
 	} else if k.issuer != "" {
 		return nil, fmt.Errorf("KEYCLOAK_ISSUER is set but KEYCLOAK_URL is not: it names the issuer of KEYCLOAK_URL's realm")
 	}
 	return c, nil
+}
+
+// missingVars names every required variable that is not set, in a fixed
+// order, each with what requires it and the _FILE alternative of a secret: a
+// runner refused at start says all that is missing at once.
+func missingVars(getenv func(string) string) []string {
+	var missing []string
+	secret := func(name string) bool { return getenv(name) != "" || getenv(name+"_FILE") != "" }
+	if getenv("APISIX_LISTEN_ADDRESS") == "" {
+		missing = append(missing, "APISIX_LISTEN_ADDRESS (APISIX sets it when it starts the runner; make run sets it too)")
+	}
+	if getenv("REDIS_URL") != "" && !secret("REDIS_VALUE_SECRET") {
+		missing = append(missing, "REDIS_VALUE_SECRET or REDIS_VALUE_SECRET_FILE (with REDIS_URL: the fleet's shared secret, "+
+			fmt.Sprintf("at least %d bytes, the same on every runner, that seals cached values in Redis, e.g. openssl rand -base64 48)", cache.MinValueSecret))
+	}
+	if getenv("KEYCLOAK_URL") != "" {
+		for _, name := range []string{"KEYCLOAK_REALM", "KEYCLOAK_CLIENT_ID"} {
+			if getenv(name) == "" {
+				missing = append(missing, name+" (with KEYCLOAK_URL)")
+			}
+		}
+		if !secret("KEYCLOAK_CLIENT_SECRET") {
+			missing = append(missing, "KEYCLOAK_CLIENT_SECRET or KEYCLOAK_CLIENT_SECRET_FILE (with KEYCLOAK_URL)")
+		}
+	}
+	return missing
+}
+
+// strayKeycloakVars warns of Keycloak settings given without KEYCLOAK_URL:
+// the runner then has no admin client, which is allowed (userinfo alone) but
+// rarely meant.
+func strayKeycloakVars(getenv func(string) string) []string {
+	if getenv("KEYCLOAK_URL") != "" {
+		return nil
+	}
+	var set []string
+	for _, name := range []string{"KEYCLOAK_REALM", "KEYCLOAK_CLIENT_ID", "KEYCLOAK_CLIENT_SECRET", "KEYCLOAK_CLIENT_SECRET_FILE"} {
+		if getenv(name) != "" {
+			set = append(set, name)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return []string{strings.Join(set, ", ") + " set but KEYCLOAK_URL is not: the runner has no Keycloak admin client, " +
+		"so orgsync routes answer 500 and no admin event is read"}
 }
 
 // secretVar reads the secret in the variable name, or in the file named by name_FILE (surrounding

@@ -172,3 +172,40 @@ func TestMemoryLimit(t *testing.T) {
 		assert.Contains(t, err.Error(), "RUNNER_MEMORY_LIMIT", bad)
 	}
 }
+
+// Issue 19: every required variable that is missing is named at once, in a fixed order, a secret
+// with its _FILE alternative.
+func TestLoadConfigNamesEveryMissingVariable(t *testing.T) {
+	env := map[string]string{"REDIS_URL": "redis://localhost:6379/0", "KEYCLOAK_URL": "https://sso.example.org"}
+	want := "required variables not set: APISIX_LISTEN_ADDRESS (APISIX sets it when it starts the runner; make run sets it too); " +
+		"REDIS_VALUE_SECRET or REDIS_VALUE_SECRET_FILE (with REDIS_URL: "
+	for range 20 { // a map's order would show within a few runs
+		_, err := loadConfig(getenv(env))
+		require.Error(t, err)
+		assert.True(t, strings.HasPrefix(err.Error(), want), err.Error())
+		assert.True(t, strings.HasSuffix(err.Error(), "; KEYCLOAK_REALM (with KEYCLOAK_URL); KEYCLOAK_CLIENT_ID (with KEYCLOAK_URL); "+
+			"KEYCLOAK_CLIENT_SECRET or KEYCLOAK_CLIENT_SECRET_FILE (with KEYCLOAK_URL)"), err.Error())
+	}
+	// A secret given through its file counts as given.
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("s3cret\n"), 0o600))
+	env = map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock", "KEYCLOAK_URL": "https://sso.example.org",
+		"KEYCLOAK_CLIENT_SECRET_FILE": secretFile}
+	_, err := loadConfig(getenv(env))
+	require.Error(t, err)
+	assert.Equal(t, "required variables not set: KEYCLOAK_REALM (with KEYCLOAK_URL); KEYCLOAK_CLIENT_ID (with KEYCLOAK_URL)", err.Error())
+}
+
+// KEYCLOAK_REALM without KEYCLOAK_URL starts the runner (userinfo alone needs no admin client) with
+// a warning saying what it does not do.
+func TestLoadConfigWarnsOfKeycloakSettingsWithoutURL(t *testing.T) {
+	cfg, err := loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock", "KEYCLOAK_REALM": "olapps"}))
+	require.NoError(t, err)
+	require.Len(t, cfg.warnings, 1)
+	assert.Contains(t, cfg.warnings[0], "KEYCLOAK_REALM set but KEYCLOAK_URL is not")
+	assert.Contains(t, cfg.warnings[0], "orgsync routes answer 500")
+
+	cfg, err = loadConfig(getenv(map[string]string{"APISIX_LISTEN_ADDRESS": "unix:/tmp/r.sock"}))
+	require.NoError(t, err)
+	assert.Empty(t, cfg.warnings)
+}

@@ -22,7 +22,8 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..." (make build); a binary
+// built otherwise reports its module's build info (currentBuild).
 var version = "dev"
 
 func main() {
@@ -36,7 +37,7 @@ func main() {
 	case "check":
 		os.Exit(runCheck(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	case "version", "--version", "-version":
-		fmt.Println("apisix-identity-runner", version)
+		fmt.Println("apisix-identity-runner", currentBuild().version)
 	case "env":
 		for _, v := range envVars {
 			fmt.Println(v)
@@ -74,6 +75,12 @@ func run() int {
 		return 1
 	}
 	defer closeLog()
+	// Before the metrics listener starts: its first scrape says which build runs.
+	b := currentBuild()
+	exportBuildInfo(b)
+	for _, w := range cfg.warnings {
+		slog.Warn("go-runner: configuration", "warning", w)
+	}
 
 	keys, err := loadKeys(cfg)
 	if err != nil {
@@ -95,7 +102,7 @@ func run() int {
 		return 1
 	}
 
-	slog.Warn("go-runner started", "version", version, "socket", cfg.listenAddress,
+	slog.Warn("go-runner started", "version", b.version, "revision", b.revision, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
 	// SIGTERM. APISIX kills the runner about a second after it

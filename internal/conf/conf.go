@@ -59,8 +59,11 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // zero.
 func DecodeStrict(data []byte, v any) (Keys, error) {
 	keys := Keys{}
-	if err := checkKeys(data, reflect.TypeOf(v), "", keys); err != nil {
-		return nil, err
+	// Every key problem of the config at once (go-runner check lists them all), in document order.
+	var problems []error
+	checkKeys(data, reflect.TypeOf(v), "", keys, &problems)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -84,26 +87,28 @@ type Keys map[string]bool
 func (k Keys) Has(path string) bool { return k[path] }
 
 // checkKeys walks data along type t: every object key of a struct must be
-// one of its json names exactly, and no object may hold a key twice.
-func checkKeys(data []byte, t reflect.Type, prefix string, present Keys) error {
+// one of its json names exactly, and no object may hold a key twice. Each
+// problem found is added to problems.
+func checkKeys(data []byte, t reflect.Type, prefix string, present Keys, problems *[]error) {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	data = bytes.TrimSpace(data)
 	if t == nil || len(data) == 0 {
-		return nil
+		return
 	}
 	switch {
 	case data[0] == '{' && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map):
 		pairs, err := objectPairs(data)
 		if err != nil {
-			return nil // not valid JSON: the decoder says so with its position
+			return // not valid JSON: the decoder says so with its position
 		}
 		seen := make(map[string]bool, len(pairs))
 		for _, p := range pairs {
 			path := prefix + p.key
 			if seen[p.key] {
-				return fmt.Errorf("key %q is given twice", path)
+				*problems = append(*problems, fmt.Errorf("key %q is given twice", path))
+				continue
 			}
 			seen[p.key] = true
 			var elem reflect.Type
@@ -113,29 +118,26 @@ func checkKeys(data []byte, t reflect.Type, prefix string, present Keys) error {
 				f, ok := fieldByJSONName(t, p.key)
 				if !ok {
 					if known, fold := fieldFolding(t, p.key); fold {
-						return fmt.Errorf("unknown key %q (keys are case-sensitive: did you mean %q?)", path, prefix+known)
+						*problems = append(*problems, fmt.Errorf("unknown key %q (keys are case-sensitive: did you mean %q?)", path, prefix+known))
+					} else {
+						*problems = append(*problems, fmt.Errorf("unknown key %q", path))
 					}
-					return fmt.Errorf("unknown key %q", path)
+					continue
 				}
 				elem = f.Type
 			}
 			present[path] = true
-			if err := checkKeys(p.value, elem, path+".", present); err != nil {
-				return err
-			}
+			checkKeys(p.value, elem, path+".", present, problems)
 		}
 	case data[0] == '[' && t.Kind() == reflect.Slice:
 		var items []json.RawMessage
 		if json.Unmarshal(data, &items) != nil {
-			return nil
+			return
 		}
 		for i, item := range items {
-			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s%d.", prefix, i), present); err != nil {
-				return err
-			}
+			checkKeys(item, t.Elem(), fmt.Sprintf("%s%d.", prefix, i), present, problems)
 		}
 	}
-	return nil
 }
 
 type pair struct {
@@ -365,7 +367,7 @@ type Lifecycle interface {
 func Parse(component string, in []byte, c Lifecycle) error {
 	keys, err := DecodeStrict(in, c)
 	if err != nil {
-		return fmt.Errorf("%s: %w", component, err)
+		return prefixEach(component, err)
 	}
 	c.SetDefaults(keys)
 	if err := c.Validate(); err != nil {
@@ -375,6 +377,19 @@ func Parse(component string, in []byte, c Lifecycle) error {
 		return fmt.Errorf("%s: %w", component, err)
 	}
 	return nil
+}
+
+// prefixEach names component in front of err, or in front of each error err
+// joins, so that each stays a problem of its own (errors.Join's Unwrap).
+func prefixEach(component string, err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var each []error
+		for _, e := range j.Unwrap() {
+			each = append(each, fmt.Errorf("%s: %w", component, e))
+		}
+		return errors.Join(each...)
+	}
+	return fmt.Errorf("%s: %w", component, err)
 }
 
 // HeaderName checks a header name given under key: letters, digits, '-' and

@@ -14,6 +14,7 @@
 package routecheck
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -276,7 +277,7 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 	}
 	var names []string
 	values := map[string]map[string]any{}
-	ours, verified := false, false
+	ours, unknown, verified := false, false, false
 	for i, item := range list {
 		c, _ := item.(map[string]any)
 		name, _ := c["name"].(string)
@@ -286,6 +287,7 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 		if !known {
 			add("%s: the runner has no plugin %q (it would skip it silently and let the request through); it has %s",
 				where, name, strings.Join(sortedKeys(o.Parsers), ", "))
+			unknown = true
 			continue
 		}
 		ours = true
@@ -303,7 +305,12 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 		warnings, err := parseWithSecret(parse, value, v, o.Envs, func(format string, args ...any) {
 			add(where+": "+name+": "+format, args...)
 		})
-		if err != nil {
+		// A conf's problems joined (errors.Join) are reported one a line.
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				add("%s: %v", where, e)
+			}
+		} else if err != nil {
 			add("%s: %v", where, err)
 		}
 		if err == nil && o.Gates != nil && o.Gates(name, []byte(value)) && !verified {
@@ -322,7 +329,10 @@ func checkExtPlugin(phase string, raw any, o Options, f findings) {
 			add("%s: allow_degradation is true: when the runner is down requests pass unchecked", phase)
 		}
 	}
-	if len(o.Order) > 1 {
+	// A name the runner does not have is likely the misspelling of one
+	// that the order is about: reported above, it is not reported again
+	// as a plugin missing before another.
+	if len(o.Order) > 1 && !unknown {
 		checkOrder(phase, names, values, o, add)
 	}
 }
@@ -491,12 +501,36 @@ func Envs(doc any) ([]string, error) {
 
 // Decode reads a JSON or YAML document (YAML is a superset of JSON) into the
 // plain maps and slices Load and Envs take.
+//
+// A document that starts as JSON does ('{' or '[') is a JSON document (an
+// Admin API route or dump): it must parse as JSON, and its syntax errors are
+// the JSON parser's, with line and column (YAML's message about a JSON file
+// misleads, and YAML accepts some text APISIX's JSON parser refuses).
 func Decode(data []byte) (any, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, jsonError(data, err)
+		}
+	}
 	var doc any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, err
 	}
 	return doc, nil
+}
+
+// jsonError places a JSON syntax error at its line and column.
+func jsonError(data []byte, err error) error {
+	var syntax *json.SyntaxError
+	if !errors.As(err, &syntax) {
+		return fmt.Errorf("JSON: %w", err)
+	}
+	// Offset counts the offending byte.
+	before := data[:min(max(int(syntax.Offset)-1, 0), len(data))]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := len(before) - bytes.LastIndexByte(before, '\n')
+	return fmt.Errorf("JSON: line %d, column %d: %w", line, col, err)
 }
 
 // apisixVar is APISIX's ${{NAME}} / ${{NAME:=default}} reference, which it

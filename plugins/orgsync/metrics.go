@@ -71,3 +71,12 @@ func countSource(source string) {
 		c.Inc()
 	}
 }
+
+// The watcher's results exist from the start, at 0: a watcher that never
+// succeeds (view-events missing from day one) must export ok at 0, not no
+// series at all, for IdentityRunnerWatcherFailing to see it.
+var (
+	pollsOK        = metricWatcherPolls.WithLabelValues("ok")
+	pollsError     = metricWatcherPolls.WithLabelValues("error")
+	pollsNotLeader = metricWatcherPolls.WithLabelValues("not_leader")
+)

@@ -62,6 +62,7 @@ type Watcher struct {
 	orgGroups       bool
 	orgGroupsProbed time.Time
 	orgGroupsLogged bool
+	leaseFor        time.Duration // the lease's ttl; 0 is leaseTTL(interval) (tests shorten it to lose the lease)
 }
 
 // resources are the event types this poll asks for.
@@ -126,6 +127,9 @@ func (w *Watcher) run() {
 		}
 	}()
 	ttl := leaseTTL(w.interval)
+	if w.leaseFor > 0 {
+		ttl = w.leaseFor
+	}
 	var lease *cache.Lease
 	defer func() {
 		if lease != nil {
@@ -140,6 +144,9 @@ func (w *Watcher) run() {
 	ticker := time.NewTicker(w.interval)
 	defer ticker.Stop()
 	var st watchState
+	// Runs before the lease's release above: the end of what this runner
+	// reported comes before the hand-over it makes.
+	defer st.stopped()
 	for {
 		ctx, cancel := context.WithTimeout(base, w.interval+5*time.Second)
 		lease = w.holdLease(ctx, lease, ttl, &st)
@@ -150,9 +157,9 @@ func (w *Watcher) run() {
 				return // stopping: a cancelled poll is not a failure
 			}
 			if err != nil {
-				metricWatcherPolls.WithLabelValues("error").Inc()
+				pollsError.Inc()
 			} else {
-				metricWatcherPolls.WithLabelValues("ok").Inc()
+				pollsOK.Inc()
 			}
 			if (err != nil) != st.failing {
 				st.failing = err != nil
@@ -163,7 +170,7 @@ func (w *Watcher) run() {
 				}
 			}
 		} else {
-			metricWatcherPolls.WithLabelValues("not_leader").Inc()
+			pollsNotLeader.Inc()
 		}
 		cancel()
 		select {
@@ -179,6 +186,20 @@ func (w *Watcher) run() {
 type watchState struct {
 	failing bool // "admin event poll failing" is standing
 	lost    bool // "lease lost" is standing
+}
+
+// stopped ends, at warn, what is still standing when the watcher stops (a
+// hand-over on SIGTERM): the next holder reports its own polls, and a
+// failure logged here with no end would read as one that never ended.
+func (st *watchState) stopped() {
+	if st.failing {
+		st.failing = false
+		logger().Warn("admin event watcher stopped; its failing poll stops here")
+	}
+	if st.lost {
+		st.lost = false
+		logger().Warn("admin event watcher stopped; the lease it lost is another runner's to take")
+	}
 }
 
 func (w *Watcher) holdLease(ctx context.Context, lease *cache.Lease, ttl time.Duration, st *watchState) *cache.Lease {

@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,8 +26,8 @@ var chartKeys = []string{
 	"image.repository", "image.tag",
 	"apisix.extPlugin.enabled", "apisix.extPlugin.cmd",
 	"apisix.nginx.envs", "apisix.nginx.logs.errorLogLevel",
-	"podAnnotations", "podSecurityContext",
-	"extraEnvVars", "extraVolumes", "extraVolumeMounts", "extraInitContainers",
+	"podAnnotations", "podSecurityContext", "resources",
+	"extraEnvVars", "extraVolumes", "extraVolumeMounts", "extraInitContainers", "extraDeploy",
 }
 
 // HelmValues is the part of the values file the tests read.
@@ -228,4 +230,106 @@ func TestRunnerStartsWithHelmEnvironment(t *testing.T) {
 	proc.waitHealthy(t, "http://"+addr+"/healthz")
 	assert.NotContains(t, proc.out.String(), "bad configuration")
 	assert.NotContains(t, proc.out.String(), "helm-test-secret", "the runner logged a secret")
+}
+
+// The pod's resources are set: the runner runs in APISIX's container, so the memory limit holds
+// the runner's budget (RUNNER_MEMORY_LIMIT's default, unless the values set it) and APISIX's.
+func TestHelmValuesResources(t *testing.T) {
+	var v struct {
+		Resources struct {
+			Requests map[string]string
+			Limits   map[string]string
+		}
+	}
+	require.NoError(t, yaml.Unmarshal(readFile(t, helmValues), &v))
+	assert.NotEmpty(t, v.Resources.Requests["cpu"], "resources.requests.cpu")
+	request := mebibytes(t, v.Resources.Requests["memory"])
+	limit := mebibytes(t, v.Resources.Limits["memory"])
+	const runnerBudget, apisixShare = 224, 256 // MiB: RUNNER_MEMORY_LIMIT's default; nginx's workers
+	assert.GreaterOrEqual(t, limit, runnerBudget+apisixShare, "the memory limit holds the runner's budget and APISIX")
+	assert.GreaterOrEqual(t, limit, request)
+	for _, e := range loadHelmValues(t).ExtraEnvVars {
+		assert.NotEqual(t, "RUNNER_MEMORY_LIMIT", e.Name, "a RUNNER_MEMORY_LIMIT here must be weighed against resources.limits.memory")
+	}
+	assert.NotContains(t, v.Resources.Limits, "cpu", "no CPU limit: throttling stalls every request of the pod")
+}
+
+// mebibytes reads a Kubernetes memory quantity in Mi or Gi.
+func mebibytes(t *testing.T, q string) int {
+	t.Helper()
+	n, unit := 0, ""
+	_, err := fmt.Sscanf(q, "%d%s", &n, &unit)
+	require.NoError(t, err, "memory quantity %q", q)
+	switch unit {
+	case "Mi":
+		return n
+	case "Gi":
+		return n << 10
+	}
+	require.Failf(t, "memory quantity", "%q: want Mi or Gi", q)
+	return 0
+}
+
+// kube-prometheus-stack ignores prometheus.io/* annotations: extraDeploy holds a PodMonitor that
+// selects the chart's pods by its selector labels and scrapes the runner's port and path, the same
+// as the annotations and RUNNER_METRICS_ADDR say.
+func TestHelmValuesPodMonitor(t *testing.T) {
+	var v struct {
+		PodAnnotations map[string]string `yaml:"podAnnotations"`
+		ExtraDeploy    []struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string
+			Metadata   struct {
+				Name   string
+				Labels map[string]string
+			}
+			Spec struct {
+				Selector struct {
+					MatchLabels map[string]string `yaml:"matchLabels"`
+				}
+				PodMetricsEndpoints []struct {
+					Port        string
+					Path        string
+					Relabelings []struct {
+						SourceLabels []string `yaml:"sourceLabels"`
+						TargetLabel  string   `yaml:"targetLabel"`
+						Replacement  string
+					}
+				} `yaml:"podMetricsEndpoints"`
+			}
+		} `yaml:"extraDeploy"`
+	}
+	require.NoError(t, yaml.Unmarshal(readFile(t, helmValues), &v))
+	require.Len(t, v.ExtraDeploy, 1)
+	pm := v.ExtraDeploy[0]
+	assert.Equal(t, "monitoring.coreos.com/v1", pm.APIVersion)
+	assert.Equal(t, "PodMonitor", pm.Kind)
+	assert.Contains(t, pm.Metadata.Name, `{{ include "apisix.fullname" . }}`, "named after the release (extraDeploy is rendered with tpl)")
+	assert.NotEmpty(t, pm.Metadata.Labels["release"], "kube-prometheus-stack selects PodMonitors by its release label")
+	// The chart's apisix.selectorLabels.
+	assert.Equal(t, map[string]string{"app.kubernetes.io/name": `{{ include "apisix.name" . }}`,
+		"app.kubernetes.io/instance": "{{ .Release.Name }}"}, pm.Spec.Selector.MatchLabels)
+	require.Len(t, pm.Spec.PodMetricsEndpoints, 1)
+	ep := pm.Spec.PodMetricsEndpoints[0]
+	assert.Equal(t, "http", ep.Port, "a port the chart's container declares")
+	assert.Equal(t, v.PodAnnotations["prometheus.io/path"], ep.Path)
+
+	var metricsAddr string
+	for _, e := range loadHelmValues(t).ExtraEnvVars {
+		if e.Name == "RUNNER_METRICS_ADDR" && e.Value != nil {
+			metricsAddr = *e.Value
+		}
+	}
+	_, port, err := net.SplitHostPort(metricsAddr)
+	require.NoError(t, err, "RUNNER_METRICS_ADDR %q", metricsAddr)
+	assert.Equal(t, port, v.PodAnnotations["prometheus.io/port"])
+	rewritten := false
+	for _, r := range ep.Relabelings {
+		if r.TargetLabel == "__address__" {
+			rewritten = true
+			assert.Equal(t, []string{"__meta_kubernetes_pod_ip"}, r.SourceLabels)
+			assert.Equal(t, "$1:"+port, r.Replacement, "the runner's port, RUNNER_METRICS_ADDR's")
+		}
+	}
+	assert.True(t, rewritten, "the target's address is rewritten to the runner's port")
 }

@@ -266,3 +266,42 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 		assert.True(t, used[name], "the dashboard does not show %s", name)
 	}
 }
+
+// Runners without REDIS_URL export no redis_up (issue 19): the dashboard must list them anyway
+// and must not show their Redis as down.
+func TestDashboardWithoutRedis(t *testing.T) {
+	var dash struct {
+		Panels []struct {
+			Title       string
+			FieldConfig struct {
+				Defaults struct {
+					NoValue string `yaml:"noValue"`
+				}
+			} `yaml:"fieldConfig"`
+			Targets []struct{ Expr string }
+		}
+		Templating struct {
+			List []struct {
+				Name  string
+				Query any
+			}
+		}
+	}
+	require.NoError(t, yaml.Unmarshal(readFile(t, dashboard), &dash))
+	for _, v := range dash.Templating.List {
+		if v.Name == "instance" {
+			q, _ := v.Query.(map[string]any)
+			assert.Contains(t, asString(q["query"]), "apisix_identity_build_info", "runners are listed by a metric every runner exports")
+		}
+	}
+	found := false
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "apisix_identity_cache_redis_up") {
+				found = true
+				assert.Equal(t, "not configured", p.FieldConfig.Defaults.NoValue, "panel %s without any redis_up", p.Title)
+			}
+		}
+	}
+	assert.True(t, found, "the dashboard shows Redis")
+}

@@ -90,3 +90,26 @@ func readSums(t *testing.T, path string) map[string]string {
 	require.NoError(t, sc.Err())
 	return sums
 }
+
+// make run says, in one line, how to drive the runner without APISIX and what orgsync routes
+// answer without Keycloak; what it points at exists.
+func TestMakeRunSaysHowToDriveIt(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	cmd := exec.Command("make", "-n", "run")
+	cmd.Dir = root(t)
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var echoes []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "echo ") {
+			echoes = append(echoes, line)
+		}
+	}
+	require.Len(t, echoes, 1, "%s", out)
+	assert.Contains(t, echoes[0], "without APISIX")
+	assert.Contains(t, echoes[0], "without KEYCLOAK_URL orgsync routes answer 500")
+	assert.FileExists(t, filepath.Join(root(t), "test/apisix/example_test.go"))
+	assert.Contains(t, string(readFile(t, "test/apisix/example_test.go")), "apisix.NewGateway")
+}

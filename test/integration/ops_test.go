@@ -48,10 +48,30 @@ func TestMetricsAndHealth(t *testing.T) {
 		// main builds the revocation store with the cache
 		`apisix_identity_cache_revocations_entries`,
 		`apisix_identity_cache_revocations_stored_total{result="shared"}`,
+		// With REDIS_URL, and every poll result from the start (the alerts read ok at 0).
+		`apisix_identity_cache_redis_up 1`,
+		`apisix_identity_orgsync_event_watcher_polls_total{result="ok"}`,
+		`apisix_identity_orgsync_event_watcher_polls_total{result="error"} 0`,
+		`apisix_identity_build_info{goversion="go`,
 	} {
 		assert.Contains(t, body, series)
 	}
 	assert.Contains(t, httpGet(t, "http://"+addr+"/healthz"), `"status":"ok"`)
+}
+
+// A runner without REDIS_URL has no Redis to be down: it exports no redis_up, which the
+// IdentityRunnerRedisDown alert would read as down (issue 19).
+func TestMetricsWithoutRedis(t *testing.T) {
+	addr := "127.0.0.1:" + itoa(freePort(t))
+	e := baseEnv(t, kctest.Env(t).URL)
+	delete(e, "REDIS_URL")
+	delete(e, "REDIS_VALUE_SECRET")
+	e["RUNNER_METRICS_ADDR"] = addr
+	startRunner(t, e)
+	body := httpGet(t, "http://"+addr+"/metrics")
+	assert.NotContains(t, body, "apisix_identity_cache_redis_up")
+	assert.Contains(t, body, `apisix_identity_cache_revocations_stored_total{result="local"}`)
+	assert.Contains(t, body, "apisix_identity_build_info{")
 }
 
 func TestSIGTERMReleasesTheWatcherLease(t *testing.T) {
