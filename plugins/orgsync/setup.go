@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
@@ -105,10 +105,10 @@ type Conf struct {
 	groups       bool
 	roles        bool
 	secret       []byte
-	// profiles stand for the settings that shape the output (the shape
-	// written, indexed by identity.Shape, and the claims): equal configs
-	// share them, so a login's rendering is reused across them.
-	profiles [identity.ShapeEmptyObject + 1]*refreshProfile
+	// settings spell the settings that shape the output (the shape written,
+	// indexed by identity.Shape, and the claims) for the emitter: equal
+	// configs spell them alike, so a login's rendering is reused across them.
+	settings [identity.ShapeEmptyObject + 1]string
 	// limiter bounds the invalidation route's calls.
 	limiter *rateLimiter
 }
@@ -151,6 +151,10 @@ var (
 type Deps struct {
 	Cache    Store
 	Keycloak Directory
+	// Emitter writes the refreshed identity upstream: the one userinfo
+	// emits with, built in main. Without it every orgsync route with a
+	// user answers 500.
+	Emitter *emit.Emitter
 	// Feed signs the change feed's entries (main: the assertion key ring). Without it entries are
 	// written unsigned, and the feed's verifying readers skip them.
 	Feed FeedSigner
@@ -168,11 +172,9 @@ type Deps struct {
 // Plugin is the orgsync plugin.
 type Plugin struct {
 	plugin.DefaultPlugin
-	deps     Deps
-	profiles profiles
-	// attributesSeen: a login's organization claim carried attributes, so
-	// the realm's mapper adds them (see autoShape).
-	attributesSeen atomic.Bool
+	deps Deps
+	// snapshots keeps the cached values requests read, parsed.
+	snapshots *snapshots
 	// replays records the invalidation calls accepted, for every route and
 	// config of the process: a route's config is rebuilt whenever APISIX
 	// sends it again.
@@ -185,8 +187,7 @@ var _ plugin.Plugin = (*Plugin)(nil)
 // Keycloak client (no KEYCLOAK_URL) every orgsync route answers 500: orgsync
 // cannot do its job and must not pretend to.
 func New(d Deps) *Plugin {
-	return &Plugin{deps: d, profiles: profiles{all: map[refreshSettings]*refreshProfile{}},
-		replays: newReplaySet(maxReplayEntries)}
+	return &Plugin{deps: d, snapshots: newSnapshots(snapshotBytes), replays: newReplaySet(maxReplayEntries)}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -339,37 +340,10 @@ func (c *Conf) Derive() error {
 		c.groups = c.groups || claim == ClaimGroups
 		c.roles = c.roles || claim == ClaimRoles
 	}
-	for shape := range c.profiles {
-		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups, roles: c.roles})
+	for shape := range c.settings {
+		c.settings[shape] = fmt.Sprintf("orgsync shape=%s groups=%t roles=%t", identity.Shape(shape), c.groups, c.roles)
 	}
 	return nil
-}
-
-// refreshSettings are the settings that change what orgsync writes.
-type refreshSettings struct {
-	shape         identity.Shape
-	groups, roles bool
-}
-
-// refreshProfile is the interned identity of refreshSettings.
-type refreshProfile struct{ refreshSettings }
-
-type profiles struct {
-	mu  sync.Mutex
-	all map[refreshSettings]*refreshProfile
-}
-
-// intern returns the one profile of s; the settings have few values, so
-// the map stays small.
-func (p *profiles) intern(s refreshSettings) *refreshProfile {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if prof, ok := p.all[s]; ok {
-		return prof
-	}
-	prof := &refreshProfile{s}
-	p.all[s] = prof
-	return prof
 }
 
 // Err is the config error a route answers 500 with, nil when the config is good.
@@ -400,6 +374,12 @@ func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) 
 	}
 	if c.Invalidate {
 		c.serveInvalidate(w, r)
+		return
+	}
+	if p.deps.Emitter == nil {
+		// A wiring fault of the program, not of a route: main always sets it.
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
 	c.serve(w, r)
