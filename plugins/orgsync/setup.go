@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -21,6 +20,7 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -162,6 +162,9 @@ type Deps struct {
 	// user, the deletion of one session, a user disabled or deleted). Nil: the watcher revokes
 	// nothing, and those sessions end at the gateway only when their tokens do.
 	Revocations cache.Revoker
+	// Calls counts the calls under way, for main to let them finish on
+	// SIGTERM; nil counts nothing.
+	Calls *inflight.Counter
 	// RevocationLifetime is how long a revocation made by the watcher is kept: as long as a token of
 	// a session that ended can still be presented. Default DefaultRevocationLifetime (10 h, Keycloak's
 	// default SSO Session Max); set it to the realm's SSO Session Max (or its offline session
@@ -175,6 +178,10 @@ type Plugin struct {
 	deps Deps
 	// snapshots keeps the cached values requests read, parsed.
 	snapshots *snapshots
+	// The log lines of the request path, each at most once a minute: a
+	// refused invalidation signature, a replay check that could not be
+	// made, a route called without a Keycloak client.
+	badSignatureLog, replayCheckLog, noKeycloakLog throttle.Every
 	// replays records the invalidation calls accepted, for every route and
 	// config of the process: a route's config is rebuilt whenever APISIX
 	// sends it again.
@@ -351,7 +358,7 @@ func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see orgsync.go and invalidate.go.
 func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
-	defer inflight.Begin()()
+	defer p.deps.Calls.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
@@ -364,8 +371,7 @@ func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) 
 	}
 	if p.deps.Keycloak == nil || p.deps.Cache == nil {
 		countMisconfigured.Inc()
-		if now := time.Now().Unix(); now-lastNoKeycloakLog.Load() >= 60 {
-			lastNoKeycloakLog.Store(now)
+		if p.noKeycloakLog.Allow(time.Now(), time.Minute) {
 			logger().Error("orgsync route called but the runner has no Keycloak admin client " +
 				"(set KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_CLIENT_ID, KEYCLOAK_CLIENT_SECRET)")
 		}
@@ -384,7 +390,3 @@ func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) 
 	}
 	c.serve(w, r)
 }
-
-// lastNoKeycloakLog is when a route was last refused for want of a Keycloak
-// client (unix s): logged once a minute, not per request.
-var lastNoKeycloakLog atomic.Int64

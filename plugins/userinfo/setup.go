@@ -21,6 +21,7 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -154,6 +155,9 @@ type Deps struct {
 	// Cache remembers a logout token's jti for the fleet (Redis); nil or
 	// without Redis the process's own record is the record.
 	Cache *cache.Cache
+	// Calls counts the calls under way, for main to let them finish on
+	// SIGTERM; nil counts nothing.
+	Calls *inflight.Counter
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.
@@ -168,6 +172,8 @@ type Plugin struct {
 	sessions *sessions
 	// logoutJTIs are the logout tokens this process accepted.
 	logoutJTIs *jtiSet
+	// logoutLog bounds the log lines about refused logout tokens.
+	logoutLog throttle.Every
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -510,7 +516,7 @@ func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see userinfo.go.
 func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
-	defer inflight.Begin()()
+	defer p.deps.Calls.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
