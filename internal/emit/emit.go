@@ -125,6 +125,13 @@ type renderKey struct {
 	settings string
 }
 
+// kept reports whether renderings of id are kept for reuse: only those of a
+// login proven once and reused (login 0 is an identity taken as sent on one
+// request; the next request of "the same" user may send other claims).
+func kept(id identity.Identity) bool {
+	return id.Login() != 0
+}
+
 func keyOf(id identity.Identity, route *Route, ref Refresh) renderKey {
 	return renderKey{login: id.Login(), route: route, settings: ref.Settings}
 }
@@ -189,7 +196,7 @@ func (e *Emitter) Emit(h pkgHTTP.Header, id identity.Identity, route *Route, ref
 	if err != nil {
 		return err
 	}
-	if id.Login() != 0 {
+	if kept(id) {
 		e.renderings.Add(keyOf(id, route, ref), out, out.size())
 	}
 	write(h, out.headers)
@@ -202,7 +209,7 @@ func (e *Emitter) Emit(h pkgHTTP.Header, id identity.Identity, route *Route, ref
 // looks at id's login only, so a refreshing plugin asks before it does the
 // work of refreshing.
 func (e *Emitter) Replay(h pkgHTTP.Header, id identity.Identity, route *Route, ref Refresh) bool {
-	if id.Login() == 0 {
+	if !kept(id) {
 		return false
 	}
 	out, ok := e.renderings.Get(keyOf(id, route, ref))
