@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
 )
 
 var (
@@ -78,6 +80,8 @@ type Result struct {
 
 // Cache is a two-tier cache: a bounded in-process LRU in front of Redis. It is safe for concurrent use.
 type Cache struct {
+	rejectLog throttle.Every // the log line about values refused, at most once per rejectLogEvery
+
 	opts    Options
 	id      string // identifies this process on the invalidation channel
 	local   *local

@@ -13,11 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-func init() {
-	// Recover quickly in tests.
-	probeInterval = 100 * time.Millisecond
-}
-
 // needEnv returns the variable, or stops the test: t.Fatal under CI=true, t.Skip otherwise.
 func needEnv(t testing.TB, name string) string {
 	t.Helper()
@@ -54,6 +49,10 @@ func newTestCache(t testing.TB, o Options) *Cache {
 	t.Helper()
 	if o.ValueSecret == nil {
 		o.ValueSecret = testSecret
+	}
+	if o.ProbeInterval == 0 {
+		// Recover quickly in tests.
+		o.ProbeInterval = 100 * time.Millisecond
 	}
 	c, err := New(context.Background(), &o)
 	if err != nil {

@@ -70,19 +70,24 @@ type Options struct {
 	// (see the package documentation, Redis outages).
 	OpTimeout time.Duration
 
+	// ProbeInterval: how often Redis is pinged while the cache considers it down, so that the
+	// cache recovers by itself. Default 1s; must be >= 0.
+	ProbeInterval time.Duration
+
 	// Channel: Redis pub/sub channel that carries invalidations. Default KeyPrefix+"invalidate".
 	Channel string
 }
 
 const (
-	defaultKeyPrefix = "apisix-identity:"
-	defaultLocalSize = 100000
-	defaultLocalMax  = 64 << 20
-	defaultLocalTTL  = 5 * time.Second
-	defaultRetention = 24 * time.Hour
-	defaultLockTTL   = 5 * time.Second
-	defaultLockWait  = 5 * time.Second
-	defaultOpTimeout = 500 * time.Millisecond
+	defaultKeyPrefix     = "apisix-identity:"
+	defaultLocalSize     = 100000
+	defaultLocalMax      = 64 << 20
+	defaultLocalTTL      = 5 * time.Second
+	defaultRetention     = 24 * time.Hour
+	defaultLockTTL       = 5 * time.Second
+	defaultLockWait      = 5 * time.Second
+	defaultOpTimeout     = 500 * time.Millisecond
+	defaultProbeInterval = time.Second
 	// defaultPoolSize replaces go-redis's 10 connections per CPU when the URL sets no pool_size,
 	// so that a burst of concurrent requests does not queue for a connection (that wait counts
 	// against OpTimeout, and a small machine has few CPUs).
@@ -100,7 +105,7 @@ func (o *Options) withDefaults() (Options, error) {
 		v    time.Duration
 	}{
 		{"LocalTTL", out.LocalTTL}, {"Retention", out.Retention}, {"LockTTL", out.LockTTL},
-		{"LockWait", out.LockWait}, {"OpTimeout", out.OpTimeout},
+		{"LockWait", out.LockWait}, {"OpTimeout", out.OpTimeout}, {"ProbeInterval", out.ProbeInterval},
 	} {
 		if d.v < 0 {
 			return out, fmt.Errorf("cache: option %s %q must be >= 0", d.name, d.v)
@@ -140,6 +145,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.OpTimeout == 0 {
 		out.OpTimeout = defaultOpTimeout
+	}
+	if out.ProbeInterval == 0 {
+		out.ProbeInterval = defaultProbeInterval
 	}
 	if out.Channel == "" {
 		out.Channel = out.KeyPrefix + "invalidate"

@@ -13,9 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// probeInterval is how often a Cache pings Redis while it considers Redis down.
-var probeInterval = time.Second
-
 func logger() *slog.Logger { return slog.Default().With("component", "cache") }
 
 // redisLog sends go-redis's own log lines (a failed dial, once per attempt) to slog at Debug, so
@@ -79,10 +76,10 @@ func (c *Cache) markDown(err error) {
 	logger().Warn("redis unavailable; serving from the in-process tier and the loader", "error", err)
 }
 
-// probe pings Redis every probeInterval while it is marked down, so the cache recovers by itself.
+// probe pings Redis every Options.ProbeInterval while it is marked down, so the cache recovers by itself.
 func (c *Cache) probe() {
 	defer c.wg.Done()
-	t := time.NewTicker(probeInterval)
+	t := time.NewTicker(c.opts.ProbeInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -104,6 +104,9 @@ type Revocations struct {
 	n       atomic.Int64      // len(entries), read without the lock
 	nSubj   atomic.Int64      // subject-wide entries: none, and a request looks up its sid alone
 
+	// receiveHook, when set (tests), runs before a peer's revocation is applied: a slow process.
+	receiveHook atomic.Pointer[func()]
+
 	pendMu  sync.Mutex
 	pending []revRecord // revoked here, not yet taken by Redis
 
@@ -725,8 +728,8 @@ func (s *Revocations) pendingLen() int {
 // receive applies a peer's revocation from the channel. It runs on the cache's subscription
 // goroutine: no I/O.
 func (s *Revocations) receive(from string, m *revMessage) {
-	if revReceiveHook != nil {
-		revReceiveHook()
+	if hook := s.receiveHook.Load(); hook != nil {
+		(*hook)()
 	}
 	rec, ok := s.open(m.Key, m.Value)
 	if !ok {
@@ -741,9 +744,6 @@ func (s *Revocations) receive(from string, m *revMessage) {
 	default: // the publisher's wait ends at its timeout
 	}
 }
-
-// revReceiveHook, when set (tests), runs before a peer's revocation is applied: a slow process.
-var revReceiveHook func()
 
 // subscribed runs on the cache's subscription goroutine when the subscription is established
 // after a break or a late start: messages may have been missed, so everything is loaded again.

@@ -466,8 +466,10 @@ func FuzzDecodeRecord(f *testing.F) {
 func TestRevokeReturnsOnceEveryPeerHoldsIt(t *testing.T) {
 	srv := redistest.Start(t)
 	rs := fleet(t, Options{RedisURL: srv.URL(), KeyPrefix: testPrefix(t)}, 3)
-	revReceiveHook = func() { time.Sleep(100 * time.Millisecond) }
-	t.Cleanup(func() { revReceiveHook = nil })
+	slow := func() { time.Sleep(100 * time.Millisecond) }
+	for _, r := range rs {
+		r.receiveHook.Store(&slow)
+	}
 	for i := range 5 {
 		sid := fmt.Sprintf("acked-%d", i)
 		start := time.Now()

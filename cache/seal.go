@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"sync/atomic"
 	"time"
 )
 
@@ -99,8 +98,6 @@ const (
 // values costs one line a minute, and the metric counts them all.
 const rejectLogEvery = time.Minute
 
-var lastRejectLog atomic.Int64 // unix ns of the last line
-
 func (c *Cache) reject(reason, key string) {
 	switch reason {
 	case rejectFormat:
@@ -110,9 +107,7 @@ func (c *Cache) reject(reason, key string) {
 	default:
 		rejectedFuture.Inc()
 	}
-	now := time.Now().UnixNano()
-	last := lastRejectLog.Load()
-	if now-last < int64(rejectLogEvery) || !lastRejectLog.CompareAndSwap(last, now) {
+	if !c.rejectLog.Allow(time.Now(), rejectLogEvery) {
 		return
 	}
 	// The key names the entry (a user id, not a secret); neither the value nor the secret is logged.

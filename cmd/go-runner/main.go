@@ -97,7 +97,8 @@ func run() int {
 		return 1
 	}
 	defer services.stop()
-	if err := registerPlugins(services, keys); err != nil {
+	calls := &inflight.Counter{}
+	if err := registerPlugins(services, keys, calls); err != nil {
 		slog.Error("go-runner: start", "error", err)
 		return 1
 	}
@@ -113,8 +114,8 @@ func run() int {
 	// The grace counts from SIGTERM, not from the end of the release.
 	stopping := time.Now()
 	services.release()
-	if !inflight.Wait(cfg.shutdownGrace - time.Since(stopping)) {
-		slog.Warn("go-runner stopping with calls still under way", "calls", inflight.Count())
+	if !calls.Wait(cfg.shutdownGrace - time.Since(stopping)) {
+		slog.Warn("go-runner stopping with calls still under way", "calls", calls.Count())
 	} else {
 		// A call leaves our plugins a moment before the library has written
 		// its answer to the socket.

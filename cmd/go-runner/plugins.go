@@ -6,20 +6,26 @@ import (
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
 )
 
-// registerPlugins builds both plugins with the process's clients and hands
+// registerPlugins builds both plugins with the process's clients (and the
+// counter of calls under way, which main waits on at SIGTERM) and hands
 // them to the runner library, before runner.Run: nothing is read from
 // package globals, so tests build the same plugins with fakes.
-func registerPlugins(s *services, keys *assertion.KeyRing) error {
+func registerPlugins(s *services, keys *assertion.KeyRing, calls *inflight.Counter) error {
+	// One emitter for both plugins: userinfo emits the token's view, orgsync emits again with
+	// Keycloak's, and what either rendered is reused by the other's next request of the login.
+	emitter := emit.New(emit.Options{Keys: keys})
 	// The back-channel logout route remembers a logout token's jti for the fleet through the cache.
-	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys, Cache: s.cache}
+	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Emitter: emitter, Cache: s.cache, Calls: calls}
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
-	deps := orgsync.Deps{Feed: keys}
+	deps := orgsync.Deps{Feed: keys, Emitter: emitter, Calls: calls}
 	if s.revocations != nil {
 		uideps.Revocations, deps.Revocations = s.revocations, s.revocations
 	}

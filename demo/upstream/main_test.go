@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
 	"github.com/apisix-identity-runner/apisix-identity-runner/verify"
@@ -40,7 +41,7 @@ func newGateway(t *testing.T, keys *assertion.KeyRing) *gateway {
 // a new RUNNER_SIGNING_KEY_FILE; the JWKS server stays.
 func (g *gateway) rotate(t *testing.T, keys *assertion.KeyRing) {
 	t.Helper()
-	g.plugin = userinfo.New(userinfo.Deps{Keys: keys})
+	g.plugin = userinfo.New(userinfo.Deps{Emitter: emit.New(emit.Options{Keys: keys})})
 	jwksConf, err := g.plugin.ParseConf([]byte(`{"jwks": true}`))
 	require.NoError(t, err)
 	// verify_token false stands in for a verified login here: the token checks

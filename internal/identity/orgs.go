@@ -55,6 +55,29 @@ type Organizations struct {
 	List  []Organization
 }
 
+// clone copies the list and the attributes, so that the copy shares nothing
+// that can be changed with o.
+func (o Organizations) clone() Organizations {
+	if o.List == nil {
+		return o
+	}
+	list := make([]Organization, len(o.List))
+	for i, org := range o.List {
+		list[i] = Organization{Alias: org.Alias, ID: org.ID}
+		if org.Groups != nil {
+			// nil and empty differ: empty is written as "groups":[].
+			list[i].Groups = append([]string{}, org.Groups...)
+		}
+		if org.Attributes != nil {
+			list[i].Attributes = make(map[string][]string, len(org.Attributes))
+			for k, v := range org.Attributes {
+				list[i].Attributes[k] = append([]string(nil), v...)
+			}
+		}
+	}
+	return Organizations{Shape: o.Shape, List: list}
+}
+
 // Aliases returns the aliases in order.
 func (o Organizations) Aliases() []string {
 	out := make([]string, len(o.List))

@@ -7,22 +7,38 @@ import (
 	"time"
 )
 
-var calls atomic.Int64
-
-// Begin marks a call under way; call the returned func when it ends.
-func Begin() func() {
-	calls.Add(1)
-	return func() { calls.Add(-1) }
+// Counter counts the calls under way. main makes one and hands it to every
+// plugin; the zero value is ready, and a nil *Counter counts nothing.
+type Counter struct {
+	calls atomic.Int64
 }
 
+func noop() {}
+
+// Begin marks a call under way; call the returned func when it ends.
+func (c *Counter) Begin() func() {
+	if c == nil {
+		return noop
+	}
+	c.calls.Add(1)
+	return c.end
+}
+
+func (c *Counter) end() { c.calls.Add(-1) }
+
 // Count is the number of calls under way.
-func Count() int64 { return calls.Load() }
+func (c *Counter) Count() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.calls.Load()
+}
 
 // Wait returns when no call is under way, or after at most max. It reports
 // whether all calls finished.
-func Wait(max time.Duration) bool {
+func (c *Counter) Wait(max time.Duration) bool {
 	deadline := time.Now().Add(max)
-	for calls.Load() > 0 {
+	for c.Count() > 0 {
 		if time.Now().After(deadline) {
 			return false
 		}

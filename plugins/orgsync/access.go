@@ -52,22 +52,22 @@ func (c *Conf) fetches(n access.Needs) error {
 // answers the refusal itself. A stale snapshot is decided on: it is what
 // the upstream receives, marked stale (on_keycloak_error "deny" refused it
 // before). With no snapshot nothing is decided on the login's claims: 503.
-func (c *Conf) allow(w http.ResponseWriter, r pkgHTTP.Request, id *identity.Identity, snap *snapshot) bool {
+func (c *Conf) allow(w http.ResponseWriter, r pkgHTTP.Request, user string, snap *snapshot) bool {
 	if snap == nil {
-		c.refuseAccess(w, r, id, http.StatusServiceUnavailable, ReasonKeycloakError)
+		c.refuseAccess(w, r, user, http.StatusServiceUnavailable, ReasonKeycloakError)
 		return false
 	}
 	var tenant string
 	if t := c.policy.Tenant; t != nil {
 		var reason string
 		if tenant, reason = t.Read(tenantRequest(r)); reason != "" {
-			c.refuseAccess(w, r, id, http.StatusBadRequest, reason)
+			c.refuseAccess(w, r, user, http.StatusBadRequest, reason)
 			return false
 		}
 	}
 	facts := snap.facts()
 	if reason := c.policy.Decide(&facts, tenant); reason != "" {
-		c.refuseAccess(w, r, id, http.StatusForbidden, reason, "tenant", tenant)
+		c.refuseAccess(w, r, user, http.StatusForbidden, reason, "tenant", tenant)
 		return false
 	}
 	return true
@@ -75,8 +75,8 @@ func (c *Conf) allow(w http.ResponseWriter, r pkgHTTP.Request, id *identity.Iden
 
 // refuseAccess answers {"error","reason"} and nothing else (no rule, no
 // membership), counts the refusal by route and reason, and logs the rule
-// and the user at debug.
-func (c *Conf) refuseAccess(w http.ResponseWriter, r pkgHTTP.Request, id *identity.Identity, status int, reason string, args ...any) {
+// and the user (its id, "" for nobody) at debug.
+func (c *Conf) refuseAccess(w http.ResponseWriter, r pkgHTTP.Request, user string, status int, reason string, args ...any) {
 	route := routeLabel(r)
 	metricAccessRefusals.WithLabelValues(route, reason).Inc()
 	if status == http.StatusServiceUnavailable {
@@ -86,10 +86,6 @@ func (c *Conf) refuseAccess(w http.ResponseWriter, r pkgHTTP.Request, id *identi
 		countForbidden.Inc()
 	}
 	if log := logger(); log.Enabled(r.Context(), slog.LevelDebug) {
-		user := ""
-		if id != nil {
-			user = id.Subject
-		}
 		rule := ""
 		if c.policy.Require != nil {
 			rule = c.policy.Require.String()

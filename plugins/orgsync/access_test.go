@@ -13,6 +13,7 @@ import (
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
@@ -26,12 +27,14 @@ func (h *harness) doAt(conf any, id *identity.Identity, path string, vars, heade
 	r.PathV = []byte(path)
 	r.VarsV = vars
 	if id != nil {
-		require.NoError(h.t, identity.Attach(r, &identity.Proof{Identity: id, Emitter: h.emitter}))
+		require.NoError(h.t, emit.Attach(r, emit.Proof{Identity: *id, Route: h.emitRoute}))
 	}
 	w := httptest.NewRecorder()
 	h.plugin.RequestFilter(conf, w, r)
 	return w, r
 }
+
+func ptr(id identity.Identity) *identity.Identity { return &id }
 
 func refusal(status int, reason string) string {
 	return `{"error":"` + http.StatusText(status) + `","reason":"` + reason + `"}`
@@ -84,12 +87,12 @@ func TestRuleDecidedBeforeReplay(t *testing.T) {
 		w, _ := h.do(open, alice, nil)
 		require.Equal(t, http.StatusOK, w.Code)
 	}
+	signed := h.emitter.Signed()
 	w, _ := h.do(open, alice, nil)
 	require.Equal(t, http.StatusOK, w.Code)
-	require.EqualValues(t, 1, h.emitter.replays.Load(), "the open route replays the login's rendering")
+	require.Equal(t, signed, h.emitter.Signed(), "the open route replays the login's rendering")
 	w, _ = h.do(closed, alice, nil)
-	assert.Equal(t, http.StatusForbidden, w.Code)
-	assert.EqualValues(t, 1, h.emitter.replays.Load(), "nothing replayed past the rule")
+	assert.Equal(t, http.StatusForbidden, w.Code, "nothing replayed past the rule")
 }
 
 func TestRuleWithoutCurrentData(t *testing.T) {
@@ -129,10 +132,10 @@ func TestRuleOnStaleData(t *testing.T) {
 
 func TestRuleRefusesAnonymous(t *testing.T) {
 	h := newHarness(t)
-	w, _ := h.do(h.route(`{"require":{"org":"acme"}}`), nil, nil)
+	w, _ := h.doAnonymous(h.route(`{"require":{"org":"acme"}}`), nil)
 	assert.Equal(t, http.StatusUnauthorized, w.Code)
 	assert.JSONEq(t, refusal(http.StatusUnauthorized, ReasonIdentityRequired), w.Body.String())
-	w, _ = h.do(h.route(`{"tenant":{"header":"X-Tenant"}}`), nil, map[string]string{"X-Tenant": "acme"})
+	w, _ = h.doAnonymous(h.route(`{"tenant":{"header":"X-Tenant"}}`), map[string]string{"X-Tenant": "acme"})
 	assert.Equal(t, http.StatusUnauthorized, w.Code)
 }
 
@@ -202,7 +205,7 @@ func TestTenantFromPathOnServe(t *testing.T) {
 	missing := testutil.ToFloat64(metricAccessRefusals.WithLabelValues("tenant-route", access.ReasonTenantMissing))
 	for _, tc := range cases {
 		t.Run(tc.raw, func(t *testing.T) {
-			w, r := h.doAt(conf, alice, tc.uri, map[string]string{"real_request_uri": tc.raw, "route_id": "tenant-route"}, nil)
+			w, r := h.doAt(conf, ptr(alice), tc.uri, map[string]string{"real_request_uri": tc.raw, "route_id": "tenant-route"}, nil)
 			assert.Equal(t, tc.status, w.Code)
 			if tc.reason != "" {
 				assert.JSONEq(t, refusal(tc.status, tc.reason), w.Body.String())
@@ -219,11 +222,11 @@ func TestTenantHeaderGivenTwiceIsRefused(t *testing.T) {
 	h.dir.addUser("u-alice", true, acme)
 	conf := h.route(`{"tenant":{"header":"X-Tenant"}}`)
 	alice := login("u-alice")
-	w, _ := h.doAt(conf, alice, "/", nil, map[string]string{"X-Tenant": "acme"})
+	w, _ := h.doAt(conf, ptr(alice), "/", nil, map[string]string{"X-Tenant": "acme"})
 	assert.Equal(t, http.StatusOK, w.Code)
 	// The gateway set X-Tenant; a client's X_Tenant rides along (nginx
 	// passes underscores) for an upstream that reads that spelling.
-	w, _ = h.doAt(conf, alice, "/", nil, map[string]string{"X-Tenant": "acme", "X_Tenant": "globex"})
+	w, _ = h.doAt(conf, ptr(alice), "/", nil, map[string]string{"X-Tenant": "acme", "X_Tenant": "globex"})
 	assert.Equal(t, http.StatusBadRequest, w.Code)
 	assert.JSONEq(t, refusal(http.StatusBadRequest, access.ReasonTenantAmbiguous), w.Body.String())
 }
@@ -242,7 +245,7 @@ func TestTenantFromHostOnServe(t *testing.T) {
 		"acme.apps.example.org.evil":  http.StatusBadRequest,
 		"acme.apps.example.org:80:80": http.StatusBadRequest,
 	} {
-		w, _ := h.doAt(conf, alice, "/", nil, map[string]string{"Host": host})
+		w, _ := h.doAt(conf, ptr(alice), "/", nil, map[string]string{"Host": host})
 		assert.Equal(t, status, w.Code, host)
 	}
 }
@@ -252,12 +255,12 @@ func TestRefusalsCountedByRoute(t *testing.T) {
 	h.dir.addUser("u-alice", true, acme)
 	conf := h.route(`{"require":{"org":"globex"}}`)
 	before := testutil.ToFloat64(metricAccessRefusals.WithLabelValues("r-42", access.ReasonRuleNotMet))
-	w, _ := h.doAt(conf, login("u-alice"), "/", map[string]string{"route_id": "r-42"}, nil)
+	w, _ := h.doAt(conf, ptr(login("u-alice")), "/", map[string]string{"route_id": "r-42"}, nil)
 	require.Equal(t, http.StatusForbidden, w.Code)
 	assert.InDelta(t, before+1, testutil.ToFloat64(metricAccessRefusals.WithLabelValues("r-42", access.ReasonRuleNotMet)), 0)
 	// A route id that is no route id is not a label.
 	invalid := testutil.ToFloat64(metricAccessRefusals.WithLabelValues("invalid", access.ReasonRuleNotMet))
-	w, _ = h.doAt(conf, login("u-alice"), "/", map[string]string{"route_id": "a b\n"}, nil)
+	w, _ = h.doAt(conf, ptr(login("u-alice")), "/", map[string]string{"route_id": "a b\n"}, nil)
 	require.Equal(t, http.StatusForbidden, w.Code)
 	assert.InDelta(t, invalid+1, testutil.ToFloat64(metricAccessRefusals.WithLabelValues("invalid", access.ReasonRuleNotMet)), 0)
 }
@@ -303,7 +306,7 @@ func TestRefusalLoggedAtDebug(t *testing.T) {
 	logs := logtest.Capture(t, slog.LevelDebug)
 	h := newHarness(t)
 	h.dir.addUser("u-alice", true, acme)
-	w, _ := h.doAt(h.route(`{"require":{"any":[{"org":"globex"},{"org":"initech"}]}}`), login("u-alice"), "/",
+	w, _ := h.doAt(h.route(`{"require":{"any":[{"org":"globex"},{"org":"initech"}]}}`), ptr(login("u-alice")), "/",
 		map[string]string{"route_id": "r-7"}, nil)
 	require.Equal(t, http.StatusForbidden, w.Code)
 	assert.NotContains(t, w.Body.String(), "globex")
@@ -329,15 +332,17 @@ func BenchmarkServeWithRule(b *testing.B) {
 			b.Cleanup(func() { _ = store.Close() })
 			dir := newFakeDirectory(testRealm)
 			dir.addUser("u-alice", true, acme, globex)
-			p := New(Deps{Cache: store, Keycloak: dir})
+			em := emit.New(emit.Options{Keys: testKeys})
+			route := em.Route([]emit.ClaimHeader{{Header: identity.HeaderUserOrgs, Claim: identity.ClaimOrganization}},
+				&emit.Assertion{Header: identity.HeaderAssertion, Audience: "app", Issuer: "gw", TTL: time.Minute})
+			p := New(Deps{Cache: store, Keycloak: dir, Emitter: em})
 			conf, err := p.ParseConf([]byte(tc.conf))
 			require.NoError(b, err)
 			require.NoError(b, conf.(*Conf).Err())
 			alice := login("u-alice")
-			emitter := &fakeEmitter{}
 			do := func() int {
 				r := runnertest.NewRequest(1, 1, map[string]string{"X-Tenant": "acme"})
-				require.NoError(b, identity.Attach(r, &identity.Proof{Identity: alice, Emitter: emitter}))
+				require.NoError(b, emit.Attach(r, emit.Proof{Identity: alice, Route: route}))
 				w := httptest.NewRecorder()
 				p.RequestFilter(conf, w, r)
 				return w.Code

@@ -9,11 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
-	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
@@ -212,44 +214,6 @@ func (d *fakeDirectory) adminEventQueries() []keycloak.AdminEventQuery {
 
 var errKeycloakDown = errors.New("keycloak: connection refused")
 
-// fakeEmitter plays userinfo's emitter: it writes the organizations and
-// source it is given, and replays per refresh like the real one.
-type fakeEmitter struct {
-	emits   atomic.Int64
-	replays atomic.Int64
-}
-
-func (e *fakeEmitter) Emit(r pkgHTTP.Request, id *identity.Identity) error {
-	e.emits.Add(1)
-	claims := id.Claims.Clone()
-	if id.Orgs.Shape != identity.ShapeAbsent || len(id.Orgs.List) > 0 {
-		claims[identity.ClaimOrganization] = id.Orgs.Encode(id.Orgs.Shape)
-	}
-	encoded, err := claims.Encode()
-	if err != nil {
-		return err
-	}
-	rendering := &identity.Rendering{Refresh: id.Refresh, Headers: [][2]string{{identity.HeaderUserinfo, encoded},
-		{"X-User-Orgs", id.Orgs.HeaderValue()}, {identity.HeaderOrgsSource, id.OrgsSource}}}
-	id.Memo.Store(rendering)
-	for _, kv := range rendering.Headers {
-		r.Header().Set(kv[0], kv[1])
-	}
-	return nil
-}
-
-func (e *fakeEmitter) Replay(r pkgHTTP.Request, id *identity.Identity) bool {
-	rendering := id.Memo.Load(id.Refresh)
-	if rendering == nil || !rendering.Refresh.Equal(id.Refresh) {
-		return false
-	}
-	e.replays.Add(1)
-	for _, kv := range rendering.Headers {
-		r.Header().Set(kv[0], kv[1])
-	}
-	return true
-}
-
 // harness is orgsync built as main builds it, on the in-process cache and a
 // fake directory.
 type harness struct {
@@ -257,8 +221,20 @@ type harness struct {
 	plugin  *Plugin
 	store   *cache.Cache
 	dir     *fakeDirectory
-	emitter *fakeEmitter
+	emitter *emit.Emitter
+	// emitRoute is the emit settings userinfo's route hands on: the
+	// organizations header and an assertion.
+	emitRoute *emit.Route
 }
+
+// testKeys sign the harness's assertions.
+var testKeys = func() *assertion.KeyRing {
+	keys, err := assertion.Generate()
+	if err != nil {
+		panic(err)
+	}
+	return keys
+}()
 
 const testRealm = "olapps"
 const testIssuer = "https://sso.example.org/realms/" + testRealm
@@ -269,7 +245,11 @@ func newHarness(t *testing.T) *harness {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	dir := newFakeDirectory(testRealm)
-	return &harness{t: t, plugin: New(Deps{Cache: store, Keycloak: dir}), store: store, dir: dir, emitter: &fakeEmitter{}}
+	em := emit.New(emit.Options{Keys: testKeys})
+	route := em.Route([]emit.ClaimHeader{{Header: identity.HeaderUserOrgs, Claim: identity.ClaimOrganization}},
+		&emit.Assertion{Header: identity.HeaderAssertion, Audience: "app", Issuer: "gw", TTL: time.Minute})
+	return &harness{t: t, plugin: New(Deps{Cache: store, Keycloak: dir, Emitter: em}), store: store, dir: dir, emitter: em,
+		emitRoute: route}
 }
 
 func (h *harness) route(confJSON string) any {
@@ -280,27 +260,54 @@ func (h *harness) route(confJSON string) any {
 	return v
 }
 
+// logins name the test logins; far from the emitter's own names.
+var logins atomic.Uint64
+
 // login is a verified identity as userinfo leaves it, shared by every
-// request of the login.
-func login(sub string, orgs ...string) *identity.Identity {
-	list := identity.Organizations{Shape: identity.ShapeList}
-	for _, a := range orgs {
-		list.List = append(list.List, identity.Organization{Alias: a})
+// request of the login, with the organizations of orgs as a list claim.
+func login(sub string, orgs ...string) identity.Identity {
+	claims := identity.Claims{"sub": mustJSON(sub)}
+	if len(orgs) > 0 {
+		claims[identity.ClaimOrganization] = mustJSON(orgs)
 	}
-	claims := identity.Claims{"sub": []byte(`"` + sub + `"`)}
-	return &identity.Identity{Subject: sub, Issuer: testIssuer, Claims: claims, Orgs: list, TokenVerified: true,
-		Memo: &identity.Memo{}}
+	return loginWith(claims)
+}
+
+// loginWith is the verified identity of claims.
+func loginWith(claims identity.Claims) identity.Identity {
+	return loginOf(claims, testIssuer, true)
+}
+
+// loginAt is a verified identity of sub whose token another issuer signed.
+func loginAt(issuer, sub string) identity.Identity {
+	return loginOf(identity.Claims{"sub": mustJSON(sub)}, issuer, true)
+}
+
+func loginOf(claims identity.Claims, issuer string, verified bool) identity.Identity {
+	id, err := identity.New(identity.Login(1<<40+logins.Add(1)), claims, issuer, verified)
+	if err != nil {
+		panic(err)
+	}
+	return id
 }
 
 var requestIDs atomic.Uint32
 
-// do runs one request of id (nil: no userinfo before orgsync) through conf.
-func (h *harness) do(conf any, id *identity.Identity, headers map[string]string) (*httptest.ResponseRecorder, *runnertest.Request) {
+// do runs one request of id through conf.
+func (h *harness) do(conf any, id identity.Identity, headers map[string]string) (*httptest.ResponseRecorder, *runnertest.Request) {
 	r := runnertest.NewRequest(requestIDs.Add(1), 1, headers)
-	if id != nil {
-		require.NoError(h.t, identity.Attach(r, &identity.Proof{Identity: id, Emitter: h.emitter}))
-	}
+	require.NoError(h.t, emit.Attach(r, emit.Proof{Identity: id, Route: h.emitRoute}))
+	return h.serve(conf, r), r
+}
+
+// doAnonymous runs one request without userinfo before orgsync.
+func (h *harness) doAnonymous(conf any, headers map[string]string) (*httptest.ResponseRecorder, *runnertest.Request) {
+	r := runnertest.NewRequest(requestIDs.Add(1), 1, headers)
+	return h.serve(conf, r), r
+}
+
+func (h *harness) serve(conf any, r *runnertest.Request) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	h.plugin.RequestFilter(conf, w, r)
-	return w, r
+	return w
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -38,9 +37,6 @@ const (
 	InvalidatedByWebhook = "webhook"
 	InvalidatedByEvents  = "admin_events"
 )
-
-// lastBadSignatureLog is when a refused invalidation was last logged (unix s).
-var lastBadSignatureLog atomic.Int64
 
 // invalidateRequest is the endpoint's own body, or a keycloak-events webhook
 // payload (an admin event).
@@ -91,8 +87,7 @@ func (c *Conf) serveInvalidate(w http.ResponseWriter, r pkgHTTP.Request) {
 	if !signatureMatches(r.Header().Get(c.SignatureHeader), mac) {
 		metricInvalidationsRefused.Inc()
 		// Anyone can post here: log at most once a minute, count every one.
-		if now := time.Now().Unix(); now-lastBadSignatureLog.Load() >= 60 {
-			lastBadSignatureLog.Store(now)
+		if c.plugin.badSignatureLog.Allow(time.Now(), time.Minute) {
 			logger().Warn("invalidation refused: bad signature (logged at most once a minute; see the metric)",
 				"header", c.SignatureHeader)
 		}

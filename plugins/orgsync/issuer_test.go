@@ -21,16 +21,12 @@ func TestTokenOfSameRealmNameElsewhereIsRefused(t *testing.T) {
 		"https://sso.example.org/evil/realms/" + testRealm,
 		"https://SSO.example.org/realms/" + testRealm,
 	} {
-		id := login("u-alice")
-		id.Issuer = issuer
-		w, _ := h.do(conf, id, nil)
+		w, _ := h.do(conf, loginAt(issuer, "u-alice"), nil)
 		assert.Equal(t, http.StatusInternalServerError, w.Code, issuer)
 		assert.Contains(t, w.Body.String(), ReasonRealmMismatch, issuer)
 	}
 	assert.EqualValues(t, 0, h.dir.calls.Load(), "Keycloak was not asked")
 
-	id := login("u-alice")
-	id.Issuer = testIssuer + "/"
-	w, _ := h.do(conf, id, nil)
+	w, _ := h.do(conf, loginAt(testIssuer+"/", "u-alice"), nil)
 	assert.Equal(t, http.StatusOK, w.Code, "the realm's own issuer, with a trailing slash: %s", w.Body)
 }

@@ -79,15 +79,15 @@ func TestApplyOrganizationGroupsAndClientRoles(t *testing.T) {
 	require.NoError(t, err)
 	snap := &snapshot{Orgs: []org{{ID: "org-1", Alias: "acme", Groups: []string{"/eng"}}, {ID: "org-2", Alias: "globex"}},
 		ClientRoles: map[string][]string{"account": {"manage-account", "view-profile"}}}
-	id := &identity.Identity{Subject: "u", Claims: identity.Claims{"sub": []byte(`"u"`)}}
-	c.apply(id, snap, c.shape)
-	assert.JSONEq(t, `{"acme":{"groups":["/eng"]},"globex":{"groups":[]}}`, string(id.Orgs.Encode(id.Orgs.Shape)))
-	assert.JSONEq(t, `{"account":{"roles":["manage-account","view-profile"]}}`, string(id.Claims["resource_access"]))
+	id := c.apply(loginWith(identity.Claims{"sub": []byte(`"u"`)}), snap, c.shape)
+	orgs := id.Orgs()
+	assert.JSONEq(t, `{"acme":{"groups":["/eng"]},"globex":{"groups":[]}}`, string(orgs.Encode(orgs.Shape)))
+	assert.JSONEq(t, `{"account":{"roles":["manage-account","view-profile"]}}`, string(id.Claims()["resource_access"]))
 
 	// No client role left: a fresh login has no resource_access at all.
-	id = &identity.Identity{Subject: "u", Claims: identity.Claims{"resource_access": []byte(`{"old":{"roles":["x"]}}`)}}
-	c.apply(id, &snapshot{}, c.shape)
-	assert.NotContains(t, id.Claims, "resource_access")
+	id = c.apply(loginWith(identity.Claims{"sub": []byte(`"u"`), "resource_access": []byte(`{"old":{"roles":["x"]}}`)}),
+		&snapshot{}, c.shape)
+	assert.NotContains(t, id.Claims(), "resource_access")
 }
 
 // The admin events of organization groups (26.6+) and of client role

@@ -13,6 +13,7 @@ import (
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
@@ -177,13 +178,13 @@ func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + "
 var stripWithoutUserinfo = identity.NewStripRule(identity.EmittedHeaders...)
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
-	proof := identity.ProofOf(r)
-	if proof == nil {
+	proof, ok := emit.ProofOf(r)
+	if !ok {
 		// userinfo proved nothing on this request: it is not before us in
 		// the chain, or the request is anonymous.
 		if c.policy != nil {
 			// A rule grants access to someone: nobody is not someone.
-			c.refuseAccess(w, r, nil, http.StatusUnauthorized, ReasonIdentityRequired)
+			c.refuseAccess(w, r, "", http.StatusUnauthorized, ReasonIdentityRequired)
 			return
 		}
 		if len(identity.HeaderBytes(r, identity.HeaderUserinfo)) > 0 || len(identity.HeaderBytes(r, identity.HeaderAccessToken)) > 0 {
@@ -206,19 +207,16 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	id := proof.Identity
-	if !id.TokenVerified {
+	if !id.Verified() {
 		// Keycloak is asked only about a user a signed token proved: never
 		// about a sub taken on trust from a header.
 		countMisconfigured.Inc()
 		identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 		return
 	}
-	if id.Orgs.Shape == identity.ShapeMapAttributes {
-		c.plugin.attributesSeen.Store(true)
-	}
 	kc := c.plugin.deps.Keycloak
 	realm := kc.Realm()
-	if !sameIssuer(id.Issuer, kc.Issuer()) {
+	if !sameIssuer(id.Issuer(), kc.Issuer()) {
 		// The token's realm is not the one the runner's Keycloak client
 		// reads: asking it about this sub would describe someone else, or
 		// nobody.
@@ -247,54 +245,54 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		// Keycloak down and nothing cached: the token's own claim, marked.
 		source, value = SourceToken, nil
 	}
-	shape := c.shape
-	if shape == identity.ShapeAbsent {
-		shape = c.plugin.autoShape(id.Orgs.Shape)
-	}
-	// The route's own decisions come first, on the value itself: a rendering
-	// reused below may have been stored by another route of the same login
-	// whose settings let it through (check_account false), so reuse is only
-	// ever a shortcut to output this route has already decided to give.
-	var snap snapshot
+	var snap *snapshot
 	if value != nil {
-		if err := json.Unmarshal(value, &snap); err != nil {
+		if snap, err = c.plugin.snapshots.parse(value); err != nil {
 			countMisconfigured.Inc()
-			logger().Error("cached snapshot unreadable", "user", id.Subject, "error", err)
+			logger().Error("cached snapshot unreadable", "user", id.Subject(), "error", err)
 			identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 			return
 		}
+	}
+	shape := c.shape
+	if shape == identity.ShapeAbsent {
+		shape = autoShape(id.OrgsShape())
+	}
+	em := c.plugin.deps.Emitter
+	h := r.Header()
+	ref := emit.Refresh{Settings: c.settings[shape], Source: source, Value: value}
+
+	// ---- Decisions on the value ----
+	// What this route decides about the user is decided here, on the
+	// snapshot, on every request, before anything below may reuse a
+	// rendering: a rendering kept for this login may have been stored under
+	// another route's decisions (check_account false), so reuse is only ever
+	// a shortcut to output this route has already decided to give.
+	if snap != nil {
 		if reason := c.accountRefusal(snap.Account); reason != "" {
 			countRefused.Inc()
 			identity.Refuse(w, http.StatusUnauthorized, reason)
 			return
 		}
 	}
-	// Decisions on the value, continued: the route's access rules
-	// (access.go), on the same value the account check read (nil: Keycloak
-	// could not be asked and nothing is cached: no current data to decide on).
-	if c.policy != nil {
-		var current *snapshot
-		if value != nil {
-			current = &snap
-		}
-		if !c.allow(w, r, id, current) {
-			return
-		}
-	}
-	refreshed := *id
-	refreshed.OrgsSource = source
-	refreshed.Refresh = &identity.Refresh{By: c.profiles[shape], Source: source, Value: value}
-	if proof.Emitter.Replay(r, &refreshed) {
-		// Exactly this value was accepted and written for this login
-		// before, with the same output settings.
-		countSource(source)
+	// The route's access rules (access.go), on the same value the account
+	// check read (nil: Keycloak could not be asked and nothing is cached: no
+	// current data to decide on).
+	if c.policy != nil && !c.allow(w, r, id.Subject(), snap) {
 		return
 	}
-	if value != nil {
-		c.apply(&refreshed, &snap, shape)
-	}
+	// ---- end of the decisions ----
+
 	countSource(source)
-	if err := proof.Emitter.Emit(r, &refreshed); err != nil {
+	if em.Replay(h, id, proof.Route, ref) {
+		// Exactly this value was accepted and written for this login
+		// before, with the same output settings.
+		return
+	}
+	if snap != nil {
+		id = c.apply(id, snap, shape)
+	}
+	if err := em.Emit(h, id, proof.Route, ref); err != nil {
 		countMisconfigured.Inc()
 		logger().Error("cannot emit the refreshed identity", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
@@ -318,20 +316,18 @@ func (c *Conf) accountRefusal(account string) string {
 }
 
 // autoShape is what shape "auto" writes for a login whose claim came in
-// shape had: what a fresh login would show. The claim of one login cannot tell
-// whether the realm's mapper adds attributes (a user whose organizations have
-// none shows the map without them either way), so the plugin remembers
-// whether any login's claim carried attributes: then the mapper adds them,
-// and a user who joins an organization with attributes sees them at once.
-func (p *Plugin) autoShape(had identity.Shape) identity.Shape {
+// shape had: a function of the request alone, so every runner, before and
+// after a restart, writes the same. The claim of one login cannot tell
+// whether the realm's mapper adds attributes (a user whose organizations
+// have none shows the map without them either way), so a map without
+// attributes stays one: attributes reach the claim only when this login's
+// claim carried them, or with shape "map_attributes". Absent and {} (the
+// user had no organization) give the map with ids, which apps that read
+// ids parse.
+func autoShape(had identity.Shape) identity.Shape {
 	switch had {
-	case identity.ShapeList, identity.ShapeSingle:
+	case identity.ShapeList, identity.ShapeSingle, identity.ShapeMapAttributes:
 		return had
-	case identity.ShapeMapAttributes:
-		return identity.ShapeMapAttributes
-	}
-	if p.attributesSeen.Load() {
-		return identity.ShapeMapAttributes
 	}
 	return identity.ShapeMap
 }
@@ -344,37 +340,36 @@ func sameIssuer(token, realm string) bool {
 	return token != "" && strings.TrimSuffix(token, "/") == strings.TrimSuffix(realm, "/")
 }
 
-// apply replaces the claims with Keycloak's view, the organizations in shape.
-func (c *Conf) apply(id *identity.Identity, snap *snapshot, shape identity.Shape) {
-	id.Orgs = snap.organizations(shape, c.orgGroups)
-	if c.groups || c.roles || c.clientRoles {
-		id.Claims = id.Claims.Clone()
-	}
+// apply is id with Keycloak's view in place of the token's: the
+// organizations in shape, and the claims the route refreshes.
+func (c *Conf) apply(id identity.Identity, snap *snapshot, shape identity.Shape) identity.Identity {
+	id = id.WithOrgs(snap.organizations(shape, c.orgGroups))
 	if c.groups {
-		id.Claims[identity.ClaimGroups] = mustJSON(nonNil(snap.Groups))
+		id = id.WithClaim(identity.ClaimGroups, mustJSON(nonNil(snap.Groups)))
 	}
 	if c.roles {
-		id.Claims["realm_access"] = mustJSON(map[string][]string{"roles": nonNil(snap.Roles)})
+		id = id.WithClaim("realm_access", mustJSON(map[string][]string{"roles": nonNil(snap.Roles)}))
 	}
 	if c.clientRoles {
 		// A fresh login leaves resource_access out when the user holds no
 		// client role, and lists only the clients where they hold one.
 		if len(snap.ClientRoles) == 0 {
-			delete(id.Claims, identity.ClaimResourceAccess)
+			id = id.WithoutClaim(identity.ClaimResourceAccess)
 		} else {
 			access := make(map[string]map[string][]string, len(snap.ClientRoles))
 			for client, roles := range snap.ClientRoles {
 				access[client] = map[string][]string{"roles": nonNil(roles)}
 			}
-			id.Claims[identity.ClaimResourceAccess] = mustJSON(access)
+			id = id.WithClaim(identity.ClaimResourceAccess, mustJSON(access))
 		}
 	}
+	return id
 }
 
 // lookup returns the user's cached snapshot (JSON) and where it came from.
 // An error means Keycloak could not be asked and nothing was cached.
-func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) ([]byte, string, error) {
-	key := variantKey(realm, id.Subject, c.variant())
+func (c *Conf) lookup(ctx context.Context, realm string, id identity.Identity) ([]byte, string, error) {
+	key := variantKey(realm, id.Subject(), c.variant())
 	// The timeout applies past an in-process hit only: a hit needs no timer.
 	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std()}
 	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
@@ -395,29 +390,29 @@ func (c *Conf) lookup(ctx context.Context, realm string, id *identity.Identity) 
 }
 
 // load asks Keycloak for the user's current memberships (and account state).
-func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([]byte, error) {
+func (c *Conf) load(ctx context.Context, realm string, id identity.Identity) ([]byte, error) {
 	kc := c.plugin.deps.Keycloak
 	snap := snapshot{Account: accountActive}
 	if c.checkAccount {
-		user, err := kc.User(ctx, id.Subject)
+		user, err := kc.User(ctx, id.Subject())
 		switch {
 		case errors.Is(err, keycloak.ErrUserNotFound):
 			snap.Account = accountUnknown
 			return json.Marshal(snap)
 		case err != nil:
-			return nil, fmt.Errorf("orgsync: account of %s: %w", id.Subject, err)
+			return nil, fmt.Errorf("orgsync: account of %s: %w", id.Subject(), err)
 		case !user.Enabled:
 			snap.Account = accountDisabled
 			return json.Marshal(snap)
 		}
 	}
-	orgs, err := kc.UserOrganizations(ctx, id.Subject)
+	orgs, err := kc.UserOrganizations(ctx, id.Subject())
 	switch {
 	case errors.Is(err, keycloak.ErrUserNotFound):
 		snap.Account = accountUnknown
 		return json.Marshal(snap)
 	case err != nil:
-		return nil, fmt.Errorf("orgsync: member organizations of %s: %w", id.Subject, err)
+		return nil, fmt.Errorf("orgsync: member organizations of %s: %w", id.Subject(), err)
 	}
 	snap.Orgs = make([]org, 0, len(orgs))
 	for _, o := range orgs {
@@ -430,22 +425,22 @@ func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([
 	}
 	sort.Slice(snap.Orgs, func(i, j int) bool { return snap.Orgs[i].Alias < snap.Orgs[j].Alias })
 	if c.groups {
-		if snap.Groups, err = kc.UserGroups(ctx, id.Subject); err != nil {
-			return nil, fmt.Errorf("orgsync: groups of %s: %w", id.Subject, err)
+		if snap.Groups, err = kc.UserGroups(ctx, id.Subject()); err != nil {
+			return nil, fmt.Errorf("orgsync: groups of %s: %w", id.Subject(), err)
 		}
 	}
 	if c.roles {
-		if snap.Roles, err = kc.UserRealmRoles(ctx, id.Subject); err != nil {
-			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject, err)
+		if snap.Roles, err = kc.UserRealmRoles(ctx, id.Subject()); err != nil {
+			return nil, fmt.Errorf("orgsync: realm roles of %s: %w", id.Subject(), err)
 		}
 	}
 	if c.clientRoles {
-		if snap.ClientRoles, err = kc.UserClientRoles(ctx, id.Subject); err != nil {
-			return nil, fmt.Errorf("orgsync: client roles of %s: %w", id.Subject, err)
+		if snap.ClientRoles, err = kc.UserClientRoles(ctx, id.Subject()); err != nil {
+			return nil, fmt.Errorf("orgsync: client roles of %s: %w", id.Subject(), err)
 		}
 	}
 	if c.orgGroups {
-		if snap.Orgs, err = c.loadOrganizationGroups(ctx, id.Subject, snap.Orgs); err != nil {
+		if snap.Orgs, err = c.loadOrganizationGroups(ctx, id.Subject(), snap.Orgs); err != nil {
 			return nil, err
 		}
 	}
@@ -456,18 +451,18 @@ func (c *Conf) load(ctx context.Context, realm string, id *identity.Identity) ([
 // recordChange compares the fetched aliases with the last ones seen (or, the
 // first time, with the token's claim) and, when they differ, logs one line and
 // appends to the change feed so apps can reconcile at once.
-func recordChange(ctx context.Context, c Store, signer FeedSigner, realm string, id *identity.Identity, snap *snapshot) {
+func recordChange(ctx context.Context, c Store, signer FeedSigner, realm string, id identity.Identity, snap *snapshot) {
 	now := make([]string, 0, len(snap.Orgs))
 	for _, o := range snap.Orgs {
 		now = append(now, o.Alias)
 	}
 	var before []string
-	e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject))
+	e, err := c.PeekRemote(ctx, lastKnownKey(realm, id.Subject()))
 	switch {
 	case err == nil:
 		_ = json.Unmarshal(e.Value, &before)
 	case errors.Is(err, cache.ErrMiss):
-		before = id.Orgs.Aliases()
+		before = id.Orgs().Aliases()
 	default:
 		// Redis cannot be asked now: compare at the next load, not against
 		// the token (which would report changes that are not).
@@ -478,25 +473,25 @@ func recordChange(ctx context.Context, c Store, signer FeedSigner, realm string,
 		if len(before) == 0 && len(now) == 0 {
 			return
 		}
-		_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+		_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject()), mustJSON(nonNil(now)))
 		return
 	}
-	_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject), mustJSON(nonNil(now)))
+	_ = c.SetRemote(ctx, lastKnownKey(realm, id.Subject()), mustJSON(nonNil(now)))
 	at := time.Now().UTC()
 	metricChanges.Inc()
-	logger().Info("organization membership changed", "user", id.Subject, "added", added, "removed", removed,
+	logger().Info("organization membership changed", "user", id.Subject(), "added", added, "removed", removed,
 		"source", SourceKeycloak)
-	fields := FeedFields(id.Subject, added, removed, SourceKeycloak, at)
+	fields := FeedFields(id.Subject(), added, removed, SourceKeycloak, at)
 	if signer != nil {
 		if err := SignFeedFields(signer, c.FeedKey(FeedStream), fields); err != nil {
 			// An unsigned entry would be skipped by every reader: the log line is the record.
-			logger().Warn("change feed entry not signed, not appended", "user", id.Subject, "error", err)
+			logger().Warn("change feed entry not signed, not appended", "user", id.Subject(), "error", err)
 			return
 		}
 	}
 	err = c.AppendFeed(ctx, FeedStream, FeedMaxLen, fields)
 	if err != nil {
-		logger().Warn("change feed append failed", "user", id.Subject, "error", err)
+		logger().Warn("change feed append failed", "user", id.Subject(), "error", err)
 	}
 }
 

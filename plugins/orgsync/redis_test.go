@@ -26,7 +26,7 @@ func TestForgedSnapshotInRedisIsNotServed(t *testing.T) {
 	t.Cleanup(func() { _ = store.Close() })
 	h := newHarness(t)
 	h.store = store
-	h.plugin = New(Deps{Cache: store, Keycloak: h.dir})
+	h.plugin = New(Deps{Cache: store, Keycloak: h.dir, Emitter: h.emitter})
 	o, err := redis.ParseURL(srv.URL())
 	require.NoError(t, err)
 	rdb := redis.NewClient(o)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
@@ -93,10 +92,6 @@ func (s *replaySet) len() int {
 	return len(s.until)
 }
 
-// lastReplayCheckLog is when a refusal for want of a replay check was last
-// logged (unix s).
-var lastReplayCheckLog atomic.Int64
-
 // claimInvalidation records a verified, fresh body (by its MAC) as accepted,
 // in this process and, with Redis, in the fleet, so that it is accepted
 // once until replayHorizon past its time. It returns the function that takes
@@ -115,7 +110,7 @@ func (p *Plugin) claimInvalidation(ctx context.Context, mac [sha256.Size]byte, a
 	case claimSeen:
 		return nil, http.StatusConflict, ReasonReplayed
 	case claimFull:
-		logReplayCheck("invalidation refused: the record of accepted calls is full (more signed calls than the rate limits let through?)")
+		p.logReplayCheck("invalidation refused: the record of accepted calls is full (more signed calls than the rate limits let through?)")
 		return nil, http.StatusServiceUnavailable, ReasonReplaySetFull
 	}
 	local := func() { p.replays.release(mac) }
@@ -128,7 +123,7 @@ func (p *Plugin) claimInvalidation(ctx context.Context, mac [sha256.Size]byte, a
 		return local, 0, ""
 	case err != nil:
 		local()
-		logReplayCheck("invalidation refused: Redis cannot say whether another runner accepted it", "error", err)
+		p.logReplayCheck("invalidation refused: Redis cannot say whether another runner accepted it", "error", err)
 		return nil, http.StatusServiceUnavailable, ReasonReplayUnchecked
 	case !first:
 		// Claimed by another runner. Not kept here: should that runner's call
@@ -148,9 +143,8 @@ func (p *Plugin) claimInvalidation(ctx context.Context, mac [sha256.Size]byte, a
 	}, 0, ""
 }
 
-func logReplayCheck(msg string, args ...any) {
-	if now := time.Now().Unix(); now-lastReplayCheckLog.Load() >= 60 {
-		lastReplayCheckLog.Store(now)
+func (p *Plugin) logReplayCheck(msg string, args ...any) {
+	if p.replayCheckLog.Allow(time.Now(), time.Minute) {
 		logger().Warn(msg+" (logged at most once a minute)", args...)
 	}
 }

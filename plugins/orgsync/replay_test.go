@@ -158,7 +158,7 @@ func newRedisHarness(t *testing.T, url, prefix string) *harness {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	h.store = store
-	h.plugin = New(Deps{Cache: store, Keycloak: h.dir})
+	h.plugin = New(Deps{Cache: store, Keycloak: h.dir, Emitter: h.emitter})
 	return h
 }
 

@@ -38,7 +38,7 @@ func TestOrgsyncOnlyRouteRemovesClientIDToken(t *testing.T) {
 	h := newHarness(t)
 	conf := h.route(`{}`)
 	for _, name := range []string{"X-ID-Token", "X-Id-Token", "x-id-token", "x_id_token"} {
-		w, r := h.do(conf, nil, map[string]string{name: "eyJzdWIiOiJ1LWFkbWluIn0="})
+		w, r := h.doAnonymous(conf, map[string]string{name: "eyJzdWIiOiJ1LWFkbWluIn0="})
 		require.Equal(t, http.StatusOK, w.Code)
 		assert.Empty(t, r.Header().Get(identity.HeaderIDToken), name)
 		for k := range r.Header().View() {

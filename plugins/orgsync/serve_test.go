@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -37,10 +38,9 @@ func TestServesCurrentOrganizationsAndCachesThem(t *testing.T) {
 		assert.Equal(t, SourceCache, r.Header().Get(identity.HeaderOrgsSource))
 	}
 	assert.EqualValues(t, 1, h.dir.orgCalls.Load(), "Keycloak asked once within fresh_ttl")
-	assert.EqualValues(t, 2, h.emitter.emits.Load(), "rendered once per source, replayed after")
-	assert.EqualValues(t, 9, h.emitter.replays.Load())
-	assert.Equal(t, "u-alice", alice.Subject)
-	assert.Equal(t, "acme", alice.Orgs.HeaderValue(), "the login's identity is not changed in place")
+	assert.EqualValues(t, 2, h.emitter.Signed(), "rendered once per source, replayed after")
+	assert.Equal(t, "u-alice", alice.Subject())
+	assert.Equal(t, "acme", alice.Orgs().HeaderValue(), "the login's identity is not changed")
 }
 
 func TestInvalidationRefetches(t *testing.T) {
@@ -116,8 +116,7 @@ func TestStaleServedWhenKeycloakFailsAfterFreshTTL(t *testing.T) {
 // Keycloak is never asked about a sub that no signed token proved.
 func TestUnverifiedIdentityIsNotLookedUp(t *testing.T) {
 	h := newHarness(t)
-	forged := login("u-admin")
-	forged.TokenVerified = false
+	forged := loginOf(identity.Claims{"sub": mustJSON("u-admin")}, "", false)
 	w, _ := h.do(h.route(`{}`), forged, nil)
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
 	assert.Contains(t, w.Body.String(), ReasonNoVerifiedIdentity)
@@ -129,8 +128,7 @@ func TestUnverifiedIdentityIsNotLookedUp(t *testing.T) {
 func TestTokenOfAnotherRealmIsRefused(t *testing.T) {
 	h := newHarness(t)
 	h.dir.addUser("u-alice", true, acme)
-	other := login("u-alice")
-	other.Issuer = "https://sso.example.org/realms/another"
+	other := loginAt("https://sso.example.org/realms/another", "u-alice")
 	w, _ := h.do(h.route(`{}`), other, nil)
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
 	assert.Contains(t, w.Body.String(), ReasonRealmMismatch)
@@ -147,7 +145,7 @@ func TestWithoutUserinfoForgedHeadersAreRemoved(t *testing.T) {
 	conf := h.route(`{}`)
 	forged := map[string]string{"X-User-Id": "u-admin", "x_user_orgs": "globex", "X-User-Orgs-Source": "keycloak",
 		"X-Identity-Assertion": "eyJhbGciOiJub25lIn0.e30.", "X-ID-Token": "e30=", "accept": "text/html"}
-	w, r := h.do(conf, nil, forged)
+	w, r := h.doAnonymous(conf, forged)
 	require.Equal(t, http.StatusOK, w.Code)
 	for name := range forged {
 		if name != "accept" {
@@ -156,7 +154,7 @@ func TestWithoutUserinfoForgedHeadersAreRemoved(t *testing.T) {
 	}
 	assert.Equal(t, "text/html", r.Header().Get("accept"))
 
-	w, _ = h.do(conf, nil, map[string]string{"X-Userinfo": "e30="})
+	w, _ = h.doAnonymous(conf, map[string]string{"X-Userinfo": "e30="})
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
 	assert.Contains(t, w.Body.String(), ReasonNoVerifiedIdentity)
 	assert.EqualValues(t, 0, h.dir.calls.Load())
@@ -211,30 +209,33 @@ func TestChangeFeedRecordsMembershipChanges(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(`"`+entries[1].Fields["at"]+`"`), &at))
 }
 
-// shape auto converges to what a fresh login shows: once any login's claim
-// carried attributes (the mapper adds them), a user whose own claim had none
-// gets the attributes of an organization they join.
-func TestAutoShapeAddsAttributesOnceTheRealmShowsThem(t *testing.T) {
+// shape auto is a function of the request and the route alone: a user whose
+// claim came as a map without attributes gets the map without attributes,
+// whatever other logins this process has seen (issue 18, item 4: a process
+// that had seen attributes once wrote them for every user after, so two
+// runners, or one before and after a restart, wrote different claims).
+func TestAutoShapeIgnoresOtherLogins(t *testing.T) {
 	h := newHarness(t)
 	h.dir.addUser("u-plain", true, globex, acme)
-	conf := h.route(`{"fresh_ttl":"1h","stale_ttl":"1h"}`)
-	plain := login("u-plain")
-	plain.Orgs = identity.Organizations{Shape: identity.ShapeMap, List: []identity.Organization{{Alias: "globex", ID: "org-2"}}}
-	_, r := h.do(conf, plain, nil)
-	ui, err := identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
-	require.NoError(t, err)
-	assert.JSONEq(t, `{"acme":{"id":"org-1"},"globex":{"id":"org-2"}}`, string(ui["organization"]),
-		"no login has shown attributes yet: the map shape the token had")
-
 	h.dir.addUser("u-rich", true, acme)
-	rich := login("u-rich")
-	rich.Orgs = identity.Organizations{Shape: identity.ShapeMapAttributes, List: []identity.Organization{
-		{Alias: "acme", ID: "org-1", Attributes: map[string][]string{"tier": {"gold"}}}}}
-	_, _ = h.do(conf, rich, nil)
+	conf := h.route(`{"fresh_ttl":"1h","stale_ttl":"1h"}`)
+	plain := loginWith(identity.Claims{"sub": mustJSON("u-plain"),
+		identity.ClaimOrganization: json.RawMessage(`{"globex":{"id":"org-2"}}`)})
+	orgsOf := func(r interface{ Header() pkgHTTP.Header }) string {
+		ui, err := identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
+		require.NoError(t, err)
+		return string(ui["organization"])
+	}
+	_, r := h.do(conf, plain, nil)
+	before := orgsOf(r)
+	assert.JSONEq(t, `{"acme":{"id":"org-1"},"globex":{"id":"org-2"}}`, before, "the map shape the token had")
+
+	rich := loginWith(identity.Claims{"sub": mustJSON("u-rich"),
+		identity.ClaimOrganization: json.RawMessage(`{"acme":{"id":"org-1","tier":["gold"]}}`)})
+	_, r = h.do(conf, rich, nil)
+	assert.JSONEq(t, `{"acme":{"id":"org-1","tier":["gold"]}}`, orgsOf(r), "a claim with attributes keeps them")
 
 	require.NoError(t, invalidateUsers(t.Context(), h.plugin.deps, []string{"u-plain"}, InvalidatedByEvents))
 	_, r = h.do(conf, plain, nil)
-	ui, err = identity.DecodeUserinfo(r.Header().Get(identity.HeaderUserinfo), 0)
-	require.NoError(t, err)
-	assert.JSONEq(t, `{"acme":{"id":"org-1","tier":["gold"]},"globex":{"id":"org-2"}}`, string(ui["organization"]))
+	assert.Equal(t, before, orgsOf(r), "another login's attributes changed this user's claim")
 }

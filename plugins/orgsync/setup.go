@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -19,9 +17,11 @@ import (
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -127,10 +127,10 @@ type Conf struct {
 	orgGroups    bool
 	clientRoles  bool
 	secret       []byte
-	// profiles stand for the settings that shape the output (the shape
-	// written, indexed by identity.Shape, and the claims): equal configs
-	// share them, so a login's rendering is reused across them.
-	profiles [identity.ShapeEmptyObject + 1]*refreshProfile
+	// settings spell the settings that shape the output (the shape written,
+	// indexed by identity.Shape, and the claims) for the emitter: equal
+	// configs spell them alike, so a login's rendering is reused across them.
+	settings [identity.ShapeEmptyObject + 1]string
 	// limiter bounds the invalidation route's calls.
 	limiter *rateLimiter
 }
@@ -176,6 +176,10 @@ var (
 type Deps struct {
 	Cache    Store
 	Keycloak Directory
+	// Emitter writes the refreshed identity upstream: the one userinfo
+	// emits with, built in main. Without it every orgsync route with a
+	// user answers 500.
+	Emitter *emit.Emitter
 	// Feed signs the change feed's entries (main: the assertion key ring). Without it entries are
 	// written unsigned, and the feed's verifying readers skip them.
 	Feed FeedSigner
@@ -183,6 +187,9 @@ type Deps struct {
 	// user, the deletion of one session, a user disabled or deleted). Nil: the watcher revokes
 	// nothing, and those sessions end at the gateway only when their tokens do.
 	Revocations cache.Revoker
+	// Calls counts the calls under way, for main to let them finish on
+	// SIGTERM; nil counts nothing.
+	Calls *inflight.Counter
 	// RevocationLifetime is how long a revocation made by the watcher is kept: as long as a token of
 	// a session that ended can still be presented. Default DefaultRevocationLifetime (10 h, Keycloak's
 	// default SSO Session Max); set it to the realm's SSO Session Max (or its offline session
@@ -193,11 +200,13 @@ type Deps struct {
 // Plugin is the orgsync plugin.
 type Plugin struct {
 	plugin.DefaultPlugin
-	deps     Deps
-	profiles profiles
-	// attributesSeen: a login's organization claim carried attributes, so
-	// the realm's mapper adds them (see autoShape).
-	attributesSeen atomic.Bool
+	deps Deps
+	// snapshots keeps the cached values requests read, parsed.
+	snapshots *snapshots
+	// The log lines of the request path, each at most once a minute: a
+	// refused invalidation signature, a replay check that could not be
+	// made, a route called without a Keycloak client.
+	badSignatureLog, replayCheckLog, noKeycloakLog throttle.Every
 	// replays records the invalidation calls accepted, for every route and
 	// config of the process: a route's config is rebuilt whenever APISIX
 	// sends it again.
@@ -210,8 +219,7 @@ var _ plugin.Plugin = (*Plugin)(nil)
 // Keycloak client (no KEYCLOAK_URL) every orgsync route answers 500: orgsync
 // cannot do its job and must not pretend to.
 func New(d Deps) *Plugin {
-	return &Plugin{deps: d, profiles: profiles{all: map[refreshSettings]*refreshProfile{}},
-		replays: newReplaySet(maxReplayEntries)}
+	return &Plugin{deps: d, snapshots: newSnapshots(snapshotBytes), replays: newReplaySet(maxReplayEntries)}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -383,38 +391,11 @@ func (c *Conf) Derive() error {
 		}
 		c.policy = policy
 	}
-	for shape := range c.profiles {
-		c.profiles[shape] = c.plugin.profiles.intern(refreshSettings{shape: identity.Shape(shape), groups: c.groups,
-			roles: c.roles, orgGroups: c.orgGroups, clientRoles: c.clientRoles})
+	for shape := range c.settings {
+		c.settings[shape] = fmt.Sprintf("orgsync shape=%s groups=%t roles=%t organization_groups=%t client_roles=%t",
+			identity.Shape(shape), c.groups, c.roles, c.orgGroups, c.clientRoles)
 	}
 	return nil
-}
-
-// refreshSettings are the settings that change what orgsync writes.
-type refreshSettings struct {
-	shape                                 identity.Shape
-	groups, roles, orgGroups, clientRoles bool
-}
-
-// refreshProfile is the interned identity of refreshSettings.
-type refreshProfile struct{ refreshSettings }
-
-type profiles struct {
-	mu  sync.Mutex
-	all map[refreshSettings]*refreshProfile
-}
-
-// intern returns the one profile of s; the settings have few values, so
-// the map stays small.
-func (p *profiles) intern(s refreshSettings) *refreshProfile {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if prof, ok := p.all[s]; ok {
-		return prof
-	}
-	prof := &refreshProfile{s}
-	p.all[s] = prof
-	return prof
 }
 
 // Err is the config error a route answers 500 with, nil when the config is good.
@@ -422,7 +403,7 @@ func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see orgsync.go and invalidate.go.
 func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
-	defer inflight.Begin()()
+	defer p.deps.Calls.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
@@ -435,8 +416,7 @@ func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) 
 	}
 	if p.deps.Keycloak == nil || p.deps.Cache == nil {
 		countMisconfigured.Inc()
-		if now := time.Now().Unix(); now-lastNoKeycloakLog.Load() >= 60 {
-			lastNoKeycloakLog.Store(now)
+		if p.noKeycloakLog.Allow(time.Now(), time.Minute) {
 			logger().Error("orgsync route called but the runner has no Keycloak admin client " +
 				"(set KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_CLIENT_ID, KEYCLOAK_CLIENT_SECRET)")
 		}
@@ -447,9 +427,11 @@ func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) 
 		c.serveInvalidate(w, r)
 		return
 	}
+	if p.deps.Emitter == nil {
+		// A wiring fault of the program, not of a route: main always sets it.
+		countMisconfigured.Inc()
+		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
+		return
+	}
 	c.serve(w, r)
 }
-
-// lastNoKeycloakLog is when a route was last refused for want of a Keycloak
-// client (unix s): logged once a minute, not per request.
-var lastNoKeycloakLog atomic.Int64

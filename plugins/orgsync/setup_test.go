@@ -1,6 +1,7 @@
 package orgsync
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -142,26 +143,40 @@ func TestApplyKeepsTheRequestShape(t *testing.T) {
 		t.Run(tc.confShape+" from "+tc.had.String(), func(t *testing.T) {
 			c, err := New(Deps{}).parse([]byte(`{"shape":"` + tc.confShape + `"}`))
 			require.NoError(t, err)
-			id := &identity.Identity{Subject: "u", Claims: identity.Claims{}, Orgs: identity.Organizations{Shape: tc.had}}
+			id := loginWith(identity.Claims{"sub": mustJSON("u"), identity.ClaimOrganization: claimOfShape[tc.had]})
+			require.Equal(t, tc.had, id.OrgsShape())
 			shape := c.shape
 			if shape == identity.ShapeAbsent {
-				shape = c.plugin.autoShape(tc.had)
+				shape = autoShape(tc.had)
 			}
-			c.apply(id, snap, shape)
-			assert.JSONEq(t, tc.want, string(id.Orgs.Encode(id.Orgs.Shape)))
+			orgs := c.apply(id, snap, shape).Orgs()
+			assert.JSONEq(t, tc.want, string(orgs.Encode(orgs.Shape)))
 		})
 	}
+}
+
+// claimOfShape is an organization claim in each shape (nil: absent).
+var claimOfShape = map[identity.Shape]json.RawMessage{
+	identity.ShapeList:          json.RawMessage(`["acme"]`),
+	identity.ShapeMap:           json.RawMessage(`{"acme":{"id":"o1"}}`),
+	identity.ShapeMapAttributes: json.RawMessage(`{"acme":{"id":"o1","tier":["gold"]}}`),
+	identity.ShapeEmptyObject:   json.RawMessage(`{}`),
+	identity.ShapeSingle:        json.RawMessage(`"acme"`),
+	identity.ShapeAbsent:        json.RawMessage(`null`),
 }
 
 func TestApplyGroupsAndRoles(t *testing.T) {
 	c, err := New(Deps{}).parse([]byte(`{"claims":["organization","groups","roles"]}`))
 	require.NoError(t, err)
-	original := identity.Claims{"sub": []byte(`"u"`), "groups": []byte(`["/old"]`)}
-	id := &identity.Identity{Subject: "u", Claims: original}
-	c.apply(id, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}}, identity.ShapeMap)
-	assert.JSONEq(t, `["/staff/editors"]`, string(id.Claims["groups"]))
-	assert.JSONEq(t, `{"roles":["course-admin"]}`, string(id.Claims["realm_access"]))
-	assert.JSONEq(t, `["/old"]`, string(original["groups"]), "the claims userinfo handed over are not changed in place")
+	original := loginWith(identity.Claims{"sub": []byte(`"u"`), "groups": []byte(`["/old"]`)})
+	id := c.apply(original, &snapshot{Groups: []string{"/staff/editors"}, Roles: []string{"course-admin"}}, identity.ShapeMap)
+	groups, _ := id.Claim("groups")
+	access, _ := id.Claim("realm_access")
+	assert.JSONEq(t, `["/staff/editors"]`, string(groups))
+	assert.JSONEq(t, `{"roles":["course-admin"]}`, string(access))
+	old, _ := original.Claim("groups")
+	assert.JSONEq(t, `["/old"]`, string(old), "the identity userinfo handed over is not changed")
+	assert.Equal(t, original.Login(), id.Login(), "the refreshed identity is the same login's")
 }
 
 func TestUserKeysCoverEveryVariant(t *testing.T) {

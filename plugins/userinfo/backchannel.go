@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -42,8 +41,6 @@ const maxLogoutJTIs = 100_000
 // logoutTimeout bounds the call's work: key fetch, the fleet's jti record,
 // the revocation.
 const logoutTimeout = 5 * time.Second
-
-var lastLogoutLog atomic.Int64
 
 // serveBackchannel is the OpenID Connect Back-Channel Logout 1.0 endpoint
 // (2.5, 2.8): a POSTed form with one logout_token; 200 when the session is
@@ -77,7 +74,7 @@ func (c *Conf) serveBackchannel(w http.ResponseWriter, r pkgHTTP.Request) {
 		if errors.As(err, &te) {
 			reason = te.Reason
 		}
-		logLogout("logout token refused (logged at most once a minute; see the metric)", "reason", reason)
+		c.plugin.logLogout("logout token refused (logged at most once a minute; see the metric)", "reason", reason)
 		logoutError(w, http.StatusBadRequest, reason)
 		return
 	}
@@ -148,9 +145,8 @@ func logoutError(w http.ResponseWriter, status int, reason string) {
 	_, _ = w.Write(body)
 }
 
-func logLogout(msg string, args ...any) {
-	if now := time.Now().Unix(); now-lastLogoutLog.Load() >= 60 {
-		lastLogoutLog.Store(now)
+func (p *Plugin) logLogout(msg string, args ...any) {
+	if p.logoutLog.Allow(time.Now(), time.Minute) {
 		logger().Warn(msg, args...)
 	}
 }
@@ -170,7 +166,7 @@ func (p *Plugin) claimLogoutJTI(ctx context.Context, tok *keycloak.LogoutToken, 
 	case claimSeen:
 		return false
 	case claimFull:
-		logLogout("back-channel logout: the record of logout tokens is full; a replay is not refused")
+		p.logLogout("back-channel logout: the record of logout tokens is full; a replay is not refused")
 	}
 	if p.deps.Cache == nil {
 		return true
@@ -184,7 +180,7 @@ func (p *Plugin) claimLogoutJTI(ctx context.Context, tok *keycloak.LogoutToken, 
 	case errors.Is(err, cache.ErrNoRedis):
 		return true
 	case err != nil:
-		logLogout("back-channel logout: Redis cannot say whether another runner saw the token; accepted", "error", err)
+		p.logLogout("back-channel logout: Redis cannot say whether another runner saw the token; accepted", "error", err)
 		return true
 	}
 	return first

@@ -71,7 +71,7 @@ func newLogoutFixture(t *testing.T, appExtra string, deps Deps) *logoutFixture {
 	t.Helper()
 	is := tokentest.NewIssuer(t)
 	rev := newRevoker(t)
-	deps.Keys = testKeys
+	deps.Emitter = newEmitter()
 	deps.Revocations = rev
 	p := New(deps)
 	return &logoutFixture{is: is, plugin: p, revoker: rev,
@@ -421,7 +421,7 @@ func TestBackchannelLogoutReplayRefusedAcrossTheFleet(t *testing.T) {
 	}
 	a := newLogoutFixture(t, "", Deps{Cache: newCache()})
 	b := &logoutFixture{is: a.is, revoker: newRevoker(t)}
-	b.plugin = New(Deps{Keys: testKeys, Revocations: b.revoker, Cache: newCache()})
+	b.plugin = New(Deps{Emitter: newEmitter(), Revocations: b.revoker, Cache: newCache()})
 	b.logout = newRouteOf(t, b.plugin, fmt.Sprintf(`{"backchannel_logout":true,"issuer":%q,"audience":"apisix"}`, a.is.URL))
 
 	tok := a.is.Sign(logoutClaims(a.is, "u-alice", "sid-1"))

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
@@ -78,10 +79,11 @@ func newBrowserChain(tb testing.TB) *browserChain {
 	store, err := cache.New(context.Background(), &cache.Options{})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = store.Close() })
-	p := New(Deps{Keys: testKeys})
+	em := emit.New(emit.Options{Keys: testKeys})
+	p := New(Deps{Emitter: em})
 	uconf, err := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	require.NoError(tb, err)
-	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}})
+	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}, Emitter: em})
 	oconf, err := o.ParseConf([]byte(`{"fresh_ttl":"1h","stale_ttl":"1h"}`))
 	require.NoError(tb, err)
 	return &browserChain{

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 )
@@ -35,14 +36,15 @@ func TestKeptValuesOutliveTheirRequest(t *testing.T) {
 	defer runnertest.PoisonViews(false)
 
 	is := tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
+	em := emit.New(emit.Options{Keys: testKeys})
+	p := New(Deps{Emitter: em})
 	v, err := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	require.NoError(t, err)
 	conf := v.(*Conf)
 	store, err := cache.New(context.Background(), &cache.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
-	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}})
+	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}, Emitter: em})
 	oconf, err := o.ParseConf([]byte(`{"fresh_ttl":"1h","stale_ttl":"1h"}`))
 	require.NoError(t, err)
 	userinfo := func(w http.ResponseWriter, r pkgHTTP.Request) { p.RequestFilter(conf, w, r) }
@@ -93,7 +95,7 @@ func TestKeptValuesOutliveTheirRequest(t *testing.T) {
 		}
 		assert.Equal(t, u.userinfo, s.userinfo)
 		assert.Equal(t, u.token, s.token)
-		assert.Equal(t, u.sub, s.id.Subject)
-		assert.Equal(t, `"`+u.sub+`@example.org"`, string(s.id.Claims["email"]))
+		assert.Equal(t, u.sub, s.id.Subject())
+		assert.Equal(t, `"`+u.sub+`@example.org"`, string(s.id.Claims()["email"]))
 	}
 }

@@ -14,10 +14,6 @@ var (
 		Namespace: "apisix_identity", Subsystem: Name, Name: "verification_failures_total",
 		Help: "Identities that failed verification, by reason.",
 	}, []string{"reason"})
-	metricAssertions = promauto.NewCounter(prometheus.CounterOpts{
-		Namespace: "apisix_identity", Subsystem: Name, Name: "assertions_signed_total",
-		Help: "Identity assertions signed (an assertion is reused for the same identity until half its ttl).",
-	})
 	metricLogouts = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: "apisix_identity", Subsystem: Name, Name: "backchannel_logouts_total",
 		Help: "Logout tokens accepted by the back-channel logout route (each revoked a session or a user's sessions).",

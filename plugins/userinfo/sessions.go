@@ -33,7 +33,7 @@ type session struct {
 	// The headers it was proven from: a hash match is confirmed against
 	// them, so no collision can hand one user's identity to another.
 	userinfo, token, rawIDToken string
-	id                          *identity.Identity
+	id                          identity.Identity
 	// expires is the token's expiry plus the leeway.
 	expires time.Time
 	// sessionID and issuedAt are the token's sid and iat: a revocation is
@@ -78,17 +78,10 @@ func (s *sessions) put(k sessionKey, e *session) {
 	s.cache.Add(k, e, e.size())
 }
 
-// size is what a session costs in memory, roughly: the headers it keeps, its
-// claims, and the renderings its memo may hold (an X-Userinfo, headers and
-// an assertion per slot).
+// size is what a session costs in memory, roughly: the headers it keeps and
+// its claims (its renderings are the emitter's, in the emitter's budget).
 func (e *session) size() int64 {
-	n := 512 + len(e.userinfo) + len(e.token) + len(e.rawIDToken) + len(e.idToken) + len(e.sessionID) + len(e.id.Subject) + len(e.id.Issuer)
-	claims := 0
-	for k, v := range e.id.Claims {
-		claims += len(k) + len(v) + 48
-	}
-	// Two renderings, each about the claims re-encoded in base64 plus an
-	// assertion (~1 KB).
-	n += claims + 2*(claims*4/3+1024)
+	n := 512 + len(e.userinfo) + len(e.token) + len(e.rawIDToken) + len(e.idToken) + len(e.sessionID) +
+		len(e.id.Subject()) + len(e.id.Issuer()) + e.id.ClaimsBytes()
 	return int64(n)
 }

@@ -16,11 +16,12 @@ import (
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
-	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/inflight"
 	_ "github.com/apisix-identity-runner/apisix-identity-runner/internal/runnerlog"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -103,12 +104,11 @@ type Conf struct {
 	plugin   *Plugin
 	verifier *keycloak.TokenVerifier
 	strip    *identity.StripRule
-	headers  []claimHeader
 	verify   bool
-	// profile stands for the emission settings: equal configs (the same
-	// route prepared again) share it, so what was emitted for a login under
-	// one is reused under the other.
-	profile *emitProfile
+	// route is the emission settings, interned by the emitter: equal configs
+	// (the same route prepared again) share it, so what was emitted for a
+	// login under one is reused under the other.
+	route *emit.Route
 }
 
 // AssertionConf configures the signed identity assertion.
@@ -135,23 +135,18 @@ type OnRevokedConf struct {
 	Redirect string `json:"redirect"`
 }
 
-type claimHeader struct {
-	header, claim string
-}
-
 // Deps are what userinfo needs from the process; main builds them once and
 // tests build them with fakes.
 type Deps struct {
 	// Verifiers verify access and ID tokens, one per issuer. Required.
 	Verifiers *keycloak.Verifiers
-	// Keys sign the identity assertion and are published on the JWKS route.
-	// nil: routes with an assertion answer 500 no_signing_key.
-	Keys *assertion.KeyRing
+	// Emitter renders, signs and writes the identity upstream; main builds
+	// one and hands it to orgsync too. Its key ring is published on the JWKS
+	// route. nil: New builds one without a signing key (go-runner check),
+	// and routes with an assertion answer 500 no_signing_key.
+	Emitter *emit.Emitter
 	// SessionBytes bounds the logins kept for reuse (0: DefaultSessionBytes).
 	SessionBytes int64
-	// AssertionBytes bounds the signed assertions kept for reuse (0: the
-	// assertion package's default).
-	AssertionBytes int64
 	// Revocations are the sessions ended at Keycloak: the back-channel
 	// logout route records them, every verified request is checked against
 	// them. nil: the back-channel logout route answers 500 misconfigured,
@@ -160,6 +155,9 @@ type Deps struct {
 	// Cache remembers a logout token's jti for the fleet (Redis); nil or
 	// without Redis the process's own record is the record.
 	Cache *cache.Cache
+	// Calls counts the calls under way, for main to let them finish on
+	// SIGTERM; nil counts nothing.
+	Calls *inflight.Counter
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.
@@ -172,10 +170,10 @@ type Plugin struct {
 	plugin.DefaultPlugin
 	deps     Deps
 	sessions *sessions
-	reuser   *assertion.Reuser
-	profiles profiles
 	// logoutJTIs are the logout tokens this process accepted.
 	logoutJTIs *jtiSet
+	// logoutLog bounds the log lines about refused logout tokens.
+	logoutLog throttle.Every
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -188,8 +186,10 @@ func New(d Deps) *Plugin {
 	if d.SessionBytes <= 0 {
 		d.SessionBytes = DefaultSessionBytes
 	}
-	return &Plugin{deps: d, sessions: newSessions(d.SessionBytes), reuser: assertion.NewReuser(d.AssertionBytes),
-		profiles: profiles{all: map[string]*emitProfile{}}, logoutJTIs: newJTISet(maxLogoutJTIs)}
+	if d.Emitter == nil {
+		d.Emitter = emit.New(emit.Options{})
+	}
+	return &Plugin{deps: d, sessions: newSessions(d.SessionBytes), logoutJTIs: newJTISet(maxLogoutJTIs)}
 }
 
 func logger() *slog.Logger { return slog.Default().With("plugin", Name) }
@@ -435,16 +435,20 @@ func (c *Conf) Derive() error {
 	// spelling, so a client can never hand the upstream a value that looks
 	// like ours.
 	emitted := append([]string{}, identity.EmittedHeaders...)
+	headers := make([]emit.ClaimHeader, 0, len(c.ClaimHeaders))
 	for header, claim := range c.ClaimHeaders {
 		emitted = append(emitted, header)
-		c.headers = append(c.headers, claimHeader{header: http.CanonicalHeaderKey(header), claim: claim})
+		headers = append(headers, emit.ClaimHeader{Header: http.CanonicalHeaderKey(header), Claim: claim})
 	}
-	sort.Slice(c.headers, func(i, j int) bool { return c.headers[i].header < c.headers[j].header })
+	sort.Slice(headers, func(i, j int) bool { return headers[i].Header < headers[j].Header })
+	var a *emit.Assertion
 	if c.Assertion != nil {
 		emitted = append(emitted, c.Assertion.Header)
+		a = &emit.Assertion{Header: c.Assertion.Header, Audience: c.Assertion.Audience, Issuer: c.Assertion.Issuer,
+			TTL: c.Assertion.TTL.Std()}
 	}
 	c.strip = identity.NewStripRule(emitted...)
-	c.profile = c.plugin.profiles.intern(c)
+	c.route = c.plugin.deps.Emitter.Route(headers, a)
 	return nil
 }
 
@@ -507,12 +511,26 @@ func checkURL(key, v string) error {
 	return nil
 }
 
+// SignedRealm says what a good config signs, for `go-runner check`: the
+// assertion's iss and aud, and the realm its subjects come from (the token
+// issuer the route verifies, which becomes token_iss; "" when verify_token
+// is false). ok is false when the route signs no assertion.
+func (c *Conf) SignedRealm() (iss, aud, tokenIssuer string, ok bool) {
+	if c == nil || c.err != nil || c.Assertion == nil {
+		return "", "", "", false
+	}
+	if c.VerifyToken != nil && *c.VerifyToken {
+		tokenIssuer = c.Issuer
+	}
+	return c.Assertion.Issuer, c.Assertion.Audience, tokenIssuer, true
+}
+
 // Err is the config error a route answers 500 with, nil when the config is good.
 func (c *Conf) Err() error { return c.err }
 
 // RequestFilter runs the plugin; see userinfo.go.
 func (p *Plugin) RequestFilter(v any, w http.ResponseWriter, r pkgHTTP.Request) {
-	defer inflight.Begin()()
+	defer p.deps.Calls.Begin()()
 	c, ok := v.(*Conf)
 	if !ok || c == nil {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)

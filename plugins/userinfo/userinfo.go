@@ -11,6 +11,7 @@ import (
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
@@ -111,13 +112,13 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	} else {
 		h.Set(identity.HeaderIDToken, s.idToken)
 	}
-	if err := identity.Attach(r, &identity.Proof{Identity: s.id, Emitter: c}); err != nil {
+	if err := emit.Attach(r, emit.Proof{Identity: s.id, Route: c.route}); err != nil {
 		countMisconfigured.Inc()
 		logger().Error("cannot hand the identity to the next plugin", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
-	if err := c.Emit(r, s.id); err != nil {
+	if err := c.plugin.deps.Emitter.Emit(h, s.id, c.route, emit.Refresh{}); err != nil {
 		countMisconfigured.Inc()
 		logger().Error("cannot emit the identity", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonNoSigningKey)
@@ -168,7 +169,7 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken []byte
 	sessions := c.plugin.sessions
 	key := sessions.key(c.verifier, c.Audience, userinfo, token, rawIDToken)
 	if s := sessions.get(key, userinfo, token, rawIDToken, time.Now()); s != nil {
-		if c.revoked(s.id.Issuer, s.sessionID, s.id.Subject, s.issuedAt) {
+		if c.revoked(s.id.Issuer(), s.sessionID, s.id.Subject(), s.issuedAt) {
 			sessions.cache.Remove(key)
 			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}
 		}
@@ -196,12 +197,10 @@ func (c *Conf) prove(ctx context.Context, key sessionKey, userinfo, token, rawID
 	if c.revoked(tok.Issuer, tok.SessionID, tok.Subject, tok.IssuedAt) {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}
 	}
-	id, ref := bindToToken(claims, tok)
+	id, ref := bindToToken(claims, tok, c.plugin.deps.Emitter.NewLogin())
 	if ref != nil {
 		return nil, ref
 	}
-	id.TokenVerified = true
-	id.Memo = &identity.Memo{}
 	s := &session{userinfo: userinfo, token: token, rawIDToken: rawIDToken, id: id, sessionID: tok.SessionID, issuedAt: tok.IssuedAt,
 		expires: tok.Expiry.Add(c.Leeway.Std()), idToken: c.checkIDToken(ctx, rawIDToken, tok)}
 	c.plugin.sessions.put(key, s)
@@ -251,11 +250,12 @@ func (c *Conf) trustUserinfo(userinfo string) (*session, *refusal) {
 	if claims.Subject() == "" {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
 	}
-	id, ref := newIdentity(claims)
+	// Login 0: nothing proven here is kept, so no rendering is kept for it
+	// either.
+	id, ref := newIdentity(0, claims, "", false)
 	if ref != nil {
 		return nil, ref
 	}
-	id.Memo = &identity.Memo{}
 	return &session{userinfo: userinfo, id: id}, nil
 }
 
@@ -277,13 +277,13 @@ func tokenRefusal(err error) *refusal {
 // used: a client that can write it could otherwise add claims (an email the
 // token lacks) or, by sending fewer, hide the ones it does carry (a role, a
 // group, an organization) from every trusted output.
-func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identity, *refusal) {
+func bindToToken(claims identity.Claims, tok *keycloak.Token, login identity.Login) (identity.Identity, *refusal) {
 	if claims != nil {
 		if sub := claims.Subject(); sub != tok.Subject {
 			if sub == "" {
-				return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
+				return identity.Identity{}, &refusal{status: http.StatusUnauthorized, reason: ReasonNoSubject}
 			}
-			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSubjectMismatch,
+			return identity.Identity{}, &refusal{status: http.StatusUnauthorized, reason: ReasonSubjectMismatch,
 				detail: "X-Userinfo names another user than the access token"}
 		}
 	}
@@ -294,13 +294,9 @@ func bindToToken(claims identity.Claims, tok *keycloak.Token) (*identity.Identit
 		}
 	}
 	if err := trusted.Validate(); err != nil {
-		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
+		return identity.Identity{}, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}
-	id, ref := newIdentity(trusted)
-	if ref == nil {
-		id.Issuer = tok.Issuer
-	}
-	return id, ref
+	return newIdentity(login, trusted, tok.Issuer, true)
 }
 
 // tokenMechanicsClaims describe the access token rather than the user (its
@@ -312,12 +308,12 @@ var tokenMechanicsClaims = map[string]struct{}{
 	"allowed-origins": {}, "scope": {}, "client_id": {},
 }
 
-func newIdentity(claims identity.Claims) (*identity.Identity, *refusal) {
-	orgs, err := claims.Organizations()
+func newIdentity(login identity.Login, claims identity.Claims, issuer string, verified bool) (identity.Identity, *refusal) {
+	id, err := identity.New(login, claims, issuer, verified)
 	if err != nil {
-		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
+		return identity.Identity{}, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: err.Error()}
 	}
-	return &identity.Identity{Subject: claims.Subject(), Claims: claims, Orgs: orgs}, nil
+	return id, nil
 }
 
 // checkIDToken decides what X-ID-Token the upstream gets. openid-connect's
@@ -350,7 +346,7 @@ func (c *Conf) serveJWKS(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusMethodNotAllowed, reasonMethodNotAllowed)
 		return
 	}
-	keys := c.plugin.deps.Keys
+	keys := c.plugin.deps.Emitter.Keys()
 	if keys == nil {
 		identity.Refuse(w, http.StatusServiceUnavailable, ReasonNoSigningKey)
 		return

@@ -32,10 +32,10 @@ func BenchmarkRequestFilter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := New(Deps{Keys: testKeys, Revocations: store})
+	p := New(Deps{Emitter: newEmitter(), Revocations: store})
 	// pNone is the same plugin with nothing revoked: the store answers
 	// before any lookup, today's path for a fleet without logouts.
-	pNone := New(Deps{Keys: testKeys, Revocations: empty})
+	pNone := New(Deps{Emitter: newEmitter(), Revocations: empty})
 	v, _ := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	ui := map[string]any{"sub": "u-alice", "email": "alice@example.org", "name": "Alice", "preferred_username": "alice",
 		"organization": map[string]any{"acme": map[string]any{"id": "9d3b7c52-5b8a-4a6e-9f57-0b1c1d1e1f10", "tier": []string{"gold"}}}}

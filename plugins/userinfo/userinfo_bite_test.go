@@ -18,7 +18,7 @@ import (
 // required.
 func TestSessionIsKeptPerAudience(t *testing.T) {
 	is := tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
+	p := New(Deps{Emitter: newEmitter()})
 	mine := newRouteOf(t, p, confFor(is, "")) // audience "apisix": the token's azp
 	other := newRouteOf(t, p, strings.Replace(confFor(is, ""), `"audience":"apisix"`, `"audience":"billing"`, 1))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice"})
@@ -39,7 +39,7 @@ func TestSessionIsKeptPerAudience(t *testing.T) {
 // Keycloak): the same headers are verified again there, and refused.
 func TestSessionIsKeptPerVerifier(t *testing.T) {
 	realmA, realmB := tokentest.NewIssuer(t), tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
+	p := New(Deps{Emitter: newEmitter()})
 	routeA := newRouteOf(t, p, confFor(realmA, ""))
 	routeB := newRouteOf(t, p, confFor(realmB, ""))
 	headers := loggedIn(realmA, "u-alice", map[string]any{"sub": "u-alice"})
@@ -57,7 +57,7 @@ func TestSessionIsKeptPerVerifier(t *testing.T) {
 // requests alternate. A reused rendering is only ever a route's own.
 func TestRenderingIsNotReusedAcrossRouteSettings(t *testing.T) {
 	is := tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
+	p := New(Deps{Emitter: newEmitter()})
 	routeA := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"apisix","assertion":{"audience":"app-a","ttl":"60s"},"claim_headers":{"X-User-Id":"sub"}}`, is.URL))
 	routeB := newRouteOf(t, p, fmt.Sprintf(`{"issuer":%q,"audience":"apisix","assertion":{"audience":"app-b","ttl":"60s"},"claim_headers":{"X-Mail":"email"}}`, is.URL))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "email": "alice@example.org"})

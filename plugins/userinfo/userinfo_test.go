@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/runnertest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
@@ -29,8 +30,11 @@ var tokens atomic.Uint32
 // main builds it, with those keys.
 var (
 	testKeys   = mustKeys()
-	testPlugin = New(Deps{Keys: testKeys})
+	testPlugin = New(Deps{Emitter: newEmitter()})
 )
+
+// newEmitter is the emitter as main builds it, with the test keys.
+func newEmitter() *emit.Emitter { return emit.New(emit.Options{Keys: testKeys}) }
 
 func mustKeys() *assertion.KeyRing {
 	keys, err := assertion.Generate()
@@ -415,27 +419,27 @@ func TestJWKSRoute(t *testing.T) {
 }
 
 // orgsync's side, played by the test: the proof userinfo attaches to the
-// request carries the identity and the emitter, and a refreshed identity is
-// emitted with its own organizations and source.
+// request carries the identity and the route's emit settings, and the shared
+// emitter writes a refreshed identity with its own organizations and source.
 func TestProofForTheNextPlugin(t *testing.T) {
 	is := tokentest.NewIssuer(t)
-	rt := newRoute(t, confFor(is, ""))
+	em := newEmitter()
+	rt := newRouteOf(t, New(Deps{Emitter: em}), confFor(is, ""))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
 
 	_, r := rt.do(headers)
-	proof := identity.ProofOf(r)
-	require.NotNil(t, proof, "userinfo attaches what it proved")
-	assert.Equal(t, "u-alice", proof.Identity.Subject)
-	assert.True(t, proof.Identity.TokenVerified)
-	assert.Equal(t, is.URL, proof.Identity.Issuer)
+	proof, ok := emit.ProofOf(r)
+	require.True(t, ok, "userinfo attaches what it proved")
+	assert.Equal(t, "u-alice", proof.Identity.Subject())
+	assert.True(t, proof.Identity.Verified())
+	assert.Equal(t, is.URL, proof.Identity.Issuer())
 	assert.Equal(t, "acme", r.Header().Get("X-User-Orgs"), "userinfo emits the token's view itself")
 
-	refreshed := *proof.Identity
-	refreshed.Orgs = identity.Organizations{Shape: identity.ShapeMap, List: []identity.Organization{{Alias: "globex", ID: "org-2"}}}
-	refreshed.OrgsSource = "keycloak"
-	refreshed.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v1")}
-	assert.False(t, proof.Emitter.Replay(r, &refreshed), "nothing rendered for this refresh yet")
-	require.NoError(t, proof.Emitter.Emit(r, &refreshed))
+	refreshed := proof.Identity.WithOrgs(identity.Organizations{Shape: identity.ShapeMap,
+		List: []identity.Organization{{Alias: "globex", ID: "org-2"}}})
+	ref := emit.Refresh{Settings: "test", Source: "keycloak", Value: []byte("v1")}
+	assert.False(t, em.Replay(r.Header(), proof.Identity, proof.Route, ref), "nothing rendered for this refresh yet")
+	require.NoError(t, em.Emit(r.Header(), refreshed, proof.Route, ref))
 	assert.Equal(t, "globex", r.Header().Get("X-User-Orgs"))
 	assert.Equal(t, "keycloak", r.Header().Get("X-User-Orgs-Source"))
 	claims := verifyAssertion(t, r.Header().Get("X-Identity-Assertion"))
@@ -444,19 +448,21 @@ func TestProofForTheNextPlugin(t *testing.T) {
 	ui, err := identity.DecodeUserinfo(r.Header().Get("X-Userinfo"), 0)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"globex":{"id":"org-2"}}`, string(ui["organization"]))
+	assert.Equal(t, identity.ShapeList, proof.Identity.OrgsShape(), "the proof's identity is not changed by a refresh")
 
 	// The next request of the same login replays both renderings.
 	_, r2 := rt.do(headers)
-	again := *identity.ProofOf(r2).Identity
-	again.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v1")}
-	again.OrgsSource = "keycloak"
-	require.True(t, identity.ProofOf(r2).Emitter.Replay(r2, &again))
+	again, ok := emit.ProofOf(r2)
+	require.True(t, ok)
+	require.True(t, em.Replay(r2.Header(), again.Identity, again.Route, ref))
 	assert.Equal(t, "globex", r2.Header().Get("X-User-Orgs"))
 	assert.Equal(t, r.Header().Get("X-Identity-Assertion"), r2.Header().Get("X-Identity-Assertion"))
 
-	// Another value: no replay.
-	again.Refresh = &identity.Refresh{By: "test", Source: "keycloak", Value: []byte("v2")}
-	assert.False(t, identity.ProofOf(r2).Emitter.Replay(r2, &again))
+	// Another value, source or setting: no replay.
+	for _, other := range []emit.Refresh{{Settings: "test", Source: "keycloak", Value: []byte("v2")},
+		{Settings: "test", Source: "cache", Value: []byte("v1")}, {Settings: "other", Source: "keycloak", Value: []byte("v1")}} {
+		assert.False(t, em.Replay(r2.Header(), again.Identity, again.Route, other), "%+v", other)
+	}
 }
 
 // Nothing a client sends can stand for the proof: without userinfo on the
@@ -466,7 +472,8 @@ func TestNoProofWithoutVerification(t *testing.T) {
 	rt := newRoute(t, confFor(is, `,"on_invalid":"anonymous"`))
 	_, r := rt.do(map[string]string{"x-userinfo": userinfoHeader(map[string]any{"sub": "u-admin"}),
 		"x-access-token": "forged"})
-	assert.Nil(t, identity.ProofOf(r))
+	_, ok := emit.ProofOf(r)
+	assert.False(t, ok)
 }
 
 // APISIX gives the runner only the first 100 headers: a request with that
@@ -620,16 +627,16 @@ func TestForgedClaimsAreNotTrusted(t *testing.T) {
 // until half its ttl; a change of claims signs a new one at once.
 func TestSignsOncePerIdentity(t *testing.T) {
 	is := tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
-	rt := newRouteOf(t, p, confFor(is, ""))
+	em := newEmitter()
+	rt := newRouteOf(t, New(Deps{Emitter: em}), confFor(is, ""))
 	headers := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme"}})
-	before := testutilCount()
+	before := em.Signed()
 	_, first := rt.do(headers)
 	for i := 0; i < 20; i++ {
 		_, r := rt.do(headers)
 		assert.Equal(t, first.Header().Get("X-Identity-Assertion"), r.Header().Get("X-Identity-Assertion"))
 	}
-	assert.Equal(t, before+1, testutilCount(), "21 requests, one signature")
+	assert.Equal(t, before+1, em.Signed(), "21 requests, one signature")
 
 	// A new token with other organizations: a new assertion at once.
 	changed := loggedIn(is, "u-alice", map[string]any{"sub": "u-alice", "organization": []string{"acme", "globex"}})
@@ -658,7 +665,7 @@ func mergeClaims(a, b map[string]any) map[string]any {
 func TestSessionCacheBoundedInBytes(t *testing.T) {
 	is := tokentest.NewIssuer(t)
 	const budget = 2 << 20
-	p := New(Deps{Keys: testKeys, SessionBytes: budget})
+	p := New(Deps{Emitter: newEmitter(), SessionBytes: budget})
 	rt := newRouteOf(t, p, confFor(is, ""))
 	token := is.Sign(is.Claims("u-mallory"))
 	pad := strings.Repeat("x", 23<<10)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
 )
 
@@ -19,7 +20,8 @@ import (
 // remove or refuse is what the map-based path decides.
 func TestAttacksThroughTheRunnerLibrary(t *testing.T) {
 	is := tokentest.NewIssuer(t)
-	p := New(Deps{Keys: testKeys})
+	em := emit.New(emit.Options{Keys: testKeys})
+	p := New(Deps{Emitter: em})
 	v, err := p.ParseConf([]byte(confFor(is, "")))
 	require.NoError(t, err)
 	filter := func(w http.ResponseWriter, r pkgHTTP.Request) { p.RequestFilter(v, w, r) }

@@ -436,11 +436,12 @@ func adminJSON(t *testing.T, token, method, path string, body any) any {
 	return out
 }
 
-// shape auto converges to what a fresh login shows (issue 9, item 3): a user
-// whose login claim had no attributes (their organization has none) joins an
-// organization with attributes, and the app gets its attributes too, as a
-// new login would show them.
-func TestAutoShapeMatchesAFreshLogin(t *testing.T) {
+// shape auto is the login's own shape, whatever other logins the runner saw
+// (issue 18, item 4; plugins/orgsync/README.md "What shape auto writes"): a
+// user whose login claim had no attributes joins an organization with
+// attributes, and the app sees the membership at once, with its id and
+// without attributes. shape "map_attributes" gives what a fresh login shows.
+func TestAutoShapeKeepsTheLoginsShape(t *testing.T) {
 	s := kctest.Env(t)
 	r := startRunner(t, baseEnv(t, s.URL))
 	alias := fmt.Sprintf("plain-%d", time.Now().UnixNano())
@@ -452,21 +453,26 @@ func TestAutoShapeMatchesAFreshLogin(t *testing.T) {
 	claim := sess.UserinfoMap(t)["organization"].(map[string]any)[alias].(map[string]any)
 	require.Len(t, claim, 1, "the login's claim has the id only: %v", claim)
 
-	route := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
+	auto := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m"}`))
+	attributes := newRoute(userinfoConf(t, ""), orgsyncConf(`{"fresh_ttl":"5m","stale_ttl":"10m","shape":"map_attributes"}`))
 	// Another login of the realm shows attributes (acme's tier): the mapper adds them.
 	other := kctest.CreateUser(t, "shape-other")
 	kctest.AddMember(t, "acme", other.ID)
-	require.Equal(t, 200, r.do(t, route, headersOf(kctest.Login(t, other.Username, other.Password))).Status)
-	require.Equal(t, 200, r.do(t, route, headersOf(sess)).Status)
+	require.Equal(t, 200, r.do(t, auto, headersOf(kctest.Login(t, other.Username, other.Password))).Status)
+	require.Equal(t, 200, r.do(t, auto, headersOf(sess)).Status)
 
 	kctest.AddMember(t, "acme", user.ID)
 	var got map[string]any
 	eventually(t, 5*time.Second, "acme visible", func() bool {
-		res := r.do(t, route, headersOf(sess))
+		res := r.do(t, auto, headersOf(sess))
 		got, _ = userinfoOrgs(t, res.UpstreamHeader).(map[string]any)
 		return got["acme"] != nil
 	})
+	acmeID := kctest.OrgIDByAlias(t, "acme")
+	assert.Equal(t, map[string]any{"id": acmeID}, got["acme"], "the map without attributes, as the login's claim was")
+
+	res := r.do(t, attributes, headersOf(sess))
 	fresh := kctest.Login(t, user.Username, user.Password).UserinfoMap(t)["organization"]
-	assert.Equal(t, fresh, any(got), "what the app gets is what a new login shows")
-	assert.Equal(t, []any{"gold"}, got["acme"].(map[string]any)["tier"])
+	assert.Equal(t, fresh, userinfoOrgs(t, res.UpstreamHeader), "map_attributes is what a new login shows")
+	assert.Equal(t, []any{"gold"}, fresh.(map[string]any)["acme"].(map[string]any)["tier"])
 }
