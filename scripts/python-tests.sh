@@ -3,13 +3,25 @@
 # .work/venv, the client package (clients/python) installed with its test
 # extras at the versions of clients/python/constraints.txt, then pytest for
 # the package (shared vectors, Django test client, feed consumer on the real
-# Redis) and for the Django demo (demo/django). Needs REDIS_TEST_URL and go.
+# Redis, feed command processes on a PostgreSQL server of their own) and for
+# the Django demo (demo/django). Needs REDIS_TEST_URL and go.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 : "${REDIS_TEST_URL:?REDIS_TEST_URL must point at a Redis (scripts/redis.sh start)}"
 VENV=${VENV:-$ROOT/.work/venv}
+
+# The feed command's multi-process tests start their own PostgreSQL server (a temp dir, a free
+# port, as the postgres user when run as root): they need the server binaries, Debian's package.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+	else
+		echo "PostgreSQL's server binaries (initdb) are missing: install Debian's postgresql package" >&2
+		exit 1
+	fi
+fi
 
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
 	python3 -m venv "$VENV"
