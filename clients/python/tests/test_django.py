@@ -36,6 +36,7 @@ def test_creates_the_user_and_exposes_organizations(manifest):
         "first_name": "Alice",
         "organizations": {"acme": {"id": "0d6f1c8e-3b4a-4f59-9a8e-5c2b1d7e9f01", "attributes": {"tier": ["gold"]}}},
         "source": "keycloak",
+        "csrf": resp.json()["csrf"],
     }
     user = get_user_model().objects.get(username=ALICE)
     assert user.last_name == "Liddell"
