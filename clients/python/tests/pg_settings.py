@@ -13,6 +13,9 @@ DATABASES = {
         "PORT": os.environ["FEED_TEST_PG_PORT"],
         "NAME": "postgres",
         "USER": "postgres",
+        # Persistent, as a long-running consumer's should be: only a broken one is replaced
+        # (close_old_connections before each poll), which is what the restart test needs to see.
+        "CONN_MAX_AGE": None,
     }
 }
 APISIX_IDENTITY = {

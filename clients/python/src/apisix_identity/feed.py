@@ -376,18 +376,26 @@ class FeedConsumer:
 
     def run(self, stop: threading.Event | None = None, *, block_ms: int = 5000,
             retry_delay: float = 1.0, max_retry_delay: float = 60.0,
-            before_poll: Callable[[], None] | None = None) -> None:
+            before_poll: Callable[[], None] | None = None, standby_delay: float = 0.5) -> None:
         """Polls until stop is set. A failing hook or Redis outage is logged and retried with
         backoff; the position never moves past a change whose hook failed. before_poll runs
         before each poll (Django's close_old_connections: a connection the database dropped
-        is replaced rather than failing every poll after a database restart)."""
+        is replaced rather than failing every poll after a database restart).
+
+        A poll that lost a change to another consumer of the same name is followed by a pause of
+        standby_delay seconds: the feed is applied in order, so one consumer at a time makes
+        progress, and the others wait as standbys (taking over within that delay when it stops)
+        instead of racing it for every change."""
         stop = stop or threading.Event()
         delay = retry_delay
         while not stop.is_set():
             try:
                 if before_poll is not None:
                     before_poll()
+                lost = self.lost
                 self.poll(block_ms=block_ms)
+                if self.lost != lost:
+                    stop.wait(standby_delay)
                 delay = retry_delay
             except Exception:  # noqa: BLE001 - logged, retried; the position stays put
                 log.exception("membership change feed: poll failed; retrying in %.1fs", delay)
