@@ -78,20 +78,40 @@ def test_the_password_login_of_the_admin_still_works(manifest):
 
 
 def test_drf_authenticates_an_api_post_without_csrf(manifest):
-    """The browser-like client enforces CSRF as a real one would. The gateway's assertion
-    authenticates the POST; DRF's session authentication refuses the same POST for CSRF."""
+    """An API client (a bearer token in Authorization, the assertion from the gateway) POSTs with
+    no CSRF token: the assertion class lets it through; DRF's session authentication refuses the
+    same POST for CSRF."""
     client = Client(enforce_csrf_checks=True)
-    token = assertion_for(manifest)
-    resp = client.post("/api", HTTP_X_IDENTITY_ASSERTION=token)
+    api = {"HTTP_X_IDENTITY_ASSERTION": assertion_for(manifest), "HTTP_AUTHORIZATION": "Bearer access-token"}
+    resp = client.post("/api", **api)
     assert resp.status_code == 200, resp.content
     assert resp.json() == {"username": ALICE, "sub": ALICE}
-    assert client.post("/api-session", HTTP_X_IDENTITY_ASSERTION=token).status_code == 403
+    assert client.post("/api-session", **api).status_code == 403
+
+
+@pytest.mark.parametrize("middleware", [True, False])
+def test_drf_checks_csrf_on_a_browsers_request(manifest, settings, middleware):
+    """A page of another site makes the browser POST to the app through the gateway, which adds
+    the assertion on the strength of the browser's session cookie. No Authorization header: the
+    CSRF check applies, as it does under session authentication."""
+    if not middleware:
+        settings.MIDDLEWARE = [SESSION, AUTH]
+    client = Client(enforce_csrf_checks=True)
+    token = assertion_for(manifest)
+    forged = client.post("/api", HTTP_X_IDENTITY_ASSERTION=token)
+    assert forged.status_code == 403 and "CSRF" in forged.json()["detail"]
+    assert client.get("/api", HTTP_X_IDENTITY_ASSERTION=token).status_code == 200, "safe methods are not checked"
+    csrf = client.get("/me", HTTP_X_IDENTITY_ASSERTION=token).json()["csrf"] if middleware else None
+    if middleware:
+        # The app's own page, with the token it handed out: accepted.
+        ok = client.post("/api", HTTP_X_IDENTITY_ASSERTION=token, HTTP_X_CSRFTOKEN=csrf)
+        assert ok.status_code == 200, ok.content
 
 
 def test_drf_without_the_middleware(manifest, settings):
     settings.MIDDLEWARE = [SESSION, AUTH]
     client = Client(enforce_csrf_checks=True)
-    resp = client.post("/api", HTTP_X_IDENTITY_ASSERTION=assertion_for(manifest))
+    resp = client.post("/api", HTTP_X_IDENTITY_ASSERTION=assertion_for(manifest), HTTP_AUTHORIZATION="Bearer x")
     assert resp.status_code == 200 and resp.json()["username"] == ALICE
     assert "_auth_user_id" not in client.session, "DRF authentication keeps no session"
     missing = client.get("/api")
