@@ -56,7 +56,7 @@ class AssertionMiddleware:
         scope.pop(SCOPE_KEY, None)
         state = dict(scope.get("state") or {})
         state.pop("identity", None)
-        if scope.get("path", "").startswith(self.exempt_paths) and self.exempt_paths:
+        if self.exempt_paths and scope.get("path", "").startswith(self.exempt_paths):
             scope["state"] = state
             await self.app(scope, receive, send)
             return
