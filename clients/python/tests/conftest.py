@@ -115,6 +115,7 @@ def feed(redis_url, feedwriter, manifest, request):
         subprocess.run(args, check=True)
 
     write.prefix = prefix
+    write.redis_url = redis_url
     write.redis = client
     write.stream = prefix + "feed:orgsync:changes"
     write.verifier = Verifier(jwks=manifest["jwks"], issuer=manifest["issuer"], audience=manifest["audience"])
@@ -122,3 +123,100 @@ def feed(redis_url, feedwriter, manifest, request):
     for key in client.scan_iter(match=prefix + "*"):
         client.delete(key)
     client.close()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bindir():
+    import glob
+    import os
+    import shutil
+
+    if os.environ.get("PG_BINDIR"):
+        return pathlib.Path(os.environ["PG_BINDIR"])
+    found = shutil.which("initdb")
+    if found:
+        return pathlib.Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                      key=lambda p: int(pathlib.Path(p).parts[-3]))
+    if versions:
+        return pathlib.Path(versions[-1]).parent
+    pytest.fail("no PostgreSQL server binaries (initdb): scripts/python-tests.sh installs Debian's postgresql")
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server: its own data directory in a temp dir, a free loopback port,
+    trust authentication, run as the postgres user when the tests run as root (the server
+    refuses root)."""
+
+    def __init__(self, root):
+        import os
+
+        self.bindir = _pg_bindir()
+        self.dir = root / "pgdata"
+        self.log = root / "pg.log"
+        self.port = _free_port()
+        self.as_user = []
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(root, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args):
+        import subprocess
+
+        subprocess.run([*self.as_user, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def init(self):
+        self._run(str(self.bindir / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8")
+        self.start()
+
+    def _pg_ctl(self, action, *extra):
+        self._run(str(self.bindir / "pg_ctl"), action, "-D", str(self.dir), "-l", str(self.log), "-w",
+                  *extra)
+
+    def options(self):
+        return ["-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                      "-c fsync=off"]
+
+    def start(self):
+        self._pg_ctl("start", *self.options())
+
+    def restart(self):
+        self._pg_ctl("restart", "-m", "fast", *self.options())
+
+    def stop(self):
+        self._pg_ctl("stop", "-m", "immediate")
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                               autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    import shutil
+    import tempfile
+
+    # Not under pytest's own temp dir: its parents are root's alone, and the server runs as postgres.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="apisix-identity-pg-"))
+    server = PostgresServer(root)
+    try:
+        server.init()
+        yield server
+    finally:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - never started, or already stopped
+            pass
+        shutil.rmtree(root, ignore_errors=True)

@@ -21,10 +21,15 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "apisix_identity.django.middleware.AssertionMiddleware",
 ]
-AUTHENTICATION_BACKENDS = ["apisix_identity.django.backends.AssertionBackend"]
+# ModelBackend stays, as the README says: the admin's password login goes on working.
+AUTHENTICATION_BACKENDS = [
+    "apisix_identity.django.backends.AssertionBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 APISIX_IDENTITY = {
     "JWKS": _MANIFEST["jwks"],

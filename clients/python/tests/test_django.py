@@ -36,6 +36,7 @@ def test_creates_the_user_and_exposes_organizations(manifest):
         "first_name": "Alice",
         "organizations": {"acme": {"id": "0d6f1c8e-3b4a-4f59-9a8e-5c2b1d7e9f01", "attributes": {"tier": ["gold"]}}},
         "source": "keycloak",
+        "csrf": resp.json()["csrf"],
     }
     user = get_user_model().objects.get(username=ALICE)
     assert user.last_name == "Liddell"
@@ -255,3 +256,22 @@ def test_an_unverified_email_is_not_copied_onto_the_user(manifest):
     assert get_user_model().objects.get(username=ALICE).email == "alice@acme.example.com"
     get(Client(), assertion_for(manifest, sub="new-id", email="someone-else@example.org", email_verified=DROP))
     assert get_user_model().objects.get(username="new-id").email == ""
+
+
+def test_a_consumer_behind_another_applies_nothing(feed):
+    """The database position: the stale consumer's conditional update matches no row, so its hook
+    never runs and its transaction writes nothing."""
+    from apisix_identity.django.position import DatabasePosition
+    from apisix_identity.feed import FeedConsumer
+
+    for i in range(3):
+        feed("alice", added=[f"org{i}"])
+    stale = FeedConsumer(feed.redis, hooks.reconcile, prefix=feed.prefix, verifier=feed.verifier,
+                         position=DatabasePosition("pods"), batch=1)
+    assert stale.poll() == 1
+    fresh = FeedConsumer(feed.redis, hooks.reconcile, prefix=feed.prefix, verifier=feed.verifier,
+                         position=DatabasePosition("pods"))
+    assert fresh.poll() == 2
+    assert stale.poll() == 0 and stale.lost == 1
+    assert Reconciled.objects.count() == 3, "each change applied once"
+    assert FeedPosition.objects.get(name="pods").last_id == Reconciled.objects.order_by("-id")[0].change_id

@@ -173,3 +173,20 @@ def test_an_entry_orgsync_would_not_write_is_skipped_and_logged(feed, caplog):
     assert consume(feed.redis, rec, prefix=feed.prefix, verifier=feed.verifier) == 3
     assert [c.added for c in rec.changes] == [("acme",), ("globex",)]
     assert "skipped" in caplog.text
+
+
+def test_a_consumer_behind_another_cannot_move_the_position_back(feed):
+    """Two processes of one name (a rolling update): the one that read an older position loses the
+    compare-and-set instead of recording it, and reads on from where the other got to."""
+    for i in range(5):
+        feed("alice", added=[f"org{i}"])
+    ahead, behind = Recorder(), Recorder()
+    b = FeedConsumer(feed.redis, behind, prefix=feed.prefix, verifier=feed.verifier, batch=1)
+    assert b.poll() == 1  # b has read the position: org0 done
+    a = FeedConsumer(feed.redis, ahead, prefix=feed.prefix, verifier=feed.verifier, batch=3)
+    assert a.poll() == 3  # org1..org3, while b still holds org0 as the position
+    assert b.poll() == 0, "b's change was recorded by a first"
+    assert b.lost == 1
+    position = feed.redis.get(feed.prefix + "feed-consumer:default").decode()
+    assert position == ahead.changes[-1].id, "the position never moves back"
+    assert b.poll() == 1 and behind.changes[-1].added == ("org4",)

@@ -4,6 +4,7 @@ interval, kept when a refresh fails, refused when there never was one."""
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -19,11 +20,14 @@ class Gateway:
         self.jwks = jwks
         self.fail = False
         self.fetches = 0
+        #: Seconds each answer waits: a slow gateway.
+        self.delay = 0.0
         gw = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 gw.fetches += 1
+                time.sleep(gw.delay)
                 if gw.fail:
                     self.send_response(500)
                     self.end_headers()

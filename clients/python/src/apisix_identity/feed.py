@@ -18,11 +18,23 @@ cannot be fetched the poll fails and the entry is read again later.
 
 The position:
 
-- :class:`RedisPosition` keeps the position in Redis under its own key, saved after each hook
-  returns. A crash between the hook and the save replays that one change, so make the hook
-  idempotent (adding a membership that exists, removing one that does not: no-ops).
-- ``apisix_identity.django.position.DatabasePosition`` saves the position in the app's database
-  in the same transaction as the hook's writes: exactly once.
+- ``apisix_identity.django.position.DatabasePosition`` keeps it in the app's database and moves it
+  with a conditional update (``last_id`` must still be the one this consumer read) in the same
+  transaction as the hook's writes: exactly once, with any number of consumer processes. Of two
+  consumers at the same change one wins; the other's transaction writes nothing, and it reloads
+  the position and carries on from there. A consumer killed mid-batch leaves its open transaction
+  to the database, which rolls it back: hook writes and position alike.
+- :class:`RedisPosition` keeps the position in Redis under its own key, moved by compare-and-set
+  after each hook returns: at least once. A crash between the hook and the save replays that one
+  change, and two processes may both apply one change before one of them loses the compare-and-set,
+  so make the hook idempotent (adding a membership that exists, removing one that does not: no-ops)
+  or use the database position.
+
+Why not Redis consumer groups: a group spreads entries over its consumers, so two changes of one
+user can be applied out of order (an "added" after the "removed" that followed it), and its
+acknowledgement (``XACK``) is a Redis write that cannot commit with the app's database: a consumer
+killed between its commit and its ack has the entry claimed and applied again. The position in
+the app's transaction is what makes "applied" and "recorded" one event.
 
 The stream is capped: a consumer stopped for long enough to fall more than ~10000 changes
 behind finds the oldest ones trimmed. It then calls ``on_gap(last_id, first_id)`` (default: log an
@@ -87,16 +99,31 @@ class Position(Protocol):
     def load(self) -> str | None:
         """The id of the last change handled, None before the first."""
 
-    def commit(self, change_id: str, apply: Callable[[], None]) -> None:
-        """Runs apply, then records change_id as handled (atomically with it when it can)."""
+    def commit(self, previous: str | None, change_id: str, apply: Callable[[], None]) -> bool:
+        """Runs apply and records change_id as handled, provided the recorded position is still
+        previous (None: nothing recorded yet). Returns False, having recorded nothing, when another
+        consumer moved the position first; atomically with apply when the store can."""
+
+
+#: KEYS[1] the position key; ARGV[1] the position the consumer read ("" for none), ARGV[2] the new one.
+_COMPARE_AND_SET = """
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class RedisPosition:
-    """The position in a Redis string key (``<prefix>feed-consumer:<name>``)."""
+    """The position in a Redis string key (``<prefix>feed-consumer:<name>``), moved by
+    compare-and-set after the hook: at least once (see the module's notes)."""
 
     def __init__(self, redis, key: str):
         self.redis = redis
         self.key = key
+        self._cas = redis.register_script(_COMPARE_AND_SET)
 
     def load(self) -> str | None:
         v = self.redis.get(self.key)
@@ -104,9 +131,9 @@ class RedisPosition:
             return None
         return v.decode() if isinstance(v, bytes) else v
 
-    def commit(self, change_id: str, apply: Callable[[], None]) -> None:
+    def commit(self, previous: str | None, change_id: str, apply: Callable[[], None]) -> bool:
         apply()
-        self.redis.set(self.key, change_id)
+        return bool(self._cas(keys=[self.key], args=[previous or "", change_id]))
 
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:
@@ -268,12 +295,17 @@ class FeedConsumer:
         self.start = start
         self.batch = batch
         self.on_gap = on_gap
+        #: Changes another consumer recorded first (each one ends a batch and reloads the position).
+        self.lost = 0
         self._last: str | None = None
+        # The recorded position this consumer read (None: nothing recorded), the compare-and-set's
+        # expected value. Differs from _last only under start="$" before the first change.
+        self._saved: str | None = None
 
     def _resume_point(self) -> str:
         if self._last is not None:
             return self._last
-        saved = self.position.load()
+        saved = self._saved = self.position.load()
         if saved is not None:
             self._check_gap(saved)
             self._last = saved
@@ -316,11 +348,18 @@ class FeedConsumer:
                     change = verify_entry(self.verifier, self.stream, entry_id, fields)
                 except FeedEntryError as e:
                     # Not an entry the runner wrote: record it as read, or it blocks every later one.
-                    self._skip(entry_id, e)
-                    self.position.commit(entry_id, lambda: None)
+                    apply, refused = (lambda: None), e
                 else:
-                    self.position.commit(entry_id, lambda c=change: self.reconcile(c))
-                self._last = entry_id
+                    apply, refused = (lambda c=change: self.reconcile(c)), None
+                if not self.position.commit(self._saved, entry_id, apply):
+                    # Another consumer got there first: what this one read is behind. Reload the
+                    # position and read on from it at the next poll.
+                    self.lost += 1
+                    self._last = None
+                    return handled
+                if refused is not None:
+                    self._skip(entry_id, refused)
+                self._last = self._saved = entry_id
                 handled += 1
         return handled
 
@@ -336,14 +375,27 @@ class FeedConsumer:
                         self.skipped)
 
     def run(self, stop: threading.Event | None = None, *, block_ms: int = 5000,
-            retry_delay: float = 1.0, max_retry_delay: float = 60.0) -> None:
+            retry_delay: float = 1.0, max_retry_delay: float = 60.0,
+            before_poll: Callable[[], None] | None = None, standby_delay: float = 0.5) -> None:
         """Polls until stop is set. A failing hook or Redis outage is logged and retried with
-        backoff; the position never moves past a change whose hook failed."""
+        backoff; the position never moves past a change whose hook failed. before_poll runs
+        before each poll (Django's close_old_connections: a connection the database dropped
+        is replaced rather than failing every poll after a database restart).
+
+        A poll that lost a change to another consumer of the same name is followed by a pause of
+        standby_delay seconds: the feed is applied in order, so one consumer at a time makes
+        progress, and the others wait as standbys (taking over within that delay when it stops)
+        instead of racing it for every change."""
         stop = stop or threading.Event()
         delay = retry_delay
         while not stop.is_set():
             try:
+                if before_poll is not None:
+                    before_poll()
+                lost = self.lost
                 self.poll(block_ms=block_ms)
+                if self.lost != lost:
+                    stop.wait(standby_delay)
                 delay = retry_delay
             except Exception:  # noqa: BLE001 - logged, retried; the position stays put
                 log.exception("membership change feed: poll failed; retrying in %.1fs", delay)

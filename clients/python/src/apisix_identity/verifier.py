@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -195,21 +196,39 @@ class _KeySource:
         self._set: dict | None = None
         self._fetched_at = 0.0
         self._last_try: float | None = None
+        self._inflight: asyncio.Task | None = None
 
     def _current(self):
         with self._lock:
             return self._set, self._fetched_at
 
     def lookup(self, kid: str) -> tuple[str, Any]:
+        found, had = self._cached(kid)
+        if found is not None:
+            return found
+        return self._resolve(kid, had, self._fetch())
+
+    async def lookup_async(self, kid: str) -> tuple[str, Any]:
+        """lookup for an event loop: a fetch runs in a worker thread, one at a time per loop,
+        and the loop serves other requests meanwhile."""
+        found, had = self._cached(kid)
+        if found is not None:
+            return found
+        return self._resolve(kid, had, await self._fetch_async())
+
+    def _cached(self, kid: str):
+        """(key, None) when the set holds kid and is fresh; else (None, the stale key or None)."""
         if self._static is not None:
             if kid in self._static:
-                return self._static[kid]
+                return self._static[kid], None
             raise _refuse(Reason.UNKNOWN_KEY, f"unknown kid {kid!r}")
         keys, fetched_at = self._current()
         had = keys.get(kid) if keys else None
         if had and self._clock() - fetched_at < self._ttl:
-            return had
-        error = self._fetch()
+            return had, None
+        return None, had
+
+    def _resolve(self, kid: str, had, error: str | None) -> tuple[str, Any]:
         keys, _ = self._current()
         if keys is None:
             raise _refuse(Reason.KEYS_UNAVAILABLE, error or "no key set yet: the last fetch failed")
@@ -218,6 +237,16 @@ class _KeySource:
         if had:
             raise _refuse(Reason.UNKNOWN_KEY, f"unknown kid {kid!r} (no longer published)")
         raise _refuse(Reason.UNKNOWN_KEY, f"unknown kid {kid!r}")
+
+    async def _fetch_async(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        # One fetch in flight per loop: the requests that need the set meanwhile await it rather
+        # than each taking a worker thread to wait on the fetch lock.
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._inflight = loop.create_task(asyncio.to_thread(self._fetch))
+        # shield: a request that is cancelled (its client left) does not cancel the others' fetch.
+        return await asyncio.shield(task)
 
     def _fetch(self) -> str | None:
         with self._fetching:
@@ -320,7 +349,18 @@ class Verifier:
         return self.verify(value)
 
     def verify(self, token: str) -> Identity:
-        """Checks one assertion (compact JWS) and returns its identity."""
+        """Checks one assertion (compact JWS) and returns its identity. May fetch the key set
+        (blocking): on an event loop use :meth:`verify_async`."""
+        alg, kid = self._header(token)
+        return self._signed(token, alg, kid, self._keys.lookup(kid))
+
+    async def verify_async(self, token: str) -> Identity:
+        """:meth:`verify` for asyncio: a key set fetch runs in a worker thread and never blocks the
+        event loop (the signature check itself is a fraction of a millisecond)."""
+        alg, kid = self._header(token)
+        return self._signed(token, alg, kid, await self._keys.lookup_async(kid))
+
+    def _header(self, token: str) -> tuple[str, str]:
         if not isinstance(token, str):
             raise _refuse(Reason.MALFORMED, "not a string")
         if len(token) > MAX_TOKEN_BYTES:
@@ -343,9 +383,13 @@ class Verifier:
             raise _refuse(Reason.ALGORITHM, f"algorithm {alg!r} is not accepted (ES256 or EdDSA only)")
         if not kid:
             raise _refuse(Reason.UNKNOWN_KEY, "no kid in the header")
-        key_alg, key = self._keys.lookup(kid)
+        return alg, kid
+
+    def _signed(self, token: str, alg: str, kid: str, found: tuple[str, Any]) -> Identity:
+        key_alg, key = found
         if key_alg != alg:
             raise _refuse(Reason.ALGORITHM, f"key {kid!r} is an {key_alg} key, the header says {alg}")
+        parts = token.split(".")
         _b64decode(parts[1], "payload")
         _b64decode(parts[2], "signature")
         try:

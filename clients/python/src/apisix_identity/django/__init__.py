@@ -1,5 +1,7 @@
 """Django integration: add ``"apisix_identity.django"`` to INSTALLED_APPS, the backend to
-AUTHENTICATION_BACKENDS and the middleware after AuthenticationMiddleware. Settings::
+AUTHENTICATION_BACKENDS (before ModelBackend, which keeps the admin's password login) and the
+middleware after AuthenticationMiddleware (system checks say so at start). Django REST framework:
+``apisix_identity.django.drf.AssertionAuthentication``. Settings::
 
     APISIX_IDENTITY = {
         "JWKS_URL": "http://apisix:9080/.well-known/identity-assertion/jwks.json",  # or "JWKS": {...}
@@ -11,6 +13,8 @@ AUTHENTICATION_BACKENDS and the middleware after AuthenticationMiddleware. Setti
         "EXEMPT_PATHS": ["/healthz"], # path prefixes never checked
         "USERNAME_CLAIM": "sub",      # Keycloak's user id is the Django username
         # another claim needs "ALLOW_USERNAME_CLAIM": True; "email" also needs email_verified
+        "LOOKUP_FIELD": None,         # the user field holding the claim's value (None: USERNAME_FIELD)
+        "CREATE_USERS": True,         # False: no account here, 403 unknown_user
         # the change feed (manage.py apisix_identity_feed)
         "FEED_REDIS_URL": "redis://redis:6379/0",
         "FEED_RECONCILE": "myapp.identity.reconcile",   # called with each Change

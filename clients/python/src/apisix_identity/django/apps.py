@@ -6,3 +6,6 @@ class ApisixIdentityConfig(AppConfig):
     label = "apisix_identity"
     verbose_name = "APISIX identity"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import checks  # noqa: F401 - registers the system checks

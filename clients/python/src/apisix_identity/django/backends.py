@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 
 from ..verifier import Identity
-from .conf import username_claim
+from .conf import setting, username_claim
+
+log = logging.getLogger("apisix_identity")
 
 
 def username_for(identity: Identity) -> str:
@@ -24,20 +28,50 @@ def username_for(identity: Identity) -> str:
     return value
 
 
+def lookup_field() -> str:
+    """The user model field that USERNAME_CLAIM's value is looked up in: LOOKUP_FIELD, or the
+    model's USERNAME_FIELD."""
+    return setting("LOOKUP_FIELD") or get_user_model().USERNAME_FIELD
+
+
+def lookup_for(identity: Identity) -> tuple[str, str]:
+    """(field, value): the user an assertion names is the one whose field holds value. The
+    middleware decides "the session's user is the assertion's" by the same pair, so a user
+    looked up by another field than the username keeps its session too."""
+    return lookup_field(), username_for(identity)
+
+
 class AssertionBackend(ModelBackend):
     """Authenticates ``authenticate(request, assertion=identity)`` only, with an identity the
     middleware verified: it never reads a header itself. Subclass and override
-    :meth:`configure_user` to copy more (organizations into your own models, for example)."""
+    :meth:`configure_user` to copy more (organizations into your own models, for example).
+
+    The user is the one whose LOOKUP_FIELD (default: the username) equals the assertion's
+    USERNAME_CLAIM (default: sub). Without one it is created (its username and lookup field set
+    to that value, no usable password), unless CREATE_USERS is False: then no one is logged in.
+    Two users with the value (a lookup field that is not unique) log in no one either.
+    """
 
     def authenticate(self, request, assertion: Identity | None = None, **kwargs):
         if not isinstance(assertion, Identity):
             return None
         try:
-            username = username_for(assertion)
+            field, value = lookup_for(assertion)
         except ValueError:
             return None
         model = get_user_model()
-        user, created = model._default_manager.get_or_create(**{model.USERNAME_FIELD: username})
+        manager = model._default_manager
+        try:
+            if setting("CREATE_USERS"):
+                user, created = manager.get_or_create(
+                    **{field: value}, defaults={model.USERNAME_FIELD: value})
+            else:
+                user, created = manager.get(**{field: value}), False
+        except model.DoesNotExist:
+            return None
+        except model.MultipleObjectsReturned:
+            log.warning("identity assertion: more than one user has this %s; none is logged in", field)
+            return None
         if created:
             user.set_unusable_password()
         changed = self.configure_user(request, user, assertion, created=created)
@@ -59,6 +93,8 @@ class AssertionBackend(ModelBackend):
             elif _has_field(user, "first_name") and _has_field(user, "last_name"):
                 first, _, last = identity.name.partition(" ")
                 wanted["first_name"], wanted["last_name"] = first[:150], last[:150]
+        # The field the user is found by is the assertion's to set, never a copy's to overwrite.
+        wanted.pop(lookup_field(), None)
         changed = False
         for field, value in wanted.items():
             if getattr(user, field) != value:

@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "EXEMPT_PATHS": [],
     "USERNAME_CLAIM": "sub",
     "ALLOW_USERNAME_CLAIM": False,
+    # The user model field USERNAME_CLAIM's value is looked up in (None: USERNAME_FIELD).
+    "LOOKUP_FIELD": None,
+    # False: an assertion for a user with no account here is refused (403 unknown_user).
+    "CREATE_USERS": True,
     "FEED_REDIS_URL": None,
     "FEED_PREFIX": "apisix-identity:",
     "FEED_NAME": "default",

@@ -6,15 +6,21 @@ from __future__ import annotations
 import logging
 
 from django.contrib import auth
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 
 from ..verifier import Reason, VerificationError
-from .backends import username_for
+from .backends import lookup_for
 from .conf import setting, verifier
 
 log = logging.getLogger("apisix_identity")
 
 BACKEND = "apisix_identity.django.backends.AssertionBackend"
+MIDDLEWARE_ORDER = (
+    "apisix_identity.django.middleware.AssertionMiddleware runs before "
+    "django.contrib.auth.middleware.AuthenticationMiddleware (request.user is not set): put it after "
+    "SessionMiddleware and AuthenticationMiddleware in MIDDLEWARE")
 
 
 class AssertionMiddleware:
@@ -38,6 +44,8 @@ class AssertionMiddleware:
     def __call__(self, request):
         request.identity = None
         request.organizations = {}
+        if not hasattr(request, "user"):
+            raise ImproperlyConfigured(MIDDLEWARE_ORDER)
         path = request.path_info
         if any(path.startswith(p) for p in setting("EXEMPT_PATHS")):
             return self.get_response(request)
@@ -45,18 +53,23 @@ class AssertionMiddleware:
             identity = verifier().verify_environ(request.META)
         except VerificationError as e:
             return self._refused(request, e)
-        user = request.user if request.user.is_authenticated else None
         try:
             # Before any user is looked up: an assertion that names no one (an unverified email
             # as the username) is refused as such, not as an inactive user.
-            username = username_for(identity)
+            field, value = lookup_for(identity)
         except ValueError as e:
             return self._refused(request, VerificationError(Reason.CLAIMS, str(e)))
-        same = user is not None and user.get_username() == username
+        current = request.user if request.user.is_authenticated else None
+        # The same user as the session's, found the way the backend finds users: the session and
+        # its CSRF token stay (a login would replace both on every request).
+        same = current is not None and getattr(current, field, None) == value
         user = auth.authenticate(request, assertion=identity)
         if user is None:
             self._logout_ours(request, force=True)
-            return JsonResponse({"error": "identity_assertion", "reason": "user_inactive"}, status=403)
+            reason = "user_inactive" if self._exists(field, value) else "unknown_user"
+            return JsonResponse({"error": "identity_assertion", "reason": reason}, status=403)
+        if same and user.pk != current.pk:
+            same = False
         if same or not setting("LOGIN"):
             # LOGIN False: every request carries the assertion, so nothing is kept in a session
             # (no session row per API call).
@@ -67,6 +80,10 @@ class AssertionMiddleware:
         request.identity = identity
         request.organizations = identity.organization_map()
         return self.get_response(request)
+
+    @staticmethod
+    def _exists(field: str, value: str) -> bool:
+        return get_user_model()._default_manager.filter(**{field: value}).exists()
 
     def _refused(self, request, error: VerificationError):
         self._logout_ours(request)

@@ -7,6 +7,7 @@ import signal
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
 from apisix_identity.feed import FeedConsumer, RedisPosition
@@ -26,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--position", choices=["database", "redis"], default="database",
                             help="where the position is kept (database: in the hook's transaction)")
         parser.add_argument("--block-ms", type=int, default=5000)
+        parser.add_argument("--max-retry-delay", type=float, default=60.0,
+                            help="the longest wait (seconds) between retries while Redis or the database is down")
 
     def handle(self, *args, **options):
         import redis
@@ -60,6 +63,10 @@ class Command(BaseCommand):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
             self.stdout.write(f"following {consumer.stream} as {name!r}")
-            consumer.run(stop, block_ms=options["block_ms"])
+            # A long-running command never sees Django's request signals, which close connections
+            # that broke or aged: it does the same before each poll, so a database restart costs
+            # one failed poll, not every poll after it.
+            consumer.run(stop, block_ms=options["block_ms"], max_retry_delay=options["max_retry_delay"],
+                         before_poll=close_old_connections)
         finally:
             client.close()
