@@ -14,6 +14,7 @@ import (
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
@@ -160,6 +161,10 @@ type Deps struct {
 	// Cache remembers a logout token's jti for the fleet (Redis); nil or
 	// without Redis the process's own record is the record.
 	Cache *cache.Cache
+	// Tracer records each request as a span joined to APISIX's trace
+	// (traceparent), and token verification on a miss as its child. nil
+	// (the default): tracing off, no header read for it.
+	Tracer trace.Tracer
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -45,6 +47,12 @@ type refusal struct {
 }
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
+	ctx := r.Context()
+	if t := c.plugin.deps.Tracer; t != nil {
+		var span trace.Span
+		ctx, span = tracing.Request(ctx, t, Name, r.Header())
+		defer span.End()
+	}
 	if c.err != nil {
 		countMisconfigured.Inc()
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
@@ -80,7 +88,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.anonymous(w, r, refusal{status: http.StatusUnauthorized, reason: ReasonNoIdentity})
 		return
 	}
-	s, ref := c.establish(r.Context(), userinfo, token, h.Get(identity.HeaderRawIDToken))
+	s, ref := c.establish(ctx, userinfo, token, h.Get(identity.HeaderRawIDToken))
 	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, userinfo) {
 		countRejected.Inc()
 		countFailure(ref.reason)
@@ -182,7 +190,9 @@ func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken string
 	}
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
-	tok, err := c.verifier.Verify(ctx, token, c.Audience)
+	vctx, span := tracing.Start(ctx, c.plugin.deps.Tracer, "userinfo verify token")
+	tok, err := c.verifier.Verify(vctx, token, c.Audience)
+	tracing.End(span, err, "token not verified")
 	if err != nil {
 		return nil, tokenRefusal(err)
 	}
