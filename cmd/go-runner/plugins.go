@@ -16,10 +16,12 @@ import (
 // package globals, so tests build the same plugins with fakes.
 func registerPlugins(s *services, keys *assertion.KeyRing) error {
 	// The back-channel logout route remembers a logout token's jti for the fleet through the cache.
-	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Keys: keys, Cache: s.cache}
+	verifiers := keycloak.NewVerifiers(0)
+	verifiers.Tracer = s.tracer
+	uideps := userinfo.Deps{Verifiers: verifiers, Keys: keys, Cache: s.cache, Tracer: s.tracer}
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
-	deps := orgsync.Deps{Feed: keys}
+	deps := orgsync.Deps{Feed: keys, Tracer: s.tracer}
 	if s.revocations != nil {
 		uideps.Revocations, deps.Revocations = s.revocations, s.revocations
 	}
