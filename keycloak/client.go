@@ -241,7 +241,12 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
 	}
-	tracing.End(span, err, statusText(status, err))
+	// A failure is what the breaker counts as one: no answer, 5xx or 429; a 404 is an answer.
+	spanErr := err
+	if spanErr == nil && overloaded(status) {
+		spanErr = errOverloaded
+	}
+	tracing.End(span, spanErr, statusText(status, spanErr))
 	requestDuration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 
 	switch {
@@ -277,9 +282,12 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 	}
 }
 
+// errOverloaded marks a call's span failed when Keycloak answered 5xx or 429.
+var errOverloaded = errors.New("keycloak overloaded")
+
 // statusText is a failed call's span status: the HTTP status, or "no answer".
 func statusText(status int, err error) string {
-	if err == nil && status < 400 {
+	if err == nil {
 		return ""
 	}
 	if status > 0 {
