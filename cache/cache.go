@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/throttle"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 )
 
 var (
@@ -234,7 +236,12 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	if c.redisUsable() {
 		gen := c.gen(key)
 		g := gen.Load()
-		e, err := c.redisGet(ctx, key)
+		sctx, span := tracing.Start(ctx, c.opts.Tracer, "redis get")
+		e, err := c.redisGet(sctx, key)
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Bool("cache.hit", err == nil))
+		}
+		tracing.End(span, redisFailure(err), "redis failed")
 		switch {
 		case err == nil:
 			// Not if an invalidation arrived during the GET: the value read may be the dropped one.
@@ -273,22 +280,34 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	if cand != nil {
 		prev = &cand.Entry
 	}
-	cl := c.startFill(ctx, key, load, prev, p.Fresh)
+	// The wait for a fill, this process's (its span is this one's child) or one already running.
+	mctx, span := tracing.Start(ctx, c.opts.Tracer, "cache miss")
+	cl := c.startFill(mctx, key, load, prev, p.Fresh)
 	var err error
 	select {
 	case <-cl.done:
 		if cl.err == nil {
+			tracing.End(span, nil, "")
 			return Result{Entry: cl.entry, Source: cl.src}, nil
 		}
 		err = cl.err
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	tracing.End(span, err, "load failed")
 	if cand != nil && now.Sub(cand.FetchedAt) < c.opts.Retention {
 		staleLoadErr.Inc()
 		return Result{Entry: cand.Entry, Source: SourceStale, LoadErr: err}, nil
 	}
 	return Result{}, fmt.Errorf("cache: load %s: %w", key, err)
+}
+
+// redisFailure is err unless it only says the key is not there.
+func redisFailure(err error) error {
+	if errors.Is(err, ErrMiss) {
+		return nil
+	}
+	return err
 }
 
 // startFill joins the running fill of key or starts one.
@@ -321,11 +340,20 @@ func (c *Cache) startFill(ctx context.Context, key string, load func(context.Con
 
 // fill loads key under the fleet-wide lock and stores the result in both tiers, unless claim
 // finds the value another process loaded.
-func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry, fresh time.Duration) (Entry, Source, error) {
+func (c *Cache) fill(ctx context.Context, key string, load func(context.Context) ([]byte, error), prev *Entry, fresh time.Duration) (_ Entry, _ Source, err error) {
+	ctx, span := tracing.Start(ctx, c.opts.Tracer, "cache fill")
+	defer func() { tracing.End(span, err, "load failed") }()
 	gen := c.gen(key)
 	g := gen.Load()
 	if c.redisUsable() {
-		e, found, release := c.claim(ctx, key, prev, fresh)
+		lctx, lspan := tracing.Start(ctx, c.opts.Tracer, "redis fill lock")
+		e, found, release := c.claim(lctx, key, prev, fresh)
+		if lspan.IsRecording() {
+			// found: another process's value; held: this process loads under the lock; neither:
+			// it loads without (Redis failed, or the wait ran out).
+			lspan.SetAttributes(attribute.Bool("cache.found", found), attribute.Bool("cache.lock_held", release != nil))
+		}
+		tracing.End(lspan, nil, "")
 		if found {
 			c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: time.Now()}, gen, g)
 			return e, SourceRedis, nil
@@ -351,7 +379,9 @@ func (c *Cache) fill(ctx context.Context, key string, load func(context.Context)
 	if c.local.putIfGen(localEntry{key: key, value: e.Value, fetched: e.FetchedAt, storedAt: e.FetchedAt}, gen, g) &&
 		c.redisUsable() {
 		// Other processes wait for this value: a slow SET is worth more patience.
-		_ = c.persist(ctx, func(within time.Duration) error { return c.redisSet(ctx, key, e, within) })
+		sctx, sspan := tracing.Start(ctx, c.opts.Tracer, "redis set")
+		serr := c.persist(sctx, func(within time.Duration) error { return c.redisSet(sctx, key, e, within) })
+		tracing.End(sspan, serr, "redis failed")
 	}
 	return e, SourceLoader, nil
 }

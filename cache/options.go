@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures a Cache. A zero value for any field means "use the default".
@@ -76,6 +77,11 @@ type Options struct {
 
 	// Channel: Redis pub/sub channel that carries invalidations. Default KeyPrefix+"invalidate".
 	Channel string
+
+	// Tracer records, for a Get whose context carries a recording span (a traced request), the
+	// Redis read, the wait on a miss, the fill with its lock and its store, as spans. Default
+	// nil: no spans; the in-process hit never starts one.
+	Tracer trace.Tracer
 }
 
 const (

@@ -14,6 +14,10 @@ import (
 	"time"
 
 	"github.com/Nerzal/gocloak/v14"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 )
 
 // Options configure a Client. A zero value means "use the default".
@@ -42,6 +46,9 @@ type Options struct {
 	// CoolOff is how long an open breaker fails calls with ErrCoolingOff before it lets one trial
 	// call through. Default 10s; must be >= 0.
 	CoolOff time.Duration
+	// Tracer records each call (token fetches included) as a span "keycloak <endpoint>", when the
+	// caller's context carries a recording span (a traced request). Default nil: no spans.
+	Tracer trace.Tracer
 }
 
 func (o *Options) init() error {
@@ -228,8 +235,18 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 	c.counter(endpoint).Add(1)
 	callCtx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	callCtx, span := tracing.Start(callCtx, c.opts.Tracer, "keycloak "+endpoint)
 	start := time.Now()
 	status, err := fn(callCtx)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	// A failure is what the breaker counts as one: no answer, 5xx or 429; a 404 is an answer.
+	spanErr := err
+	if spanErr == nil && overloaded(status) {
+		spanErr = errOverloaded
+	}
+	tracing.End(span, spanErr, statusText(status, spanErr))
 	requestDuration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 
 	switch {
@@ -263,6 +280,20 @@ func (c *Client) guard(ctx context.Context, endpoint string, fn func(ctx context
 		}
 		return fmt.Errorf("%s: %w", endpoint, err)
 	}
+}
+
+// errOverloaded marks a call's span failed when Keycloak answered 5xx or 429.
+var errOverloaded = errors.New("keycloak overloaded")
+
+// statusText is a failed call's span status: the HTTP status, or "no answer".
+func statusText(status int, err error) string {
+	if err == nil {
+		return ""
+	}
+	if status > 0 {
+		return strconv.Itoa(status)
+	}
+	return "no answer"
 }
 
 // overloaded reports statuses that say Keycloak cannot serve now: 5xx, and 429 (its rate limit,

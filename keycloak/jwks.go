@@ -11,6 +11,10 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 )
 
 // KeySetOptions tune a KeySet.
@@ -24,6 +28,9 @@ type KeySetOptions struct {
 	// MaxAge: a key set older than this is fetched again on next use, which
 	// picks up rotated keys before the old one is removed. Default 1h.
 	MaxAge time.Duration
+	// Tracer records a traced request's wait for a fetch of the key set as a span "keycloak jwks".
+	// Default nil: no spans.
+	Tracer trace.Tracer
 }
 
 func (o *KeySetOptions) init() {
@@ -95,16 +102,30 @@ func (ks *KeySet) Key(ctx context.Context, kid string) (jose.JSONWebKey, error) 
 			return jose.JSONWebKey{}, errUnknownKey
 		}
 		wait := ks.inflight
-		if wait == nil {
+		started := wait == nil
+		if started {
 			wait = make(chan struct{})
 			ks.inflight = wait
 			ks.lastAttempt = now
 			go ks.refresh(wait)
 		}
 		ks.mu.Unlock()
+		// The fetch runs detached (refresh); the span is this caller's wait for it.
+		_, span := tracing.Start(ctx, ks.opts.Tracer, "keycloak jwks")
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Bool("jwks.fetch_started", started))
+		}
 		select {
 		case <-wait:
+			var err error
+			if span.IsRecording() {
+				ks.mu.Lock()
+				err = ks.lastErr
+				ks.mu.Unlock()
+			}
+			tracing.End(span, err, "key set unavailable")
 		case <-ctx.Done():
+			tracing.End(span, ctx.Err(), "gave up waiting")
 			if found {
 				return key, nil
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/lru"
 )
@@ -322,6 +323,10 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 // prepares it, and the keys and verdicts must survive that. main builds one
 // set and hands it to the plugins.
 type Verifiers struct {
+	// Tracer is handed to every key set the verifiers fetch (KeySetOptions.Tracer). Set it before
+	// the first For; default nil: no spans.
+	Tracer trace.Tracer
+
 	mu         sync.Mutex
 	all        map[string]*TokenVerifier
 	cacheBytes int64
@@ -349,7 +354,7 @@ func (s *Verifiers) For(issuer, jwksURL string, leeway time.Duration) (*TokenVer
 	if len(s.all) >= maxVerifiers {
 		return nil, fmt.Errorf("more than %d distinct issuer, jwks_uri and leeway settings in route configs", maxVerifiers)
 	}
-	v := NewTokenVerifier(issuer, NewKeySet(jwksURL, nil), &TokenVerifierOptions{Leeway: leeway, CacheBytes: s.cacheBytes})
+	v := NewTokenVerifier(issuer, NewKeySet(jwksURL, &KeySetOptions{Tracer: s.Tracer}), &TokenVerifierOptions{Leeway: leeway, CacheBytes: s.cacheBytes})
 	s.all[id] = v
 	return v, nil
 }

@@ -30,6 +30,7 @@ type config struct {
 	keycloak       keycloakConfig
 	shutdownGrace  time.Duration // RUNNER_SHUTDOWN_GRACE: how long SIGTERM waits for in-flight calls, default 600ms
 	warnings       []string      // settings that do nothing as given, logged at start
+	traces         bool          // OTEL_*: export traces over OTLP/HTTP (tracesEnabled); default off
 }
 
 type keycloakConfig struct {
@@ -55,6 +56,8 @@ var envVars = []string{
 	"KEYCLOAK_EVENTS_INTERVAL", "ORGSYNC_WEBHOOK_SECRET", "CACHE_LOCAL_MAX_ENTRIES", "CACHE_LOCAL_MAX_BYTES",
 	"RUNNER_MEMORY_LIMIT",
 }
+
+func init() { envVars = append(envVars, traceVars...) }
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
@@ -152,6 +155,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			"e.g. openssl rand -base64 48", cache.MinValueSecret)
 	case c.redisURL != "" && len(c.redisSecret) < cache.MinValueSecret:
 		return nil, fmt.Errorf("REDIS_VALUE_SECRET: %d bytes, want at least %d", len(c.redisSecret), cache.MinValueSecret)
+	}
+	if c.traces, err = tracesEnabled(getenv); err != nil {
+		return nil, err
 	}
 	k := &c.keycloak
 	if k.timeout, err = duration(getenv, "KEYCLOAK_TIMEOUT", 3*time.Second); err != nil {

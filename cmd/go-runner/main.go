@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,7 +92,16 @@ func run() int {
 	if cfg.memoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cfg.memoryLimit)
 	}
-	services, err := start(cfg)
+	var tr tracer
+	if cfg.traces {
+		if tr, err = newTracer(context.Background()); err != nil {
+			slog.Error("go-runner: traces", "error", err)
+			return 1
+		}
+	}
+	// Deferred first, run last: the clients' last spans are exported.
+	defer tr.shutdown()
+	services, err := start(cfg, tr.Tracer)
 	if err != nil {
 		slog.Error("go-runner: start", "error", err)
 		return 1
@@ -104,7 +114,7 @@ func run() int {
 	}
 
 	slog.Warn("go-runner started", "version", b.version, "revision", b.revision, "socket", cfg.listenAddress,
-		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled())
+		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled(), "traces", cfg.traces)
 	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
 	// SIGTERM. APISIX kills the runner about a second after it
 	// (apisix/plugins/ext-plugin/init.lua, exit_worker: "give 1s to clean up
@@ -123,6 +133,7 @@ func run() int {
 	}
 	slog.Warn("go-runner stopping")
 	services.stop()
+	tr.shutdown()
 	slog.Warn("go-runner stopped", "took_ms", time.Since(stopping).Milliseconds())
 	return 0
 }

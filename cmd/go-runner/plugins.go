@@ -22,10 +22,12 @@ func registerPlugins(s *services, keys *assertion.KeyRing, calls *inflight.Count
 	// Keycloak's, and what either rendered is reused by the other's next request of the login.
 	emitter := emit.New(emit.Options{Keys: keys})
 	// The back-channel logout route remembers a logout token's jti for the fleet through the cache.
-	uideps := userinfo.Deps{Verifiers: keycloak.NewVerifiers(0), Emitter: emitter, Cache: s.cache, Calls: calls}
+	verifiers := keycloak.NewVerifiers(0)
+	verifiers.Tracer = s.tracer
+	uideps := userinfo.Deps{Verifiers: verifiers, Emitter: emitter, Cache: s.cache, Calls: calls, Tracer: s.tracer}
 	// The change feed is signed with the assertion's key: apps verify it with the key set they
 	// already trust.
-	deps := orgsync.Deps{Feed: keys, Emitter: emitter, Calls: calls}
+	deps := orgsync.Deps{Feed: keys, Emitter: emitter, Calls: calls, Tracer: s.tracer}
 	if s.revocations != nil {
 		uideps.Revocations, deps.Revocations = s.revocations, s.revocations
 	}

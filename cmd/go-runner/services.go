@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
@@ -30,20 +31,22 @@ type services struct {
 	metrics     *http.Server
 
 	probe *keycloakProbe // Keycloak reachability for /readyz
+	// tracer records what requests wait on; nil: tracing off.
+	tracer trace.Tracer
 
 	stopMetrics context.CancelFunc // ends the retries of a busy metrics address
 	metricsDone chan struct{}      // closed when the metrics goroutine returns
 }
 
-func start(cfg *config) (*services, error) {
-	s := &services{}
+func start(cfg *config, tracer trace.Tracer) (*services, error) {
+	s := &services{tracer: tracer}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var err error
 	// An unreachable Redis does not stop the runner: the cache runs on its
 	// in-process tier and reconnects by itself. A malformed REDIS_URL does.
 	s.cache, err = cache.New(ctx, &cache.Options{RedisURL: cfg.redisURL, ValueSecret: cfg.redisSecret, LocalSize: cfg.localEntries,
-		LocalMaxBytes: cfg.localBytes, NoLocal: cfg.localEntries == 0})
+		LocalMaxBytes: cfg.localBytes, NoLocal: cfg.localEntries == 0, Tracer: tracer})
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
@@ -57,7 +60,7 @@ func start(cfg *config) (*services, error) {
 	if cfg.keycloak.enabled() {
 		k := cfg.keycloak
 		s.keycloak, err = keycloak.New(&keycloak.Options{URL: k.url, Realm: k.realm, Issuer: k.issuer,
-			ClientID: k.clientID, ClientSecret: k.clientSecret, Timeout: k.timeout})
+			ClientID: k.clientID, ClientSecret: k.clientSecret, Timeout: k.timeout, Tracer: tracer})
 		if err != nil {
 			_ = s.revocations.Close()
 			_ = s.cache.Close()

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -178,6 +180,12 @@ func lastKnownKey(realm, sub string) string { return "orgsync:last:" + realm + "
 var stripWithoutUserinfo = identity.NewStripRule(identity.EmittedHeaders...)
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
+	ctx := r.Context()
+	if t := c.plugin.deps.Tracer; t != nil {
+		var span trace.Span
+		ctx, span = tracing.Request(ctx, t, Name, r.Header())
+		defer span.End()
+	}
 	proof, ok := emit.ProofOf(r)
 	if !ok {
 		// userinfo proved nothing on this request: it is not before us in
@@ -224,7 +232,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonRealmMismatch)
 		return
 	}
-	value, source, err := c.lookup(r.Context(), realm, id)
+	value, source, err := c.lookup(ctx, realm, id)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
 	}

@@ -13,6 +13,7 @@ import (
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/access"
@@ -195,6 +196,10 @@ type Deps struct {
 	// default SSO Session Max); set it to the realm's SSO Session Max (or its offline session
 	// maximum, if the gateway accepts offline tokens) when that is longer.
 	RevocationLifetime time.Duration
+	// Tracer records each request as a span joined to APISIX's trace
+	// (traceparent); the cache and Keycloak spans of a miss are its
+	// descendants. nil (the default): tracing off, no header read for it.
+	Tracer trace.Tracer
 }
 
 // Plugin is the orgsync plugin.

@@ -14,6 +14,7 @@ import (
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 	"github.com/apache/apisix-go-plugin-runner/pkg/plugin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/conf"
@@ -158,6 +159,10 @@ type Deps struct {
 	// Calls counts the calls under way, for main to let them finish on
 	// SIGTERM; nil counts nothing.
 	Calls *inflight.Counter
+	// Tracer records each request as a span joined to APISIX's trace
+	// (traceparent), and token verification on a miss as its child. nil
+	// (the default): tracing off, no header read for it.
+	Tracer trace.Tracer
 }
 
 // DefaultSessionBytes is the default budget of proven logins kept for reuse.

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tracing"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -46,6 +48,12 @@ type refusal struct {
 }
 
 func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
+	ctx := r.Context()
+	if t := c.plugin.deps.Tracer; t != nil {
+		var span trace.Span
+		ctx, span = tracing.Request(ctx, t, Name, r.Header())
+		defer span.End()
+	}
 	if c.err != nil {
 		countMisconfigured.Inc()
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
@@ -82,7 +90,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.anonymous(w, r, refusal{status: http.StatusUnauthorized, reason: ReasonNoIdentity})
 		return
 	}
-	s, ref := c.establish(r.Context(), userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
+	s, ref := c.establish(ctx, userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
 	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, len(userinfo) > 0) {
 		countRejected.Inc()
 		countFailure(ref.reason)
@@ -190,7 +198,9 @@ func (c *Conf) prove(ctx context.Context, key sessionKey, userinfo, token, rawID
 	}
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
-	tok, err := c.verifier.Verify(ctx, token, c.Audience)
+	vctx, span := tracing.Start(ctx, c.plugin.deps.Tracer, "userinfo verify token")
+	tok, err := c.verifier.Verify(vctx, token, c.Audience)
+	tracing.End(span, err, "token not verified")
 	if err != nil {
 		return nil, tokenRefusal(err)
 	}
