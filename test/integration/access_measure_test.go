@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -72,6 +73,8 @@ func TestAccessRuleLatency(t *testing.T) {
 	e := baseEnv(t, kctest.Env(t).URL)
 	delete(e, "KEYCLOAK_EVENTS_INTERVAL") // the default, 500 ms
 	e["RUNNER_LOG_LEVEL"] = "warn"
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	e["RUNNER_METRICS_ADDR"] = metrics
 	r := startRunner(t, e)
 
 	admin := kctest.AdminToken(t)
@@ -132,6 +135,9 @@ func TestAccessRuleLatency(t *testing.T) {
 	}
 	t.Logf("time from the start of the admin call to the first answer that shows it, same session (%d runs each):\n%s",
 		runs, table.String())
+	// How the watcher's polls went: a tail near interval + 5 s (its poll
+	// deadline) with errors here is a Keycloak or Redis stall, not the rule.
+	t.Logf("watcher polls: %s", strings.Join(metricLines(t, metrics, "apisix_identity_orgsync_event_watcher_polls_total"), "; "))
 	if out := os.Getenv("ACCESS_MEASURE_OUT"); out != "" {
 		require.NoError(t, os.WriteFile(out, []byte(table.String()), 0o644))
 	}
@@ -173,7 +179,12 @@ func timeChange(t *testing.T, r *runner, route *apisix.Route, h map[string]strin
 	start := time.Now()
 	change(t)
 	m.call = append(m.call, time.Since(start))
-	return awaitStatus(t, r, route, h, start, want, &m.took)
+	ok := awaitStatus(t, r, route, h, start, want, &m.took)
+	if ok && m.took[len(m.took)-1] > time.Second {
+		t.Logf("%d after %s (admin call at %s, took %s)", want, m.took[len(m.took)-1].Round(time.Millisecond),
+			start.UTC().Format("15:04:05.000"), m.call[len(m.call)-1].Round(time.Millisecond))
+	}
+	return ok
 }
 
 // awaitStatus polls every 5 ms until the route answers want (the other of
@@ -199,4 +210,21 @@ func awaitStatus(t *testing.T, r *runner, route *apisix.Route, h map[string]stri
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// metricLines returns the lines of the runner's /metrics that start with name.
+func metricLines(t *testing.T, addr, name string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err, "runner metrics")
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err, "runner metrics")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
