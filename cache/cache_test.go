@@ -649,3 +649,50 @@ func TestPolicyWaitBoundsALoad(t *testing.T) {
 		t.Fatalf("a fresh in-process hit needs no time: %q, %v", res.Value, err)
 	}
 }
+
+// pipelineHook runs before once, just before the first pipeline that deletes
+// a key reaches Redis: the moment an invalidation has dropped the in-process
+// copy but Redis still holds the value.
+type pipelineHook struct {
+	once   sync.Once
+	before func()
+}
+
+func (h *pipelineHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *pipelineHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *pipelineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if cmd.Name() == "del" {
+				h.once.Do(h.before)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A read of Redis that lands between the invalidation's local drop and its
+// Redis DEL finds the old value, and must not put it back in the in-process
+// tier: there it would be served for LocalTTL (5 s) after Keycloak changed
+// (seen as a 5.3 s tail by test/integration TestAccessRuleLatency).
+func TestInvalidateRacingARedisRead(t *testing.T) {
+	c := newTestCache(t, Options{RedisURL: needEnv(t, "REDIS_TEST_URL"), KeyPrefix: testPrefix(t), OpTimeout: time.Second})
+	p := Policy{Fresh: time.Minute}
+	var old, fresh counter
+	_, err := c.Get(ctx, "k", p, old.load("before-change"))
+	noErr(t, err)
+	c.local.remove("k") // as after LocalTTL: the next read asks Redis
+	hook := &pipelineHook{before: func() {
+		r, err := c.Get(ctx, "k", p, fresh.load("after-change"))
+		noErr(t, err)
+		equal(t, string(r.Value), "before-change1", "the racing read sees Redis before the DEL")
+	}}
+	c.rdb.AddHook(hook)
+	noErr(t, c.Invalidate(ctx, "k"))
+	r, err := c.Get(ctx, "k", p, fresh.load("after-change"))
+	noErr(t, err)
+	equal(t, string(r.Value), "after-change1", "the value read before the DEL is not served after the invalidation")
+}

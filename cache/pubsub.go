@@ -49,6 +49,9 @@ func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
 		return nil
 	})
 	c.observe(ctx, err)
+	// Again: a read of Redis between the first drop and the DEL found the
+	// old value and put it back here, where it would be served for LocalTTL.
+	c.dropLocal(keys)
 	if err != nil {
 		return fmt.Errorf("cache: invalidate %d keys: %w", len(keys), err)
 	}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: membership changes in Keycloak reaching the app without a new login, and sessions ended in Keycloak
+# `make demo`: membership changes in Keycloak reaching the app without a new login (a route only acme members pass
+# refusing Alice once an admin removes her from acme), and sessions ended in Keycloak
 # (an admin's sign-out, a logout) sending the browser to a fresh login at the gateway, with no Docker.
 #
 # Starts a Redis of its own (scripts/redis.sh, under .work/demo) and the test Keycloak (scripts/keycloak.sh; a

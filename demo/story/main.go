@@ -7,7 +7,10 @@
 //  1. Alice logs in and reaches the app with organizations [acme];
 //  2. an admin adds her to globex through Keycloak's admin API; her next
 //     requests, with no new login, show [acme globex];
-//  3. she is removed from acme: [globex];
+//  3. she is removed from acme: [globex]; the route only acme members pass
+//     (conf/apisix.yaml's acme-only, `"require":{"org":"acme"}`), which
+//     answered her 200 in steps 1 and 2, answers 403 access_rule_not_met,
+//     still without a new login;
 //  4. an admin signs her out (admin API): her browser, with the same session
 //     headers, is sent to the route's logout path (302 /logout, a fresh
 //     login) and an API call of the session gets 401 session_revoked;
@@ -74,6 +77,8 @@ const (
 	// logoutPath is the app route's openid-connect logout_path (its
 	// default), where on_revoked sends a browser.
 	logoutPath = "/logout"
+	// acmePath is under conf/apisix.yaml's acme-only route (uri /acme/*).
+	acmePath = "/acme/reports"
 )
 
 type story struct {
@@ -81,6 +86,7 @@ type story struct {
 	runner  *apisix.Runner
 	gw      *apisix.Gateway
 	route   *apisix.Route
+	acmeRt  *apisix.Route // the route only current members of acme pass
 	front   *front
 	sess    *session
 	timeout time.Duration
@@ -156,9 +162,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "\nDEMO FAILED in the cleanup: %v\n", cleanupErr)
 		os.Exit(1)
 	}
-	fmt.Println("\nDone: three changes in Keycloak reached the app within seconds with no new login; two ends of her")
-	fmt.Println("session in Keycloak (an admin's sign-out, her own logout) sent her browser to a fresh login and refused")
-	fmt.Println("her API calls at once; her disabled account was refused within seconds.")
+	fmt.Println("\nDone: three changes in Keycloak reached the app within seconds with no new login, and her removal from acme")
+	fmt.Println("closed the acme-only route to her (403, same session); two ends of her session in Keycloak (an admin's")
+	fmt.Println("sign-out, her own logout) sent her browser to a fresh login and refused her API calls at once; her disabled")
+	fmt.Println("account was refused within seconds.")
 }
 
 func (s *story) run(ctx context.Context) error {
@@ -179,6 +186,9 @@ func (s *story) run(ctx context.Context) error {
 	}
 	fmt.Printf("   she reaches the app (%s, %s):\n", plural(n, "request"), ms(took))
 	appView(res)
+	if err := s.acmeOnly(ctx, time.Now(), http.StatusOK, "she is a member of acme"); err != nil {
+		return fmt.Errorf("step 1: %w", err)
+	}
 
 	step(2, "An admin adds her to globex (Keycloak admin API, as MITx Online does)")
 	fmt.Printf("   POST /admin/realms/%s/organizations/%s/members  body %q\n", s.kc.realm, s.globex, s.userID)
@@ -194,6 +204,9 @@ func (s *story) run(ctx context.Context) error {
 	fmt.Printf("   the app sees globex %s after the admin call (%s):\n", ms(took), plural(n, "request"))
 	appView(res)
 	fmt.Printf("   (her session still says %s)\n", claimSummary(sessionClaim(s.sess)))
+	if err := s.acmeOnly(ctx, time.Now(), http.StatusOK, "still a member of acme"); err != nil {
+		return fmt.Errorf("step 2: %w", err)
+	}
 
 	step(3, "She is removed from acme")
 	fmt.Printf("   DELETE /admin/realms/%s/organizations/%s/members/%s\n", s.kc.realm, s.acme, s.userID)
@@ -207,6 +220,9 @@ func (s *story) run(ctx context.Context) error {
 	}
 	fmt.Printf("   acme is gone for the app %s after the admin call (%s):\n", ms(took), plural(n, "request"))
 	appView(res)
+	if err := s.acmeOnly(ctx, changed, http.StatusForbidden, "no longer a member of acme, same session, no new login"); err != nil {
+		return fmt.Errorf("step 3: the removal from acme did not close the acme-only route: %w", err)
+	}
 
 	step(4, "An admin signs her out (admin console: Users, alice, Sign out)")
 	fmt.Printf("   POST /admin/realms/%s/users/%s/logout\n", s.kc.realm, s.userID)
@@ -434,6 +450,12 @@ func (s *story) setUp(ctx context.Context) error {
 		{Name: "userinfo", Value: userinfoConf},
 		{Name: "orgsync", Value: orgsyncConf},
 	}}
+	// conf/apisix.yaml's acme-only route: the same chain with a rule.
+	acmeConf := `{"fresh_ttl":"30s","stale_ttl":"10m","require":{"org":"acme"}}`
+	s.acmeRt = &apisix.Route{ID: "acme-only", Conf: []apisix.PluginConf{
+		{Name: "userinfo", Value: userinfoConf},
+		{Name: "orgsync", Value: acmeConf},
+	}}
 	logoutConf := fmt.Sprintf(`{"backchannel_logout":true,"issuer":%q,"audience":%q}`, s.kc.issuer(), oidcClientID)
 	s.front, err = startFront(s.gw, &apisix.Route{ID: "backchannel-logout", Conf: []apisix.PluginConf{
 		{Name: "userinfo", Value: logoutConf},
@@ -461,6 +483,8 @@ func (s *story) setUp(ctx context.Context) error {
 	fmt.Println("  APISIX    played by test/apisix; the app route runs ext-plugin-post-req with")
 	fmt.Printf("              userinfo %s\n", userinfoConf)
 	fmt.Printf("              orgsync  %s\n", orgsyncConf)
+	fmt.Printf("            the route %s only current members of acme pass, with the same userinfo and\n", acmePath)
+	fmt.Printf("              orgsync  %s\n", acmeConf)
 	fmt.Printf("            and the back-channel logout route %s, which Keycloak's logout tokens reach\n", backchannelPath)
 	fmt.Printf("            (the %s client's backchannel.logout.url points at %s for the run) with\n", oidcClientID, s.front.url())
 	fmt.Printf("              userinfo %s\n", logoutConf)
@@ -540,9 +564,35 @@ const (
 	asAPI
 )
 
-// request sends Alice's request once, with her session's headers as
-// openid-connect forwards them.
+// acmeOnly waits until Alice's API call of the route only acme members
+// pass answers want (200 reaching the app, or 403 access_rule_not_met), and
+// prints the answer and the time since since.
+func (s *story) acmeOnly(ctx context.Context, since time.Time, want int, why string) error {
+	res, took, n, err := s.awaitAt(ctx, s.acmeRt, acmePath, since, asAPI, func(r *apisix.Result) bool {
+		if want == http.StatusOK {
+			return r.Upstream && r.Status == http.StatusOK
+		}
+		return !r.Upstream && r.Status == want && reasonOf(r) == "access_rule_not_met"
+	})
+	if err != nil {
+		return fmt.Errorf("GET %s did not answer %d: %w", acmePath, want, err)
+	}
+	if want == http.StatusOK {
+		fmt.Printf("   GET %s (acme members only): %d, reaches the app (%s)\n", acmePath, res.Status, why)
+		return nil
+	}
+	fmt.Printf("   GET %s (acme members only): %d %s, %s after the admin call (%s; %s)\n", acmePath, res.Status,
+		strings.TrimSpace(string(res.Body)), ms(took), plural(n, "request"), why)
+	return nil
+}
+
+// request sends Alice's request to the app route once, with her session's
+// headers as openid-connect forwards them.
 func (s *story) request(ctx context.Context, as client) (*apisix.Result, error) {
+	return s.requestAt(ctx, s.route, "/app", as)
+}
+
+func (s *story) requestAt(ctx context.Context, route *apisix.Route, path string, as client) (*apisix.Result, error) {
 	h := http.Header{
 		"Host":           {"app.example.org"},
 		"X-Userinfo":     {s.sess.userinfoHeader()},
@@ -556,15 +606,20 @@ func (s *story) request(ctx context.Context, as client) (*apisix.Result, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return s.gw.Do(ctx, s.route, &apisix.Request{Method: http.MethodGet, Path: "/app", Header: h, SrcIP: "192.0.2.10"})
+	return s.gw.Do(ctx, route, &apisix.Request{Method: http.MethodGet, Path: path, Header: h, SrcIP: "192.0.2.10"})
 }
 
 // await sends Alice's request every 100 ms until done holds, and returns the
 // result, the time since `since` and the number of requests sent.
 func (s *story) await(ctx context.Context, since time.Time, as client, done func(*apisix.Result) bool) (*apisix.Result, time.Duration, int, error) {
+	return s.awaitAt(ctx, s.route, "/app", since, as, done)
+}
+
+func (s *story) awaitAt(ctx context.Context, route *apisix.Route, path string, since time.Time, as client,
+	done func(*apisix.Result) bool) (*apisix.Result, time.Duration, int, error) {
 	var last *apisix.Result
 	for n := 1; ; n++ {
-		res, err := s.request(ctx, as)
+		res, err := s.requestAt(ctx, route, path, as)
 		if err != nil {
 			return nil, 0, n, err
 		}

@@ -162,6 +162,8 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	hitOrgsync := orgsyncConf("10m", "20m")
 	localHit := &variant{name: "userinfo + orgsync, local hit (P-256)", runner: rA, noop: noopA, login: true,
 		confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")}
+	ruleHit := &variant{name: "userinfo + orgsync + rule {org: acme}, local hit (P-256)", runner: rA, noop: noopA, login: true,
+		confs: []pluginConf{localHit.confs[0], ruleConf(hitOrgsync, `{"org":"acme"}`)}, exp: rewrite(true, "acme")}
 	revokedHit := &variant{name: fmt.Sprintf("revocations held (%d), userinfo + orgsync, local hit (P-256)", e.o.revocations),
 		runner: rD, noop: noopD, login: true, confs: localHit.confs, exp: rewrite(true, "acme")}
 	// The API request: the same chains on the same runner, against a no-op
@@ -179,7 +181,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 			confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")},
 		localHit,
 		{name: localHit.name, runner: rA, noop: noopAPI, login: true, req: reqAPI, confs: localHit.confs, exp: rewrite(true, "acme")},
-		revokedHit,
+		ruleHit, revokedHit,
 		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
@@ -267,6 +269,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	}
 	e.report.rounds(vs, results, e.o, localOffRead)
 	e.report.revocationCost(revokedHit, localHit, results, held)
+	e.report.ruleCost(ruleHit, localHit, results)
 	if err := e.clientCost(vs); err != nil {
 		return err
 	}

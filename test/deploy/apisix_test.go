@@ -152,6 +152,23 @@ func TestApisixYAMLShowsEveryUse(t *testing.T) {
 		assert.Equal(t, "ORGSYNC_WEBHOOK_SECRET", extConfValue(t, r, orgsync.Name)["secret_env"])
 	})
 
+	t.Run("acme-only route", func(t *testing.T) {
+		r := findRoute(t, routes, `route with openid-connect then userinfo and orgsync {"require": {"org": "acme"}}`, func(r Route) bool {
+			p, ok := extPlugin(t, r, postReq)
+			if !ok || pluginConf(r, "openid-connect") == nil || len(p.Conf) != 2 ||
+				p.Conf[0].Name != userinfo.Name || p.Conf[1].Name != orgsync.Name {
+				return false
+			}
+			req, _ := extConfValue(t, r, orgsync.Name)["require"].(map[string]any)
+			return req["org"] == "acme"
+		})
+		assert.Equal(t, "/acme/*", r.URI, "the route docker-compose.yml and the README point at")
+		assert.Greater(t, r.Priority, 0, "above the catch-all app route")
+		ui := extConfValue(t, r, userinfo.Name)
+		assert.NotEqual(t, false, ui["verify_token"], "a rule needs a verified identity")
+		assert.NotEqual(t, "anonymous", ui["on_invalid"])
+	})
+
 	t.Run("anonymous route", func(t *testing.T) {
 		r := findRoute(t, routes, "route with openid-connect unauth_action pass and userinfo on_invalid anonymous", func(r Route) bool {
 			return pluginConf(r, "openid-connect")["unauth_action"] == "pass" &&

@@ -457,3 +457,20 @@ func TestComposeMetricsPortIsLocal(t *testing.T) {
 	}
 	assert.True(t, found, "the metrics port %s is not published", port)
 }
+
+// docker-compose.yml's header names every route a browser logs in to
+// (openid-connect) by its address, the acme-only route among them.
+func TestComposeHeaderNamesTheBrowserRoutes(t *testing.T) {
+	header := string(readFile(t, composeFile))
+	header = header[:strings.Index(header, "\nname:")]
+	n := 0
+	for _, r := range loadRoutes(t).Routes {
+		if pluginConf(r, "openid-connect") == nil {
+			continue
+		}
+		n++
+		addr := "http://localhost:9080" + strings.TrimSuffix(r.URI, "*") + " "
+		assert.Contains(t, header, addr, "route %s (%s)", r.ID, r.URI)
+	}
+	assert.GreaterOrEqual(t, n, 3, "the app, public and acme-only routes")
+}

@@ -106,6 +106,9 @@ func TestDemoStack(t *testing.T) {
 	require.True(t, res.Upstream, "status %d %s", res.Status, res.Body)
 	assert.Equal(t, "acme", res.UpstreamHeader.Get("X-User-Orgs"))
 	assert.Equal(t, claims.Sub, res.UpstreamHeader.Get("X-User-Id"))
+	require.Contains(t, routes, "acme-only")
+	acme := do("acme-only", session)
+	assert.True(t, acme.Upstream, "alice, a member of acme, passes the acme-only route: status %d %s", acme.Status, acme.Body)
 
 	// The app verifies the assertion against the JWKS route.
 	jwksRes := do("identity-assertion-jwks", http.Header{})
@@ -169,6 +172,11 @@ func TestDemoStack(t *testing.T) {
 	member(http.MethodDelete, "acme")
 	t.Cleanup(func() { member(http.MethodPost, "acme") })
 	waitOrgs("globex")
+	// The same frozen login, now outside acme: the acme-only route refuses it.
+	acme = do("acme-only", session)
+	assert.False(t, acme.Upstream)
+	assert.Equal(t, http.StatusForbidden, acme.Status)
+	assert.JSONEq(t, `{"error":"Forbidden","reason":"access_rule_not_met"}`, string(acme.Body))
 }
 
 func discoverIssuer(t *testing.T, base, realm string) string {
