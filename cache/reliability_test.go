@@ -43,8 +43,11 @@ func (l *loadLog) loader(key string) func(context.Context) ([]byte, error) {
 	}
 }
 
-// check reports the keys whose loads came closer together than fresh (less a few ms for the
-// millisecond precision of fetch times), and the total number of loads.
+// check reports the keys whose loads came closer together than fresh, and the total number of
+// loads. A tenth of fresh is forgiven: a value's age counts from just before its loader is
+// called, and on a loaded machine (CI: -race builds of every package at once) the loader can
+// start a few to tens of ms after that stamp (CI saw 12 ms); two loads in one window, the
+// fault this catches, come far closer than that.
 func (l *loadLog) check(fresh time.Duration) (total int, near []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -52,7 +55,7 @@ func (l *loadLog) check(fresh time.Duration) (total int, near []string) {
 		total += len(ts)
 		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 		for i := 1; i < len(ts); i++ {
-			if gap := ts[i].Sub(ts[i-1]); gap < fresh-5*time.Millisecond {
+			if gap := ts[i].Sub(ts[i-1]); gap < fresh-fresh/10 {
 				near = append(near, fmt.Sprintf("%s: loads %s apart", key, gap.Round(time.Millisecond)))
 			}
 		}
