@@ -64,6 +64,7 @@ type Request struct {
 	entries []frameHeader
 	canon   []byte
 	indexed bool
+	keyed   bool
 
 	args    url.Values
 	rawArgs url.Values
