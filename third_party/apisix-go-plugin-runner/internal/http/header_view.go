@@ -48,11 +48,33 @@ type headerEdit struct {
 	del   bool
 }
 
-// frameHeader is one header of the frame: name and value are views of the
-// frame; key, a view of Request.canon, is the name as the map would key it,
-// written only when RangeHeaders asks for keys (Request.keyed).
+// frameHeader is one header of the frame: name and value are places in
+// the frame; key, a place in Request.canon, is the name as the map would key
+// it, written only when RangeHeaders asks for keys (Request.keyed). Offsets,
+// not slices: the index holds no pointer, so filling and clearing it costs
+// no write barrier.
 type frameHeader struct {
-	name, key, value []byte
+	name, value, key span
+}
+
+// span is b[off:end] of a buffer, or nil when off < 0.
+type span struct{ off, end int32 }
+
+func (s span) of(b []byte) []byte {
+	if s.off < 0 {
+		return nil
+	}
+	return b[s.off:s.end:s.end]
+}
+
+// spanIn is where v, a slice of buf (as flatbuffers hands out a vector of
+// the frame), lies in buf.
+func spanIn(buf, v []byte) span {
+	if v == nil {
+		return span{-1, -1}
+	}
+	off := cap(buf) - cap(v)
+	return span{int32(off), int32(off + len(v))}
 }
 
 // reqHeader is what Request.Header returns.
@@ -192,11 +214,12 @@ func (r *Request) index() []frameHeader {
 		return r.entries
 	}
 	r.indexed = true
+	r.frame = r.r.Table().Bytes
 	size := r.r.HeadersLength()
 	obj := A6.TextEntry{}
 	for i := 0; i < size; i++ {
 		if r.r.Headers(&obj, i) {
-			r.entries = append(r.entries, frameHeader{name: obj.Name(), value: obj.Value()})
+			r.entries = append(r.entries, frameHeader{name: spanIn(r.frame, obj.Name()), value: spanIn(r.frame, obj.Value())})
 		}
 	}
 	return r.entries
@@ -213,7 +236,7 @@ func (r *Request) keys() []frameHeader {
 	r.keyed = true
 	total := 0
 	for i := range entries {
-		total += len(entries[i].name)
+		total += int(entries[i].name.end - entries[i].name.off)
 	}
 	if cap(r.canon) < total {
 		r.canon = make([]byte, 0, total)
@@ -221,9 +244,8 @@ func (r *Request) keys() []frameHeader {
 	canon := r.canon[:0]
 	for i := range entries {
 		start := len(canon)
-		canon = appendCanonicalKey(canon, entries[i].name)
-		// canon never grows past its capacity: the slices stay valid.
-		entries[i].key = canon[start:len(canon):len(canon)]
+		canon = appendCanonicalKey(canon, entries[i].name.of(r.frame))
+		entries[i].key = span{int32(start), int32(len(canon))}
 	}
 	r.canon = canon
 	return entries
@@ -354,8 +376,8 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 		}
 	}
 	for _, e := range r.index() {
-		if keyIs(e.name, key) {
-			return e.value, true
+		if e.name.end-e.name.off == int32(len(key)) && keyIs(e.name.of(r.frame), key) {
+			return e.value.of(r.frame), true
 		}
 	}
 	return nil, false
@@ -365,7 +387,7 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 // header name.
 func (r *Request) edited(name []byte) bool {
 	for i := range r.edits {
-		if keyIs(name, stringBytes(r.edits[i].key)) {
+		if k := r.edits[i].key; len(k) == len(name) && keyIs(name, stringBytes(k)) {
 			return true
 		}
 	}
@@ -409,10 +431,10 @@ func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
 		return
 	}
 	for _, e := range r.keys() {
-		if len(r.edits) > 0 && r.edited(e.name) {
+		if len(r.edits) > 0 && r.edited(e.name.of(r.frame)) {
 			continue
 		}
-		if !fn(e.key, e.value) {
+		if !fn(e.key.of(r.canon), e.value.of(r.frame)) {
 			return
 		}
 	}
@@ -445,10 +467,11 @@ func (r *Request) RangeHeaderNames(fn func(name, value []byte) bool) {
 	}
 	r.hdrUsed = true
 	for _, e := range r.index() {
-		if len(r.edits) > 0 && r.edited(e.name) {
+		name := e.name.of(r.frame)
+		if len(r.edits) > 0 && r.edited(name) {
 			continue
 		}
-		if !fn(e.name, e.value) {
+		if !fn(name, e.value.of(r.frame)) {
 			return
 		}
 	}
@@ -466,9 +489,9 @@ func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffset
 		e := &r.edits[i]
 		n, same := 0, false
 		for _, f := range entries {
-			if keyIs(f.name, stringBytes(e.key)) {
+			if f.name.end-f.name.off == int32(len(e.key)) && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
 				n++
-				same = n == 1 && !e.del && string(f.value) == e.value
+				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
 			}
 		}
 		if e.del && n == 0 || same {
@@ -523,10 +546,8 @@ func (r *Request) resetViews() {
 			c[i] = poisonByte
 		}
 	}
-	for i := range r.entries {
-		r.entries[i] = frameHeader{}
-	}
 	r.entries = r.entries[:0]
+	r.frame = nil
 	r.indexed = false
 	r.keyed = false
 	r.clearEdits()

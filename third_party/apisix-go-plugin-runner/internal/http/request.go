@@ -63,6 +63,7 @@ type Request struct {
 	changes []flatbuffers.UOffsetT
 	entries []frameHeader
 	canon   []byte
+	frame   []byte // the frame the entries are places in
 	indexed bool
 	keyed   bool
 
