@@ -649,3 +649,23 @@ func TestPolicyWaitBoundsALoad(t *testing.T) {
 		t.Fatalf("a fresh in-process hit needs no time: %q, %v", res.Value, err)
 	}
 }
+
+// TestPolicyNowJudgesTheLocalHit: the caller's time, when given, is what
+// the in-process entry's freshness is judged by; zero reads the clock.
+func TestPolicyNowJudgesTheLocalHit(t *testing.T) {
+	c := newTestCache(t, Options{})
+	p := Policy{Fresh: time.Minute, Stale: time.Hour}
+	var l counter
+	r, err := c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceLoader)
+	p.Now = time.Now()
+	r, err = c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceLocal)
+	p.Now = time.Now().Add(2 * time.Minute)
+	r, err = c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceStale, "past Fresh at the caller's time")
+	isTrue(t, r.Refreshing, "a refresh started")
+}
