@@ -140,22 +140,22 @@ func canonicalKey(key string) string {
 }
 
 // isCanonical reports whether textproto.CanonicalMIMEHeaderKey(key) is key.
+// Plain comparisons, not canonByte: it runs for every Set and Del.
 func isCanonical(key string) bool {
-	up, same := 1, true
+	upper := true
 	for i := 0; i < len(key); i++ {
 		c := key[i]
-		m := canonByte[up][c]
-		if m == 0 {
-			// Not a token byte: CanonicalMIMEHeaderKey leaves key as it is.
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			// Not canonical, unless a byte that is not a token byte
+			// makes CanonicalMIMEHeaderKey leave key as it is.
+			return !isTokenString(key[i+1:])
+		}
+		if canonByte[0][c] == 0 {
 			return true
 		}
-		same = same && m == c
-		up = 0
-		if c == '-' {
-			up = 1
-		}
+		upper = c == '-'
 	}
-	return same
+	return true
 }
 
 // appendCanonicalKeyString is appendCanonicalKey for a string key; lookups
@@ -252,22 +252,31 @@ func (r *Request) keys() []frameHeader {
 }
 
 // keyIs reports whether name's canonical key (appendCanonicalKey) is key,
-// without writing it: one table lookup a byte while they agree.
+// without writing it: letters compared with the case they take there, any
+// other byte as it is while it is a token byte.
 func keyIs(name, key []byte) bool {
 	if len(name) != len(key) {
 		return false
 	}
-	up := 1
+	upper := true
 	for i, c := range name {
-		m := canonByte[up][c]
-		if m == 0 || m != key[i] {
+		switch {
+		case 'a' <= c && c <= 'z':
+			if upper {
+				c -= 'a' - 'A'
+			}
+		case 'A' <= c && c <= 'Z':
+			if !upper {
+				c += 'a' - 'A'
+			}
+		case canonByte[0][c] == 0:
 			// A name with a byte that is not a token byte is its own key.
-			return !isToken(name) && string(name) == string(key)
+			return string(name) == string(key)
 		}
-		up = 0
-		if c == '-' {
-			up = 1
+		if c != key[i] {
+			return !isToken(name[i+1:]) && string(name) == string(key)
 		}
+		upper = c == '-'
 	}
 	return true
 }
@@ -275,6 +284,15 @@ func keyIs(name, key []byte) bool {
 func isToken(name []byte) bool {
 	for _, c := range name {
 		if canonByte[0][c] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenString(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if canonByte[0][name[i]] == 0 {
 			return false
 		}
 	}

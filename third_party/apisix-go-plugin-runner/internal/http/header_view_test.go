@@ -20,6 +20,7 @@ import (
 
 func TestCanonicalKeyAsTextproto(t *testing.T) {
 	names := []string{"", "x-userinfo", "X-USERINFO", "x_userinfo", "X_User_Orgs", "bad name", "x-a b", "ä-b",
+		"x userinfo", "X Userinfo", "X-Userinf\x7f", "x-useRinfo", "BAD NAME", "Bad name",
 		"-x", "x--y", "a\x00b", "a:b", "cookie", "COOKIE", "x-id-token", "X-ID-Token", "1-2-3", "~x|y`z"}
 	rng := rand.New(rand.NewSource(1))
 	alphabet := "abcXYZ-_ :\x7f\xc3é0"
@@ -36,6 +37,13 @@ func TestCanonicalKeyAsTextproto(t *testing.T) {
 		assert.Equal(t, "x"+want, string(appendCanonicalKeyString([]byte("x"), n)), "%q", n)
 		assert.Equal(t, want, canonicalKey(n), "%q", n)
 		assert.Equal(t, want == n, isCanonical(n), "%q", n)
+	}
+	// keyIs against the keys of the fixed names and of random ones.
+	for _, n := range names {
+		for _, m := range append(names[:40:40], n, textproto.CanonicalMIMEHeaderKey(n)) {
+			key := textproto.CanonicalMIMEHeaderKey(m)
+			assert.Equal(t, textproto.CanonicalMIMEHeaderKey(n) == key, keyIs([]byte(n), []byte(key)), "%q is %q", n, key)
+		}
 	}
 }
 
