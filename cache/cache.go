@@ -70,6 +70,9 @@ type Policy struct {
 	// waiting for a fill, loading). The hit itself needs no deadline, so the
 	// caller need not make one (a context with a timer) for every request.
 	Wait time.Duration
+	// Now is the caller's time for this request, which the in-process hit
+	// is judged by; zero: Get reads the clock.
+	Now time.Time
 }
 
 // Result is the answer of Get.
@@ -212,7 +215,10 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	if p.Stale < p.Fresh {
 		p.Stale = p.Fresh
 	}
-	now := time.Now()
+	now := p.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
 	var cand *candidate
 	if le, ok := c.local.get(key); ok {
 		age := now.Sub(le.fetched)

@@ -696,3 +696,23 @@ func TestInvalidateRacingARedisRead(t *testing.T) {
 	noErr(t, err)
 	equal(t, string(r.Value), "after-change1", "the value read before the DEL is not served after the invalidation")
 }
+
+// TestPolicyNowJudgesTheLocalHit: the caller's time, when given, is what
+// the in-process entry's freshness is judged by; zero reads the clock.
+func TestPolicyNowJudgesTheLocalHit(t *testing.T) {
+	c := newTestCache(t, Options{})
+	p := Policy{Fresh: time.Minute, Stale: time.Hour}
+	var l counter
+	r, err := c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceLoader)
+	p.Now = time.Now()
+	r, err = c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceLocal)
+	p.Now = time.Now().Add(2 * time.Minute)
+	r, err = c.Get(ctx, "u1", p, l.load("v"))
+	noErr(t, err)
+	equal(t, r.Source, SourceStale, "past Fresh at the caller's time")
+	isTrue(t, r.Refreshing, "a refresh started")
+}

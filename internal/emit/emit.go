@@ -115,6 +115,17 @@ type Refresh struct {
 	// Value is the data the change was computed from (orgsync: the cached
 	// snapshot). Kept, not copied: the caller must not change it.
 	Value []byte
+	// Now is the request's time as the caller read it; zero: the emitter
+	// reads the clock. Not part of what the output depends on.
+	Now time.Time
+}
+
+// nowFor is ref.Now, or the clock when the caller read none.
+func (e *Emitter) nowFor(ref Refresh) time.Time {
+	if ref.Now.IsZero() {
+		return e.now()
+	}
+	return ref.Now
 }
 
 // renderKey is where a rendering is kept: one per login, route and
@@ -213,7 +224,7 @@ func (e *Emitter) Replay(h pkgHTTP.Header, id identity.Identity, route *Route, r
 		return false
 	}
 	out, ok := e.renderings.Get(keyOf(id, route, ref))
-	if !ok || out.source != ref.Source || !bytes.Equal(out.value, ref.Value) || !e.now().Before(out.reuseUntil) {
+	if !ok || out.source != ref.Source || !bytes.Equal(out.value, ref.Value) || !e.nowFor(ref).Before(out.reuseUntil) {
 		return false
 	}
 	write(h, out.headers)

@@ -136,3 +136,19 @@ func TestProofStaysOnItsRequest(t *testing.T) {
 	_, ok = ProofOf(other)
 	assert.False(t, ok)
 }
+
+// TestRefreshNowIsTheRequestsTime: a caller's Refresh.Now decides reuse as
+// the clock would at that time; zero reads the clock.
+func TestRefreshNowIsTheRequestsTime(t *testing.T) {
+	e := New(Options{Keys: testKeys})
+	route := e.Route(orgsHeader, appA)
+	id := proven(t, e, "u1")
+	now := time.Now()
+	headersOf(t, e, id, route, Refresh{Now: now})
+	assert.True(t, replays(e, id, route, Refresh{}))
+	assert.True(t, replays(e, id, route, Refresh{Now: now.Add(time.Second)}))
+	assert.False(t, replays(e, id, route, Refresh{Now: now.Add(time.Hour)}), "past the reuse at the caller's time")
+	e.now = func() time.Time { return now.Add(time.Hour) }
+	assert.False(t, replays(e, id, route, Refresh{}), "zero: the emitter's clock")
+	assert.True(t, replays(e, id, route, Refresh{Now: now}), "the caller's time, not the clock")
+}

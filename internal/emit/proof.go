@@ -3,6 +3,7 @@ package emit
 import (
 	"context"
 	"errors"
+	"time"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
 
@@ -15,6 +16,9 @@ import (
 type Proof struct {
 	Identity identity.Identity
 	Route    *Route
+	// At is the time userinfo read for this request (zero: none), so that
+	// the plugins after it need not read the clock again.
+	At time.Time
 }
 
 type proofKey struct{}

@@ -18,7 +18,7 @@ func (e *Emitter) render(id identity.Identity, route *Route, ref Refresh) (*rend
 	if route == nil {
 		return nil, errNoRoute
 	}
-	now := e.now()
+	now := e.nowFor(ref)
 	out := &rendering{source: ref.Source, value: ref.Value, reuseUntil: now.Add(noAssertionReuse)}
 	claims := id.Claims()
 	orgs := id.Orgs()

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"net/textproto"
 	"sync"
 
 	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
@@ -12,7 +13,10 @@ import (
 // kept past it must be copied (string(b)).
 type headerViews interface {
 	HeaderBytes(key string) ([]byte, bool)
-	RangeHeaders(fn func(key, value []byte) bool)
+	// RangeHeaderNames hands each header under its name as sent, whose
+	// textproto.CanonicalMIMEHeaderKey is the header's map key: the scans
+	// fold letter case themselves, so the library need not write the keys.
+	RangeHeaderNames(fn func(name, value []byte) bool)
 }
 
 // HeaderBytes is the first value of the header key, as Header().Get gives
@@ -43,7 +47,7 @@ func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated strin
 	}
 	s := scans.Get().(*scan)
 	*s = scan{rule: r, visit: s.visit}
-	v.RangeHeaders(s.visit)
+	v.RangeHeaderNames(s.visit)
 	values, repeated = s.values, s.repeated
 	s.rule = nil
 	scans.Put(s)
@@ -51,7 +55,7 @@ func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated strin
 }
 
 // scans hold a scan with its visit func bound once: a func handed to
-// RangeHeaders, an interface method, escapes, and would cost two
+// RangeHeaderNames, an interface method, escapes, and would cost two
 // allocations per request.
 var scans = sync.Pool{New: func() any {
 	s := &scan{}
@@ -100,7 +104,7 @@ func DeleteAllSpellingsOf(req pkgHTTP.Request, names ...string) {
 }
 
 // matcher finds the keys StripRequest or DeleteAllSpellingsOf delete. It
-// copies the distinct matching keys: the deletions come after the walk,
+// copies the distinct matching keys (names as sent folded to map keys): the deletions come after the walk,
 // which must not see its own changes, and a key with several values counts
 // once, as in the map. Pooled with its visit func bound, as scans are.
 type matcher struct {
@@ -112,16 +116,19 @@ type matcher struct {
 
 var matchers = sync.Pool{New: func() any {
 	m := &matcher{}
-	m.visit = func(key, _ []byte) bool {
-		if !m.match(key) {
+	m.visit = func(name, _ []byte) bool {
+		if !m.match(name) {
 			return true
 		}
+		// Only a forged or to-be-removed header gets here: its map key, the
+		// one Del and the map count by, costs a string.
+		key := textproto.CanonicalMIMEHeaderKey(string(name))
 		for _, k := range m.keys {
-			if k == string(key) {
+			if k == key {
 				return true
 			}
 		}
-		m.keys = append(m.keys, string(key))
+		m.keys = append(m.keys, key)
 		return true
 	}
 	return m
@@ -129,7 +136,7 @@ var matchers = sync.Pool{New: func() any {
 
 func (m *matcher) walk(v headerViews) []string {
 	m.keys = m.keys[:0]
-	v.RangeHeaders(m.visit)
+	v.RangeHeaderNames(m.visit)
 	return m.keys
 }
 

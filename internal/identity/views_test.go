@@ -42,6 +42,10 @@ func viewsVerdicts(t *testing.T, headers [][2]string, rule *StripRule, deleteNam
 	}
 	wantRemoved := rule.Strip(ref)
 	DeleteAllSpellings(ref, deleteNames...)
+	// Scanned again past the changes (as a later plugin scans): deleted
+	// headers are gone and set ones are there.
+	ref.Set(HeaderUserOrgs, "acme")
+	wantValuesAfter, wantRepeatedAfter := rule.Scan(ref)
 	want := ref.Header
 
 	frame := runnerhttptest.NewRequestFrame(1, 1, "/", headers)
@@ -60,6 +64,10 @@ func viewsVerdicts(t *testing.T, headers [][2]string, rule *StripRule, deleteNam
 		}
 		assert.Equal(t, wantRemoved, rule.StripRequest(r), "removed from %q", headers)
 		DeleteAllSpellingsOf(r, deleteNames...)
+		r.Header().Set(HeaderUserOrgs, "acme")
+		values, repeated = rule.ScanRequest(r)
+		assert.Equal(t, wantValuesAfter, values, "value count after the changes of %q", headers)
+		assert.Equal(t, wantRepeatedAfter == "", repeated == "", "repeated after the changes of %q", headers)
 		got = r.Header().View().Clone()
 	})
 	require.False(t, runnerhttptest.ParseAnswer(out).Stop)
@@ -75,7 +83,9 @@ func TestViewsGiveTheMapsVerdicts(t *testing.T) {
 		"x-id-token", "X_ID_Token", "x-raw-id-token", "x-refresh-token", "X_Refresh_Token", "authorization",
 		"Authorization", "x-identity-assertion", "X_IDENTITY_ASSERTION", "x-user-orgs", "X-User-Orgs", "x_user_orgs",
 		"x-user-id", "x-user-email", "x-user-orgs-source", "cookie", "host", "bad name", "x-userinfo-extra", "",
-		"x-user\x00id", "x-ümlaut"}
+		"x-user\x00id", "x-ümlaut",
+		// Not token names, as long as a header looked up: only themselves.
+		"x userinfo", "X USERINFO", "x-access token", "authorizati:n", "x-id\x7ftoken"}
 	values := []string{"", "a", "eyJzdWIiOiJ1In0=", "acme,globex", " spaced "}
 	rng := rand.New(rand.NewSource(18))
 	rules := []*StripRule{NewStripRule(), NewStripRule(EmittedHeaders...), NewStripRule(append(EmittedHeaders, "X-User-Name")...)}

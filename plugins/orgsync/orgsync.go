@@ -232,7 +232,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.Refuse(w, http.StatusInternalServerError, ReasonRealmMismatch)
 		return
 	}
-	value, source, err := c.lookup(ctx, realm, id)
+	value, source, err := c.lookup(ctx, realm, id, proof.At)
 	if err == nil && source == SourceStale && c.OnKeycloakError == OnErrorDeny {
 		err = errStaleDenied
 	}
@@ -268,7 +268,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 	em := c.plugin.deps.Emitter
 	h := r.Header()
-	ref := emit.Refresh{Settings: c.settings[shape], Source: source, Value: value}
+	ref := emit.Refresh{Settings: c.settings[shape], Source: source, Value: value, Now: proof.At}
 
 	// ---- Decisions on the value ----
 	// What this route decides about the user is decided here, on the
@@ -376,10 +376,11 @@ func (c *Conf) apply(id identity.Identity, snap *snapshot, shape identity.Shape)
 
 // lookup returns the user's cached snapshot (JSON) and where it came from.
 // An error means Keycloak could not be asked and nothing was cached.
-func (c *Conf) lookup(ctx context.Context, realm string, id identity.Identity) ([]byte, string, error) {
+// now is the request's time userinfo read (zero: none).
+func (c *Conf) lookup(ctx context.Context, realm string, id identity.Identity, now time.Time) ([]byte, string, error) {
 	key := variantKey(realm, id.Subject(), c.variant())
 	// The timeout applies past an in-process hit only: a hit needs no timer.
-	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std()}
+	policy := cache.Policy{Fresh: c.FreshTTL.Std(), Stale: c.StaleTTL.Std(), Wait: c.Timeout.Std(), Now: now}
 	res, err := c.plugin.deps.Cache.Get(ctx, key, policy, func(ctx context.Context) ([]byte, error) {
 		return c.load(ctx, realm, id)
 	})

@@ -90,7 +90,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.anonymous(w, r, refusal{status: http.StatusUnauthorized, reason: ReasonNoIdentity})
 		return
 	}
-	s, ref := c.establish(ctx, userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
+	// One clock read for the request's hit path: the session cache, the
+	// rendering reuse here and in orgsync (through the proof).
+	s, ref, now := c.establish(ctx, time.Now(), userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
 	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, len(userinfo) > 0) {
 		countRejected.Inc()
 		countFailure(ref.reason)
@@ -120,13 +122,13 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	} else {
 		h.Set(identity.HeaderIDToken, s.idToken)
 	}
-	if err := emit.Attach(r, emit.Proof{Identity: s.id, Route: c.route}); err != nil {
+	if err := emit.Attach(r, emit.Proof{Identity: s.id, Route: c.route, At: now}); err != nil {
 		countMisconfigured.Inc()
 		logger().Error("cannot hand the identity to the next plugin", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonMisconfigured)
 		return
 	}
-	if err := c.plugin.deps.Emitter.Emit(h, s.id, c.route, emit.Refresh{}); err != nil {
+	if err := c.plugin.deps.Emitter.Emit(h, s.id, c.route, emit.Refresh{Now: now}); err != nil {
 		countMisconfigured.Inc()
 		logger().Error("cannot emit the identity", "error", err)
 		identity.Refuse(w, http.StatusInternalServerError, ReasonNoSigningKey)
@@ -162,29 +164,33 @@ func (c *Conf) anonymous(w http.ResponseWriter, r pkgHTTP.Request, why refusal) 
 
 // establish proves the identity: X-Userinfo decoded, the token verified, both
 // naming the same user; and checks the ID token. The result is reused for
-// the same headers until the token expires.
-func (c *Conf) establish(ctx context.Context, userinfo, token, rawIDToken []byte) (*session, *refusal) {
+// the same headers until the token expires. now is the request's time; the
+// time returned is now, or the clock read again after a verification, which
+// may have waited on Keycloak.
+func (c *Conf) establish(ctx context.Context, now time.Time, userinfo, token, rawIDToken []byte) (*session, *refusal, time.Time) {
 	if len(userinfo) > c.MaxUserinfoBytes {
-		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: "X-Userinfo too large"}
+		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMalformedUserinfo, detail: "X-Userinfo too large"}, now
 	}
 	if !c.verify {
-		return c.trustUserinfo(string(userinfo))
+		s, ref := c.trustUserinfo(string(userinfo))
+		return s, ref, now
 	}
 	if len(token) == 0 {
 		return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingToken,
-			detail: "X-Userinfo without X-Access-Token cannot be verified"}
+			detail: "X-Userinfo without X-Access-Token cannot be verified"}, now
 	}
 	sessions := c.plugin.sessions
 	key := sessions.key(c.verifier, c.Audience, userinfo, token, rawIDToken)
-	if s := sessions.get(key, userinfo, token, rawIDToken, time.Now()); s != nil {
+	if s := sessions.get(key, userinfo, token, rawIDToken, now); s != nil {
 		if c.revoked(s.id.Issuer(), s.sessionID, s.id.Subject(), s.issuedAt) {
 			sessions.cache.Remove(key)
-			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}
+			return nil, &refusal{status: http.StatusUnauthorized, reason: ReasonSessionRevoked}, now
 		}
-		return s, nil
+		return s, nil, now
 	}
 	// The session keeps copies: the views die with the request.
-	return c.prove(ctx, key, string(userinfo), string(token), string(rawIDToken))
+	s, ref := c.prove(ctx, key, string(userinfo), string(token), string(rawIDToken))
+	return s, ref, time.Now()
 }
 
 // prove is establish past a cache miss.

@@ -48,10 +48,33 @@ type headerEdit struct {
 	del   bool
 }
 
-// frameHeader is one header of the frame: name and value are views of the
-// frame, key a view of Request.canon, the name as the map would key it.
+// frameHeader is one header of the frame: name and value are places in
+// the frame; key, a place in Request.canon, is the name as the map would key
+// it, written only when RangeHeaders asks for keys (Request.keyed). Offsets,
+// not slices: the index holds no pointer, so filling and clearing it costs
+// no write barrier.
 type frameHeader struct {
-	key, value []byte
+	name, value, key span
+}
+
+// span is b[off:end] of a buffer, or nil when off < 0.
+type span struct{ off, end int32 }
+
+func (s span) of(b []byte) []byte {
+	if s.off < 0 {
+		return nil
+	}
+	return b[s.off:s.end:s.end]
+}
+
+// spanIn is where v, a slice of buf (as flatbuffers hands out a vector of
+// the frame), lies in buf.
+func spanIn(buf, v []byte) span {
+	if v == nil {
+		return span{-1, -1}
+	}
+	off := cap(buf) - cap(v)
+	return span{int32(off), int32(off + len(v))}
 }
 
 // reqHeader is what Request.Header returns.
@@ -62,7 +85,8 @@ func (h *reqHeader) Get(key string) string {
 	if r.hdr != nil {
 		return r.hdr.Get(key)
 	}
-	v, _ := r.headerValue(canonicalKey(key))
+	var buf [64]byte
+	v, _ := r.headerValue(appendCanonicalKeyString(buf[:0], key))
 	return string(v)
 }
 
@@ -91,9 +115,13 @@ func (h *reqHeader) View() http.Header {
 }
 
 // canonicalKey is textproto.CanonicalMIMEHeaderKey(key) without a new
-// string for the names in knownHeaderKeys, in any letter case
-// ("X-ID-Token"): plugins set and delete those on every request.
+// string when key is canonical already (the constants plugins pass) or one
+// of knownHeaderKeys in any letter case ("X-ID-Token"): plugins set and
+// delete those on every request.
 func canonicalKey(key string) string {
+	if isCanonical(key) {
+		return key
+	}
 	var buf [64]byte
 	if len(key) <= len(buf) {
 		b := buf[:len(key)]
@@ -109,6 +137,36 @@ func canonicalKey(key string) string {
 		}
 	}
 	return textproto.CanonicalMIMEHeaderKey(key)
+}
+
+// isCanonical reports whether textproto.CanonicalMIMEHeaderKey(key) is key.
+// Plain comparisons, not canonByte: it runs for every Set and Del.
+func isCanonical(key string) bool {
+	upper := true
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			// Not canonical, unless a byte that is not a token byte
+			// makes CanonicalMIMEHeaderKey leave key as it is.
+			return !isTokenString(key[i+1:])
+		}
+		if canonByte[0][c] == 0 {
+			return true
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
+// appendCanonicalKeyString is appendCanonicalKey for a string key; lookups
+// canonicalise into a stack buffer, which needs no string and no map.
+func appendCanonicalKeyString(dst []byte, key string) []byte {
+	n := len(dst)
+	dst = append(dst, key...)
+	if !canonicalize(dst[n:]) {
+		copy(dst[n:], key)
+	}
+	return dst
 }
 
 func (r *Request) edit(e headerEdit) {
@@ -146,37 +204,99 @@ func (r *Request) clearEdits() {
 	r.edits = r.edits[:0]
 }
 
-// index reads the frame's header entries once per request, and the key
-// each would have in the map into r.canon, a buffer the pooled Request
-// keeps: no allocation once the pool is warm.
+// index reads the frame's header entries once per request, as views of
+// the frame: no copy, and no allocation once the pool is warm. The names
+// stay as APISIX sent them (lower case); lookups compare them with a
+// canonical key byte by byte (keyIs), and the canonical keys themselves
+// are written only for RangeHeaders (keys).
 func (r *Request) index() []frameHeader {
 	if r.indexed {
 		return r.entries
 	}
 	r.indexed = true
+	r.frame = r.r.Table().Bytes
 	size := r.r.HeadersLength()
 	obj := A6.TextEntry{}
-	total := 0
 	for i := 0; i < size; i++ {
 		if r.r.Headers(&obj, i) {
-			total += len(obj.Name())
+			r.entries = append(r.entries, frameHeader{name: spanIn(r.frame, obj.Name()), value: spanIn(r.frame, obj.Value())})
 		}
+	}
+	return r.entries
+}
+
+// keys writes the canonical key of each entry into r.canon, a buffer the
+// pooled Request keeps, and cuts the entries' keys from it once it has
+// stopped growing.
+func (r *Request) keys() []frameHeader {
+	entries := r.index()
+	if r.keyed {
+		return entries
+	}
+	r.keyed = true
+	total := 0
+	for i := range entries {
+		total += int(entries[i].name.end - entries[i].name.off)
 	}
 	if cap(r.canon) < total {
 		r.canon = make([]byte, 0, total)
 	}
 	canon := r.canon[:0]
-	for i := 0; i < size; i++ {
-		if !r.r.Headers(&obj, i) {
-			continue
-		}
+	for i := range entries {
 		start := len(canon)
-		canon = appendCanonicalKey(canon, obj.Name())
-		// canon never grows past its capacity: the slices stay valid.
-		r.entries = append(r.entries, frameHeader{key: canon[start:len(canon):len(canon)], value: obj.Value()})
+		canon = appendCanonicalKey(canon, entries[i].name.of(r.frame))
+		entries[i].key = span{int32(start), int32(len(canon))}
 	}
 	r.canon = canon
-	return r.entries
+	return entries
+}
+
+// keyIs reports whether name's canonical key (appendCanonicalKey) is key,
+// without writing it: letters compared with the case they take there, any
+// other byte as it is while it is a token byte.
+func keyIs(name, key []byte) bool {
+	if len(name) != len(key) {
+		return false
+	}
+	upper := true
+	for i, c := range name {
+		switch {
+		case 'a' <= c && c <= 'z':
+			if upper {
+				c -= 'a' - 'A'
+			}
+		case 'A' <= c && c <= 'Z':
+			if !upper {
+				c += 'a' - 'A'
+			}
+		case canonByte[0][c] == 0:
+			// A name with a byte that is not a token byte is its own key.
+			return string(name) == string(key)
+		}
+		if c != key[i] {
+			return !isToken(name[i+1:]) && string(name) == string(key)
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
+func isToken(name []byte) bool {
+	for _, c := range name {
+		if canonByte[0][c] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenString(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if canonByte[0][name[i]] == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // appendCanonicalKey appends what textproto.CanonicalMIMEHeaderKey returns
@@ -184,23 +304,52 @@ func (r *Request) index() []frameHeader {
 // included), else upper case at the start and after each '-', lower case
 // elsewhere. TestCanonicalKeyAsTextproto holds the two together.
 func appendCanonicalKey(dst, name []byte) []byte {
-	for _, c := range name {
-		if !validHeaderFieldByte(c) {
-			return append(dst, name...)
-		}
-	}
-	upper := true
-	for _, c := range name {
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-		upper = c == '-'
+	n := len(dst)
+	dst = append(dst, name...)
+	if !canonicalize(dst[n:]) {
+		copy(dst[n:], name)
 	}
 	return dst
 }
+
+// canonicalize canonicalises b in place, one table lookup a byte, and
+// reports false, b half changed, at the first byte that is not a token
+// byte: the caller puts the name back as it was.
+func canonicalize(b []byte) bool {
+	up := 1
+	for i, c := range b {
+		m := canonByte[up][c]
+		if m == 0 {
+			return false
+		}
+		b[i] = m
+		up = 0
+		if c == '-' {
+			up = 1
+		}
+	}
+	return true
+}
+
+// canonByte[1][c] is c at the start of a name or after '-' (upper case),
+// canonByte[0][c] elsewhere (lower case); 0 for a byte that is not a token
+// byte.
+var canonByte = func() (t [2][256]byte) {
+	for c := 0; c < 256; c++ {
+		if !validHeaderFieldByte(byte(c)) {
+			continue
+		}
+		lo, hi := byte(c), byte(c)
+		if 'A' <= c && c <= 'Z' {
+			lo += 'a' - 'A'
+		}
+		if 'a' <= c && c <= 'z' {
+			hi -= 'a' - 'A'
+		}
+		t[0][c], t[1][c] = lo, hi
+	}
+	return t
+}()
 
 // validHeaderFieldByte is net/textproto's: the tchar of RFC 7230.
 func validHeaderFieldByte(c byte) bool {
@@ -229,15 +378,15 @@ func validHeaderFieldByte(c byte) bool {
 
 // headerValue is the first value under the canonical key, as the map would
 // give it.
-func (r *Request) headerValue(key string) ([]byte, bool) {
+func (r *Request) headerValue(key []byte) ([]byte, bool) {
 	if r.hdr != nil {
-		if vs := r.hdr.Header[key]; len(vs) > 0 {
+		if vs := r.hdr.Header[string(key)]; len(vs) > 0 {
 			return stringBytes(vs[0]), true
 		}
 		return nil, false
 	}
 	for i := range r.edits {
-		if e := &r.edits[i]; e.key == key {
+		if e := &r.edits[i]; e.key == string(key) {
 			if e.del {
 				return nil, false
 			}
@@ -245,16 +394,18 @@ func (r *Request) headerValue(key string) ([]byte, bool) {
 		}
 	}
 	for _, e := range r.index() {
-		if string(e.key) == key {
-			return e.value, true
+		if e.name.end-e.name.off == int32(len(key)) && keyIs(e.name.of(r.frame), key) {
+			return e.value.of(r.frame), true
 		}
 	}
 	return nil, false
 }
 
-func (r *Request) edited(key []byte) bool {
+// edited reports whether a change was recorded under the key of the frame
+// header name.
+func (r *Request) edited(name []byte) bool {
 	for i := range r.edits {
-		if r.edits[i].key == string(key) {
+		if k := r.edits[i].key; len(k) == len(name) && keyIs(name, stringBytes(k)) {
 			return true
 		}
 	}
@@ -272,7 +423,8 @@ func (r *Request) edited(key []byte) bool {
 // interface assertion, r.(interface{ HeaderBytes(string) ([]byte, bool) }).
 func (r *Request) HeaderBytes(key string) ([]byte, bool) {
 	r.hdrUsed = true
-	return r.headerValue(canonicalKey(key))
+	var buf [64]byte
+	return r.headerValue(appendCanonicalKeyString(buf[:0], key))
 }
 
 // RangeHeaders calls fn with each header value Header().View() would hold
@@ -296,14 +448,18 @@ func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
 		}
 		return
 	}
-	for _, e := range r.index() {
-		if len(r.edits) > 0 && r.edited(e.key) {
+	for _, e := range r.keys() {
+		if len(r.edits) > 0 && r.edited(e.name.of(r.frame)) {
 			continue
 		}
-		if !fn(e.key, e.value) {
+		if !fn(e.key.of(r.canon), e.value.of(r.frame)) {
 			return
 		}
 	}
+	r.rangeEdits(fn)
+}
+
+func (r *Request) rangeEdits(fn func(key, value []byte) bool) {
 	for i := range r.edits {
 		if e := &r.edits[i]; !e.del {
 			if !fn(stringBytes(e.key), stringBytes(e.value)) {
@@ -311,6 +467,33 @@ func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
 			}
 		}
 	}
+}
+
+// RangeHeaderNames is RangeHeaders with each frame header under its name as
+// APISIX sent it (usually lower case) rather than its map key: the same
+// values, each under a name whose textproto.CanonicalMIMEHeaderKey is the
+// key RangeHeaders gives. A plugin that folds letter case itself saves the
+// writing of the keys. After View(), and for headers set through Header(),
+// the names are the map keys.
+//
+// apisix-identity-runner patch: header views. Plugins reach it through
+// r.(interface{ RangeHeaderNames(func(name, value []byte) bool) }).
+func (r *Request) RangeHeaderNames(fn func(name, value []byte) bool) {
+	if r.hdr != nil {
+		r.RangeHeaders(fn)
+		return
+	}
+	r.hdrUsed = true
+	for _, e := range r.index() {
+		name := e.name.of(r.frame)
+		if len(r.edits) > 0 && r.edited(name) {
+			continue
+		}
+		if !fn(name, e.value.of(r.frame)) {
+			return
+		}
+	}
+	r.rangeEdits(fn)
 }
 
 // fetchEdits writes the Rewrite header entries the map diff of
@@ -324,9 +507,9 @@ func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffset
 		e := &r.edits[i]
 		n, same := 0, false
 		for _, f := range entries {
-			if string(f.key) == e.key {
+			if f.name.end-f.name.off == int32(len(e.key)) && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
 				n++
-				same = n == 1 && !e.del && string(f.value) == e.value
+				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
 			}
 		}
 		if e.del && n == 0 || same {
@@ -381,11 +564,10 @@ func (r *Request) resetViews() {
 			c[i] = poisonByte
 		}
 	}
-	for i := range r.entries {
-		r.entries[i] = frameHeader{}
-	}
 	r.entries = r.entries[:0]
+	r.frame = nil
 	r.indexed = false
+	r.keyed = false
 	r.clearEdits()
 	r.hdrUsed = false
 }

@@ -20,6 +20,7 @@ import (
 
 func TestCanonicalKeyAsTextproto(t *testing.T) {
 	names := []string{"", "x-userinfo", "X-USERINFO", "x_userinfo", "X_User_Orgs", "bad name", "x-a b", "ä-b",
+		"x userinfo", "X Userinfo", "X-Userinf\x7f", "x-useRinfo", "BAD NAME", "Bad name",
 		"-x", "x--y", "a\x00b", "a:b", "cookie", "COOKIE", "x-id-token", "X-ID-Token", "1-2-3", "~x|y`z"}
 	rng := rand.New(rand.NewSource(1))
 	alphabet := "abcXYZ-_ :\x7f\xc3é0"
@@ -31,7 +32,18 @@ func TestCanonicalKeyAsTextproto(t *testing.T) {
 		names = append(names, string(b))
 	}
 	for _, n := range names {
-		assert.Equal(t, textproto.CanonicalMIMEHeaderKey(n), string(appendCanonicalKey(nil, []byte(n))), "%q", n)
+		want := textproto.CanonicalMIMEHeaderKey(n)
+		assert.Equal(t, want, string(appendCanonicalKey(nil, []byte(n))), "%q", n)
+		assert.Equal(t, "x"+want, string(appendCanonicalKeyString([]byte("x"), n)), "%q", n)
+		assert.Equal(t, want, canonicalKey(n), "%q", n)
+		assert.Equal(t, want == n, isCanonical(n), "%q", n)
+	}
+	// keyIs against the keys of the fixed names and of random ones.
+	for _, n := range names {
+		for _, m := range append(names[:40:40], n, textproto.CanonicalMIMEHeaderKey(n)) {
+			key := textproto.CanonicalMIMEHeaderKey(m)
+			assert.Equal(t, textproto.CanonicalMIMEHeaderKey(n) == key, keyIs([]byte(n), []byte(key)), "%q is %q", n, key)
+		}
 	}
 }
 
@@ -88,6 +100,17 @@ func ranged(r *Request) http.Header {
 	return out
 }
 
+// rangedNames is what RangeHeaderNames shows, under the names' keys.
+func rangedNames(r *Request) http.Header {
+	out := http.Header{}
+	r.RangeHeaderNames(func(n, v []byte) bool {
+		k := textproto.CanonicalMIMEHeaderKey(string(n))
+		out[k] = append(out[k], string(v))
+		return true
+	})
+	return out
+}
+
 // sortedChanges is the Rewrite's header entries in a fixed order: the map
 // diff of v0.5.0 sends them in map order.
 func sortedChanges(t *testing.T, r *Request) []string {
@@ -109,7 +132,8 @@ func sortedChanges(t *testing.T, r *Request) []string {
 }
 
 // TestHeaderViewsShowWhatViewShows: for random header sets and random
-// changes through Header(), the views (HeaderBytes, RangeHeaders, Get)
+// changes through Header(), the views (HeaderBytes, RangeHeaders,
+// RangeHeaderNames, Get)
 // give what the map gives after the same changes, and FetchChanges sends
 // the same entries as when the maps were built first (v0.5.0's path).
 func TestHeaderViewsShowWhatViewShows(t *testing.T) {
@@ -131,7 +155,12 @@ func TestHeaderViewsShowWhatViewShows(t *testing.T) {
 
 		r := CreateRequest(buf)
 		apply(r.Header(), before)
+		if rng.Intn(2) == 0 {
+			// Names first, then keys: either may be the first to read the frame.
+			assert.Equal(t, canonical(wantMid), canonical(rangedNames(r)), "case %d: %v %v", i, in, before)
+		}
 		assert.Equal(t, canonical(wantMid), canonical(ranged(r)), "case %d: %v %v", i, in, before)
+		assert.Equal(t, canonical(wantMid), canonical(rangedNames(r)), "case %d: %v %v", i, in, before)
 		for _, k := range probe {
 			v, ok := r.HeaderBytes(k)
 			assert.Equal(t, wantMid.Get(k), string(v), "case %d: %q of %v after %v", i, k, in, before)
@@ -141,6 +170,7 @@ func TestHeaderViewsShowWhatViewShows(t *testing.T) {
 		if rng.Intn(4) == 0 {
 			// A plugin asks for the map half-way: the changes so far are in it.
 			assert.Equal(t, wantMid, r.Header().View(), "case %d", i)
+			assert.Equal(t, canonical(wantMid), canonical(rangedNames(r)), "case %d", i)
 		}
 		apply(r.Header(), after)
 		assert.Equal(t, wantChanges, sortedChanges(t, r), "case %d: %v then %v %v", i, in, before, after)

@@ -63,7 +63,9 @@ type Request struct {
 	changes []flatbuffers.UOffsetT
 	entries []frameHeader
 	canon   []byte
+	frame   []byte // the frame the entries are places in
 	indexed bool
+	keyed   bool
 
 	args    url.Values
 	rawArgs url.Values
@@ -531,9 +533,11 @@ func CreateRequest(buf []byte) *Request {
 	req.r = &req.root
 	// because apisix has an implicit 60s timeout, so set the timeout to 56 seconds(smaller than 60s)
 	// so plugin writer can still break the execution with a custom response before the apisix implicit timeout.
-	ctx, cancel := context.WithTimeout(context.Background(), 56*time.Second)
+	// apisix-identity-runner patch: the same deadline without a timer
+	// until a plugin waits on it (request_context.go).
+	ctx := newRequestContext(time.Now())
 	req.ctx = ctx
-	req.cancel = cancel
+	req.cancel = ctx.end
 	return req
 }
 
