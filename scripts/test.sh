@@ -2,7 +2,8 @@
 # The project's test command (README: `make test`). It starts a throwaway Redis
 # and Keycloak (scripts/redis.sh, scripts/keycloak.sh), then runs, in order:
 # gofmt, go vet, the unit tests and fuzz seed corpora with the race detector,
-# the Python client's and the Django demo's pytest suites (scripts/python-tests.sh),
+# the Python client's and the Django demo's pytest suites (scripts/python-tests.sh,
+# in the background beside the integration tests),
 # the patched runner library's own tests (third_party/, a module of its own),
 # the integration tests that drive the real runner binary against them, and a
 # one-minute soak of 500 users (make reliability runs the full one);
@@ -15,8 +16,10 @@ cd "$ROOT"
 
 started=()
 ALERTS_PID=
+PYTHON_PID=
 cleanup() {
 	[[ -n $ALERTS_PID ]] && kill "$ALERTS_PID" 2>/dev/null || true
+	[[ -n $PYTHON_PID ]] && kill "$PYTHON_PID" 2>/dev/null || true
 	for s in "${started[@]}"; do
 		"scripts/$s.sh" stop >/dev/null 2>&1 || true
 	done
@@ -84,8 +87,21 @@ step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
 (cd test/deploy && go test -race -count=1 ./...)
 
-step "Python client and Django demo (clients/python, demo/django): shared vectors, Django test client, feed on the real Redis"
-scripts/python-tests.sh
+# The Python side (clients/python, demo/django) runs beside the Go integration tests, which spend
+# much of their time waiting on Keycloak, Redis and the runner; it needs only the Redis started above
+# (its own keys) and a PostgreSQL server it starts itself. Its output is shown when it is waited for.
+step "Python client and Django demo (clients/python, demo/django), in the background: shared vectors, Django 4.2 and 5.2, DRF, ASGI, feed consumers on the real Redis and PostgreSQL"
+PYTHON_LOG=$ROOT/.work/python-tests.log
+scripts/python-tests.sh >"$PYTHON_LOG" 2>&1 &
+PYTHON_PID=$!
+wait_python() {
+	step "Python client and Django demo: waiting for the background run"
+	if ! wait "$PYTHON_PID"; then
+		cat "$PYTHON_LOG"; echo "scripts/python-tests.sh failed (output above)"; exit 1
+	fi
+	PYTHON_PID=
+	cat "$PYTHON_LOG"
+}
 step "the patched runner library (third_party/apisix-go-plugin-runner, its own module): vet and tests"
 (cd third_party/apisix-go-plugin-runner && go vet ./... && go test -race -count=1 ./...)
 
@@ -95,6 +111,8 @@ go test -race -count=1 -tags integration -timeout 15m ./test/integration/
 step "the soak, short form: 500 users of the realm for 1 min on 3 runners (make reliability: 10 000 users, 10 min)"
 RELIABILITY_SOAK=1 SOAK_USERS=500 SOAK_DURATION=1m go test -race -count=1 -tags integration -timeout 10m \
 	-run TestReliabilitySoak ./test/integration/
+
+wait_python
 
 step "bench-e2e smoke: the benchmark tool runs end to end (-quick; it checks every answer, never the speed)"
 go run ./test/bench -quick -out .work/bench-e2e-quick.md >/dev/null
