@@ -370,11 +370,12 @@ func Parse(component string, in []byte, c Lifecycle) error {
 		return prefixEach(component, err)
 	}
 	c.SetDefaults(keys)
+	// Validate may join several problems; each keeps its own prefix.
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", component, err)
+		return prefixEach(component, err)
 	}
 	if err := c.Derive(); err != nil {
-		return fmt.Errorf("%s: %w", component, err)
+		return prefixEach(component, err)
 	}
 	return nil
 }
