@@ -279,7 +279,9 @@ func (c *Conf) SetDefaults(set conf.Keys) {
 	}
 }
 
-// Validate checks the config without changing it.
+// Validate checks the config without changing it. Every problem is
+// reported, joined (go-runner check lists each); a check that reads a value
+// already refused is skipped, so no problem is the knock-on of another.
 func (c *Conf) Validate() error {
 	if c.JWKS {
 		if c.BackchannelLogout || c.Issuer != "" || c.JWKSURI != "" || c.VerifyToken != nil || c.Audience != "" || c.AnyAudience ||
@@ -292,41 +294,35 @@ func (c *Conf) Validate() error {
 	if c.BackchannelLogout {
 		return c.validateBackchannel()
 	}
+	var problems []error
+	bad := func(err error) { problems = append(problems, err) }
 	if c.given.Has("revocation_ttl") {
-		return errors.New(`"revocation_ttl" is a setting of the "backchannel_logout" route`)
+		bad(errors.New(`"revocation_ttl" is a setting of the "backchannel_logout" route`))
 	}
 	if c.OnRevoked != nil {
 		if !*c.VerifyToken {
-			return errors.New(`"on_revoked" needs "verify_token": true: only a verified token names its session`)
+			bad(errors.New(`"on_revoked" needs "verify_token": true: only a verified token names its session`))
 		}
 		if err := checkLocalPath("on_revoked.redirect", c.OnRevoked.Redirect); err != nil {
-			return err
+			bad(err)
 		}
 	}
 	if *c.VerifyToken {
-		if c.Issuer == "" {
-			return errors.New(`"issuer" is required when "verify_token" is true`)
-		}
-		if err := checkURL("issuer", c.Issuer); err != nil {
-			return err
-		}
-		if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
-			return err
-		}
+		problems = append(problems, c.validateIssuer(`"issuer" is required when "verify_token" is true`)...)
 	}
 	if err := c.validateAudience(); err != nil {
-		return err
+		bad(err)
 	}
 	switch c.OnInvalid {
 	case OnInvalidReject, OnInvalidAnonymous:
 	default:
-		return fmt.Errorf(`"on_invalid" %q: want "reject" or "anonymous"`, c.OnInvalid)
+		bad(fmt.Errorf(`"on_invalid" %q: want "reject" or "anonymous"`, c.OnInvalid))
 	}
 	if c.Leeway < 0 || c.Leeway.Std() > 5*time.Minute {
-		return fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway)
+		bad(fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway))
 	}
 	if c.MaxUserinfoBytes < 1024 || c.MaxUserinfoBytes > 1<<20 {
-		return fmt.Errorf(`"max_userinfo_bytes" %d: want between 1024 and 1048576`, c.MaxUserinfoBytes)
+		bad(fmt.Errorf(`"max_userinfo_bytes" %d: want between 1024 and 1048576`, c.MaxUserinfoBytes))
 	}
 	seen := map[string]string{}
 	reserved := map[string]bool{}
@@ -335,43 +331,74 @@ func (c *Conf) Validate() error {
 	}
 	if a := c.Assertion; a != nil {
 		if a.Audience == "" {
-			return errors.New(`"assertion.audience" is required: name the app that accepts the assertion`)
+			bad(errors.New(`"assertion.audience" is required: name the app that accepts the assertion`))
 		}
 		if a.Issuer == "" {
-			return errors.New(`"assertion.issuer" is empty`)
+			bad(errors.New(`"assertion.issuer" is empty`))
 		}
 		if err := conf.HeaderName("assertion.header", a.Header); err != nil {
-			return err
+			bad(err)
+		} else if reserved[identity.NormalizeName(a.Header)] {
+			bad(fmt.Errorf(`"assertion.header" %q is an input header`, a.Header))
+		} else {
+			seen[identity.NormalizeName(a.Header)] = "assertion.header"
 		}
-		if reserved[identity.NormalizeName(a.Header)] {
-			return fmt.Errorf(`"assertion.header" %q is an input header`, a.Header)
-		}
-		seen[identity.NormalizeName(a.Header)] = "assertion.header"
 		if a.TTL.Std() < time.Second || a.TTL.Std() > time.Hour {
-			return fmt.Errorf(`"assertion.ttl" %q: want between "1s" and "1h"`, a.TTL)
+			bad(fmt.Errorf(`"assertion.ttl" %q: want between "1s" and "1h"`, a.TTL))
 		}
 	}
 	if len(c.ClaimHeaders) > maxClaimHeaders {
-		return fmt.Errorf(`"claim_headers": %d headers, at most %d`, len(c.ClaimHeaders), maxClaimHeaders)
+		bad(fmt.Errorf(`"claim_headers": %d headers, at most %d`, len(c.ClaimHeaders), maxClaimHeaders))
 	}
-	for header, claim := range c.ClaimHeaders {
+	// In name order: the same config lists its problems alike every time.
+	names := make([]string, 0, len(c.ClaimHeaders))
+	for header := range c.ClaimHeaders {
+		names = append(names, header)
+	}
+	sort.Strings(names)
+	for _, header := range names {
 		key := fmt.Sprintf("claim_headers.%s", header)
-		if err := conf.HeaderName(key, header); err != nil {
-			return err
+		nameErr := conf.HeaderName(key, header)
+		if nameErr != nil {
+			bad(nameErr)
 		}
-		if claim == "" {
-			return fmt.Errorf("%q: claim name is empty", key)
+		if c.ClaimHeaders[header] == "" {
+			bad(fmt.Errorf("%q: claim name is empty", key))
+		}
+		if nameErr != nil {
+			continue
 		}
 		norm := identity.NormalizeName(header)
 		if reserved[norm] {
-			return fmt.Errorf("%q: %s is an input header and cannot carry a claim", key, header)
+			bad(fmt.Errorf("%q: %s is an input header and cannot carry a claim", key, header))
+			continue
 		}
 		if other, dup := seen[norm]; dup {
-			return fmt.Errorf("%q: same header as %q once case and _/- are folded", key, other)
+			bad(fmt.Errorf("%q: same header as %q once case and _/- are folded", key, other))
+			continue
 		}
 		seen[norm] = key
 	}
-	return nil
+	return errors.Join(problems...)
+}
+
+// validateIssuer checks issuer (missing is the problem when it is empty)
+// and jwks_uri; a jwks_uri defaulted from a bad issuer is not checked, its
+// fault is the issuer's.
+func (c *Conf) validateIssuer(missing string) []error {
+	var problems []error
+	issuerOK := true
+	if c.Issuer == "" {
+		problems, issuerOK = append(problems, errors.New(missing)), false
+	} else if err := checkURL("issuer", c.Issuer); err != nil {
+		problems, issuerOK = append(problems, err), false
+	}
+	if issuerOK || c.given.Has("jwks_uri") {
+		if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return problems
 }
 
 // validateAudience: a token is checked against one client unless the route
@@ -468,32 +495,35 @@ var backchannelKeys = map[string]bool{"backchannel_logout": true, "issuer": true
 const DefaultRevocationTTL = 10 * time.Hour
 
 func (c *Conf) validateBackchannel() error {
+	var problems []error
+	// Each key refused once, in name order (nested keys share their top).
+	refused := map[string]bool{}
+	var keys []string
 	for key := range c.given {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
 		top, _, _ := strings.Cut(key, ".")
-		if !backchannelKeys[top] {
-			return fmt.Errorf(`%q: "backchannel_logout": true takes only issuer, audience, jwks_uri, leeway and revocation_ttl`, top)
+		if !backchannelKeys[top] && !refused[top] {
+			refused[top] = true
+			problems = append(problems,
+				fmt.Errorf(`%q: "backchannel_logout": true takes only issuer, audience, jwks_uri, leeway and revocation_ttl`, top))
 		}
 	}
-	if c.Issuer == "" {
-		return errors.New(`"issuer" is required with "backchannel_logout": the realm whose logout tokens the route accepts`)
-	}
-	if err := checkURL("issuer", c.Issuer); err != nil {
-		return err
-	}
-	if err := checkURL("jwks_uri", c.JWKSURI); err != nil {
-		return err
-	}
+	problems = append(problems,
+		c.validateIssuer(`"issuer" is required with "backchannel_logout": the realm whose logout tokens the route accepts`)...)
 	if c.Audience == "" || c.Audience == "*" || strings.TrimSpace(c.Audience) != c.Audience {
-		return fmt.Errorf(`"audience" %q: name the client whose back-channel logout URL this route is (openid-connect's client_id)`,
-			c.Audience)
+		problems = append(problems, fmt.Errorf(
+			`"audience" %q: name the client whose back-channel logout URL this route is (openid-connect's client_id)`, c.Audience))
 	}
 	if c.Leeway < 0 || c.Leeway.Std() > 5*time.Minute {
-		return fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway)
+		problems = append(problems, fmt.Errorf(`"leeway" %q: want between "0s" and "5m"`, c.Leeway))
 	}
 	if c.RevocationTTL.Std() < 5*time.Minute || c.RevocationTTL.Std() > 720*time.Hour {
-		return fmt.Errorf(`"revocation_ttl" %q: want between "5m" and "720h"`, c.RevocationTTL)
+		problems = append(problems, fmt.Errorf(`"revocation_ttl" %q: want between "5m" and "720h"`, c.RevocationTTL))
 	}
-	return nil
+	return errors.Join(problems...)
 }
 
 // checkLocalPath accepts a path on the same host: a redirect elsewhere would

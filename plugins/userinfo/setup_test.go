@@ -110,6 +110,43 @@ func TestBadConfigFailsClosed(t *testing.T) {
 	}
 }
 
+// A conf with several value problems names each, in one log line, and the
+// route still answers 500; one problem does not hide the next.
+func TestEveryProblemOfAConf(t *testing.T) {
+	logs := captureLogs(t)
+	v, err := testPlugin.ParseConf([]byte(`{"issuer":"sso.example.org","leeway":"10m","on_invalid":"pass",` +
+		`"claim_headers":{"X-B":"","X A":"sub","X-Userinfo":"sub"},"assertion":{"audience":"","ttl":"2h"}}`))
+	require.NoError(t, err)
+	cerr := v.(*Conf).Err()
+	require.Error(t, cerr)
+	joined, ok := cerr.(interface{ Unwrap() []error })
+	require.True(t, ok, "the problems are joined, each its own: %v", cerr)
+	var got []string
+	for _, e := range joined.Unwrap() {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`userinfo: "issuer" "sso.example.org": want an http(s) URL`,
+		`userinfo: "audience" is required when "verify_token" is true: name the client whose tokens the route accepts ` +
+			`(openid-connect's client_id), or set "any_audience": true to accept a token of any client of the realm`,
+		`userinfo: "on_invalid" "pass": want "reject" or "anonymous"`,
+		`userinfo: "leeway" "10m0s": want between "0s" and "5m"`,
+		`userinfo: "assertion.audience" is required: name the app that accepts the assertion`,
+		`userinfo: "assertion.ttl" "2h0m0s": want between "1s" and "1h"`,
+		`userinfo: "claim_headers.X A": header name "X A" may hold only letters, digits, '-' and '_'`,
+		`userinfo: "claim_headers.X-B": claim name is empty`,
+		`userinfo: "claim_headers.X-Userinfo": X-Userinfo is an input header and cannot carry a claim`,
+	}
+	assert.Equal(t, want, got)
+	assert.Equal(t, 1, strings.Count(logs.String(), "route config refused"), logs.String())
+	for _, key := range []string{"issuer", "audience", "on_invalid", "leeway", "assertion.audience", "assertion.ttl", "X-B", "X-Userinfo"} {
+		assert.Contains(t, logs.String(), key, "the one log line lists every problem")
+	}
+	w := httptest.NewRecorder()
+	testPlugin.RequestFilter(v, w, runnertest.NewRequest(1, 1, map[string]string{"x-userinfo": "e30="}))
+	assert.Equal(t, http.StatusInternalServerError, w.Code)
+}
+
 // A route that does not name its client and does not opt out answers 500
 // for every request, the token of the right client included: the runner
 // would skip a conf it refuses, and a skipped userinfo lets every client in.
