@@ -293,74 +293,114 @@ func (c *Conf) SetDefaults(set conf.Keys) {
 	}
 }
 
-// Validate checks the config without changing it.
+// Validate checks the config without changing it. Every problem is
+// reported, joined (go-runner check lists each); a check that reads a value
+// already refused is skipped, so no problem is the knock-on of another.
 func (c *Conf) Validate() error {
+	var problems []error
+	bad := func(err error) { problems = append(problems, err) }
 	if c.Invalidate {
 		if c.FreshTTL != 0 || c.StaleTTL != 0 || c.Shape != "" || c.OnKeycloakError != "" || c.CheckAccount != nil ||
 			c.Claims != nil || c.Timeout != 0 || c.Require != nil || c.Tenant != nil {
-			return errors.New(`"invalidate": true takes only "secret_env", "signature_header", "max_age" and "rate_limit"`)
+			bad(errors.New(`"invalidate": true takes only "secret_env", "signature_header", "max_age" and "rate_limit"`))
 		}
 		if c.SecretEnv == "" {
-			return errors.New(`"secret_env" is required with "invalidate": name the environment variable holding the HMAC secret`)
+			bad(errors.New(`"secret_env" is required with "invalidate": name the environment variable holding the HMAC secret`))
 		}
 		if err := conf.HeaderName("signature_header", c.SignatureHeader); err != nil {
-			return err
+			bad(err)
 		}
 		if c.MaxAge.Std() < 10*time.Second || c.MaxAge.Std() > maxMaxAge {
-			return fmt.Errorf(`"max_age" %q: want between "10s" and "1h"`, c.MaxAge)
+			bad(fmt.Errorf(`"max_age" %q: want between "10s" and "1h"`, c.MaxAge))
 		}
 		if c.RateLimit < 1 || c.RateLimit > 10000 {
-			return fmt.Errorf(`"rate_limit" %d: want between 1 and 10000 calls per second`, c.RateLimit)
+			bad(fmt.Errorf(`"rate_limit" %d: want between 1 and 10000 calls per second`, c.RateLimit))
 		}
-		return nil
+		return errors.Join(problems...)
 	}
 	if c.SecretEnv != "" || c.SignatureHeader != "" || c.MaxAge != 0 || c.RateLimit != 0 {
-		return errors.New(`"secret_env", "signature_header", "max_age" and "rate_limit" go with "invalidate": true only`)
+		bad(errors.New(`"secret_env", "signature_header", "max_age" and "rate_limit" go with "invalidate": true only`))
 	}
-	if c.FreshTTL.Std() < time.Second || c.FreshTTL.Std() > 24*time.Hour {
-		return fmt.Errorf(`"fresh_ttl" %q: want between "1s" and "24h"`, c.FreshTTL)
+	freshOK := c.FreshTTL.Std() >= time.Second && c.FreshTTL.Std() <= 24*time.Hour
+	if !freshOK {
+		bad(fmt.Errorf(`"fresh_ttl" %q: want between "1s" and "24h"`, c.FreshTTL))
 	}
-	if c.StaleTTL < c.FreshTTL {
-		return fmt.Errorf(`"stale_ttl" %q must be >= "fresh_ttl" %q`, c.StaleTTL, c.FreshTTL)
+	if freshOK && c.StaleTTL < c.FreshTTL {
+		bad(fmt.Errorf(`"stale_ttl" %q must be >= "fresh_ttl" %q`, c.StaleTTL, c.FreshTTL))
 	}
 	if c.StaleTTL.Std() > 24*time.Hour {
-		return fmt.Errorf(`"stale_ttl" %q: want at most "24h"`, c.StaleTTL)
+		bad(fmt.Errorf(`"stale_ttl" %q: want at most "24h"`, c.StaleTTL))
 	}
 	switch c.Shape {
 	case ShapeAuto, ShapeList, ShapeMap, ShapeMapAttributes:
 	default:
-		return fmt.Errorf(`"shape" %q: want "auto", "list", "map" or "map_attributes"`, c.Shape)
+		bad(fmt.Errorf(`"shape" %q: want "auto", "list", "map" or "map_attributes"`, c.Shape))
 	}
 	switch c.OnKeycloakError {
 	case OnErrorStale, OnErrorDeny:
 	default:
-		return fmt.Errorf(`"on_keycloak_error" %q: want "stale" or "deny"`, c.OnKeycloakError)
+		bad(fmt.Errorf(`"on_keycloak_error" %q: want "stale" or "deny"`, c.OnKeycloakError))
 	}
 	if c.Timeout.Std() < 100*time.Millisecond || c.Timeout.Std() > 30*time.Second {
-		return fmt.Errorf(`"timeout" %q: want between "100ms" and "30s"`, c.Timeout)
+		bad(fmt.Errorf(`"timeout" %q: want between "100ms" and "30s"`, c.Timeout))
 	}
 	seen := map[string]bool{}
 	for i, claim := range c.Claims {
 		switch claim {
 		case ClaimOrganization, ClaimGroups, ClaimRoles, ClaimOrganizationGroups, ClaimClientRoles:
 		default:
-			return fmt.Errorf(`"claims[%d]" %q: want "organization", "groups", "roles", "organization_groups" or "client_roles"`, i, claim)
+			bad(fmt.Errorf(`"claims[%d]" %q: want "organization", "groups", "roles", "organization_groups" or "client_roles"`, i, claim))
+			continue
 		}
 		if seen[claim] {
-			return fmt.Errorf(`"claims[%d]" %q is listed twice`, i, claim)
+			bad(fmt.Errorf(`"claims[%d]" %q is listed twice`, i, claim))
 		}
 		seen[claim] = true
 	}
 	if !seen[ClaimOrganization] {
-		return errors.New(`"claims" must include "organization"`)
+		bad(errors.New(`"claims" must include "organization"`))
 	}
 	if seen[ClaimOrganizationGroups] && c.Shape == ShapeAuto {
 		// A login's claim cannot tell whether the organization mapper adds
 		// ids: with groups in it, even the list form is an object.
-		return errors.New(`"claims" "organization_groups" needs "shape" set to the organization mapper's form ` +
-			`("list": no id, "map": "Add organization id", "map_attributes": ids and attributes), not "auto"`)
+		bad(errors.New(`"claims" "organization_groups" needs "shape" set to the organization mapper's form ` +
+			`("list": no id, "map": "Add organization id", "map_attributes": ids and attributes), not "auto"`))
 	}
-	return nil
+	if err := c.validatePolicy(); err != nil {
+		bad(err)
+	}
+	return errors.Join(problems...)
+}
+
+// validatePolicy checks the access rule and the tenant as Derive builds
+// them, on a copy of the tenant (compiling fills it in), and that the
+// claims fetch what the rule reads; the latter only once the rule parses.
+func (c *Conf) validatePolicy() error {
+	if c.Require == nil && c.Tenant == nil {
+		return nil
+	}
+	var tenant *access.Tenant
+	if c.Tenant != nil {
+		t := *c.Tenant
+		tenant = &t
+	}
+	policy, err := access.NewPolicy(c.Require, tenant)
+	if err != nil {
+		return err
+	}
+	probe := &Conf{}
+	probe.setClaims(c.Claims)
+	return probe.fetches(policy.Needs())
+}
+
+// setClaims sets the flags of the claims refreshed.
+func (c *Conf) setClaims(claims []string) {
+	for _, claim := range claims {
+		c.groups = c.groups || claim == ClaimGroups
+		c.roles = c.roles || claim == ClaimRoles
+		c.orgGroups = c.orgGroups || claim == ClaimOrganizationGroups
+		c.clientRoles = c.clientRoles || claim == ClaimClientRoles
+	}
 }
 
 // Derive resolves the secret and the flags requests use.
@@ -379,12 +419,7 @@ func (c *Conf) Derive() error {
 		ShapeMapAttributes: identity.ShapeMapAttributes,
 	}[c.Shape]
 	c.checkAccount = *c.CheckAccount
-	for _, claim := range c.Claims {
-		c.groups = c.groups || claim == ClaimGroups
-		c.roles = c.roles || claim == ClaimRoles
-		c.orgGroups = c.orgGroups || claim == ClaimOrganizationGroups
-		c.clientRoles = c.clientRoles || claim == ClaimClientRoles
-	}
+	c.setClaims(c.Claims)
 	if c.Require != nil || c.Tenant != nil {
 		// NewPolicy validates the rule and compiles the tenant's template.
 		policy, err := access.NewPolicy(c.Require, c.Tenant)

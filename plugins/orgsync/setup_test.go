@@ -69,6 +69,33 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// Every value problem of a conf, the access rule's included; a check on a
+// value already refused is skipped (stale_ttl against a bad fresh_ttl).
+func TestEveryProblemOfAConf(t *testing.T) {
+	_, err := New(Deps{}).parse([]byte(`{"fresh_ttl":"48h","shape":"tree","timeout":"1m",` +
+		`"claims":["organization","email"],"require":{"realm_role":"admin"},"tenant":{"path":"/orgs/{org}","by":"name"}}`))
+	require.Error(t, err)
+	joined, ok := err.(interface{ Unwrap() []error })
+	require.True(t, ok, "the problems are joined, each its own: %v", err)
+	var got []string
+	for _, e := range joined.Unwrap() {
+		got = append(got, e.Error())
+	}
+	assert.Equal(t, []string{
+		`orgsync: "fresh_ttl" "48h0m0s": want between "1s" and "24h"`,
+		`orgsync: "shape" "tree": want "auto", "list", "map" or "map_attributes"`,
+		`orgsync: "timeout" "1m0s": want between "100ms" and "30s"`,
+		`orgsync: "claims[1]" "email": want "organization", "groups", "roles", "organization_groups" or "client_roles"`,
+		`orgsync: "tenant.by" "name": want "alias" or "id"`,
+	}, got)
+
+	// The rule parses: what it reads is checked against the claims, beside the rest.
+	_, err = New(Deps{}).parse([]byte(`{"on_keycloak_error":"retry","require":{"realm_role":"admin"}}`))
+	require.Error(t, err)
+	assert.Equal(t, `orgsync: "on_keycloak_error" "retry": want "stale" or "deny"`+"\n"+
+		`orgsync: "require" reads realm roles: add "roles" to "claims"`, err.Error())
+}
+
 func TestDefaults(t *testing.T) {
 	c, err := New(Deps{}).parse([]byte(`{}`))
 	require.NoError(t, err)
