@@ -256,6 +256,30 @@ func TestCheckReportsEveryProblemOfAConf(t *testing.T) {
 	assert.Contains(t, out, "go-runner check: 3 problems in 1 route\n")
 }
 
+// Every value problem of a conf too, each plugin's validation going on past the first.
+func TestCheckReportsEveryValueProblemOfAConf(t *testing.T) {
+	userinfoConf := `{"name":"userinfo","value":"{\"issuer\":\"https://sso.example.org/realms/r\",\"leeway\":\"10m\",\"on_invalid\":\"drop\"}"}`
+	code, out := check(t, route(oidc+","+postReq(userinfoConf)))
+	assert.Equal(t, checkProblems, code, out)
+	for _, want := range []string{`userinfo: "audience" is required when "verify_token" is true: name the client`,
+		`userinfo: "on_invalid" "drop": want "reject" or "anonymous"`, `userinfo: "leeway" "10m0s": want between "0s" and "5m"`} {
+		assert.Contains(t, out, "route r1: ext-plugin-post-req conf[0]: "+want, out)
+	}
+	assert.Contains(t, out, "go-runner check: 3 problems in 1 route\n")
+
+	orgsyncConf := `{"name":"orgsync","value":"{\"fresh_ttl\":\"48h\",\"shape\":\"tree\",\"on_keycloak_error\":\"retry\"}"}`
+	code, out = check(t, route(oidc+","+postReq(goodUserinfo, orgsyncConf)))
+	assert.Equal(t, checkProblems, code, out)
+	for _, want := range []string{`orgsync: "fresh_ttl" "48h0m0s": want between "1s" and "24h"`,
+		`orgsync: "shape" "tree": want "auto", "list", "map" or "map_attributes"`,
+		`orgsync: "on_keycloak_error" "retry": want "stale" or "deny"`} {
+		assert.Contains(t, out, "route r1: ext-plugin-post-req conf[1]: "+want+"\n", out)
+	}
+	// fresh_ttl refused, stale_ttl is not also said to be below it.
+	assert.NotContains(t, out, "stale_ttl", out)
+	assert.Contains(t, out, "go-runner check: 3 problems in 1 route\n")
+}
+
 // A misspelled name is one problem: not also "orgsync must follow userinfo" on the same list.
 func TestCheckMisspelledNameHasNoKnockOn(t *testing.T) {
 	code, out := check(t, route(oidc+","+postReq(strings.Replace(goodUserinfo, "userinfo", "usrinfo", 1), goodOrgsync)))
