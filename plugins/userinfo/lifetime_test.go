@@ -1,7 +1,6 @@
 package userinfo
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,22 +14,21 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
-	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
 )
 
 // TestKeptValuesOutliveTheirRequest: userinfo reads the request's headers
 // as views of the frame (the runner library's header views), which die with
 // the request. With the library poisoning every frame when its request ends,
 // requests of several users run concurrently through the library's pooled
-// Request, userinfo then orgsync, each on a frame of its own; every request
-// gets its own user, and what the plugins kept across requests (the
-// session cache's entries, found again by the key of the original header
-// bytes, and the identities in them) still holds the original values. A
-// plugin keeping a view instead of a copy fails it: the kept bytes are
-// overwritten (and -race sees the poisoning write against a later read).
+// Request, each on a frame of its own; every request gets its own user, and
+// what userinfo kept across requests (the session cache's entries, found
+// again by the key of the original header bytes, and the identities in
+// them) still holds the original values. Keeping a view instead of a copy
+// fails it: the kept bytes are overwritten (and -race sees the poisoning
+// write against a later read). test/hitpath runs userinfo then orgsync the
+// same way and checks what the upstream gets.
 func TestKeptValuesOutliveTheirRequest(t *testing.T) {
 	runnertest.PoisonViews(true)
 	defer runnertest.PoisonViews(false)
@@ -41,14 +39,7 @@ func TestKeptValuesOutliveTheirRequest(t *testing.T) {
 	v, err := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	require.NoError(t, err)
 	conf := v.(*Conf)
-	store, err := cache.New(context.Background(), &cache.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}, Emitter: em})
-	oconf, err := o.ParseConf([]byte(`{"fresh_ttl":"1h","stale_ttl":"1h"}`))
-	require.NoError(t, err)
 	userinfo := func(w http.ResponseWriter, r pkgHTTP.Request) { p.RequestFilter(conf, w, r) }
-	orgs := func(w http.ResponseWriter, r pkgHTTP.Request) { o.RequestFilter(oconf, w, r) }
 
 	type user struct{ sub, userinfo, token string }
 	users := make([]user, 6)
@@ -76,7 +67,7 @@ func TestKeptValuesOutliveTheirRequest(t *testing.T) {
 			for i := 0; i < 60; i++ {
 				u := (g + i) % len(users)
 				frame := append([]byte(nil), frames[u]...) // poisoned when its request ends
-				out = runnertest.ServeFrame(out[:0], frame, userinfo, orgs)
+				out = runnertest.ServeFrame(out[:0], frame, userinfo)
 				a := runnertest.ParseAnswer(out)
 				if !assert.False(t, a.Stop, "request %d of %s refused: %d", i, users[u].sub, a.Status) {
 					return

@@ -1,4 +1,7 @@
-package userinfo
+// Package hitpath measures and tests userinfo and orgsync together on the
+// runner library's own Request: the chain a route runs, which neither
+// plugin's tests may build since plugins never import each other.
+package hitpath
 
 import (
 	"context"
@@ -13,11 +16,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/assertion"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/emit"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/tokentest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/orgsync"
+	"github.com/apisix-identity-runner/apisix-identity-runner/plugins/userinfo"
 )
+
+// testKeys sign the assertions of this package's tests.
+var testKeys = func() *assertion.KeyRing {
+	keys, err := assertion.Generate()
+	if err != nil {
+		panic(err)
+	}
+	return keys
+}()
 
 // browserChain is userinfo then orgsync on the runner library's own pooled
 // Request (pkg/httptest.ServeFrame), fed the frame APISIX sends for a
@@ -80,7 +94,7 @@ func newBrowserChain(tb testing.TB) *browserChain {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = store.Close() })
 	em := emit.New(emit.Options{Keys: testKeys})
-	p := New(Deps{Emitter: em})
+	p := userinfo.New(userinfo.Deps{Emitter: em})
 	uconf, err := p.ParseConf([]byte(`{"issuer":"` + is.URL + `","audience":"apisix","assertion":{"audience":"mitxonline"}}`))
 	require.NoError(tb, err)
 	o := orgsync.New(orgsync.Deps{Cache: store, Keycloak: benchDirectory{issuer: is.URL}, Emitter: em})
