@@ -35,8 +35,10 @@ COPY keycloak ./keycloak
 COPY verify ./verify
 COPY demo ./demo
 ARG VERSION=dev
+# The commit the image is built from (make release-image passes it): apisix_identity_build_info{revision}.
+ARG REVISION=unknown
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /go-runner ./cmd/go-runner && \
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /go-runner ./cmd/go-runner && \
     go build -trimpath -ldflags "-s -w" -o /demo-upstream ./demo/upstream && \
     /go-runner version
 

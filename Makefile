@@ -89,8 +89,8 @@ release-image:
 	@if ! docker info >/dev/null 2>&1 || ! docker buildx version >/dev/null 2>&1; then \
 		echo "release-image: no Docker engine with buildx here: run make release-image where one runs"; exit 0; fi; \
 	set -e; platforms=$$(echo $(PLATFORMS) | tr ' ' ','); \
-	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) . ; \
-	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) --target runner -t $(IMAGE)-binary:$(VERSION) .
+	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) . ; \
+	docker buildx build --platform $$platforms --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --target runner -t $(IMAGE)-binary:$(VERSION) .
 
 clean:
 	rm -rf bin $(DIST)
