@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,23 +32,25 @@ import (
 )
 
 type options struct {
-	quick       bool
-	rounds      int
-	dur         time.Duration
-	users       int
-	sweep       []int
-	sweepCalls  int
-	fleetTTL    time.Duration
-	fleetConns  int
-	changes     int
-	offTTL      time.Duration
-	out         string
-	skip        map[string]bool
-	rssBudgetMB int64
-	localOffEnv string
-	sweepMax    time.Duration
-	profile     time.Duration
-	revocations int
+	quick        bool
+	rounds       int
+	dur          time.Duration
+	users        int
+	sweep        []int
+	sweepCalls   int
+	fleetTTL     time.Duration
+	fleetConns   int
+	changes      int
+	offTTL       time.Duration
+	out          string
+	skip         map[string]bool
+	rssBudgetMB  int64
+	localOffEnv  string
+	sweepMax     time.Duration
+	profile      time.Duration
+	revocations  int
+	only         *regexp.Regexp // variants run (their no-ops too); nil: all
+	profileConns int
 }
 
 func main() {
@@ -69,6 +72,9 @@ func main() {
 	flag.StringVar(&o.localOffEnv, "local-off-env", "CACHE_LOCAL_MAX_ENTRIES=0", "the runner setting that turns the in-process cache tier off (Redis-hit variant)")
 	flag.DurationVar(&o.sweepMax, "sweep-max", 8*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
 	flag.DurationVar(&o.profile, "profile", 5*time.Second, "CPU profile of the runner on the userinfo + orgsync hit path at 16 connections (0: none)")
+	var only string
+	flag.StringVar(&only, "only", "", "run only the variants whose name matches this regular expression (and their no-ops): for working on one figure, not for the report")
+	flag.IntVar(&o.profileConns, "profile-conns", 16, "connections of the CPU profile's run")
 	flag.IntVar(&o.revocations, "revocations", revocationsHeld, "revocations of other sessions the revocation variant's runner holds")
 	flag.Parse()
 	if o.quick {
@@ -81,6 +87,14 @@ func main() {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
 			o.sweep = append(o.sweep, n)
 		}
+	}
+	if only != "" {
+		re, err := regexp.Compile(only)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-e2e: -only:", err)
+			os.Exit(2)
+		}
+		o.only = re
 	}
 	o.skip = map[string]bool{}
 	for _, s := range strings.Split(skip, ",") {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,6 +188,9 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
 			confs: []pluginConf{e.userinfoConf(true, true), hitOrgsync}, exp: rewrite(true, "acme")},
 	}
+	if e.o.only != nil {
+		vs = onlyVariants(vs, e.o.only)
+	}
 	for _, v := range vs {
 		if v.noop == nil {
 			v.exp = expect{action: hrc.ActionNONE}
@@ -204,13 +208,17 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	// Cold users: their tokens verified once here, so that "cold" means one
 	// thing: orgsync asks Keycloak.
 	bulk := e.bulkUsers()
-	cold := vs[len(vs)-1]
-	for _, u := range bulk {
-		cold.frames = append(cold.frames, callFrame(1, cold.token, "/app/dashboard", browserHeaders(u.ident)))
-		cold.subs = append(cold.subs, u.id)
-	}
-	if _, err := drive(rA.Socket(), prepared(cold.frames, cold.subs), &cold.exp, 8, time.Minute, len(bulk), 0); err != nil {
-		return fmt.Errorf("warming the cold users' tokens: %w", err)
+	for _, cold := range vs {
+		if !cold.cold {
+			continue
+		}
+		for _, u := range bulk {
+			cold.frames = append(cold.frames, callFrame(1, cold.token, "/app/dashboard", browserHeaders(u.ident)))
+			cold.subs = append(cold.subs, u.id)
+		}
+		if _, err := drive(rA.Socket(), prepared(cold.frames, cold.subs), &cold.exp, 8, time.Minute, len(bulk), 0); err != nil {
+			return fmt.Errorf("warming the cold users' tokens: %w", err)
+		}
 	}
 
 	results := map[string]map[int][]sample{}
@@ -329,6 +337,9 @@ func freeAddr() (string, error) {
 // functions in the report: where the time over the no-op goes.
 func (e *env) profileHitPath(vs []*variant, addr string) error {
 	v := hitVariant(vs)
+	if v == nil {
+		return nil
+	}
 	type result struct {
 		body []byte
 		err  error
@@ -347,7 +358,7 @@ func (e *env) profileHitPath(vs []*variant, addr string) error {
 		}
 		done <- result{b, err}
 	}()
-	m, err := drive(v.runner.Socket(), prepared(v.frames, v.subs), &v.exp, 16, e.o.profile+time.Second, 0, v.runner.Pid())
+	m, err := drive(v.runner.Socket(), prepared(v.frames, v.subs), &v.exp, e.o.profileConns, e.o.profile+time.Second, 0, v.runner.Pid())
 	if err != nil {
 		return err
 	}
@@ -415,6 +426,9 @@ func (e *env) measureVariant(v *variant, conns int, inv *invalidator, bulk []bul
 // answer, with the same client and frames: what the client itself costs.
 func (e *env) clientCost(vs []*variant) error {
 	v := hitVariant(vs)
+	if v == nil {
+		return nil
+	}
 	answer, err := oneAnswer(v.runner.Socket(), v.frames[0])
 	if err != nil {
 		return err
@@ -752,4 +766,22 @@ func (e *env) propagate(ctx context.Context, r *runnerProc, oc pluginConf, u bul
 		}
 	}
 	return delays, missed, nil
+}
+
+// onlyVariants keeps the variants whose name matches re, and the no-ops they
+// are compared with.
+func onlyVariants(vs []*variant, re *regexp.Regexp) []*variant {
+	keep := map[*variant]bool{}
+	for _, v := range vs {
+		if v.noop != nil && re.MatchString(v.name) {
+			keep[v], keep[v.noop] = true, true
+		}
+	}
+	var out []*variant
+	for _, v := range vs {
+		if keep[v] {
+			out = append(out, v)
+		}
+	}
+	return out
 }

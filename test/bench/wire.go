@@ -147,6 +147,9 @@ func checkAnswer(ty byte, payload []byte, e *expect, sub string, full bool) (err
 			err = fmt.Errorf("malformed answer: %v", r)
 		}
 	}()
+	if e == nil { // the echo server's canned answer
+		return nil
+	}
 	if ty != typeHTTPReqCall {
 		return fmt.Errorf("answer frame type %d (want %d): %s", ty, typeHTTPReqCall, errorFrame(ty, payload))
 	}
