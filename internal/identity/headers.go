@@ -183,11 +183,19 @@ type scan struct {
 }
 
 func scanAdd[T ~string | ~[]byte](s *scan, name T, values int) {
+	if s.repeated != "" {
+		s.values += values
+		return
+	}
+	scanAt(s, index(s.rule, name), values)
+}
+
+// scanAt is scanAdd for a header whose index in the rule is known.
+func scanAt(s *scan, i, values int) {
 	s.values += values
 	if s.repeated != "" {
 		return
 	}
-	i := index(s.rule, name)
 	if i < 0 || i >= MaxIdentityHeaders {
 		return
 	}

@@ -54,6 +54,30 @@ func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated strin
 	return values, repeated
 }
 
+// ScanStripRequest is ScanRequest and then StripRequest in one walk of the
+// headers: the same count and verdict, and the same headers deleted (all of
+// them even when the verdict refuses the request: a refused request is
+// answered, not passed on, so what was deleted does not matter).
+func (r *StripRule) ScanStripRequest(req pkgHTTP.Request) (values int, repeated string, removed int) {
+	v, ok := req.(headerViews)
+	if !ok {
+		values, repeated = r.Scan(req.Header())
+		return values, repeated, r.Strip(req.Header())
+	}
+	m := matchers.Get().(*matcher)
+	m.rule = r
+	m.scanning = true
+	m.scan = scan{rule: r}
+	keys := m.walk(v)
+	values, repeated = m.scan.values, m.scan.repeated
+	h := req.Header()
+	for _, k := range keys {
+		h.Del(k)
+	}
+	m.put()
+	return values, repeated, len(keys)
+}
+
 // scans hold a scan with its visit func bound once: a func handed to
 // RangeHeaderNames, an interface method, escapes, and would cost two
 // allocations per request.
@@ -110,8 +134,14 @@ func DeleteAllSpellingsOf(req pkgHTTP.Request, names ...string) {
 type matcher struct {
 	rule  *StripRule // StripRequest's rule, or
 	names []string   // DeleteAllSpellingsOf's names
-	keys  []string
-	visit func(key, value []byte) bool
+	// scan, when set, counts as ScanRequest does in the same walk
+	// (ScanStripRequest); it shares the rule's name lookup with the match.
+	scanning bool
+	scan     scan
+	keys     []string
+	visit    func(key, value []byte) bool
+	// scanVisit is visit with the scan (ScanStripRequest).
+	scanVisit func(key, value []byte) bool
 }
 
 var matchers = sync.Pool{New: func() any {
@@ -120,23 +150,40 @@ var matchers = sync.Pool{New: func() any {
 		if !m.match(name) {
 			return true
 		}
-		// Only a forged or to-be-removed header gets here: its map key, the
-		// one Del and the map count by, costs a string.
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		for _, k := range m.keys {
-			if k == key {
-				return true
-			}
+		return m.collect(name)
+	}
+	m.scanVisit = func(name, _ []byte) bool {
+		i := index(m.rule, name)
+		scanAt(&m.scan, i, 1)
+		if i < 0 || i < len(OIDCHeaders) && !hasUnderscore(name) {
+			return true
 		}
-		m.keys = append(m.keys, key)
-		return true
+		return m.collect(name)
 	}
 	return m
 }}
 
+// collect keeps the map key of a header name to delete, once.
+func (m *matcher) collect(name []byte) bool {
+	// Only a forged or to-be-removed header gets here: its map key, the
+	// one Del and the map count by, costs a string.
+	key := textproto.CanonicalMIMEHeaderKey(string(name))
+	for _, k := range m.keys {
+		if k == key {
+			return true
+		}
+	}
+	m.keys = append(m.keys, key)
+	return true
+}
+
 func (m *matcher) walk(v headerViews) []string {
 	m.keys = m.keys[:0]
-	v.RangeHeaderNames(m.visit)
+	if m.scanning {
+		v.RangeHeaderNames(m.scanVisit)
+	} else {
+		v.RangeHeaderNames(m.visit)
+	}
 	return m.keys
 }
 
@@ -155,6 +202,7 @@ func (m *matcher) match(key []byte) bool {
 func (m *matcher) put() {
 	clear(m.keys)
 	m.rule, m.names = nil, nil
+	m.scanning, m.scan = false, scan{}
 	matchers.Put(m)
 }
 

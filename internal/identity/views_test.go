@@ -72,6 +72,24 @@ func viewsVerdicts(t *testing.T, headers [][2]string, rule *StripRule, deleteNam
 	})
 	require.False(t, runnerhttptest.ParseAnswer(out).Stop)
 	assert.Equal(t, want, got, "left of %q", headers)
+
+	// The same in one walk: the scan's verdict and the strip's deletions.
+	out = runnerhttptest.ServeFrame(nil, frame, func(_ http.ResponseWriter, r pkgHTTP.Request) {
+		values, repeated, removed := rule.ScanStripRequest(r)
+		assert.Equal(t, wantValues, values, "one walk: value count of %q", headers)
+		assert.Equal(t, wantRepeated == "", repeated == "", "one walk: repeated %q vs %q in %q", repeated, wantRepeated, headers)
+		if len(repeatedSet) == 1 {
+			assert.Equal(t, wantRepeated, repeated)
+		} else if repeated != "" {
+			assert.True(t, repeatedSet[repeated], "one walk: %q is not repeated in %q", repeated, headers)
+		}
+		assert.Equal(t, wantRemoved, removed, "one walk: removed from %q", headers)
+		DeleteAllSpellingsOf(r, deleteNames...)
+		r.Header().Set(HeaderUserOrgs, "acme")
+		got = r.Header().View().Clone()
+	})
+	require.False(t, runnerhttptest.ParseAnswer(out).Stop)
+	assert.Equal(t, want, got, "one walk: left of %q", headers)
 }
 
 // headerAuthorization is looked up like the identity headers: a bearer
@@ -135,5 +153,12 @@ func TestViewsFallBackToTheMap(t *testing.T) {
 	assert.Nil(t, HeaderBytes(r, HeaderUserinfo))
 	assert.Equal(t, 3, rule.StripRequest(r))
 	DeleteAllSpellingsOf(r, HeaderAccessToken)
+	assert.Empty(t, r.hdr.Header)
+
+	r = &fakeRequest{hdr: newFakeHeader("X_Userinfo", "forged", "X-User-Orgs", "a", "x_user_orgs", "b")}
+	values, repeated, removed := rule.ScanStripRequest(r)
+	assert.Equal(t, 3, values)
+	assert.Equal(t, "X-User-Orgs", repeated)
+	assert.Equal(t, 3, removed)
 	assert.Empty(t, r.hdr.Header)
 }

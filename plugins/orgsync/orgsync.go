@@ -201,12 +201,11 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 			identity.Refuse(w, http.StatusInternalServerError, ReasonNoVerifiedIdentity)
 			return
 		}
-		if _, repeated := stripWithoutUserinfo.ScanRequest(r); repeated != "" {
+		if _, repeated, _ := stripWithoutUserinfo.ScanStripRequest(r); repeated != "" {
 			countRefused.Inc()
 			identity.Refuse(w, http.StatusBadRequest, ReasonDuplicateHeader)
 			return
 		}
-		stripWithoutUserinfo.StripRequest(r)
 		// Without openid-connect's X-Userinfo (refused above) the ID token
 		// headers can only be a client's, and nothing here verifies them
 		// (nor the refresh token, which no one before the upstream can): they go.

@@ -1,6 +1,7 @@
 package userinfo
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"time"
 
@@ -49,16 +50,36 @@ func newSessions(maxBytes int64) *sessions {
 	return &sessions{seed: maphash.MakeSeed(), cache: lru.New[sessionKey, *session](maxBytes)}
 }
 
-// The headers are views of the request frame: nothing here keeps them.
+// key hashes the headers' lengths and their last keyTail bytes only: a
+// token's tail is its signature, which differs between any two tokens, so
+// distinct logins get distinct keys, and hashing 3 KB of headers on every
+// request cost more than the rest of the lookup. Keys of headers that share
+// the tails collide, and get still compares every byte, so a collision costs
+// a verification, never an identity. The headers are views of the request
+// frame: nothing here keeps them.
 func (s *sessions) key(v *keycloak.TokenVerifier, audience string, userinfo, token, rawIDToken []byte) sessionKey {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
-	h.Write(userinfo)
-	h.WriteByte(0)
-	h.Write(token)
-	h.WriteByte(0)
-	h.Write(rawIDToken)
+	var lengths [12]byte
+	binary.LittleEndian.PutUint32(lengths[0:], uint32(len(userinfo)))
+	binary.LittleEndian.PutUint32(lengths[4:], uint32(len(token)))
+	binary.LittleEndian.PutUint32(lengths[8:], uint32(len(rawIDToken)))
+	h.Write(lengths[:])
+	h.Write(tail(userinfo))
+	h.Write(tail(token))
+	h.Write(tail(rawIDToken))
 	return sessionKey{verifier: v, audience: audience, hash: h.Sum64()}
+}
+
+// keyTail is how much of each header's end the session key hashes: 48
+// bytes of a JWS signature in base64url.
+const keyTail = 64
+
+func tail(b []byte) []byte {
+	if len(b) > keyTail {
+		return b[len(b)-keyTail:]
+	}
+	return b
 }
 
 // get returns the session proven from exactly these headers, or nil.

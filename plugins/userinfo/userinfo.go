@@ -68,7 +68,9 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		return
 	}
 	h := r.Header()
-	values, repeated := c.strip.ScanRequest(r)
+	// One walk counts, checks and strips: the deletions of a request
+	// refused below are never sent (a refusal is the whole answer).
+	values, repeated, _ := c.strip.ScanStripRequest(r)
 	if values >= apisixHeaderLimit {
 		// APISIX shows the runner only the first 100 headers but passes all
 		// of them upstream: a forged X_Userinfo placed after the hundredth
@@ -81,7 +83,6 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		c.reject(w, r, refusal{status: http.StatusBadRequest, reason: ReasonDuplicateHeader, detail: repeated})
 		return
 	}
-	c.strip.StripRequest(r)
 
 	// Views of the request frame: establish copies what it keeps.
 	userinfo := identity.HeaderBytes(r, identity.HeaderUserinfo)

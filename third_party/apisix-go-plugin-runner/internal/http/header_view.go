@@ -31,6 +31,7 @@
 package http
 
 import (
+	"encoding/binary"
 	"net/http"
 	"net/textproto"
 	"sync/atomic"
@@ -46,6 +47,7 @@ type headerEdit struct {
 	key   string
 	value string
 	del   bool
+	fold  uint32 // foldOf(key)
 }
 
 // frameHeader is one header of the frame: name and value are places in
@@ -55,6 +57,33 @@ type headerEdit struct {
 // no write barrier.
 type frameHeader struct {
 	name, value, key span
+	// fold is foldOf the name: names with one canonical key have one fold,
+	// so lookups compare names (keyIs) only where the folds agree.
+	fold uint32
+}
+
+// foldOf is a fingerprint of a header name that letter case does not
+// change: its length and three of its bytes in lower case. Any two names
+// with the same canonical key differ at most in letter case, so they have
+// the same fold; names that differ elsewhere mostly do not, and a lookup
+// compares only those that agree. Three bytes, not a hash of the whole name:
+// it is computed for every header of every request.
+func foldOf(name []byte) uint32 {
+	n := len(name)
+	if n == 0 {
+		return 0
+	}
+	return uint32(n)<<24 | uint32(lower(name[0]))<<16 | uint32(lower(name[n/2]))<<8 | uint32(lower(name[n-1]))
+}
+
+// foldOfString is foldOf a string (the module predates generics).
+func foldOfString(name string) uint32 { return foldOf(stringBytes(name)) }
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // span is b[off:end] of a buffer, or nil when off < 0.
@@ -96,7 +125,8 @@ func (h *reqHeader) Set(key, value string) {
 		r.hdr.Set(key, value)
 		return
 	}
-	r.edit(headerEdit{key: canonicalKey(key), value: value})
+	k := canonicalKey(key)
+	r.edit(headerEdit{key: k, value: value, fold: foldOfString(k)})
 }
 
 func (h *reqHeader) Del(key string) {
@@ -105,7 +135,8 @@ func (h *reqHeader) Del(key string) {
 		r.hdr.Del(key)
 		return
 	}
-	r.edit(headerEdit{key: canonicalKey(key), del: true})
+	k := canonicalKey(key)
+	r.edit(headerEdit{key: k, del: true, fold: foldOfString(k)})
 }
 
 // View builds the maps (once per request); from then on Get, Set and Del
@@ -171,7 +202,7 @@ func appendCanonicalKeyString(dst []byte, key string) []byte {
 
 func (r *Request) edit(e headerEdit) {
 	for i := range r.edits {
-		if r.edits[i].key == e.key {
+		if r.edits[i].fold == e.fold && r.edits[i].key == e.key {
 			r.edits[i] = e
 			return
 		}
@@ -214,15 +245,47 @@ func (r *Request) index() []frameHeader {
 		return r.entries
 	}
 	r.indexed = true
-	r.frame = r.r.Table().Bytes
-	size := r.r.HeadersLength()
-	obj := A6.TextEntry{}
-	for i := 0; i < size; i++ {
-		if r.r.Headers(&obj, i) {
-			r.entries = append(r.entries, frameHeader{name: spanIn(r.frame, obj.Name()), value: spanIn(r.frame, obj.Value())})
-		}
+	t := r.r.Table()
+	r.frame = t.Bytes
+	// The Req's headers vector (vtable slot 14) read directly, as
+	// Req.Headers and TextEntry.Name and Value read it, without the
+	// generated accessors' vtable lookups per header and per field.
+	o := t.Offset(14)
+	if o == 0 {
+		return r.entries
+	}
+	buf := t.Bytes
+	vec := uint32(o) + uint32(t.Pos)
+	vec += binary.LittleEndian.Uint32(buf[vec:])
+	n := binary.LittleEndian.Uint32(buf[vec:])
+	for i := uint32(0); i < n; i++ {
+		at := vec + 4 + 4*i
+		entry := at + binary.LittleEndian.Uint32(buf[at:])
+		name := textField(buf, entry, 4)
+		r.entries = append(r.entries, frameHeader{name: name, value: textField(buf, entry, 6), fold: foldOf(name.of(buf))})
 	}
 	return r.entries
+}
+
+// textField is where the string of the TextEntry table at offset table
+// lies in buf: vtable slot 4 is the name, 6 the value, found as
+// Table.Offset and Table.ByteVector find them; span{-1, -1} when the entry
+// lacks the field. Out-of-range offsets panic, as in the generated code.
+func textField(buf []byte, table uint32, slot uint16) span {
+	vtable := uint32(int32(table) - int32(binary.LittleEndian.Uint32(buf[table:])))
+	if slot >= binary.LittleEndian.Uint16(buf[vtable:]) {
+		return span{-1, -1}
+	}
+	off := binary.LittleEndian.Uint16(buf[vtable+uint32(slot):])
+	if off == 0 {
+		return span{-1, -1}
+	}
+	str := table + uint32(off)
+	str += binary.LittleEndian.Uint32(buf[str:])
+	length := binary.LittleEndian.Uint32(buf[str:])
+	start := str + 4
+	_ = buf[start : start+length]
+	return span{int32(start), int32(start + length)}
 }
 
 // keys writes the canonical key of each entry into r.canon, a buffer the
@@ -385,16 +448,18 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 		}
 		return nil, false
 	}
+	fold := foldOf(key)
 	for i := range r.edits {
-		if e := &r.edits[i]; e.key == string(key) {
+		if e := &r.edits[i]; e.fold == fold && e.key == string(key) {
 			if e.del {
 				return nil, false
 			}
 			return stringBytes(e.value), true
 		}
 	}
-	for _, e := range r.index() {
-		if e.name.end-e.name.off == int32(len(key)) && keyIs(e.name.of(r.frame), key) {
+	entries := r.index()
+	for i := range entries {
+		if e := &entries[i]; e.fold == fold && keyIs(e.name.of(r.frame), key) {
 			return e.value.of(r.frame), true
 		}
 	}
@@ -403,9 +468,9 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 
 // edited reports whether a change was recorded under the key of the frame
 // header name.
-func (r *Request) edited(name []byte) bool {
+func (r *Request) edited(name []byte, fold uint32) bool {
 	for i := range r.edits {
-		if k := r.edits[i].key; len(k) == len(name) && keyIs(name, stringBytes(k)) {
+		if r.edits[i].fold == fold && keyIs(name, stringBytes(r.edits[i].key)) {
 			return true
 		}
 	}
@@ -449,7 +514,7 @@ func (r *Request) RangeHeaders(fn func(key, value []byte) bool) {
 		return
 	}
 	for _, e := range r.keys() {
-		if len(r.edits) > 0 && r.edited(e.name.of(r.frame)) {
+		if len(r.edits) > 0 && r.edited(e.name.of(r.frame), e.fold) {
 			continue
 		}
 		if !fn(e.key.of(r.canon), e.value.of(r.frame)) {
@@ -486,7 +551,7 @@ func (r *Request) RangeHeaderNames(fn func(name, value []byte) bool) {
 	r.hdrUsed = true
 	for _, e := range r.index() {
 		name := e.name.of(r.frame)
-		if len(r.edits) > 0 && r.edited(name) {
+		if len(r.edits) > 0 && r.edited(name, e.fold) {
 			continue
 		}
 		if !fn(name, e.value.of(r.frame)) {
@@ -506,8 +571,8 @@ func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffset
 	for i := range r.edits {
 		e := &r.edits[i]
 		n, same := 0, false
-		for _, f := range entries {
-			if f.name.end-f.name.off == int32(len(e.key)) && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
+		for j := range entries {
+			if f := &entries[j]; f.fold == e.fold && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
 				n++
 				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
 			}

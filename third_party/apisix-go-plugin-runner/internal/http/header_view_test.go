@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/api7/ext-plugin-proto/go/A6"
+	hrc "github.com/api7/ext-plugin-proto/go/A6/HTTPReqCall"
+	flatbuffers "github.com/google/flatbuffers/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -292,4 +294,66 @@ func TestKeptKeyViewIsPoisoned(t *testing.T) {
 	require.Equal(t, "X-Custom-Name", string(view))
 	ReuseRequest(r)
 	assert.NotEqual(t, "X-Custom-Name", string(view))
+}
+
+// TestIndexReadsWhatTheAccessorsRead: index parses the headers vector by
+// hand; it must find every name and value the generated accessors find,
+// fields missing included (an entry without a value, or without a name).
+func TestIndexReadsWhatTheAccessorsRead(t *testing.T) {
+	builder := flatbuffers.NewBuilder(256)
+	type entry struct{ name, value *string }
+	str := func(s string) *string { return &s }
+	entries := []entry{{str("host"), str("a.example")}, {str("x-empty"), str("")}, {str("x-novalue"), nil},
+		{nil, str("nameless")}, {str(""), str("")}, {str("X-Userinfo"), str("eyJ9")}}
+	offs := make([]flatbuffers.UOffsetT, len(entries))
+	for i, e := range entries {
+		var name, value flatbuffers.UOffsetT
+		if e.name != nil {
+			name = builder.CreateString(*e.name)
+		}
+		if e.value != nil {
+			value = builder.CreateString(*e.value)
+		}
+		A6.TextEntryStart(builder)
+		if e.name != nil {
+			A6.TextEntryAddName(builder, name)
+		}
+		if e.value != nil {
+			A6.TextEntryAddValue(builder, value)
+		}
+		offs[i] = A6.TextEntryEnd(builder)
+	}
+	hrc.ReqStartHeadersVector(builder, len(offs))
+	for i := len(offs) - 1; i >= 0; i-- {
+		builder.PrependUOffsetT(offs[i])
+	}
+	vec := builder.EndVector(len(offs))
+	hrc.ReqStart(builder)
+	hrc.ReqAddId(builder, 1)
+	hrc.ReqAddHeaders(builder, vec)
+	builder.Finish(hrc.ReqEnd(builder))
+
+	r := CreateRequest(builder.FinishedBytes())
+	defer ReuseRequest(r)
+	got := r.index()
+	require.Len(t, got, len(entries))
+	var te A6.TextEntry
+	for i := range entries {
+		require.True(t, r.r.Headers(&te, i))
+		assert.Equal(t, te.Name(), got[i].name.of(r.frame), "name of entry %d", i)
+		assert.Equal(t, te.Value(), got[i].value.of(r.frame), "value of entry %d", i)
+		assert.Equal(t, foldOf(te.Name()), got[i].fold, "fold of entry %d", i)
+	}
+	v, ok := r.HeaderBytes("X-USERINFO")
+	assert.True(t, ok)
+	assert.Equal(t, "eyJ9", string(v))
+}
+
+// TestFoldIgnoresLetterCaseOnly: names with one canonical key share a
+// fold, which lookups rely on to skip the others.
+func TestFoldIgnoresLetterCaseOnly(t *testing.T) {
+	for _, pair := range [][2]string{{"x-userinfo", "X-Userinfo"}, {"X_USERINFO", "x_userinfo"}, {"a", "A"}, {"", ""}} {
+		assert.Equal(t, foldOf([]byte(pair[0])), foldOf([]byte(pair[1])), "%q and %q", pair[0], pair[1])
+	}
+	assert.NotEqual(t, foldOf([]byte("x-user-id")), foldOf([]byte("x-user-ie")))
 }
