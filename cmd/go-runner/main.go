@@ -115,7 +115,11 @@ func run() int {
 
 	slog.Warn("go-runner started", "version", b.version, "revision", b.revision, "socket", cfg.listenAddress,
 		"assertion_kid", keys.KeyID(), "redis", cfg.redisURL != "", "keycloak", cfg.keycloak.enabled(), "traces", cfg.traces)
-	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}})
+	// ReuseFrames: the plugins keep nothing of a request past it without
+	// copying (the poisoned-frame tests hold them to it), so each
+	// connection reads its requests into one buffer, and a browser's 5 KB
+	// frame is not garbage per request.
+	runner.Run(runner.RunnerConfig{LogLevel: zapLevel(cfg.logLevel), LogOutput: runnerlog.Writer{}, ReuseFrames: true})
 	// SIGTERM. APISIX kills the runner about a second after it
 	// (apisix/plugins/ext-plugin/init.lua, exit_worker: "give 1s to clean up
 	// the mess"), so what the fleet needs comes first: the watcher's lease.

@@ -48,6 +48,12 @@ func (c chunkyConn) Read(p []byte) (int, error) {
 // at most max bytes per Read, and returns APISIX's end.
 func serveChunky(t *testing.T, max int) net.Conn {
 	t.Helper()
+	return serveWith(t, max, Options{})
+}
+
+// serveWith is serveChunky with the server's options.
+func serveWith(t *testing.T, max int, o Options) net.Conn {
+	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	require.NoError(t, err)
 	conns := make([]net.Conn, 2)
@@ -60,7 +66,7 @@ func serveChunky(t *testing.T, max int) net.Conn {
 	}
 	done := make(chan struct{})
 	go func() {
-		handleConn(chunkyConn{Conn: conns[0], max: max})
+		handleConn(chunkyConn{Conn: conns[0], max: max}, o)
 		close(done)
 	}()
 	t.Cleanup(func() {
@@ -264,4 +270,78 @@ func TestBodyTailIsNotParsedAsFrames(t *testing.T) {
 	after := prepareConf(t, c, "route#after", nil)
 	assert.Equal(t, token+1, after, "a token was taken between the two PrepareConf calls")
 	assert.Equal(t, token+2, prepareConf(t, c, "route#planted", nil), "the crafted key was cached")
+}
+
+const echoPlugin = "apisix-identity-runner-patch-test-echo"
+
+func init() {
+	// Keeps its conf bytes as ParseConf got them (no copy), and answers
+	// each request with them, the request's X-In header and its path.
+	err := plugin.RegisterPlugin(echoPlugin,
+		func(in []byte) (interface{}, error) { return in, nil },
+		func(conf interface{}, _ http.ResponseWriter, r pkgHTTP.Request) {
+			r.Header().Set("X-Conf", string(conf.([]byte)))
+			r.Header().Set("X-Echo", r.Header().Get("X-In"))
+			r.Header().Set("X-Path", string(r.Path()))
+		},
+		func(interface{}, pkgHTTP.Response) {})
+	if err != nil {
+		panic(err)
+	}
+}
+
+func echoCallPayload(id, token uint32, path, in string) []byte {
+	b := flatbuffers.NewBuilder(256)
+	p := b.CreateString(path)
+	n, v := b.CreateString("x-in"), b.CreateString(in)
+	A6.TextEntryStart(b)
+	A6.TextEntryAddName(b, n)
+	A6.TextEntryAddValue(b, v)
+	e := A6.TextEntryEnd(b)
+	hrc.ReqStartHeadersVector(b, 1)
+	b.PrependUOffsetT(e)
+	hdrs := b.EndVector(1)
+	hrc.ReqStart(b)
+	hrc.ReqAddId(b, id)
+	hrc.ReqAddConfToken(b, token)
+	hrc.ReqAddPath(b, p)
+	hrc.ReqAddHeaders(b, hdrs)
+	hrc.ReqAddMethod(b, A6.MethodGET)
+	b.Finish(hrc.ReqEnd(b))
+	return b.FinishedBytes()
+}
+
+// TestReusedFramesServeEachRequestItsOwn (patch 8): with ReuseFrames, each
+// HTTPReqCall frame of a connection is read over the one before, larger and
+// smaller ones and one past maxReusedFrame among them; every answer is its
+// own request's, and the conf bytes a plugin kept from ParseConf without
+// copying them (PrepareConf frames are not reused) are unchanged.
+func TestReusedFramesServeEachRequestItsOwn(t *testing.T) {
+	longConfCache(t)
+	c := serveWith(t, 1<<20, Options{ReuseFrames: true})
+	token := prepareConf(t, c, "reuse", map[string]string{echoPlugin: `{"kept":"as sent"}`})
+	sizes := []int{3000, 10, 200, maxReusedFrame + 100, 5, 6000, 1}
+	for i, n := range sizes {
+		id := uint32(i + 1)
+		in := strings.Repeat(string(rune('a'+i)), n)
+		path := "/p/" + strconv.Itoa(i)
+		send(t, c, util.RPCHTTPReqCall, echoCallPayload(id, token, path, in))
+		ty, buf := receive(t, c)
+		require.Equal(t, byte(util.RPCHTTPReqCall), ty, "request %d", id)
+		resp := hrc.GetRootAsResp(buf, 0)
+		require.Equal(t, id, resp.Id())
+		tab := &flatbuffers.Table{}
+		require.True(t, resp.Action(tab))
+		rw := &hrc.Rewrite{}
+		rw.Init(tab.Bytes, tab.Pos)
+		h := http.Header{}
+		for j := 0; j < rw.HeadersLength(); j++ {
+			e := &A6.TextEntry{}
+			rw.Headers(e, j)
+			h.Add(string(e.Name()), string(e.Value()))
+		}
+		assert.Equal(t, in, h.Get("X-Echo"), "request %d got another request's header", id)
+		assert.Equal(t, path, h.Get("X-Path"), "request %d", id)
+		assert.Equal(t, `{"kept":"as sent"}`, h.Get("X-Conf"), "request %d: the kept conf bytes changed", id)
+	}
 }

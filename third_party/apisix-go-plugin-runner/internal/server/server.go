@@ -110,13 +110,33 @@ func checkIfDataTooLarge(bd *flatbuffers.Builder) (*flatbuffers.Builder, bool) {
 	return bd, false
 }
 
-func handleConn(c net.Conn) {
+// Options are the server's settings.
+//
+// apisix-identity-runner patch 8: v0.5.0 had none to pass.
+type Options struct {
+	// ReuseFrames reads the HTTPReqCall frames of one connection into one
+	// buffer, each over the one before, instead of allocating a buffer
+	// per request (5 KB and more for a browser's request: most of what a
+	// request allocates, and so most of the garbage collector's work).
+	// Whatever a plugin got from the request (Path, SrcIP, header views)
+	// is then valid only until the request ends; a plugin keeping such a
+	// slice past it must copy it. PrepareConf frames are never reused, so
+	// the bytes ParseConf gets stay as they were.
+	ReuseFrames bool
+}
+
+// maxReusedFrame bounds the buffer a connection keeps: a larger frame is
+// read into a buffer of its own, which goes with its request.
+const maxReusedFrame = 64 << 10
+
+func handleConn(c net.Conn, o Options) {
 	defer recoverPanic()
 
 	log.Infof("Client connected (%s)", c.RemoteAddr().Network())
 	defer c.Close()
 
 	header := make([]byte, util.HeaderLen)
+	var reused []byte
 	for {
 		// apisix-identity-runner patch: one Read may return only part of a
 		// frame (a unix socket hands over about 219 KB at a time), so every
@@ -136,7 +156,16 @@ func handleConn(c net.Conn) {
 
 		log.Infof("receive rpc type: %d data length: %d", ty, length)
 
-		buf := make([]byte, length)
+		var buf []byte
+		if o.ReuseFrames && ty == util.RPCHTTPReqCall && length <= maxReusedFrame {
+			// apisix-identity-runner patch 8: see Options.ReuseFrames.
+			if uint32(cap(reused)) < length {
+				reused = make([]byte, length)
+			}
+			buf = reused[:length]
+		} else {
+			buf = make([]byte, length)
+		}
 		n, err = io.ReadFull(c, buf) // apisix-identity-runner patch: see above
 		if util.ReadErr(n, err, int(length)) {
 			break
@@ -189,7 +218,7 @@ func getSockAddr() string {
 	return path[len("unix:"):]
 }
 
-func Run() {
+func Run(o Options) {
 	ttl := getConfCacheTTL()
 	if ttl == 0 {
 		log.Fatalf("A valid conf cache ttl should be set via environment variable %s",
@@ -250,7 +279,7 @@ func Run() {
 				continue
 			}
 
-			go handleConn(conn)
+			go handleConn(conn, o)
 		}
 	}()
 

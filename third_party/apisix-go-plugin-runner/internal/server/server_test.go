@@ -93,7 +93,7 @@ func TestRun(t *testing.T) {
 	os.Setenv(ConfCacheTTLEnv, "60")
 
 	go func() {
-		Run()
+		Run(Options{})
 	}()
 
 	time.Sleep(100 * time.Millisecond)
