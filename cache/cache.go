@@ -233,17 +233,19 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 			cand = &candidate{Entry: Entry{Value: le.value, FetchedAt: le.fetched}, src: SourceLocal}
 		}
 	}
-	if p.Wait > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.Wait)
-		defer cancel()
-	}
 
+	// p.Wait bounds the whole Get, the Redis lookup included; its context
+	// is armed only on the miss path below, which waits on a fill, so a
+	// Redis hit arms one timer (its command's), not two.
+	var waitUntil time.Time
+	if p.Wait > 0 {
+		waitUntil = time.Now().Add(p.Wait)
+	}
 	if c.redisUsable() {
 		gen := c.gen(key)
 		g := gen.Load()
 		sctx, span := tracing.Start(ctx, c.opts.Tracer, "redis get")
-		e, err := c.redisGet(sctx, key)
+		e, err := c.redisLookup(sctx, key, c.opts.OpTimeout, waitUntil)
 		if span.IsRecording() {
 			span.SetAttributes(attribute.Bool("cache.hit", err == nil))
 		}
@@ -285,6 +287,11 @@ func (c *Cache) Get(ctx context.Context, key string, p Policy, load func(ctx con
 	var prev *Entry
 	if cand != nil {
 		prev = &cand.Entry
+	}
+	if !waitUntil.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, waitUntil)
+		defer cancel()
 	}
 	// The wait for a fill, this process's (its span is this one's child) or one already running.
 	mctx, span := tracing.Start(ctx, c.opts.Tracer, "cache miss")

@@ -621,6 +621,27 @@ func TestRedisWrongPassword(t *testing.T) {
 	isTrue(t, ok.up.Load(), "the right password connects")
 }
 
+// Policy.Wait bounds the whole Get when Redis stalls too: the Redis lookup
+// and the wait on the fill share the one deadline (the lookup does not get
+// a Wait of its own before the fill's).
+func TestPolicyWaitBoundsAStalledRedisAndALoad(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartSlowProxy(t, srv.Addr())
+	c := newTestCache(t, Options{RedisURL: proxy.URL(), KeyPrefix: "stall:", OpTimeout: 5 * time.Second})
+	isTrue(t, c.redisUsable(), "Redis up before the stall")
+	proxy.SetDelay(func() time.Duration { return 3 * time.Second })
+	const wait = 400 * time.Millisecond
+	start := time.Now()
+	_, err := c.Get(context.Background(), "slow", Policy{Fresh: time.Minute, Wait: wait},
+		func(ctx context.Context) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})
+	took := time.Since(start)
+	isTrue(t, err != nil, "a load past Wait must fail")
+	isTrue(t, took < wait+wait/2, "Get took ", took, " with Wait ", wait, ": the stalled lookup and the load each waited")
+}
+
 // Policy.Wait bounds a load (and anything past a fresh in-process hit), so a
 // caller need not build a deadline for every request.
 func TestPolicyWaitBoundsALoad(t *testing.T) {

@@ -104,8 +104,22 @@ func (c *Cache) redisGet(ctx context.Context, key string) (Entry, error) {
 
 func (c *Cache) redisGetWithin(ctx context.Context, key string, within time.Duration) (Entry, error) {
 	octx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	return c.redisRead(ctx, octx, key)
+}
+
+// redisLookup is redisGetWithin for a request's lookup (Get), and no later
+// than notAfter unless that is zero: its command is bounded by opContext,
+// not by a context derived from the request's.
+func (c *Cache) redisLookup(ctx context.Context, key string, within time.Duration, notAfter time.Time) (Entry, error) {
+	octx, cancel := opContext(ctx, within, notAfter)
+	defer cancel()
+	return c.redisRead(ctx, octx, key)
+}
+
+// redisRead GETs key's sealed value within octx and opens it.
+func (c *Cache) redisRead(ctx, octx context.Context, key string) (Entry, error) {
 	b, err := c.rdb.Get(octx, c.valueKey(key)).Bytes()
-	cancel()
 	c.observe(ctx, err)
 	if errors.Is(err, redis.Nil) {
 		return Entry{}, ErrMiss
@@ -240,4 +254,21 @@ func (c *Cache) lockHeld(ctx context.Context, key string) (bool, error) {
 // last command reached it (the readiness endpoint reports both).
 func (c *Cache) RedisState() (configured, up bool) {
 	return c.rdb != nil, c.redisUsable()
+}
+
+// opContext bounds one Redis command of a lookup by within, by notAfter
+// (unless zero) and by ctx's deadline, keeping ctx's values (the trace) but not its cancellation: a
+// request's context ends only when the request does, after the command, and
+// deriving a cancellable context from it registered the command with it
+// (and, for the runner library's request context, armed its timer) on every
+// hit.
+func opContext(ctx context.Context, within time.Duration, notAfter time.Time) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(within)
+	if !notAfter.IsZero() && notAfter.Before(deadline) {
+		deadline = notAfter
+	}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }

@@ -32,25 +32,26 @@ import (
 )
 
 type options struct {
-	quick        bool
-	rounds       int
-	dur          time.Duration
-	users        int
-	sweep        []int
-	sweepCalls   int
-	fleetTTL     time.Duration
-	fleetConns   int
-	changes      int
-	offTTL       time.Duration
-	out          string
-	skip         map[string]bool
-	rssBudgetMB  int64
-	localOffEnv  string
-	sweepMax     time.Duration
-	profile      time.Duration
-	revocations  int
-	only         *regexp.Regexp // variants run (their no-ops too); nil: all
-	profileConns int
+	quick          bool
+	rounds         int
+	dur            time.Duration
+	users          int
+	sweep          []int
+	sweepCalls     int
+	fleetTTL       time.Duration
+	fleetConns     int
+	changes        int
+	offTTL         time.Duration
+	out            string
+	skip           map[string]bool
+	rssBudgetMB    int64
+	localOffEnv    string
+	sweepMax       time.Duration
+	profile        time.Duration
+	revocations    int
+	only           *regexp.Regexp // variants run (their no-ops too); nil: all
+	profileConns   int
+	profileVariant *regexp.Regexp // the variant profiled; nil: userinfo + orgsync, local hit
 }
 
 func main() {
@@ -75,6 +76,8 @@ func main() {
 	var only string
 	flag.StringVar(&only, "only", "", "run only the variants whose name matches this regular expression (and their no-ops): for working on one figure, not for the report")
 	flag.IntVar(&o.profileConns, "profile-conns", 16, "connections of the CPU profile's run")
+	var profileVariant string
+	flag.StringVar(&profileVariant, "profile-variant", "", "profile the first variant whose name matches this regular expression (default: userinfo + orgsync, local hit)")
 	flag.IntVar(&o.revocations, "revocations", revocationsHeld, "revocations of other sessions the revocation variant's runner holds")
 	flag.Parse()
 	if o.quick {
@@ -87,6 +90,14 @@ func main() {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
 			o.sweep = append(o.sweep, n)
 		}
+	}
+	if profileVariant != "" {
+		re, err := regexp.Compile(profileVariant)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-e2e: -profile-variant:", err)
+			os.Exit(2)
+		}
+		o.profileVariant = re
 	}
 	if only != "" {
 		re, err := regexp.Compile(only)

@@ -111,24 +111,26 @@ type sample struct {
 // same round.
 func (e *env) rounds(ctx context.Context) (err error) {
 	localOff, localOffValue, _ := strings.Cut(e.o.localOffEnv, "=")
-	// Every runner serves /metrics (the allocation counts are read there);
-	// the P-256 runner serves pprof on it too, idle until the profile is taken.
-	envA := map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}
-	if e.o.profile > 0 {
-		envA["RUNNER_PPROF"] = "1"
+	// Every runner serves /metrics (the allocation counts are read there),
+	// and pprof on it too when a profile is asked for, idle until it is taken.
+	withPprof := func(env map[string]string) map[string]string {
+		if e.o.profile > 0 {
+			env["RUNNER_PPROF"] = "1"
+		}
+		return env
 	}
-	rA, err := e.startMeasuredRunner("p256", e.p256, envA)
+	rA, err := e.startMeasuredRunner("p256", e.p256, withPprof(map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}))
 	if err != nil {
 		return err
 	}
 	defer rA.stop()
 	pprofAddr := rA.metrics
-	rB, err := e.startMeasuredRunner("ed25519", e.ed25519, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"})
+	rB, err := e.startMeasuredRunner("ed25519", e.ed25519, withPprof(map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s"}))
 	if err != nil {
 		return err
 	}
 	defer rB.stop()
-	rC, err := e.startMeasuredRunner("redis-only", e.p256, map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s", localOff: localOffValue})
+	rC, err := e.startMeasuredRunner("redis-only", e.p256, withPprof(map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s", localOff: localOffValue}))
 	if err != nil {
 		return err
 	}
@@ -282,7 +284,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		return err
 	}
 	if e.o.profile > 0 {
-		if err := e.profileHitPath(vs, pprofAddr); err != nil {
+		if err := e.profileHitPath(vs); err != nil {
 			return err
 		}
 		// Signatures made by the P-256 runner over every call it served:
@@ -333,13 +335,24 @@ func freeAddr() (string, error) {
 }
 
 // profileHitPath takes a CPU profile of the runner while the userinfo +
-// orgsync local-hit variant runs at 16 connections, and puts its top
-// functions in the report: where the time over the no-op goes.
-func (e *env) profileHitPath(vs []*variant, addr string) error {
+// orgsync local-hit variant (or the one -profile-variant names) runs on the
+// browser request at -profile-conns connections, and puts its top functions
+// in the report: where the time over the no-op goes.
+func (e *env) profileHitPath(vs []*variant) error {
 	v := hitVariant(vs)
-	if v == nil {
+	if e.o.profileVariant != nil {
+		v = nil
+		for _, x := range vs {
+			if e.o.profileVariant.MatchString(x.name) && x.request() == reqBrowser {
+				v = x
+				break
+			}
+		}
+	}
+	if v == nil || v.runner.metrics == "" {
 		return nil
 	}
+	addr := v.runner.metrics
 	type result struct {
 		body []byte
 		err  error
