@@ -40,8 +40,23 @@ func Attach(r pkgHTTP.Request, p Proof) error {
 	if !ok {
 		return ErrNoRequestContext
 	}
-	s.SetContext(context.WithValue(r.Context(), proofKey{}, &p))
+	s.SetContext(&proofContext{Context: r.Context(), proof: p})
 	return nil
+}
+
+// proofContext is context.WithValue(ctx, proofKey{}, &proof) in one
+// allocation instead of two (the context and the proof it points to): it
+// is made on every request userinfo passes.
+type proofContext struct {
+	context.Context
+	proof Proof
+}
+
+func (c *proofContext) Value(key any) any {
+	if _, ok := key.(proofKey); ok {
+		return &c.proof
+	}
+	return c.Context.Value(key)
 }
 
 // ProofOf returns the proof a plugin before this one attached to r; false
