@@ -34,7 +34,7 @@ bench:
 # names its env file when it is not .work/keycloak.env) and a Redis of its own
 # (redis-server on the PATH): a browser request and an API request as
 # openid-connect hands them on, every figure a ratio against the no-op chain
-# given the same request. About 11 minutes; BENCH_ARGS=-quick (or make
+# given the same request. About 25 minutes; BENCH_ARGS=-quick (or make
 # bench-e2e-quick) is the smoke run CI makes. Method and figures: docs/benchmarks.md.
 bench-e2e:
 	go run ./test/bench $(BENCH_ARGS)

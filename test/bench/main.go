@@ -71,7 +71,7 @@ func main() {
 	flag.StringVar(&skip, "skip", "", "scenarios to leave out: rounds,sweep,fleet,propagation")
 	flag.Int64Var(&o.rssBudgetMB, "rss-budget-mb", 256, "resident memory budget of the sweep")
 	flag.StringVar(&o.localOffEnv, "local-off-env", "CACHE_LOCAL_MAX_ENTRIES=0", "the runner setting that turns the in-process cache tier off (Redis-hit variant)")
-	flag.DurationVar(&o.sweepMax, "sweep-max", 8*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
+	flag.DurationVar(&o.sweepMax, "sweep-max", 15*time.Minute, "time cap of each sweep size (a size not finished is reported with the users it reached)")
 	flag.DurationVar(&o.profile, "profile", 5*time.Second, "CPU profile of the runner on the userinfo + orgsync hit path at 16 connections (0: none)")
 	var only string
 	flag.StringVar(&only, "only", "", "run only the variants whose name matches this regular expression (and their no-ops): for working on one figure, not for the report")
