@@ -143,6 +143,7 @@
 // sentinels and, unless username= or password= parameters are given, to the master too. opts are
 // go-redis URL options (redis.ParseURL, ParseFailoverURL, ParseClusterURL: dial_timeout=1s,
 // pool_size=20, skip_verify=true, ...); unknown options are errors. Errors never repeat the URL.
+// The client speaks RESP2 unless the URL sets protocol= (protocolOf).
 //
 // # Redis keys (under Options.KeyPrefix, default "apisix-identity:")
 //
