@@ -91,22 +91,8 @@ func main() {
 			o.sweep = append(o.sweep, n)
 		}
 	}
-	if profileVariant != "" {
-		re, err := regexp.Compile(profileVariant)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench-e2e: -profile-variant:", err)
-			os.Exit(2)
-		}
-		o.profileVariant = re
-	}
-	if only != "" {
-		re, err := regexp.Compile(only)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench-e2e: -only:", err)
-			os.Exit(2)
-		}
-		o.only = re
-	}
+	o.profileVariant = regexpFlag("profile-variant", profileVariant)
+	o.only = regexpFlag("only", only)
 	o.skip = map[string]bool{}
 	for _, s := range strings.Split(skip, ",") {
 		o.skip[strings.TrimSpace(s)] = true
@@ -402,4 +388,18 @@ func (e *env) runnerEnv(keyFile string, extra map[string]string) map[string]stri
 		}
 	}
 	return m
+}
+
+// regexpFlag compiles the value of the flag name, nil when it is empty; a
+// bad expression ends the command.
+func regexpFlag(name, value string) *regexp.Regexp {
+	if value == "" {
+		return nil
+	}
+	re, err := regexp.Compile(value)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-e2e: -%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	return re
 }
