@@ -122,7 +122,11 @@ func fold(c byte) byte {
 func (r *StripRule) Matches(name string) bool { return matches(r, name) }
 
 func matches[T ~string | ~[]byte](r *StripRule, name T) bool {
-	i := index(r, name)
+	return matchesAt(index(r, name), name)
+}
+
+// matchesAt is matches for a name whose index in the rule is known.
+func matchesAt[T ~string | ~[]byte](i int, name T) bool {
 	if i < 0 {
 		return false
 	}
@@ -178,8 +182,6 @@ type scan struct {
 	counts   [MaxIdentityHeaders]uint8
 	values   int
 	repeated string
-	// visit is ScanRequest's callback (views.go).
-	visit func(key, value []byte) bool
 }
 
 func scanAdd[T ~string | ~[]byte](s *scan, name T, values int) {

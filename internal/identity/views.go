@@ -45,12 +45,9 @@ func (r *StripRule) ScanRequest(req pkgHTTP.Request) (values int, repeated strin
 	if !ok {
 		return r.Scan(req.Header())
 	}
-	s := scans.Get().(*scan)
-	*s = scan{rule: r, visit: s.visit}
-	v.RangeHeaderNames(s.visit)
-	values, repeated = s.values, s.repeated
-	s.rule = nil
-	scans.Put(s)
+	m := r.sweep(v)
+	values, repeated = m.scan.values, m.scan.repeated
+	m.put()
 	return values, repeated
 }
 
@@ -64,49 +61,22 @@ func (r *StripRule) ScanStripRequest(req pkgHTTP.Request) (values int, repeated 
 		values, repeated = r.Scan(req.Header())
 		return values, repeated, r.Strip(req.Header())
 	}
-	m := matchers.Get().(*matcher)
-	m.rule = r
-	m.scanning = true
-	m.scan = scan{rule: r}
-	keys := m.walk(v)
+	m := r.sweep(v)
 	values, repeated = m.scan.values, m.scan.repeated
-	h := req.Header()
-	for _, k := range keys {
-		h.Del(k)
-	}
+	removed = deleteKeys(req, m.keys)
 	m.put()
-	return values, repeated, len(keys)
+	return values, repeated, removed
 }
-
-// scans hold a scan with its visit func bound once: a func handed to
-// RangeHeaderNames, an interface method, escapes, and would cost two
-// allocations per request.
-var scans = sync.Pool{New: func() any {
-	s := &scan{}
-	s.visit = func(key, _ []byte) bool {
-		scanAdd(s, key, 1)
-		return true
-	}
-	return s
-}}
 
 // StripRequest is Strip on the request's headers, found in place when the
 // request is the runner library's: the same headers deleted (through
 // Header().Del, so the plugins after see it) and the same count.
 func (r *StripRule) StripRequest(req pkgHTTP.Request) int {
-	v, ok := req.(headerViews)
-	if !ok {
+	if _, ok := req.(headerViews); !ok {
 		return r.Strip(req.Header())
 	}
-	m := matchers.Get().(*matcher)
-	m.rule = r
-	keys := m.walk(v)
-	h := req.Header()
-	for _, k := range keys {
-		h.Del(k)
-	}
-	m.put()
-	return len(keys)
+	_, _, removed := r.ScanStripRequest(req)
+	return removed
 }
 
 // DeleteAllSpellingsOf is DeleteAllSpellings on the request's headers,
@@ -119,90 +89,88 @@ func DeleteAllSpellingsOf(req pkgHTTP.Request, names ...string) {
 	}
 	m := matchers.Get().(*matcher)
 	m.names = names
-	keys := m.walk(v)
+	m.keys = m.keys[:0]
+	v.RangeHeaderNames(m.visitNames)
+	deleteKeys(req, m.keys)
+	m.put()
+}
+
+// deleteKeys deletes the map keys a walk collected, after it: a walk must
+// not see its own changes. It returns how many there were.
+func deleteKeys(req pkgHTTP.Request, keys []string) int {
 	h := req.Header()
 	for _, k := range keys {
 		h.Del(k)
 	}
-	m.put()
+	return len(keys)
 }
 
-// matcher finds the keys StripRequest or DeleteAllSpellingsOf delete. It
-// copies the distinct matching keys (names as sent folded to map keys): the deletions come after the walk,
-// which must not see its own changes, and a key with several values counts
-// once, as in the map. Pooled with its visit func bound, as scans are.
+// sweep walks the request's headers once under the rule: the scan's count
+// and verdict, and the keys of the headers the rule strips.
+func (r *StripRule) sweep(v headerViews) *matcher {
+	m := matchers.Get().(*matcher)
+	m.rule = r
+	m.scan = scan{rule: r}
+	m.keys = m.keys[:0]
+	v.RangeHeaderNames(m.visitRule)
+	return m
+}
+
+// matcher is one walk of a request's headers: under a StripRule (sweep) it
+// counts as Scan does and collects the keys Strip deletes; with names
+// (DeleteAllSpellingsOf) it collects every spelling of them. It copies the
+// distinct matching keys (names as sent folded to map keys): the deletions
+// come after the walk, which must not see its own changes, and a key with
+// several values counts once, as in the map. Pooled with its visit funcs
+// bound once: a func handed to RangeHeaderNames, an interface method,
+// escapes, and would cost two allocations per request.
 type matcher struct {
-	rule  *StripRule // StripRequest's rule, or
+	rule  *StripRule // sweep's rule, or
 	names []string   // DeleteAllSpellingsOf's names
-	// scan, when set, counts as ScanRequest does in the same walk
-	// (ScanStripRequest); it shares the rule's name lookup with the match.
-	scanning bool
-	scan     scan
-	keys     []string
-	visit    func(key, value []byte) bool
-	// scanVisit is visit with the scan (ScanStripRequest).
-	scanVisit func(key, value []byte) bool
+	scan  scan
+	keys  []string
+	// visitRule and visitNames are the walks' callbacks.
+	visitRule, visitNames func(name, value []byte) bool
 }
 
 var matchers = sync.Pool{New: func() any {
 	m := &matcher{}
-	m.visit = func(name, _ []byte) bool {
-		if !m.match(name) {
-			return true
-		}
-		return m.collect(name)
-	}
-	m.scanVisit = func(name, _ []byte) bool {
+	m.visitRule = func(name, _ []byte) bool {
 		i := index(m.rule, name)
 		scanAt(&m.scan, i, 1)
-		if i < 0 || i < len(OIDCHeaders) && !hasUnderscore(name) {
-			return true
+		if matchesAt(i, name) {
+			m.collect(name)
 		}
-		return m.collect(name)
+		return true
+	}
+	m.visitNames = func(name, _ []byte) bool {
+		for _, n := range m.names {
+			if len(n) == len(name) && sameFolded(name, n) {
+				m.collect(name)
+				break
+			}
+		}
+		return true
 	}
 	return m
 }}
 
 // collect keeps the map key of a header name to delete, once.
-func (m *matcher) collect(name []byte) bool {
+func (m *matcher) collect(name []byte) {
 	// Only a forged or to-be-removed header gets here: its map key, the
 	// one Del and the map count by, costs a string.
 	key := textproto.CanonicalMIMEHeaderKey(string(name))
 	for _, k := range m.keys {
 		if k == key {
-			return true
+			return
 		}
 	}
 	m.keys = append(m.keys, key)
-	return true
-}
-
-func (m *matcher) walk(v headerViews) []string {
-	m.keys = m.keys[:0]
-	if m.scanning {
-		v.RangeHeaderNames(m.scanVisit)
-	} else {
-		v.RangeHeaderNames(m.visit)
-	}
-	return m.keys
-}
-
-func (m *matcher) match(key []byte) bool {
-	if m.rule != nil {
-		return matches(m.rule, key)
-	}
-	for _, n := range m.names {
-		if len(n) == len(key) && sameFolded(key, n) {
-			return true
-		}
-	}
-	return false
 }
 
 func (m *matcher) put() {
 	clear(m.keys)
-	m.rule, m.names = nil, nil
-	m.scanning, m.scan = false, scan{}
+	m.rule, m.names, m.scan = nil, nil, scan{}
 	matchers.Put(m)
 }
 

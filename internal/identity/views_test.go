@@ -48,17 +48,22 @@ func viewsVerdicts(t *testing.T, headers [][2]string, rule *StripRule, deleteNam
 	wantValuesAfter, wantRepeatedAfter := rule.Scan(ref)
 	want := ref.Header
 
+	// verdict checks a scan's count and verdict; how says which scan.
+	verdict := func(how string, values int, repeated string) {
+		assert.Equal(t, wantValues, values, "%svalue count of %q", how, headers)
+		assert.Equal(t, wantRepeated == "", repeated == "", "%srepeated %q vs %q in %q", how, repeated, wantRepeated, headers)
+		if len(repeatedSet) == 1 {
+			assert.Equal(t, wantRepeated, repeated)
+		} else if repeated != "" {
+			assert.True(t, repeatedSet[repeated], "%s%q is not repeated in %q", how, repeated, headers)
+		}
+	}
+
 	frame := runnerhttptest.NewRequestFrame(1, 1, "/", headers)
 	var got http.Header
 	out := runnerhttptest.ServeFrame(nil, frame, func(_ http.ResponseWriter, r pkgHTTP.Request) {
 		values, repeated := rule.ScanRequest(r)
-		assert.Equal(t, wantValues, values, "value count of %q", headers)
-		assert.Equal(t, wantRepeated == "", repeated == "", "repeated %q vs %q in %q", repeated, wantRepeated, headers)
-		if len(repeatedSet) == 1 {
-			assert.Equal(t, wantRepeated, repeated)
-		} else if repeated != "" {
-			assert.True(t, repeatedSet[repeated], "%q is not repeated in %q", repeated, headers)
-		}
+		verdict("", values, repeated)
 		for _, k := range lookups {
 			assert.Equal(t, wantLookup[k], string(HeaderBytes(r, k)), "%s in %q", k, headers)
 		}
@@ -76,13 +81,7 @@ func viewsVerdicts(t *testing.T, headers [][2]string, rule *StripRule, deleteNam
 	// The same in one walk: the scan's verdict and the strip's deletions.
 	out = runnerhttptest.ServeFrame(nil, frame, func(_ http.ResponseWriter, r pkgHTTP.Request) {
 		values, repeated, removed := rule.ScanStripRequest(r)
-		assert.Equal(t, wantValues, values, "one walk: value count of %q", headers)
-		assert.Equal(t, wantRepeated == "", repeated == "", "one walk: repeated %q vs %q in %q", repeated, wantRepeated, headers)
-		if len(repeatedSet) == 1 {
-			assert.Equal(t, wantRepeated, repeated)
-		} else if repeated != "" {
-			assert.True(t, repeatedSet[repeated], "one walk: %q is not repeated in %q", repeated, headers)
-		}
+		verdict("one walk: ", values, repeated)
 		assert.Equal(t, wantRemoved, removed, "one walk: removed from %q", headers)
 		DeleteAllSpellingsOf(r, deleteNames...)
 		r.Header().Set(HeaderUserOrgs, "acme")

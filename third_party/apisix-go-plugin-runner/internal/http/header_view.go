@@ -96,16 +96,6 @@ func (s span) of(b []byte) []byte {
 	return b[s.off:s.end:s.end]
 }
 
-// spanIn is where v, a slice of buf (as flatbuffers hands out a vector of
-// the frame), lies in buf.
-func spanIn(buf, v []byte) span {
-	if v == nil {
-		return span{-1, -1}
-	}
-	off := cap(buf) - cap(v)
-	return span{int32(off), int32(off + len(v))}
-}
-
 // reqHeader is what Request.Header returns.
 type reqHeader struct{ r *Request }
 
