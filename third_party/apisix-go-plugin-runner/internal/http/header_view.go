@@ -48,6 +48,8 @@ type headerEdit struct {
 	value string
 	del   bool
 	fold  uint32 // foldOf(key)
+	// sent is markSentEdits' verdict: the Rewrite carries this edit.
+	sent bool
 }
 
 // frameHeader is one header of the frame: name and value are places in
@@ -551,13 +553,13 @@ func (r *Request) RangeHeaderNames(fn func(name, value []byte) bool) {
 	r.rangeEdits(fn)
 }
 
-// fetchEdits writes the Rewrite header entries the map diff of
-// FetchChanges would write for the recorded changes: a deletion for a
-// deleted header the frame had, the new value for a header whose values it
-// changed, nothing for the rest.
-func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffsetT {
-	hdrs := r.changes[:0]
+// markSentEdits marks the recorded changes the map diff of FetchChanges
+// would send (a deletion for a deleted header the frame had, the new value
+// for a header whose values it changed, nothing for the rest) and returns
+// how many there are.
+func (r *Request) markSentEdits() int {
 	entries := r.index()
+	sent := 0
 	for i := range r.edits {
 		e := &r.edits[i]
 		n, same := 0, false
@@ -567,7 +569,23 @@ func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffset
 				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
 			}
 		}
-		if e.del && n == 0 || same {
+		e.sent = !(e.del && n == 0 || same)
+		if e.sent {
+			sent++
+		}
+	}
+	return sent
+}
+
+// fetchEdits writes the Rewrite header entries of the recorded changes
+// through the builder, for an answer that also changes the path, the
+// arguments or the response headers (the rest take writeHeaderRewrite).
+func (r *Request) fetchEdits(builder *flatbuffers.Builder) []flatbuffers.UOffsetT {
+	hdrs := r.changes[:0]
+	r.markSentEdits()
+	for i := range r.edits {
+		e := &r.edits[i]
+		if !e.sent {
 			continue
 		}
 		name := builder.CreateString(e.key)

@@ -61,6 +61,7 @@ type Request struct {
 	hdrUsed bool
 	edits   []headerEdit
 	changes []flatbuffers.UOffsetT
+	answer  []byte // apisix-identity-runner patch 9: writeHeaderRewrite's block
 	entries []frameHeader
 	canon   []byte
 	frame   []byte // the frame the entries are places in
@@ -279,6 +280,12 @@ func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 	// called", which v0.5.0 read as r.hdr != nil.
 	if r.path == nil && !r.hdrUsed && r.args == nil && r.respHdr == nil {
 		return false
+	}
+	if r.path == nil && r.hdrUsed && r.hdr == nil && r.args == nil && r.respHdr == nil {
+		// apisix-identity-runner patch 9: only recorded header changes,
+		// the answer every identity plugin gives; see writeHeaderRewrite.
+		r.writeHeaderRewrite(id, builder)
+		return true
 	}
 
 	var path flatbuffers.UOffsetT
