@@ -78,6 +78,10 @@ func foldOf(name []byte) uint32 {
 	return uint32(n)<<24 | uint32(lower(name[0]))<<16 | uint32(lower(name[n/2]))<<8 | uint32(lower(name[n-1]))
 }
 
+// foldBit is fold's bit in Request.folds: a name whose bit is clear is not
+// in the frame, and a lookup of it need not walk the headers.
+func foldBit(fold uint32) uint64 { return 1 << ((fold * 0x9E3779B1) >> 26) }
+
 // foldOfString is foldOf a string (the module predates generics).
 func foldOfString(name string) uint32 { return foldOf(stringBytes(name)) }
 
@@ -254,7 +258,9 @@ func (r *Request) index() []frameHeader {
 		at := vec + 4 + 4*i
 		entry := at + binary.LittleEndian.Uint32(buf[at:])
 		name := textField(buf, entry, 4)
-		r.entries = append(r.entries, frameHeader{name: name, value: textField(buf, entry, 6), fold: foldOf(name.of(buf))})
+		fold := foldOf(name.of(buf))
+		r.entries = append(r.entries, frameHeader{name: name, value: textField(buf, entry, 6), fold: fold})
+		r.folds |= foldBit(fold)
 	}
 	return r.entries
 }
@@ -450,6 +456,9 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 		}
 	}
 	entries := r.index()
+	if r.folds&foldBit(fold) == 0 {
+		return nil, false
+	}
 	for i := range entries {
 		if e := &entries[i]; e.fold == fold && keyIs(e.name.of(r.frame), key) {
 			return e.value.of(r.frame), true
@@ -563,8 +572,12 @@ func (r *Request) markSentEdits() int {
 	for i := range r.edits {
 		e := &r.edits[i]
 		n, same := 0, false
-		for j := range entries {
-			if f := &entries[j]; f.fold == e.fold && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
+		in := entries
+		if r.folds&foldBit(e.fold) == 0 {
+			in = nil // not in the frame
+		}
+		for j := range in {
+			if f := &in[j]; f.fold == e.fold && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
 				n++
 				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
 			}
@@ -640,6 +653,7 @@ func (r *Request) resetViews() {
 	r.entries = r.entries[:0]
 	r.frame = nil
 	r.indexed = false
+	r.folds = 0
 	r.keyed = false
 	r.clearEdits()
 	r.hdrUsed = false

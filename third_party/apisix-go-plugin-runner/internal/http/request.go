@@ -63,6 +63,7 @@ type Request struct {
 	changes []flatbuffers.UOffsetT
 	answer  []byte // apisix-identity-runner patch 9: writeHeaderRewrite's block
 	entries []frameHeader
+	folds   uint64 // apisix-identity-runner patch 7: foldBit of every entry's fold
 	canon   []byte
 	frame   []byte // the frame the entries are places in
 	indexed bool
