@@ -136,6 +136,7 @@
 // # URL forms
 //
 //	redis://[user:pass@]host:port[/db][?opts]                        one server; rediss:// for TLS
+//	unix://[user:pass@]/path/redis.sock[?db=N&opts]                  one server on this host, its unix socket
 //	redis+sentinel://[user:pass@]h1:p1[,h2:p2...]/MASTER[/db][?opts] Sentinel
 //	redis+cluster://[user:pass@]h1:p1[,h2:p2...][?opts]               Cluster seed nodes
 //

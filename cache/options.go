@@ -16,6 +16,7 @@ type Options struct {
 	// RedisURL: where the shared tier lives. "" runs the cache on the in-process tier alone
 	// (one process is then the whole fleet). Forms:
 	//   redis://[user:pass@]host:port[/db][?opts]            one server (rediss:// for TLS)
+	//   unix://[user:pass@]/path/redis.sock[?db=N&opts]      one server on this host, through its unix socket
 	//   redis+sentinel://[user:pass@]h1:p1[,h2:p2...]/MASTER[/db][?opts]
 	//                                                        Sentinel; user:pass is sent to the sentinels and,
 	//                                                        unless username=/password= are given, to the master
@@ -174,7 +175,7 @@ func (o *Options) localEntries() int {
 func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, errors.New("cache: option RedisURL: missing scheme (want redis://, rediss://, redis+sentinel:// or redis+cluster://)")
+		return nil, errors.New("cache: option RedisURL: missing scheme (want redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
 	}
 	wrap := func(err error) error {
 		var uerr *url.Error
@@ -184,7 +185,9 @@ func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 		return fmt.Errorf("cache: option RedisURL: %w", err)
 	}
 	switch strings.ToLower(scheme) {
-	case "redis", "rediss":
+	case "redis", "rediss", "unix":
+		// unix:///path/redis.sock?db=0: a Redis on this host through its
+		// unix socket, whose commands skip the TCP stack on both sides.
 		if _, err := url.Parse(rawURL); err != nil {
 			return nil, wrap(err)
 		}
@@ -211,7 +214,7 @@ func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 		}
 		return redis.NewClusterClient(o), nil
 	default:
-		return nil, fmt.Errorf("cache: option RedisURL: unknown scheme %q (want redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster)", scheme)
+		return nil, fmt.Errorf("cache: option RedisURL: unknown scheme %q (want redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster)", scheme)
 	}
 }
 

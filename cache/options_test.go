@@ -2,11 +2,14 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestBadOptions(t *testing.T) {
@@ -59,6 +62,20 @@ func TestRedisURLForms(t *testing.T) {
 		equal(t, "pw", o.Password)
 		isTrue(t, o.ContextTimeoutEnabled)
 		equal(t, 2, o.Protocol, "RESP2 unless the URL asks for another")
+	})
+	t.Run("unix socket", func(t *testing.T) {
+		c, err := newRedisClient("unix://user:pw@/run/redis/redis.sock?db=2&dial_timeout=1s")
+		noErr(t, err)
+		defer c.Close()
+		o := c.(*redis.Client).Options()
+		equal(t, "unix", o.Network)
+		equal(t, "/run/redis/redis.sock", o.Addr)
+		equal(t, 2, o.DB)
+		equal(t, "pw", o.Password)
+		equal(t, time.Second, o.DialTimeout)
+		isTrue(t, o.ContextTimeoutEnabled)
+		equal(t, 2, o.Protocol)
+		equal(t, defaultPoolSize, o.PoolSize)
 	})
 	t.Run("protocol", func(t *testing.T) {
 		c, err := newRedisClient("redis://localhost:6390/0?protocol=3")
@@ -117,4 +134,33 @@ func TestDefaults(t *testing.T) {
 	equal(t, 5*time.Second, o.LockTTL)
 	equal(t, 5*time.Second, o.LockWait)
 	equal(t, 500*time.Millisecond, o.OpTimeout)
+}
+
+// A value filled through Redis's unix socket is read by another process of
+// the fleet through TCP, and the other way round: one server, both doors.
+func TestRedisOverItsUnixSocket(t *testing.T) {
+	unixURL, tcpURL := needEnv(t, "REDIS_TEST_UNIX_URL"), needEnv(t, "REDIS_TEST_URL")
+	prefix := testPrefix(t)
+	overUnix := newTestCache(t, Options{RedisURL: unixURL, KeyPrefix: prefix, OpTimeout: time.Second})
+	overTCP := newTestCache(t, Options{RedisURL: tcpURL, KeyPrefix: prefix, OpTimeout: time.Second})
+	p := Policy{Fresh: time.Minute, Stale: time.Minute}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name         string
+		write, read  *Cache
+		key, payload string
+	}{
+		{"unix then tcp", overUnix, overTCP, "a", "filled over the unix socket"},
+		{"tcp then unix", overTCP, overUnix, "b", "filled over tcp"},
+	} {
+		res, err := tc.write.Get(ctx, tc.key, p, func(context.Context) ([]byte, error) { return []byte(tc.payload), nil })
+		require.NoError(t, err, tc.name)
+		require.Equal(t, SourceLoader, res.Source, tc.name)
+		res, err = tc.read.Get(ctx, tc.key, p, func(context.Context) ([]byte, error) {
+			return nil, errors.New("the loader ran: the value was not read from Redis")
+		})
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, SourceRedis, res.Source, tc.name)
+		assert.Equal(t, tc.payload, string(res.Value), tc.name)
+	}
 }

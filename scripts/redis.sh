@@ -48,6 +48,8 @@ start() {
 bind 127.0.0.1 -::1
 protected-mode yes
 port $port
+unixsocket $REDIS_WORK_DIR/redis.sock
+unixsocketperm 700
 daemonize yes
 pidfile $pidfile
 logfile $logfile
@@ -70,6 +72,7 @@ EOF
 	cat >"$REDIS_ENV_FILE" <<EOF
 # Written by scripts/redis.sh start.
 REDIS_TEST_URL=redis://127.0.0.1:$port/0
+REDIS_TEST_UNIX_URL=unix://$REDIS_WORK_DIR/redis.sock?db=0
 REDIS_TEST_PORT=$port
 REDIS_TEST_PID=$pid
 EOF

@@ -145,7 +145,9 @@ func tail(s string, n int) string {
 type redisServer struct {
 	cmd *exec.Cmd
 	url string
-	dir string
+	// unixURL reaches the same server through its unix socket.
+	unixURL string
+	dir     string
 }
 
 func startRedis(dir string) (*redisServer, error) {
@@ -159,12 +161,13 @@ func startRedis(dir string) (*redisServer, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
+	sock := filepath.Join(dir, "redis.sock")
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+		"--unixsocket", sock, "--unixsocketperm", "700", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	rs := &redisServer{cmd: cmd, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: dir}
+	rs := &redisServer{cmd: cmd, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), unixURL: "unix://" + sock + "?db=0", dir: dir}
 	for i := 0; i < 200; i++ {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 100*time.Millisecond); err == nil {
 			c.Close()

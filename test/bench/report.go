@@ -214,9 +214,27 @@ func (r *report) targets(vs []*variant, res map[string]map[int][]sample, redisMe
 			r.target(fmt.Sprintf("Redis-only hit (CACHE_LOCAL_MAX_ENTRIES=0): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (target <= 2x): %s; its p50 at 1 connection %s µs, %s x the no-op's (Redis's round trip: reported, not targeted)",
 				sp1, sp16, verdict(max(x1, x16) <= 2), l1, rl1))
 		}
+		if x1, sp1, ok := get(redisUnixHit, 1, cpu); ok {
+			x16, sp16, _ := get(redisUnixHit, 16, cpu)
+			_, l1, _ := get(redisUnixHit, 1, lat)
+			_, rl1, _ := get(redisUnixHit, 1, p50)
+			r.target(fmt.Sprintf("the same with Redis reached through its unix socket (REDIS_URL=unix://...; reported beside the target, which is read on TCP above): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (within 2x: %s); its p50 at 1 connection %s µs, %s x the no-op's",
+				sp1, sp16, yesNo(max(x1, x16) <= 2), l1, rl1))
+		}
 	}
 	r.printf("\n")
 }
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+// redisUnixHit is the Redis-only variant whose runner reaches Redis through
+// its unix socket.
+const redisUnixHit = "userinfo + orgsync, Redis hit through its unix socket (P-256)"
 
 // target records one verdict: printed where it is made, and again in the
 // summary at the end of the report.

@@ -135,6 +135,14 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		return err
 	}
 	defer rC.stop()
+	// The same, with Redis reached through its unix socket: what a Redis on
+	// the gateway's own host costs.
+	rE, err := e.startMeasuredRunner("redis-only-unix", e.p256, withPprof(map[string]string{"KEYCLOAK_EVENTS_INTERVAL": "0s",
+		localOff: localOffValue, "REDIS_URL": e.redis.unixURL}))
+	if err != nil {
+		return err
+	}
+	defer rE.stop()
 	revRedis, err := e.seedRevocations(ctx, e.o.revocations)
 	if err != nil {
 		return err
@@ -162,6 +170,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	noopB := &variant{name: "no-op (Ed25519 runner)", runner: rB, confs: []pluginConf{noopConf}, login: true}
 	noopC := &variant{name: "no-op (local tier off)", runner: rC, confs: []pluginConf{noopConf}, login: true}
 	noopD := &variant{name: "no-op (revocations held)", runner: rD, confs: []pluginConf{noopConf}, login: true}
+	noopE := &variant{name: "no-op (local tier off, Redis's unix socket)", runner: rE, confs: []pluginConf{noopConf}, login: true}
 	hitOrgsync := orgsyncConf("10m", "20m")
 	localHit := &variant{name: "userinfo + orgsync, local hit (P-256)", runner: rA, noop: noopA, login: true,
 		confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")}
@@ -175,7 +184,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 	userinfoP256 := &variant{name: "userinfo + assertion P-256", runner: rA, noop: noopA, login: true,
 		confs: []pluginConf{e.userinfoConf(false, true)}, exp: rewrite(true, "")}
 	vs := []*variant{
-		noopA, noopB, noopC, noopD, noopAPI,
+		noopA, noopB, noopC, noopD, noopE, noopAPI,
 		{name: "userinfo, no assertion", runner: rA, noop: noopA, login: true,
 			confs: []pluginConf{e.userinfoConf(false, false)}, exp: rewrite(false, "")},
 		userinfoP256,
@@ -186,6 +195,8 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		{name: localHit.name, runner: rA, noop: noopAPI, login: true, req: reqAPI, confs: localHit.confs, exp: rewrite(true, "acme")},
 		ruleHit, revokedHit,
 		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true,
+			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
+		{name: redisUnixHit, runner: rE, noop: noopE, login: true,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
 			confs: []pluginConf{e.userinfoConf(true, true), hitOrgsync}, exp: rewrite(true, "acme")},
