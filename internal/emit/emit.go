@@ -10,6 +10,7 @@ package emit
 import (
 	"bytes"
 	"errors"
+	"net/textproto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,10 @@ type routes struct {
 // Route returns the one *Route of these settings.
 func (e *Emitter) Route(headers []ClaimHeader, a *Assertion) *Route {
 	r := &Route{headers: append([]ClaimHeader(nil), headers...)}
+	// Canonical once here, so that every request writes them as they are.
+	for i := range r.headers {
+		r.headers[i].Header = textproto.CanonicalMIMEHeaderKey(r.headers[i].Header)
+	}
 	var key bytes.Buffer
 	for _, h := range r.headers {
 		key.WriteString(h.Header)
@@ -177,9 +182,10 @@ func (e *Emitter) Route(headers []ClaimHeader, a *Assertion) *Route {
 	}
 	if a != nil {
 		copied := *a
+		copied.Header = textproto.CanonicalMIMEHeaderKey(copied.Header)
 		r.assertion = &copied
 		key.WriteByte(1)
-		for _, s := range []string{a.Header, a.Audience, a.Issuer, a.TTL.String()} {
+		for _, s := range []string{r.assertion.Header, a.Audience, a.Issuer, a.TTL.String()} {
 			key.WriteString(s)
 			key.WriteByte(0)
 		}
@@ -231,12 +237,28 @@ func (e *Emitter) Replay(h pkgHTTP.Header, id identity.Identity, route *Route, r
 	return true
 }
 
+// canonicalWriter is the patched runner library's header writer for keys
+// already canonical (third_party/apisix-go-plugin-runner, patch 7): it
+// records them without checking their letter case again.
+type canonicalWriter interface {
+	SetCanonical(key, value string)
+	DelCanonical(key string)
+}
+
+// write writes a rendering's headers, whose names are canonical: Route
+// made the configured ones so, and the fixed ones are (TestRenderedNamesAreCanonical).
 func write(h pkgHTTP.Header, headers [][2]string) {
+	cw, canonical := h.(canonicalWriter)
 	for _, kv := range headers {
-		if kv[1] == "" {
+		switch {
+		case !canonical && kv[1] == "":
 			h.Del(kv[0])
-		} else {
+		case !canonical:
 			h.Set(kv[0], kv[1])
+		case kv[1] == "":
+			cw.DelCanonical(kv[0])
+		default:
+			cw.SetCanonical(kv[0], kv[1])
 		}
 	}
 }

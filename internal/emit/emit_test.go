@@ -2,9 +2,13 @@ package emit
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/textproto"
 	"testing"
 	"time"
 
+	pkgHTTP "github.com/apache/apisix-go-plugin-runner/pkg/http"
+	libtest "github.com/apache/apisix-go-plugin-runner/pkg/httptest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -151,4 +155,34 @@ func TestRefreshNowIsTheRequestsTime(t *testing.T) {
 	e.now = func() time.Time { return now.Add(time.Hour) }
 	assert.False(t, replays(e, id, route, Refresh{}), "zero: the emitter's clock")
 	assert.True(t, replays(e, id, route, Refresh{Now: now}), "the caller's time, not the clock")
+}
+
+// Every name a rendering writes is canonical, configured in any case or
+// not: write hands them to the runner library as they are. Through the
+// library's own request, a client's lower-case copies are replaced.
+func TestRenderedNamesAreCanonical(t *testing.T) {
+	e := New(Options{Keys: testKeys})
+	route := e.Route([]ClaimHeader{{Header: "x-user-orgs", Claim: "organization"}, {Header: "X-USER-ID", Claim: "sub"}},
+		&Assertion{Header: "x-identity-assertion", Audience: "app", Issuer: "gw", TTL: time.Minute})
+	id := proven(t, e, "u1")
+	ref := Refresh{Source: "keycloak"}
+	out, err := e.render(id, route, ref)
+	require.NoError(t, err)
+	for _, kv := range out.headers {
+		assert.Equal(t, textproto.CanonicalMIMEHeaderKey(kv[0]), kv[0])
+	}
+
+	frame := libtest.NewRequestFrame(1, 1, "/", [][2]string{{"x-user-orgs", "forged"}, {"x-user-id", "forged"}})
+	answer := libtest.ParseAnswer(libtest.ServeFrame(nil, frame, func(_ http.ResponseWriter, r pkgHTTP.Request) {
+		require.NoError(t, e.Emit(r.Header(), id, route, ref))
+	}))
+	require.True(t, answer.Rewrite)
+	got := map[string]string{}
+	for _, h := range answer.Headers {
+		got[h.Name] = h.Value
+	}
+	assert.Equal(t, "acme", got["X-User-Orgs"])
+	assert.Equal(t, "u1", got["X-User-Id"])
+	assert.NotEmpty(t, got["X-Identity-Assertion"])
+	assert.Len(t, answer.Headers, len(out.headers), "one entry per header: %v", answer.Headers)
 }

@@ -19,6 +19,31 @@ const (
 	HeaderRefreshToken = "X-Refresh-Token"
 )
 
+// KeyIDToken and KeyRawIDToken are HeaderIDToken and HeaderRawIDToken as
+// the runner library keys them (textproto's canonical form), for DelCanonical
+// and lookups on the hot path.
+const (
+	KeyIDToken    = "X-Id-Token"
+	KeyRawIDToken = "X-Raw-Id-Token"
+)
+
+// canonicalDeleter is the patched runner library's header deletion for a
+// key already canonical (third_party/apisix-go-plugin-runner, patch 7).
+type canonicalDeleter interface {
+	DelCanonical(key string)
+}
+
+// DelCanonical deletes the header key, which must be canonical
+// (textproto.CanonicalMIMEHeaderKey(key) == key: HeaderRefreshToken,
+// KeyIDToken, ...), without the library checking its letter case again.
+func DelCanonical(h pkgHTTP.Header, key string) {
+	if d, ok := h.(canonicalDeleter); ok {
+		d.DelCanonical(key)
+		return
+	}
+	h.Del(key)
+}
+
 // Headers this project emits by default.
 const (
 	HeaderAssertion  = "X-Identity-Assertion"

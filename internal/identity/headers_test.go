@@ -3,6 +3,7 @@ package identity
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"testing"
 
@@ -264,3 +265,14 @@ func (h runnertestHeader) Set(k, v string)     { h.h.Set(k, v) }
 func (h runnertestHeader) Del(k string)        { h.h.Del(k) }
 func (h runnertestHeader) Get(k string) string { return h.h.Get(k) }
 func (h runnertestHeader) View() http.Header   { return h.h }
+
+// The keys DelCanonical is given are the names they stand for, as the
+// runner library keys them: a wrong one would leave the header in place.
+func TestKeysAreTheCanonicalNames(t *testing.T) {
+	assert.Equal(t, textproto.CanonicalMIMEHeaderKey(HeaderIDToken), KeyIDToken)
+	assert.Equal(t, textproto.CanonicalMIMEHeaderKey(HeaderRawIDToken), KeyRawIDToken)
+	assert.Equal(t, textproto.CanonicalMIMEHeaderKey(HeaderRefreshToken), HeaderRefreshToken)
+	for _, h := range append(append([]string{}, EmittedHeaders...), HeaderUserinfo) {
+		assert.Equal(t, textproto.CanonicalMIMEHeaderKey(h), h, "emitted as they are")
+	}
+}

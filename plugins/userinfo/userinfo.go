@@ -93,7 +93,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	}
 	// One clock read for the request's hit path: the session cache, the
 	// rendering reuse here and in orgsync (through the proof).
-	s, ref, now := c.establish(ctx, time.Now(), userinfo, token, identity.HeaderBytes(r, identity.HeaderRawIDToken))
+	s, ref, now := c.establish(ctx, time.Now(), userinfo, token, identity.HeaderBytes(r, identity.KeyRawIDToken))
 	if ref != nil && ref.reason == ReasonSessionRevoked && c.OnRevoked != nil && fromBrowser(h, len(userinfo) > 0) {
 		countRejected.Inc()
 		countFailure(ref.reason)
@@ -116,12 +116,12 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 	// them. A refresh token cannot be verified outside Keycloak, so it never
 	// passes; the ID token headers pass only as a verified X-Raw-ID-Token
 	// proves them.
-	h.Del(identity.HeaderRefreshToken)
+	identity.DelCanonical(h, identity.HeaderRefreshToken)
 	if s.idToken == "" {
-		h.Del(identity.HeaderIDToken)
-		h.Del(identity.HeaderRawIDToken)
+		identity.DelCanonical(h, identity.KeyIDToken)
+		identity.DelCanonical(h, identity.KeyRawIDToken)
 	} else {
-		h.Set(identity.HeaderIDToken, s.idToken)
+		h.Set(identity.KeyIDToken, s.idToken)
 	}
 	if err := emit.Attach(r, emit.Proof{Identity: s.id, Route: c.route, At: now}); err != nil {
 		countMisconfigured.Inc()

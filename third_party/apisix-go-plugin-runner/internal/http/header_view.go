@@ -135,6 +135,34 @@ func (h *reqHeader) Del(key string) {
 	r.edit(headerEdit{key: k, del: true, fold: foldOfString(k)})
 }
 
+// SetCanonical is Set for a key the caller has made canonical
+// (textproto.CanonicalMIMEHeaderKey(key) == key, as for a constant or a
+// configured name canonicalised once): the key is recorded as it is, not
+// checked again. Reached through an interface assertion on Header(), as
+// Request.SetContext is. A key that is not canonical must go through Set: it
+// would be recorded apart from the same header's other spellings.
+//
+// apisix-identity-runner patch 7: an identity plugin writes a dozen headers
+// per request, and checking each key's letter case was a tenth of its cost.
+func (h *reqHeader) SetCanonical(key, value string) {
+	r := h.r
+	if r.hdr != nil {
+		r.hdr.Set(key, value)
+		return
+	}
+	r.edit(headerEdit{key: key, value: value, fold: foldOfString(key)})
+}
+
+// DelCanonical is Del for a canonical key; see SetCanonical.
+func (h *reqHeader) DelCanonical(key string) {
+	r := h.r
+	if r.hdr != nil {
+		r.hdr.Del(key)
+		return
+	}
+	r.edit(headerEdit{key: key, del: true, fold: foldOfString(key)})
+}
+
 // View builds the maps (once per request); from then on Get, Set and Del
 // work on the map, as in v0.5.0, and so do HeaderBytes and RangeHeaders.
 func (h *reqHeader) View() http.Header {

@@ -357,3 +357,49 @@ func TestFoldIgnoresLetterCaseOnly(t *testing.T) {
 	}
 	assert.NotEqual(t, foldOf([]byte("x-user-id")), foldOf([]byte("x-user-ie")))
 }
+
+// canonicalWriter is what SetCanonical and DelCanonical are reached through.
+type canonicalWriter interface {
+	SetCanonical(key, value string)
+	DelCanonical(key string)
+}
+
+// TestCanonicalWritesAreSetAndDel: with canonical keys, SetCanonical and
+// DelCanonical record what Set and Del record, before and after the maps
+// are built: the same views, the same Rewrite entries.
+func TestCanonicalWritesAreSetAndDel(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for i := 0; i < 2000; i++ {
+		in, ops := randomHeaders(rng), randomOps(rng)
+		for j := range ops {
+			ops[j].key = textproto.CanonicalMIMEHeaderKey(ops[j].key)
+		}
+		buildMaps := rng.Intn(3) == 0
+		buf := buildReq(reqOpt{headers: in})
+
+		ref := CreateRequest(buf)
+		if buildMaps {
+			ref.Header().View()
+		}
+		apply(ref.Header(), ops)
+		want, wantChanges := canonical(ranged(ref)), sortedChanges(t, ref)
+		ReuseRequest(ref)
+
+		r := CreateRequest(buf)
+		if buildMaps {
+			r.Header().View()
+		}
+		cw, ok := r.Header().(canonicalWriter)
+		require.True(t, ok)
+		for _, op := range ops {
+			if op.del {
+				cw.DelCanonical(op.key)
+			} else {
+				cw.SetCanonical(op.key, op.value)
+			}
+		}
+		assert.Equal(t, want, canonical(ranged(r)), "case %d: %v %v", i, in, ops)
+		assert.Equal(t, wantChanges, sortedChanges(t, r), "case %d: %v %v", i, in, ops)
+		ReuseRequest(r)
+	}
+}
