@@ -737,3 +737,77 @@ func TestPolicyNowJudgesTheLocalHit(t *testing.T) {
 	equal(t, r.Source, SourceStale, "past Fresh at the caller's time")
 	isTrue(t, r.Refreshing, "a refresh started")
 }
+
+// The entry last put at the front is read without the tier's lock (a
+// user's run of requests writes nothing shared); what an invalidation,
+// a flush, a newer value or an eviction changed is never served from it.
+func TestLocalHotEntry(t *testing.T) {
+	now := time.Now()
+	l := newLocal(4, 1<<20)
+	l.put(localEntry{key: "a", value: []byte("1"), fetched: now})
+	_, _ = l.get("a")
+	l.mu.Lock()
+	got := make(chan []byte, 1)
+	go func() {
+		e, _ := l.get("a")
+		got <- e.value
+	}()
+	select {
+	case v := <-got:
+		equal(t, v, []byte("1"))
+	case <-time.After(2 * time.Second):
+		t.Error("get of the hot entry waited for the lock")
+	}
+	l.mu.Unlock()
+
+	l.remove("a")
+	_, ok := l.get("a")
+	isTrue(t, !ok, "invalidated")
+
+	l.put(localEntry{key: "a", value: []byte("1"), fetched: now})
+	_, _ = l.get("a")
+	l.put(localEntry{key: "a", value: []byte("2"), fetched: now.Add(time.Second)})
+	e, _ := l.get("a")
+	equal(t, e.value, []byte("2"), "newer value")
+
+	l.flush()
+	_, ok = l.get("a")
+	isTrue(t, !ok, "flushed")
+
+	l.put(localEntry{key: "a", value: []byte("1"), fetched: now})
+	_, _ = l.get("a")
+	for i := range 4 {
+		l.put(localEntry{key: strconv.Itoa(i), fetched: now})
+	}
+	_, ok = l.get("a")
+	isTrue(t, !ok, "evicted")
+}
+
+// Under concurrent puts, invalidations and gets, a get returns its own
+// key's value.
+func TestLocalHotEntryUnderConcurrency(t *testing.T) {
+	l := newLocal(8, 1<<20)
+	now := time.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20000 {
+				k := strconv.Itoa((g + i) % 12)
+				switch i % 5 {
+				case 0:
+					l.put(localEntry{key: k, value: []byte(k), fetched: now.Add(time.Duration(i))})
+				case 1:
+					l.remove(k)
+				default:
+					if e, ok := l.get(k); ok && (e.key != k || string(e.value) != k) {
+						t.Errorf("get(%s) = %s/%s: another key's entry", k, e.key, e.value)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

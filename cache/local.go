@@ -34,8 +34,19 @@ type local struct {
 	maxEntries int
 	maxBytes   int64
 	bytes      int64
-	ll         *list.List // front = most recently used; values are *localEntry
+	ll         *list.List // front = most recently used; values are *localEntry, never changed once there
 	byID       map[string]*list.Element
+
+	// hot is the entry last put at the front, hotAt the count of moves to
+	// the front then (moves), count the number of entries; written under
+	// mu. get returns hot without taking mu while fewer moves than half the
+	// entries happened since (it is then in the front half, far from
+	// eviction): a user's run of requests reads the tier without writing
+	// to it, where two cores taking mu in turn cost more than the lookup.
+	hot   atomic.Pointer[localEntry]
+	hotAt atomic.Uint64
+	moves atomic.Uint64
+	count atomic.Int64
 }
 
 func newLocal(maxEntries int, maxBytes int64) *local {
@@ -44,14 +55,24 @@ func newLocal(maxEntries int, maxBytes int64) *local {
 
 // get returns a copy of the entry's metadata and its value slice (shared, never modified in place).
 func (l *local) get(key string) (localEntry, bool) {
+	if e := l.hot.Load(); e != nil && e.key == key && l.moves.Load()-l.hotAt.Load() <= uint64(l.count.Load())/2 {
+		return *e, true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	el, ok := l.byID[key]
 	if !ok {
 		return localEntry{}, false
 	}
-	l.ll.MoveToFront(el)
+	l.toFront(el)
 	return *el.Value.(*localEntry), true
+}
+
+// toFront moves el to the front and makes its entry the hot one. Under mu.
+func (l *local) toFront(el *list.Element) {
+	l.ll.MoveToFront(el)
+	l.hot.Store(el.Value.(*localEntry))
+	l.hotAt.Store(l.moves.Add(1))
 }
 
 // putIfGen stores e like put, but only while *gen still equals want (no invalidation of the key
@@ -83,21 +104,30 @@ func (l *local) putLocked(e localEntry) {
 			return
 		}
 		l.bytes += e.cost() - cur.cost()
-		*cur = e
-		l.ll.MoveToFront(el)
+		el.Value = &e
+		l.toFront(el)
 	} else {
-		l.byID[e.key] = l.ll.PushFront(&e)
+		el := l.ll.PushFront(&e)
+		l.byID[e.key] = el
 		l.bytes += e.cost()
+		l.toFront(el)
 	}
 	for l.ll.Len() > l.maxEntries || l.bytes > l.maxBytes {
 		l.removeLocked(l.ll.Back())
 	}
+	l.count.Store(int64(l.ll.Len()))
 }
 
+// removeLocked drops el; a get that starts after it returns cannot see the
+// entry, hot included.
 func (l *local) removeLocked(el *list.Element) {
 	e := l.ll.Remove(el).(*localEntry)
+	if l.hot.Load() == e {
+		l.hot.Store(nil)
+	}
 	delete(l.byID, e.key)
 	l.bytes -= e.cost()
+	l.count.Store(int64(l.ll.Len()))
 }
 
 func (l *local) remove(key string) {
@@ -114,6 +144,8 @@ func (l *local) flush() {
 	l.ll.Init()
 	clear(l.byID)
 	l.bytes = 0
+	l.hot.Store(nil)
+	l.count.Store(0)
 }
 
 func (l *local) len() int {

@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // Cache maps K to V. Sizes are what the caller says an entry costs; the sum
@@ -23,8 +24,23 @@ type shard[K comparable, V any] struct {
 	items    map[K]*list.Element
 	used     int64
 	maxBytes int64
+
+	// hot is the entry last put at the front, hotAt the count of moves to
+	// the front then (moves), and count the number of entries; all are
+	// written under mu. Get returns hot without taking mu while fewer
+	// moves than half the entries happened since: it is then still in the
+	// front half of the order, far from eviction, and moving it again
+	// changes nothing that matters. So a user's run of requests reads the
+	// shard without writing to it: two cores taking one lock in turn for
+	// the same entry cost more than the lookup itself.
+	hot   atomic.Pointer[entry[K, V]]
+	hotAt atomic.Uint64
+	moves atomic.Uint64
+	count atomic.Int64
 }
 
+// entry is never changed once in the cache (Get may read it without the
+// lock): a new value is a new entry.
 type entry[K comparable, V any] struct {
 	key   K
 	value V
@@ -52,6 +68,9 @@ func (c *Cache[K, V]) shard(k K) *shard[K, V] {
 // Get returns the value of k and marks it recently used.
 func (c *Cache[K, V]) Get(k K) (V, bool) {
 	s := c.shard(k)
+	if e := s.hot.Load(); e != nil && e.key == k && s.moves.Load()-s.hotAt.Load() <= uint64(s.count.Load())/2 {
+		return e.value, true
+	}
 	s.mu.Lock()
 	el, ok := s.items[k]
 	if !ok {
@@ -59,10 +78,17 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 		var zero V
 		return zero, false
 	}
-	s.order.MoveToFront(el)
+	s.toFront(el)
 	v := el.Value.(*entry[K, V]).value
 	s.mu.Unlock()
 	return v, true
+}
+
+// toFront moves el to the front and makes its entry the hot one. Under mu.
+func (s *shard[K, V]) toFront(el *list.Element) {
+	s.order.MoveToFront(el)
+	s.hot.Store(el.Value.(*entry[K, V]))
+	s.hotAt.Store(s.moves.Add(1))
 }
 
 // Add stores v under k at the given size, evicting the least recently used
@@ -79,17 +105,19 @@ func (c *Cache[K, V]) Add(k K, v V, size int64) {
 		return
 	}
 	if el, ok := s.items[k]; ok {
-		e := el.Value.(*entry[K, V])
-		s.used += size - e.size
-		e.value, e.size = v, size
-		s.order.MoveToFront(el)
+		s.used += size - el.Value.(*entry[K, V]).size
+		el.Value = &entry[K, V]{key: k, value: v, size: size}
+		s.toFront(el)
 	} else {
-		s.items[k] = s.order.PushFront(&entry[K, V]{key: k, value: v, size: size})
+		el := s.order.PushFront(&entry[K, V]{key: k, value: v, size: size})
+		s.items[k] = el
 		s.used += size
+		s.toFront(el)
 	}
 	for s.used > s.maxBytes {
 		s.removeLocked(s.order.Back())
 	}
+	s.count.Store(int64(len(s.items)))
 }
 
 // Remove forgets k.
@@ -102,11 +130,17 @@ func (c *Cache[K, V]) Remove(k K) {
 	s.mu.Unlock()
 }
 
+// removeLocked drops el; a Get that starts after it returns cannot see the
+// entry, hot included.
 func (s *shard[K, V]) removeLocked(el *list.Element) {
 	e := el.Value.(*entry[K, V])
+	if s.hot.Load() == e {
+		s.hot.Store(nil)
+	}
 	delete(s.items, e.key)
 	s.order.Remove(el)
 	s.used -= e.size
+	s.count.Store(int64(len(s.items)))
 }
 
 // Len is the number of entries.

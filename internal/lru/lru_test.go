@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,4 +94,104 @@ func BenchmarkGetHit(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// A user's run of requests reads the shard without its lock: Get of the
+// entry last put at the front returns while the lock is held elsewhere.
+func TestHotEntryIsReadWithoutTheLock(t *testing.T) {
+	c := New[string, int](shardCount * 1000)
+	c.Add("a", 1, 10)
+	v, ok := c.Get("a")
+	require.True(t, ok)
+	require.Equal(t, 1, v)
+	s := c.shard("a")
+	s.mu.Lock()
+	got := make(chan int, 1)
+	go func() {
+		v, _ := c.Get("a")
+		got <- v
+	}()
+	select {
+	case v := <-got:
+		assert.Equal(t, 1, v)
+	case <-time.After(2 * time.Second):
+		t.Error("Get of the hot entry waited for the lock")
+	}
+	s.mu.Unlock()
+}
+
+// What was removed, replaced or evicted is never served from the hot slot
+// to a Get that starts after the change.
+func TestHotEntryFollowsChanges(t *testing.T) {
+	c := New[int, int](shardCount * 300) // 3 entries of 100 per shard
+	c.Add(0, 1, 100)
+	_, _ = c.Get(0)
+	c.Remove(0)
+	_, ok := c.Get(0)
+	assert.False(t, ok, "removed")
+
+	c.Add(0, 1, 100)
+	_, _ = c.Get(0)
+	c.Add(0, 2, 100)
+	v, ok := c.Get(0)
+	require.True(t, ok)
+	assert.Equal(t, 2, v, "replaced")
+
+	// Fill key 0's shard with other keys until 0 is evicted.
+	s := c.shard(0)
+	for i := 1; ; i++ {
+		if c.shard(i) != s {
+			continue
+		}
+		c.Add(i, i, 100)
+		if _, ok := s.items[0]; !ok {
+			break
+		}
+	}
+	_, ok = c.Get(0)
+	assert.False(t, ok, "evicted")
+}
+
+// The hot entry is moved to the front again before half the shard went in
+// front of it: used all along, it is never evicted.
+func TestHotEntrySurvivesAFullShard(t *testing.T) {
+	c := New[int, int](shardCount * 100 * 10) // 100 entries of 10 per shard
+	c.Add(0, 0, 10)
+	s := c.shard(0)
+	for i := 1; i < 20000; i++ {
+		if c.shard(i) != s {
+			continue
+		}
+		c.Add(i, i, 10)
+		_, ok := c.Get(0)
+		require.True(t, ok, "key 0 evicted after %d adds although used each time", i)
+	}
+}
+
+// Under concurrent adds, replacements, removals and gets, a Get returns the
+// value of its own key, never another's.
+func TestHotEntryUnderConcurrency(t *testing.T) {
+	c := New[int, int](shardCount * 50)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 20000; i++ {
+				k := (g + i) % 24
+				switch i % 5 {
+				case 0:
+					c.Add(k, k*1000+i%7, 10)
+				case 1:
+					c.Remove(k)
+				default:
+					if v, ok := c.Get(k); ok && v/1000 != k {
+						t.Errorf("Get(%d) = %d: another key's value", k, v)
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
 }

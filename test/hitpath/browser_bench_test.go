@@ -215,3 +215,30 @@ func BenchmarkBrowserRequestColdCache(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBrowserRequestParallel is BenchmarkBrowserRequest served on every
+// P at once (one user, so every request reads the same cache entries), as
+// the runner serves many connections: what the chain's shared state costs
+// when two cores touch it (compare ns/op with the serial benchmark's divided
+// by GOMAXPROCS).
+func BenchmarkBrowserRequestParallel(b *testing.B) {
+	c := newBrowserChain(b)
+	for _, tc := range []struct {
+		name    string
+		filters []runnertest.Filter
+	}{
+		{"noop", []runnertest.Filter{c.noop}},
+		{"userinfo", []runnertest.Filter{c.userinfo}},
+		{"userinfo+orgsync", []runnertest.Filter{c.userinfo, c.orgs}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				out := make([]byte, 0, 16<<10)
+				for pb.Next() {
+					out = runnertest.ServeFrame(out[:0], c.frame, tc.filters...)
+				}
+			})
+		})
+	}
+}
