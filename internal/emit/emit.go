@@ -237,28 +237,14 @@ func (e *Emitter) Replay(h pkgHTTP.Header, id identity.Identity, route *Route, r
 	return true
 }
 
-// canonicalWriter is the patched runner library's header writer for keys
-// already canonical (third_party/apisix-go-plugin-runner, patch 7): it
-// records them without checking their letter case again.
-type canonicalWriter interface {
-	SetCanonical(key, value string)
-	DelCanonical(key string)
-}
-
 // write writes a rendering's headers, whose names are canonical: Route
 // made the configured ones so, and the fixed ones are (TestRenderedNamesAreCanonical).
 func write(h pkgHTTP.Header, headers [][2]string) {
-	cw, canonical := h.(canonicalWriter)
 	for _, kv := range headers {
-		switch {
-		case !canonical && kv[1] == "":
-			h.Del(kv[0])
-		case !canonical:
-			h.Set(kv[0], kv[1])
-		case kv[1] == "":
-			cw.DelCanonical(kv[0])
-		default:
-			cw.SetCanonical(kv[0], kv[1])
+		if kv[1] == "" {
+			identity.DelCanonical(h, kv[0])
+		} else {
+			identity.SetCanonical(h, kv[0], kv[1])
 		}
 	}
 }

@@ -27,18 +27,30 @@ const (
 	KeyRawIDToken = "X-Raw-Id-Token"
 )
 
-// canonicalDeleter is the patched runner library's header deletion for a
-// key already canonical (third_party/apisix-go-plugin-runner, patch 7).
-type canonicalDeleter interface {
+// canonicalWriter is the patched runner library's header writer for keys
+// already canonical (third_party/apisix-go-plugin-runner, patch 7).
+type canonicalWriter interface {
+	SetCanonical(key, value string)
 	DelCanonical(key string)
 }
 
-// DelCanonical deletes the header key, which must be canonical
-// (textproto.CanonicalMIMEHeaderKey(key) == key: HeaderRefreshToken,
-// KeyIDToken, ...), without the library checking its letter case again.
+// SetCanonical sets the header key, which must be canonical
+// (textproto.CanonicalMIMEHeaderKey(key) == key: the constants here, a
+// configured name canonicalised once), without the library checking its
+// letter case again.
+func SetCanonical(h pkgHTTP.Header, key, value string) {
+	if w, ok := h.(canonicalWriter); ok {
+		w.SetCanonical(key, value)
+		return
+	}
+	h.Set(key, value)
+}
+
+// DelCanonical deletes the header key, which must be canonical; see
+// SetCanonical.
 func DelCanonical(h pkgHTTP.Header, key string) {
-	if d, ok := h.(canonicalDeleter); ok {
-		d.DelCanonical(key)
+	if w, ok := h.(canonicalWriter); ok {
+		w.DelCanonical(key)
 		return
 	}
 	h.Del(key)

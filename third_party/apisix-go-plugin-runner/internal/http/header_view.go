@@ -78,9 +78,12 @@ func foldOf(name []byte) uint32 {
 	return uint32(n)<<24 | uint32(lower(name[0]))<<16 | uint32(lower(name[n/2]))<<8 | uint32(lower(name[n-1]))
 }
 
-// foldBit is fold's bit in Request.folds: a name whose bit is clear is not
-// in the frame, and a lookup of it need not walk the headers.
+// foldBit is fold's bit in Request.folds.
 func foldBit(fold uint32) uint64 { return 1 << ((fold * 0x9E3779B1) >> 26) }
+
+// mayHold reports whether the indexed frame may have a header of this fold:
+// false means it has none, and a lookup need not walk the headers.
+func (r *Request) mayHold(fold uint32) bool { return r.folds&foldBit(fold) != 0 }
 
 // foldOfString is foldOf a string (the module predates generics).
 func foldOfString(name string) uint32 { return foldOf(stringBytes(name)) }
@@ -115,25 +118,9 @@ func (h *reqHeader) Get(key string) string {
 	return string(v)
 }
 
-func (h *reqHeader) Set(key, value string) {
-	r := h.r
-	if r.hdr != nil {
-		r.hdr.Set(key, value)
-		return
-	}
-	k := canonicalKey(key)
-	r.edit(headerEdit{key: k, value: value, fold: foldOfString(k)})
-}
+func (h *reqHeader) Set(key, value string) { h.SetCanonical(canonicalKey(key), value) }
 
-func (h *reqHeader) Del(key string) {
-	r := h.r
-	if r.hdr != nil {
-		r.hdr.Del(key)
-		return
-	}
-	k := canonicalKey(key)
-	r.edit(headerEdit{key: k, del: true, fold: foldOfString(k)})
-}
+func (h *reqHeader) Del(key string) { h.DelCanonical(canonicalKey(key)) }
 
 // SetCanonical is Set for a key the caller has made canonical
 // (textproto.CanonicalMIMEHeaderKey(key) == key, as for a constant or a
@@ -484,7 +471,7 @@ func (r *Request) headerValue(key []byte) ([]byte, bool) {
 		}
 	}
 	entries := r.index()
-	if r.folds&foldBit(fold) == 0 {
+	if !r.mayHold(fold) {
 		return nil, false
 	}
 	for i := range entries {
@@ -600,14 +587,12 @@ func (r *Request) markSentEdits() int {
 	for i := range r.edits {
 		e := &r.edits[i]
 		n, same := 0, false
-		in := entries
-		if r.folds&foldBit(e.fold) == 0 {
-			in = nil // not in the frame
-		}
-		for j := range in {
-			if f := &in[j]; f.fold == e.fold && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
-				n++
-				same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
+		if r.mayHold(e.fold) {
+			for j := range entries {
+				if f := &entries[j]; f.fold == e.fold && keyIs(f.name.of(r.frame), stringBytes(e.key)) {
+					n++
+					same = n == 1 && !e.del && string(f.value.of(r.frame)) == e.value
+				}
 			}
 		}
 		e.sent = !(e.del && n == 0 || same)

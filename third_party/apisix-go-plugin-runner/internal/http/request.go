@@ -279,14 +279,17 @@ func (r *Request) Reset() {
 func (r *Request) FetchChanges(id uint32, builder *flatbuffers.Builder) bool {
 	// apisix-identity-runner patch: header views. hdrUsed is "Header() was
 	// called", which v0.5.0 read as r.hdr != nil.
-	if r.path == nil && !r.hdrUsed && r.args == nil && r.respHdr == nil {
-		return false
-	}
-	if r.path == nil && r.hdrUsed && r.hdr == nil && r.args == nil && r.respHdr == nil {
-		// apisix-identity-runner patch 9: only recorded header changes,
-		// the answer every identity plugin gives; see writeHeaderRewrite.
-		r.writeHeaderRewrite(id, builder)
-		return true
+	if r.path == nil && r.args == nil && r.respHdr == nil {
+		if !r.hdrUsed {
+			return false
+		}
+		if r.hdr == nil {
+			// apisix-identity-runner patch 9: only recorded header
+			// changes, the answer every identity plugin gives; see
+			// writeHeaderRewrite.
+			r.writeHeaderRewrite(id, builder)
+			return true
+		}
 	}
 
 	var path flatbuffers.UOffsetT

@@ -56,6 +56,7 @@ import (
 
 const (
 	rewriteRespAt     = 12
+	rewriteVTableAt   = 28
 	rewriteTableAt    = 36
 	rewriteVectorAt   = 44
 	rewriteFixedBytes = 48 + 16 // up to the vector's references, plus the two entry vtables
@@ -88,11 +89,7 @@ func (r *Request) writeHeaderRewrite(id uint32, builder *flatbuffers.Builder) {
 	}
 	b = b[:size]
 
-	le.PutUint16(b[0:], 10)
-	le.PutUint16(b[2:], 16)
-	le.PutUint16(b[4:], 4)
-	le.PutUint16(b[6:], 12)
-	le.PutUint16(b[8:], 8)
+	putVTable(b, 0, 16, 4, 12, 8) // id, action_type, action
 	le.PutUint16(b[10:], 0)
 
 	le.PutUint32(b[rewriteRespAt:], rewriteRespAt)
@@ -100,24 +97,16 @@ func (r *Request) writeHeaderRewrite(id uint32, builder *flatbuffers.Builder) {
 	le.PutUint32(b[rewriteRespAt+8:], rewriteTableAt-(rewriteRespAt+8))
 	le.PutUint32(b[rewriteRespAt+12:], uint32(hrc.ActionRewrite))
 
-	le.PutUint16(b[28:], 8)
-	le.PutUint16(b[30:], 8)
-	le.PutUint16(b[32:], 0)
-	le.PutUint16(b[34:], 4)
+	putVTable(b, rewriteVTableAt, 8, 0, 4) // path absent, headers
 
-	le.PutUint32(b[rewriteTableAt:], rewriteTableAt-28)
+	le.PutUint32(b[rewriteTableAt:], rewriteTableAt-rewriteVTableAt)
 	le.PutUint32(b[rewriteTableAt+4:], rewriteVectorAt-(rewriteTableAt+4))
 
 	le.PutUint32(b[rewriteVectorAt:], uint32(n))
 	setVT := rewriteVectorAt + 4 + 4*n
 	delVT := setVT + 8
-	le.PutUint16(b[setVT:], 8)
-	le.PutUint16(b[setVT+2:], 12)
-	le.PutUint16(b[setVT+4:], 4)
-	le.PutUint16(b[setVT+6:], 8)
-	le.PutUint16(b[delVT:], 6)
-	le.PutUint16(b[delVT+2:], 8)
-	le.PutUint16(b[delVT+4:], 4)
+	putVTable(b, setVT, 12, 4, 8) // name, value
+	putVTable(b, delVT, 8, 4)     // name
 	le.PutUint16(b[delVT+6:], 0)
 
 	ref, at := rewriteVectorAt+4, delVT+8
@@ -154,6 +143,16 @@ func (r *Request) writeHeaderRewrite(id uint32, builder *flatbuffers.Builder) {
 		b = nil
 	}
 	r.answer = b[:0]
+}
+
+// putVTable writes at b[at:] the vtable of a table of tableSize bytes whose
+// fields are at these offsets in it (0: absent).
+func putVTable(b []byte, at int, tableSize uint16, fields ...uint16) {
+	le.PutUint16(b[at:], uint16(4+2*len(fields)))
+	le.PutUint16(b[at+2:], tableSize)
+	for i, f := range fields {
+		le.PutUint16(b[at+4+2*i:], f)
+	}
 }
 
 // stringBytesLen is the room a string of n bytes takes: length, bytes, the
