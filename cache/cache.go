@@ -91,6 +91,7 @@ type Cache struct {
 	id      string // identifies this process on the invalidation channel
 	local   *local
 	aside   *local                // PeekRemote/SetRemote values when there is no Redis; never the request tier
+	macs    sync.Pool             // *macState, keyed with opts.ValueSecret
 	rdb     redis.UniversalClient // nil: in-process only
 	up      atomic.Bool           // false while health says Redis is down (read on every Get)
 	health  health

@@ -56,6 +56,19 @@ func TestLocalLRU(t *testing.T) {
 	equal(t, l.len(), 0)
 }
 
+// A tier that is off (CACHE_LOCAL_MAX_ENTRIES=0) stores nothing, yet still tells the fill path
+// whether an invalidation arrived during its load: that answer decides whether Redis gets the value.
+func TestLocalTierOffStillReportsInvalidations(t *testing.T) {
+	l := newLocal(0, 1<<20)
+	var g atomic.Uint64
+	want := g.Load()
+	isTrue(t, l.putIfGen(localEntry{key: "k", fetched: time.Now()}, &g, want), "no invalidation: the fill may go on to Redis")
+	_, ok := l.get("k")
+	isTrue(t, !ok, "a tier that is off holds nothing")
+	g.Add(1)
+	isTrue(t, !l.putIfGen(localEntry{key: "k", fetched: time.Now()}, &g, want), "invalidated during the load: refused")
+}
+
 func TestGetTiersAndFetchTime(t *testing.T) {
 	url := needEnv(t, "REDIS_TEST_URL")
 	o := Options{RedisURL: url, KeyPrefix: testPrefix(t), OpTimeout: time.Second}

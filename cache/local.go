@@ -78,6 +78,9 @@ func (l *local) toFront(el *list.Element) {
 // putIfGen stores e like put, but only while *gen still equals want (no invalidation of the key
 // since the caller read it). It reports whether the counter matched.
 func (l *local) putIfGen(e localEntry, gen *atomic.Uint64, want uint64) bool {
+	if !l.takes(&e) {
+		return gen.Load() == want
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if gen.Load() != want {
@@ -89,15 +92,21 @@ func (l *local) putIfGen(e localEntry, gen *atomic.Uint64, want uint64) bool {
 
 // put stores e unless an entry with a newer fetch time is already there.
 func (l *local) put(e localEntry) {
+	if !l.takes(&e) {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.putLocked(e)
 }
 
+// takes reports whether e fits at all; checked before the lock, and before e
+// reaches putLocked, which moves it to the heap (a tier that is off would
+// otherwise pay an allocation and the lock on every Redis hit).
+func (l *local) takes(e *localEntry) bool { return l.maxEntries > 0 && e.cost() <= l.maxBytes }
+
+// putLocked stores e, which takes accepted.
 func (l *local) putLocked(e localEntry) {
-	if l.maxEntries == 0 || e.cost() > l.maxBytes {
-		return
-	}
 	if el, ok := l.byID[e.key]; ok {
 		cur := el.Value.(*localEntry)
 		if cur.fetched.After(e.fetched) {

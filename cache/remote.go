@@ -119,7 +119,8 @@ func (c *Cache) redisLookup(ctx context.Context, key string, within time.Duratio
 
 // redisRead GETs key's sealed value within octx and opens it.
 func (c *Cache) redisRead(ctx, octx context.Context, key string) (Entry, error) {
-	b, err := c.rdb.Get(octx, c.valueKey(key)).Bytes()
+	rk := c.valueKey(key)
+	b, err := c.rdb.Get(octx, rk).Bytes()
 	c.observe(ctx, err)
 	if errors.Is(err, redis.Nil) {
 		return Entry{}, ErrMiss
@@ -127,7 +128,7 @@ func (c *Cache) redisRead(ctx, octx context.Context, key string) (Entry, error) 
 	if err != nil {
 		return Entry{}, err
 	}
-	e, ok := c.openEntry(key, b)
+	e, ok := c.open(rk, b)
 	if !ok {
 		return Entry{}, ErrMiss
 	}

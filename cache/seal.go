@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"time"
 )
 
@@ -30,19 +31,36 @@ const (
 // macDomain separates this MAC from any other use of the same secret.
 const macDomain = "apisix-identity cache value v2\x00"
 
-func (c *Cache) mac(redisKey string, ms uint64, value []byte) []byte {
-	h := hmac.New(sha256.New, c.opts.ValueSecret)
-	var n [8]byte
-	h.Write([]byte(macDomain))
-	// The key's length first, so that key and value cannot trade bytes.
-	binary.BigEndian.PutUint64(n[:], uint64(len(redisKey)))
-	h.Write(n[:])
-	h.Write([]byte(redisKey))
-	binary.BigEndian.PutUint64(n[:], ms)
-	h.Write(n[:])
-	h.Write(value)
-	return h.Sum(nil)
+// macState is an HMAC-SHA256 under ValueSecret kept between uses: Reset returns it to its keyed
+// state without hashing the key again, and the scratch buffer spares an allocation per part.
+type macState struct {
+	h       hash.Hash
+	scratch []byte
+	sum     [sha256.Size]byte
 }
+
+// macOf runs fn with the MAC of (redisKey, ms, value) in sum; sum is valid only during fn.
+func (c *Cache) macOf(redisKey string, ms uint64, value []byte, fn func(sum []byte)) {
+	s, _ := c.macs.Get().(*macState)
+	if s == nil {
+		s = &macState{h: hmac.New(sha256.New, c.opts.ValueSecret)}
+	}
+	s.h.Reset()
+	s.scratch = append(s.scratch[:0], macDomain...)
+	// The key's length first, so that key and value cannot trade bytes.
+	s.scratch = binary.BigEndian.AppendUint64(s.scratch, uint64(len(redisKey)))
+	s.scratch = append(s.scratch, redisKey...)
+	s.scratch = binary.BigEndian.AppendUint64(s.scratch, ms)
+	s.h.Write(s.scratch)
+	s.h.Write(value)
+	fn(s.h.Sum(s.sum[:0]))
+	if cap(s.scratch) <= maxPooledMACScratch {
+		c.macs.Put(s)
+	}
+}
+
+// maxPooledMACScratch keeps a state that hashed an unusually long key out of the pool.
+const maxPooledMACScratch = 1 << 10
 
 // sealEntry is e as stored under key (a cache key) in Redis.
 func (c *Cache) sealEntry(key string, e Entry) []byte { return c.seal(c.valueKey(key), e) }
@@ -58,7 +76,7 @@ func (c *Cache) seal(redisKey string, e Entry) []byte {
 	b := make([]byte, envelopeHeader+len(e.Value))
 	b[0] = envelopeVersion
 	binary.BigEndian.PutUint64(b[1:9], ms)
-	copy(b[9:envelopeHeader], c.mac(redisKey, ms, e.Value))
+	c.macOf(redisKey, ms, e.Value, func(sum []byte) { copy(b[9:envelopeHeader], sum) })
 	copy(b[envelopeHeader:], e.Value)
 	return b
 }
@@ -70,7 +88,9 @@ func (c *Cache) open(redisKey string, b []byte) (Entry, bool) {
 		return Entry{}, false
 	}
 	ms := binary.BigEndian.Uint64(b[1:9])
-	if !hmac.Equal(b[9:envelopeHeader], c.mac(redisKey, ms, b[envelopeHeader:])) {
+	var genuine bool
+	c.macOf(redisKey, ms, b[envelopeHeader:], func(sum []byte) { genuine = hmac.Equal(b[9:envelopeHeader], sum) })
+	if !genuine {
 		c.reject(rejectMAC, redisKey)
 		return Entry{}, false
 	}

@@ -1,7 +1,12 @@
 package cache
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,4 +190,50 @@ func TestForgedStateIsUnset(t *testing.T) {
 	require.NoError(t, raw.Set(ctx, o.KeyPrefix+"state:pos", b, 0).Err())
 	_, err = c.GetState(ctx, "pos")
 	assert.ErrorIs(t, err, ErrMiss)
+}
+
+// The MAC state is pooled and reused: values sealed and opened on many goroutines at once, keys of
+// every length (one past what the pool keeps), must each carry the MAC of their own key and bytes,
+// the same a fresh HMAC gives (what a runner of the previous release wrote still opens: a rolling
+// upgrade), and never open under another key.
+func TestSealedConcurrentlyWithTheMACsOwnLayout(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	c := &Cache{opts: Options{ValueSecret: secret}}
+	reference := func(redisKey string, ms uint64, value []byte) []byte {
+		h := hmac.New(sha256.New, secret)
+		var n [8]byte
+		h.Write([]byte(macDomain))
+		binary.BigEndian.PutUint64(n[:], uint64(len(redisKey)))
+		h.Write(n[:])
+		h.Write([]byte(redisKey))
+		binary.BigEndian.PutUint64(n[:], ms)
+		h.Write(n[:])
+		h.Write(value)
+		return h.Sum(nil)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				key := fmt.Sprintf("v:user-%d-%d-", g, i) + strings.Repeat("k", (i*37)%(maxPooledMACScratch+64))
+				value := []byte(strings.Repeat(fmt.Sprint(g, i), i%50))
+				e := Entry{Value: value, FetchedAt: time.UnixMilli(time.Now().UnixMilli() - int64(i))}
+				b := c.seal(key, e)
+				if !assert.Equal(t, reference(key, uint64(e.FetchedAt.UnixMilli()), value), b[9:envelopeHeader], "the MAC of %q", key) {
+					return
+				}
+				got, ok := c.open(key, b)
+				if !assert.True(t, ok, "its own key opens it") || !assert.Equal(t, value, got.Value) {
+					return
+				}
+				_, ok = c.open(key+"x", b)
+				if !assert.False(t, ok, "another key does not open it") {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
