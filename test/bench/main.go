@@ -79,7 +79,20 @@ func main() {
 	var profileVariant string
 	flag.StringVar(&profileVariant, "profile-variant", "", "profile the first variant whose name matches this regular expression (default: userinfo + orgsync, local hit)")
 	flag.IntVar(&o.revocations, "revocations", revocationsHeld, "revocations of other sessions the revocation variant's runner holds")
+	var floorURL string
+	var floorConns int
+	flag.StringVar(&floorURL, floorFlag, "", "internal: run as the Redis GET floor's child against this Redis URL")
+	flag.IntVar(&floorConns, "floor-conns", 1, "internal: the Redis GET floor child's connections")
 	flag.Parse()
+	if floorURL != "" {
+		gets, cpu, err := runRedisFloor(floorURL, floorConns, o.dur)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-e2e redis floor:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("%d %d\n", gets, cpu.Nanoseconds())
+		return
+	}
 	if o.quick {
 		o.revocations = min(o.revocations, revocationsQuick)
 		o.rounds, o.dur, o.users, sweep, o.sweepCalls = 2, 200*time.Millisecond, 12, "1,1000", 2000

@@ -220,13 +220,29 @@ func (r *report) targets(vs []*variant, res map[string]map[int][]sample, redisMe
 			_, p50x, _ = get(name, 1, p50)
 			return cpu1, cpu16, max(x1, x16) <= 2, p50us, p50x, true
 		}
+		// floorFigures: one bare GET's CPU (µs) and the no-op plus it against
+		// the no-op, at 1 and 16 connections, in the rounds of name.
+		floorFigures := func(name string) string {
+			gus := func(s sample) float64 { return float64(s.floorCPU) / float64(time.Microsecond) }
+			ratio := func(s sample) float64 { return s.ratioFloor }
+			x1, r1, ok := get(name, 1, ratio)
+			if !ok || x1 == 0 {
+				return ""
+			}
+			x16, r16, _ := get(name, 16, ratio)
+			g1, _, _ := get(name, 1, gus)
+			g16, _, _ := get(name, 16, gus)
+			return fmt.Sprintf("; one bare GET (go-redis, a process of its own, same rounds) costs %.1f µs of CPU at 1 connection and %.1f at 16, "+
+				"so the no-op plus that GET alone is %s x the no-op's at 1 and %s at 16 (under 2x possible for a hit that waits on Redis: %s)",
+				g1, g16, r1, r16, yesNo(max(x1, x16) < 2))
+		}
 		if c1, c16, within, l1, rl1, ok := redisFigures(redisHit); ok {
-			r.target(fmt.Sprintf("Redis-only hit (CACHE_LOCAL_MAX_ENTRIES=0): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (target <= 2x): %s; its p50 at 1 connection %s µs, %s x the no-op's (Redis's round trip: reported, not targeted)",
-				c1, c16, verdict(within), l1, rl1))
+			r.target(fmt.Sprintf("Redis-only hit (CACHE_LOCAL_MAX_ENTRIES=0): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (target <= 2x): %s; its p50 at 1 connection %s µs, %s x the no-op's (Redis's round trip: reported, not targeted)%s",
+				c1, c16, verdict(within), l1, rl1, floorFigures(redisHit)))
 		}
 		if c1, c16, within, l1, rl1, ok := redisFigures(redisUnixHit); ok {
-			r.target(fmt.Sprintf("the same with Redis reached through its unix socket (REDIS_URL=unix://...; reported beside the target, which is read on TCP above): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (within 2x: %s); its p50 at 1 connection %s µs, %s x the no-op's",
-				c1, c16, yesNo(within), l1, rl1))
+			r.target(fmt.Sprintf("the same with Redis reached through its unix socket (REDIS_URL=unix://...; reported beside the target, which is read on TCP above): runner CPU per call %s x the no-op's at 1 connection, %s at 16 (within 2x: %s); its p50 at 1 connection %s µs, %s x the no-op's%s",
+				c1, c16, yesNo(within), l1, rl1, floorFigures(redisUnixHit)))
 		}
 	}
 	r.printf("\n")

@@ -45,8 +45,11 @@ type variant struct {
 	login  bool   // carries the logged-in user's headers, rebuilt each round
 	cold   bool   // bulk users, invalidated before each run: one Keycloak call per call
 	req    string // the request the login variants send: reqBrowser ("" too) or reqAPI
-	frames [][]byte
-	subs   []string
+	// redisFloor: a Redis-only hit's Redis URL; each round also measures one
+	// bare GET there (redisfloor.go)
+	redisFloor string
+	frames     [][]byte
+	subs       []string
 }
 
 // key names the variant in the results: its chain, and the request when it
@@ -104,6 +107,8 @@ type sample struct {
 	allocsOver float64 // runner allocations per call minus the no-op's
 	kcPerCall  float64
 	hasKCCount bool
+	floorCPU   time.Duration // a bare GET's CPU in the same round (variants with redisFloor)
+	ratioFloor float64       // the no-op's CPU per call plus floorCPU, over the no-op's
 }
 
 // rounds runs every variant in each round, in an order rotated per round, at
@@ -194,9 +199,9 @@ func (e *env) rounds(ctx context.Context) (err error) {
 		localHit,
 		{name: localHit.name, runner: rA, noop: noopAPI, login: true, req: reqAPI, confs: localHit.confs, exp: rewrite(true, "acme")},
 		ruleHit, revokedHit,
-		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true,
+		{name: "userinfo + orgsync, Redis hit (P-256)", runner: rC, noop: noopC, login: true, redisFloor: e.redis.url,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
-		{name: redisUnixHit, runner: rE, noop: noopE, login: true,
+		{name: redisUnixHit, runner: rE, noop: noopE, login: true, redisFloor: e.redis.unixURL,
 			confs: []pluginConf{e.userinfoConf(false, true), hitOrgsync}, exp: rewrite(true, "acme")},
 		{name: "userinfo + orgsync, cold user (Keycloak)", runner: rA, noop: noopA, cold: true,
 			confs: []pluginConf{e.userinfoConf(true, true), hitOrgsync}, exp: rewrite(true, "acme")},
@@ -268,6 +273,18 @@ func (e *env) rounds(ctx context.Context) (err error) {
 				results[v.key()][conns] = append(results[v.key()][conns], s)
 			}
 		}
+		for _, v := range vs {
+			if v.redisFloor == "" {
+				continue
+			}
+			for _, conns := range connCounts {
+				floor, err := e.redisFloor(v.redisFloor, conns)
+				if err != nil {
+					return fmt.Errorf("round %d, %s: %w", round+1, v.name, err)
+				}
+				results[v.key()][conns][round].floorCPU = floor
+			}
+		}
 		// Ratios against the no-op of the same runner, round and concurrency.
 		for _, v := range vs {
 			if v.noop == nil {
@@ -280,6 +297,9 @@ func (e *env) rounds(ctx context.Context) (err error) {
 				s.ratioTput = s.m.throughput() / n.throughput()
 				s.ratioCPU = float64(s.m.cpuPerCall()) / float64(n.cpuPerCall())
 				s.allocsOver = s.m.allocsPerCall() - n.allocsPerCall()
+				if s.floorCPU > 0 {
+					s.ratioFloor = float64(n.cpuPerCall()+s.floorCPU) / float64(n.cpuPerCall())
+				}
 			}
 		}
 	}
