@@ -76,10 +76,9 @@ func (r *Request) writeHeaderRewrite(id uint32, builder *flatbuffers.Builder) {
 	size := rewriteFixedBytes + 4*n
 	for i := range r.edits {
 		if e := &r.edits[i]; e.sent {
-			if e.del {
-				size += 8 + stringBytesLen(len(e.key))
-			} else {
-				size += 12 + stringBytesLen(len(e.key)) + stringBytesLen(len(e.value))
+			size += entryTableBytes(e.del) + stringBytesLen(len(e.key))
+			if !e.del {
+				size += stringBytesLen(len(e.value))
 			}
 		}
 	}
@@ -120,11 +119,10 @@ func (r *Request) writeHeaderRewrite(id uint32, builder *flatbuffers.Builder) {
 		table := at
 		if e.del {
 			le.PutUint32(b[table:], uint32(table-delVT))
-			at = table + 8
 		} else {
 			le.PutUint32(b[table:], uint32(table-setVT))
-			at = table + 12
 		}
+		at = table + entryTableBytes(e.del)
 		le.PutUint32(b[table+4:], uint32(at-(table+4)))
 		at = putString(b, at, e.key)
 		if !e.del {
@@ -153,6 +151,16 @@ func putVTable(b []byte, at int, tableSize uint16, fields ...uint16) {
 	for i, f := range fields {
 		le.PutUint16(b[at+4+2*i:], f)
 	}
+}
+
+// entryTableBytes is the size of an entry's table: its vtable distance and
+// name, and the value's reference unless the entry is a deletion. The sizing
+// and the writing of the block both take it from here.
+func entryTableBytes(del bool) int {
+	if del {
+		return 8
+	}
+	return 12
 }
 
 // stringBytesLen is the room a string of n bytes takes: length, bytes, the
