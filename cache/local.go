@@ -51,34 +51,39 @@ func (l *local) get(key string) (localEntry, bool) {
 }
 
 // putIfGen stores e like put, but only while *gen still equals want (no invalidation of the key
-// since the caller read it). It reports whether the counter matched. The check runs under the
-// tier's lock: an invalidation counts first and drops the key after, so a put that passed the
-// check before the count is dropped with the key.
+// since the caller read it). It reports whether the counter matched.
 func (l *local) putIfGen(e localEntry, gen *atomic.Uint64, want uint64) bool {
 	if !l.takes(&e) {
 		return gen.Load() == want
 	}
-	matched := false
+	return l.store(e, gen, want)
+}
+
+// put stores e unless an entry with a newer fetch time is already there.
+func (l *local) put(e localEntry) {
+	if l.takes(&e) {
+		l.store(e, nil, 0)
+	}
+}
+
+// store puts e in the order unless it holds a newer fetch of the key, or, when gen is not nil, *gen
+// moved from want; it reports whether gen matched. The check runs under the order's lock: an
+// invalidation counts first and drops the key after, so a put that passed the check before the
+// count is dropped with the key. e is a parameter of its own so that only a put that goes ahead
+// moves an entry to the heap.
+func (l *local) store(e localEntry, gen *atomic.Uint64, want uint64) bool {
+	matched := true
 	l.order.Put(e.key, &e, e.cost(), func(cur *localEntry, found bool) bool {
-		matched = gen.Load() == want
+		if gen != nil {
+			matched = gen.Load() == want
+		}
 		return matched && (!found || !cur.fetched.After(e.fetched))
 	})
 	return matched
 }
 
-// put stores e unless an entry with a newer fetch time is already there.
-func (l *local) put(e localEntry) {
-	if !l.takes(&e) {
-		return
-	}
-	l.order.Put(e.key, &e, e.cost(), func(cur *localEntry, found bool) bool {
-		return !found || !cur.fetched.After(e.fetched)
-	})
-}
-
-// takes reports whether e fits at all; checked before e escapes to the heap
-// (a tier that is off would otherwise pay an allocation and the lock on every
-// Redis hit).
+// takes reports whether e fits at all; checked before store (a tier that is
+// off would otherwise pay an allocation and the lock on every Redis hit).
 func (l *local) takes(e *localEntry) bool { return l.maxEntries > 0 && e.cost() <= l.maxBytes }
 
 func (l *local) remove(key string) { l.order.Remove(key) }
