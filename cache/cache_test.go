@@ -102,7 +102,7 @@ func TestGetTiersAndFetchTime(t *testing.T) {
 	raw := rawClient(t, url)
 	b1, err := raw.Get(ctx, o.KeyPrefix+"v:u1").Bytes()
 	noErr(t, err)
-	e, ok := a.openEntry("u1", b1)
+	e, ok := a.open(a.valueKey("u1"), b1)
 	isTrue(t, ok, "envelope decodes")
 	equal(t, string(e.Value), "v1")
 	ttl, err := raw.PTTL(ctx, o.KeyPrefix+"v:u1").Result()

@@ -65,11 +65,6 @@ const maxPooledMACScratch = 1 << 10
 // sealEntry is e as stored under key (a cache key) in Redis.
 func (c *Cache) sealEntry(key string, e Entry) []byte { return c.seal(c.valueKey(key), e) }
 
-// openEntry checks and decodes what Redis holds under key (a cache key). A value that is not in
-// the envelope, fails the MAC, or is dated in the future is refused (counted, logged at most once
-// a minute).
-func (c *Cache) openEntry(key string, b []byte) (Entry, bool) { return c.open(c.valueKey(key), b) }
-
 // seal is e in the envelope, bound to redisKey (the full Redis key it is stored under).
 func (c *Cache) seal(redisKey string, e Entry) []byte {
 	ms := uint64(e.FetchedAt.UnixMilli())
@@ -81,7 +76,8 @@ func (c *Cache) seal(redisKey string, e Entry) []byte {
 	return b
 }
 
-// open checks and decodes what Redis holds under redisKey.
+// open checks and decodes what Redis holds under redisKey. A value that is not in the envelope,
+// fails the MAC, or is dated in the future is refused (counted, logged at most once a minute).
 func (c *Cache) open(redisKey string, b []byte) (Entry, bool) {
 	if len(b) < envelopeHeader || b[0] != envelopeVersion {
 		c.reject(rejectFormat, redisKey)

@@ -121,7 +121,7 @@ func (c *Conf) serve(w http.ResponseWriter, r pkgHTTP.Request) {
 		identity.DelCanonical(h, identity.KeyIDToken)
 		identity.DelCanonical(h, identity.KeyRawIDToken)
 	} else {
-		h.Set(identity.KeyIDToken, s.idToken)
+		identity.SetCanonical(h, identity.KeyIDToken, s.idToken)
 	}
 	if err := emit.Attach(r, emit.Proof{Identity: s.id, Route: c.route, At: now}); err != nil {
 		countMisconfigured.Inc()

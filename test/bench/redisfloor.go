@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -65,7 +64,7 @@ func runRedisFloor(url string, conns int, dur time.Duration) (gets int, cpu time
 		mu    sync.Mutex
 		first error
 	)
-	cpu0 := processCPU()
+	cpu0 := selfCPU()
 	end := time.Now().Add(dur)
 	for range conns {
 		wg.Add(1)
@@ -88,13 +87,7 @@ func runRedisFloor(url string, conns int, dur time.Duration) (gets int, cpu time
 		}()
 	}
 	wg.Wait()
-	return gets, processCPU() - cpu0, first
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return gets, selfCPU() - cpu0, first
 }
 
 // redisFloor runs the child against url with conns connections and returns
