@@ -28,6 +28,7 @@ import (
 
 	hrc "github.com/api7/ext-plugin-proto/go/A6/HTTPReqCall"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/apache/apisix-go-plugin-runner/internal/plugin"
 	"github.com/apache/apisix-go-plugin-runner/internal/util"
@@ -92,14 +93,20 @@ func TestRun(t *testing.T) {
 	os.Setenv(SockAddrEnv, addr)
 	os.Setenv(ConfCacheTTLEnv, "60")
 
+	// apisix-identity-runner patch: the test waits for Run to return (below), so
+	// Run's writes happen before the next test's and the socket is gone by then.
+	returned := make(chan struct{})
 	go func() {
+		defer close(returned)
 		Run(Options{})
 	}()
 
-	time.Sleep(100 * time.Millisecond)
-
-	stat, err := os.Stat(path)
-	assert.True(t, stat.Mode().Perm() == 0766)
+	// apisix-identity-runner patch: flaky upstream test. v0.5.0 slept 100 ms and
+	// then read the socket's mode; under -race on a loaded 2-core CI machine Run
+	// had not listened yet, Stat failed and the nil FileInfo panicked. Wait
+	// (bounded) for the socket and its mode instead.
+	stat := waitForSocketMode(t, path, 0766, 10*time.Second)
+	assert.Equal(t, os.FileMode(0766), stat.Mode().Perm())
 
 	header := make([]byte, 4)
 	binary.BigEndian.PutUint32(header, uint32(32))
@@ -125,10 +132,35 @@ func TestRun(t *testing.T) {
 	}
 
 	syscall.Kill(syscall.Getpid(), syscall.SIGINT)
-	time.Sleep(10 * time.Millisecond)
+	// apisix-identity-runner patch: the same race at shutdown (v0.5.0 slept 10 ms
+	// and never waited for Run).
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		require.Fail(t, "Run did not return within 10 s of SIGINT")
+	}
 
-	_, err = os.Stat(path)
-	assert.True(t, os.IsNotExist(err))
+	_, err := os.Stat(path)
+	assert.True(t, os.IsNotExist(err), "socket %s still there after Run returned: %v", path, err)
+}
+
+// waitForSocketMode polls until path exists with the given permission bits, and
+// fails the test when it does not within limit.
+func waitForSocketMode(t *testing.T, path string, perm os.FileMode, limit time.Duration) os.FileInfo {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		stat, err := os.Stat(path)
+		if err == nil && stat.Mode().Perm() == perm {
+			return stat
+		}
+		if time.Now().After(deadline) {
+			require.NoError(t, err, "socket %s not created within %s", path, limit)
+			require.Equal(t, perm, stat.Mode().Perm(), "socket %s mode", path)
+			return stat
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func init() {
