@@ -2,6 +2,7 @@
 # Run a throwaway Keycloak for tests, without Docker.
 #
 #   scripts/keycloak.sh start    download (once), unpack (once), import test/keycloak/*.json, start, wait
+#   scripts/keycloak.sh prepare  download (once) and unpack (once) only, so a later start need not wait for them
 #   scripts/keycloak.sh stop     stop the server started by "start"
 #   scripts/keycloak.sh status   exit 0 when the server answers
 #   scripts/keycloak.sh env      print the env file
@@ -21,7 +22,8 @@
 #   KC_HTTP_PORT    HTTP port. Default: a free port.
 #   KC_START_TIMEOUT seconds to wait for the realm to answer. Default 180.
 #   KC_SNAPSHOT     1 (default): keep the database after the first import of these realm files and restore it on
-#                   later starts (same realm JSON and version only); 0: import every time.
+#                   later starts (same realm JSON and version only); 0: import every time; read: restore one when
+#                   there is one, never save one (a CI run that starts this version once: saving costs a second launch).
 #   JAVA_HOME       the JDK (17, 21 or 25). Default: java on PATH.
 set -euo pipefail
 
@@ -217,7 +219,7 @@ start() {
 	else
 		cp "${realm_files[@]}" "$KC_HOME/data/import/"
 		launch "$port" "$mport"
-		if [[ ${KC_SNAPSHOT:-1} != 0 ]]; then
+		if [[ ${KC_SNAPSHOT:-1} != 0 && ${KC_SNAPSHOT:-1} != read ]]; then
 			# H2 files are consistent only after a clean shutdown: stop, keep a copy, start again from it.
 			kill_group "$PID"
 			rm -rf "$snap.tmp" && mkdir -p "$snap.tmp"
@@ -262,4 +264,9 @@ stop_quiet() {
 	kill_group "$pid"
 }
 
+if [[ ${1:-} == prepare ]]; then
+	download
+	unpack
+	exit 0
+fi
 service_main "$@"

@@ -8,7 +8,9 @@
 # the integration tests that drive the real runner binary against them, and a
 # one-minute soak of 500 users (make reliability runs the full one);
 # go mod tidy must have nothing to change. test/deploy and deploy/alerts (the
-# alert rules through Prometheus' rule engine) are modules of their own.
+# alert rules through Prometheus' rule engine) are modules of their own. Work
+# that needs no service and is mostly compiling (the alert rules, make release)
+# runs in the background at the lowest priority from the start.
 # Services it started are stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,9 +19,13 @@ cd "$ROOT"
 started=()
 ALERTS_PID=
 PYTHON_PID=
+RELEASE_PID=
+KC_PREPARE_PID=
 cleanup() {
 	[[ -n $ALERTS_PID ]] && kill "$ALERTS_PID" 2>/dev/null || true
 	[[ -n $PYTHON_PID ]] && kill "$PYTHON_PID" 2>/dev/null || true
+	[[ -n $RELEASE_PID ]] && kill "$RELEASE_PID" 2>/dev/null || true
+	[[ -n $KC_PREPARE_PID ]] && kill "$KC_PREPARE_PID" 2>/dev/null || true
 	for s in "${started[@]}"; do
 		"scripts/$s.sh" stop >/dev/null 2>&1 || true
 	done
@@ -55,6 +61,27 @@ wait_alerts() {
 	cat "$ALERTS_LOG"
 }
 
+# test/deploy's TestMakeRelease cross-builds the runner for linux/amd64 and
+# linux/arm64 through `make release`: with a cold build cache about 2 minutes
+# on 2 cores (4 of CPU), all of it compiling. It needs no service, so it runs
+# from here in the background at the lowest priority, like the alert rules,
+# and the foreground run of test/deploy below skips it. Same flags as that run
+# (-race), so the package builds it leaves in the cache serve the foreground.
+RELEASE_LOG=$ROOT/.work/release-test.log
+(
+	cd test/deploy
+	nice -n 19 go test -race -count=1 -run '^TestMakeRelease$' ./...
+) >"$RELEASE_LOG" 2>&1 &
+RELEASE_PID=$!
+wait_release() {
+	step "make release: static binaries for linux/amd64 and linux/arm64 (test/deploy TestMakeRelease, started first, in the background)"
+	if ! wait "$RELEASE_PID"; then
+		cat "$RELEASE_LOG"; echo "TestMakeRelease failed (output above)"; exit 1
+	fi
+	RELEASE_PID=
+	cat "$RELEASE_LOG"
+}
+
 # test/deploy is a module of its own (compose-go stays out of the runner's
 # module graph); every go command below runs in both.
 MODULES=(. test/deploy)
@@ -83,9 +110,22 @@ for service in redis keycloak; do
 	set -a; source ".work/$service.env"; set +a
 done
 
+# The second Keycloak's distribution (see the end) is fetched and unpacked now,
+# in the background, once Maven is done with the first (two Maven runs on one
+# local repository could write the same plugin files at once).
+KC_SECOND_VERSION=${KC_SECOND_VERSION-26.7.3}
+if [[ -n $KC_SECOND_VERSION ]]; then
+	second=(env KC_VERSION="$KC_SECOND_VERSION" KC_WORK_DIR="$ROOT/.work/keycloak-$KC_SECOND_VERSION"
+		KC_ENV_FILE="$ROOT/.work/keycloak-$KC_SECOND_VERSION.env")
+	KC_PREPARE_LOG=$ROOT/.work/keycloak-$KC_SECOND_VERSION-prepare.log
+	nice -n 19 "${second[@]}" scripts/keycloak.sh prepare >"$KC_PREPARE_LOG" 2>&1 &
+	KC_PREPARE_PID=$!
+fi
+
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
-(cd test/deploy && go test -race -count=1 ./...)
+(cd test/deploy && go test -race -count=1 -skip '^TestMakeRelease$' ./...)
+wait_release
 
 # The Python side (clients/python, demo/django) runs beside the Go integration tests, which spend
 # much of their time waiting on Keycloak, Redis and the runner; it needs only the Redis started above
@@ -125,7 +165,6 @@ step "the docker compose demo's routes (conf/apisix.yaml) through the runner aga
 # audit, the back-channel logout and the session events, and the demo realm, with the runner's service account holding
 # view-organizations instead of manage-realm (scripts/keycloak.sh grants it
 # from 26.7 on). KC_SECOND_VERSION= (empty) skips it.
-KC_SECOND_VERSION=${KC_SECOND_VERSION-26.7.3}
 if [[ -n $KC_SECOND_VERSION ]]; then
 	step "Keycloak $KC_SECOND_VERSION: organization, account and privilege tests with the smallest roles"
 	# Two Keycloaks do not fit the CI machine at once: stop the one started above.
@@ -135,8 +174,14 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 		for s in "${started[@]}"; do [[ $s == keycloak ]] || rest+=("$s"); done
 		started=("${rest[@]}")
 	fi
-	second=(env KC_VERSION="$KC_SECOND_VERSION" KC_WORK_DIR="$ROOT/.work/keycloak-$KC_SECOND_VERSION"
-		KC_ENV_FILE="$ROOT/.work/keycloak-$KC_SECOND_VERSION.env")
+	if ! wait "$KC_PREPARE_PID"; then
+		cat "$KC_PREPARE_LOG"; echo "scripts/keycloak.sh prepare failed for Keycloak $KC_SECOND_VERSION (output above)"; exit 1
+	fi
+	KC_PREPARE_PID=
+	cat "$KC_PREPARE_LOG"
+	# In CI this version starts once: restore a snapshot if the machine has one, but
+	# do not spend a second launch saving one.
+	[[ -n ${CI:-} ]] && second+=(KC_SNAPSHOT=read)
 	trap '"${second[@]}" scripts/keycloak.sh stop >/dev/null 2>&1 || true; cleanup' EXIT
 	"${second[@]}" scripts/keycloak.sh start
 	(
