@@ -65,8 +65,9 @@ wait_alerts() {
 # linux/arm64 through `make release`: with a cold build cache about 2 minutes
 # on 2 cores (4 of CPU), all of it compiling. It needs no service, so it runs
 # from here in the background at the lowest priority, like the alert rules,
-# and the foreground run of test/deploy below skips it. Same flags as that run
-# (-race), so the package builds it leaves in the cache serve the foreground.
+# and the foreground run of test/deploy below skips it. It is waited for at the
+# end: while vet and the unit tests keep both cores busy it gets almost no CPU,
+# and it takes what the integration tests leave idle.
 RELEASE_LOG=$ROOT/.work/release-test.log
 (
 	cd test/deploy
@@ -125,7 +126,6 @@ fi
 step "unit tests, fuzz seeds, race detector"
 go test -race -count=1 ./...
 (cd test/deploy && go test -race -count=1 -skip '^TestMakeRelease$' ./...)
-wait_release
 
 # The Python side (clients/python, demo/django) runs beside the Go integration tests, which spend
 # much of their time waiting on Keycloak, Redis and the runner; it needs only the Redis started above
@@ -192,5 +192,6 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 	)
 fi
 
+wait_release
 wait_alerts
 ALERTS_PID=

@@ -109,6 +109,18 @@ type sample struct {
 	hasKCCount bool
 	floorCPU   time.Duration // a bare GET's CPU in the same round (variants with redisFloor)
 	ratioFloor float64       // the no-op's CPU per call plus floorCPU, over the no-op's
+	overFloor  float64       // runner CPU per call over the no-op's plus floorCPU
+}
+
+// floorRatios compares a Redis-hit variant's runner CPU per call with the
+// Redis GET floor of its round: the no-op plus one bare GET against the no-op
+// (the least any hit that waits on Redis can read), and the hit against that
+// sum (how far the plugins and the runner's own Redis work are above it).
+func floorRatios(hit, noop, get time.Duration) (noopPlusGet, hitOverFloor float64) {
+	if noop <= 0 || get <= 0 {
+		return 0, 0
+	}
+	return float64(noop+get) / float64(noop), float64(hit) / float64(noop+get)
 }
 
 // rounds runs every variant in each round, in an order rotated per round, at
@@ -297,9 +309,7 @@ func (e *env) rounds(ctx context.Context) (err error) {
 				s.ratioTput = s.m.throughput() / n.throughput()
 				s.ratioCPU = float64(s.m.cpuPerCall()) / float64(n.cpuPerCall())
 				s.allocsOver = s.m.allocsPerCall() - n.allocsPerCall()
-				if s.floorCPU > 0 {
-					s.ratioFloor = float64(n.cpuPerCall()+s.floorCPU) / float64(n.cpuPerCall())
-				}
+				s.ratioFloor, s.overFloor = floorRatios(s.m.cpuPerCall(), n.cpuPerCall(), s.floorCPU)
 			}
 		}
 	}
