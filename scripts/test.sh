@@ -93,9 +93,17 @@ for m in "${MODULES[@]}"; do
 done
 
 step "go vet"
-go vet ./...
-go vet -tags integration ./test/integration/
-(cd test/deploy && go vet ./... && go vet -tags integration ./...)
+# With -race, as every go test below: vet compiles each dependency for its
+# export data, and with the same flags those compiles are the tests' too (on a
+# cold build cache the unit tests' compile went from 134 s to 65 s on 2 cores).
+# No file of the repo depends on the race build tag, so vet sees the same files
+# (checked here, so that stays true).
+if race_tagged=$(git grep -l -E '^//go:build.*\brace\b' -- '*.go'); then
+	echo "these files depend on the race build tag, which go vet -race would skip or add: $race_tagged"; exit 1
+fi
+go vet -race ./...
+go vet -race -tags integration ./test/integration/
+(cd test/deploy && go vet -race ./... && go vet -race -tags integration ./...)
 
 step "services: Redis and Keycloak"
 # A server already running from this checkout is reused and left running;
