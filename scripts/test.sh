@@ -17,15 +17,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 started=()
-ALERTS_PID=
-PYTHON_PID=
-RELEASE_PID=
-KC_PREPARE_PID=
+# Jobs run in the background (background, wait_background): pid and log file
+# by name; a job still running when the script exits is killed.
+declare -A BG_PID=() BG_LOG=()
 cleanup() {
-	[[ -n $ALERTS_PID ]] && kill "$ALERTS_PID" 2>/dev/null || true
-	[[ -n $PYTHON_PID ]] && kill "$PYTHON_PID" 2>/dev/null || true
-	[[ -n $RELEASE_PID ]] && kill "$RELEASE_PID" 2>/dev/null || true
-	[[ -n $KC_PREPARE_PID ]] && kill "$KC_PREPARE_PID" 2>/dev/null || true
+	local pid
+	for pid in "${BG_PID[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
 	for s in "${started[@]}"; do
 		"scripts/$s.sh" stop >/dev/null 2>&1 || true
 	done
@@ -33,6 +32,28 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+
+# background NAME COMMAND...: run COMMAND in the background, its output kept
+# in .work/NAME.log until wait_background shows it.
+background() {
+	local name=$1
+	shift
+	mkdir -p "$ROOT/.work"
+	BG_LOG[$name]=$ROOT/.work/$name.log
+	"$@" >"${BG_LOG[$name]}" 2>&1 &
+	BG_PID[$name]=$!
+}
+
+# wait_background NAME WHAT: wait for NAME's job and show its output; when it
+# failed, say WHAT failed and exit.
+wait_background() {
+	local name=$1 what=$2
+	if ! wait "${BG_PID[$name]}"; then
+		cat "${BG_LOG[$name]}"; echo "$what failed (output above)"; exit 1
+	fi
+	unset "BG_PID[$name]"
+	cat "${BG_LOG[$name]}"
+}
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '/testdata/') 2>&1 || true)
@@ -46,20 +67,11 @@ fi
 # the background at the lowest priority so it takes only CPU the rest leaves
 # idle (the integration tests wait on Keycloak and Redis much of the time),
 # and is waited for at the end.
-ALERTS_LOG=$ROOT/.work/alerts-test.log
-mkdir -p "$ROOT/.work"
-(
+alert_rules() {
 	cd deploy/alerts
 	nice -n 19 go mod tidy -diff && nice -n 19 go vet ./... && nice -n 19 go test -count=1 ./...
-) >"$ALERTS_LOG" 2>&1 &
-ALERTS_PID=$!
-wait_alerts() {
-	step "alert rules (deploy/prometheus/alerts.yaml) through Prometheus' rule engine, as promtool test rules does (started first, in the background)"
-	if ! wait "$ALERTS_PID"; then
-		cat "$ALERTS_LOG"; echo "deploy/alerts failed (go mod tidy -diff, vet or test above)"; exit 1
-	fi
-	cat "$ALERTS_LOG"
 }
+background alerts-test alert_rules
 
 # test/deploy's TestMakeRelease cross-builds the runner for linux/amd64 and
 # linux/arm64 through `make release`: with a cold build cache about 2 minutes
@@ -68,20 +80,11 @@ wait_alerts() {
 # and the foreground run of test/deploy below skips it. It is waited for at the
 # end: while vet and the unit tests keep both cores busy it gets almost no CPU,
 # and it takes what the integration tests leave idle.
-RELEASE_LOG=$ROOT/.work/release-test.log
-(
+make_release_test() {
 	cd test/deploy
 	nice -n 19 go test -race -count=1 -run '^TestMakeRelease$' ./...
-) >"$RELEASE_LOG" 2>&1 &
-RELEASE_PID=$!
-wait_release() {
-	step "make release: static binaries for linux/amd64 and linux/arm64 (test/deploy TestMakeRelease, started first, in the background)"
-	if ! wait "$RELEASE_PID"; then
-		cat "$RELEASE_LOG"; echo "TestMakeRelease failed (output above)"; exit 1
-	fi
-	RELEASE_PID=
-	cat "$RELEASE_LOG"
 }
+background release-test make_release_test
 
 # test/deploy is a module of its own (compose-go stays out of the runner's
 # module graph); every go command below runs in both.
@@ -126,9 +129,7 @@ KC_SECOND_VERSION=${KC_SECOND_VERSION-26.7.3}
 if [[ -n $KC_SECOND_VERSION ]]; then
 	second=(env KC_VERSION="$KC_SECOND_VERSION" KC_WORK_DIR="$ROOT/.work/keycloak-$KC_SECOND_VERSION"
 		KC_ENV_FILE="$ROOT/.work/keycloak-$KC_SECOND_VERSION.env")
-	KC_PREPARE_LOG=$ROOT/.work/keycloak-$KC_SECOND_VERSION-prepare.log
-	nice -n 19 "${second[@]}" scripts/keycloak.sh prepare >"$KC_PREPARE_LOG" 2>&1 &
-	KC_PREPARE_PID=$!
+	background keycloak-second-prepare nice -n 19 "${second[@]}" scripts/keycloak.sh prepare
 fi
 
 step "unit tests, fuzz seeds, race detector"
@@ -139,17 +140,7 @@ go test -race -count=1 ./...
 # much of their time waiting on Keycloak, Redis and the runner; it needs only the Redis started above
 # (its own keys) and a PostgreSQL server it starts itself. Its output is shown when it is waited for.
 step "Python client and Django demo (clients/python, demo/django), in the background: shared vectors, Django 4.2 and 5.2, DRF, ASGI, feed consumers on the real Redis and PostgreSQL"
-PYTHON_LOG=$ROOT/.work/python-tests.log
-scripts/python-tests.sh >"$PYTHON_LOG" 2>&1 &
-PYTHON_PID=$!
-wait_python() {
-	step "Python client and Django demo: waiting for the background run"
-	if ! wait "$PYTHON_PID"; then
-		cat "$PYTHON_LOG"; echo "scripts/python-tests.sh failed (output above)"; exit 1
-	fi
-	PYTHON_PID=
-	cat "$PYTHON_LOG"
-}
+background python-tests scripts/python-tests.sh
 step "the patched runner library (third_party/apisix-go-plugin-runner, its own module): vet and tests"
 (cd third_party/apisix-go-plugin-runner && go vet ./... && go test -race -count=1 ./...)
 
@@ -160,7 +151,8 @@ step "the soak, short form: 500 users of the realm for 1 min on 3 runners (make 
 RELIABILITY_SOAK=1 SOAK_USERS=500 SOAK_DURATION=1m go test -race -count=1 -tags integration -timeout 10m \
 	-run TestReliabilitySoak ./test/integration/
 
-wait_python
+step "Python client and Django demo: waiting for the background run"
+wait_background python-tests scripts/python-tests.sh
 
 step "bench-e2e smoke: the benchmark tool runs end to end (-quick; it checks every answer, never the speed)"
 go run ./test/bench -quick -out .work/bench-e2e-quick.md >/dev/null
@@ -182,11 +174,7 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 		for s in "${started[@]}"; do [[ $s == keycloak ]] || rest+=("$s"); done
 		started=("${rest[@]}")
 	fi
-	if ! wait "$KC_PREPARE_PID"; then
-		cat "$KC_PREPARE_LOG"; echo "scripts/keycloak.sh prepare failed for Keycloak $KC_SECOND_VERSION (output above)"; exit 1
-	fi
-	KC_PREPARE_PID=
-	cat "$KC_PREPARE_LOG"
+	wait_background keycloak-second-prepare "scripts/keycloak.sh prepare for Keycloak $KC_SECOND_VERSION"
 	# In CI this version starts once: restore a snapshot if the machine has one, but
 	# do not spend a second launch saving one.
 	[[ -n ${CI:-} ]] && second+=(KC_SNAPSHOT=read)
@@ -200,6 +188,7 @@ if [[ -n $KC_SECOND_VERSION ]]; then
 	)
 fi
 
-wait_release
-wait_alerts
-ALERTS_PID=
+step "make release: static binaries for linux/amd64 and linux/arm64 (test/deploy TestMakeRelease, started first, in the background)"
+wait_background release-test TestMakeRelease
+step "alert rules (deploy/prometheus/alerts.yaml) through Prometheus' rule engine, as promtool test rules does (started first, in the background)"
+wait_background alerts-test "deploy/alerts (go mod tidy -diff, vet or test)"
