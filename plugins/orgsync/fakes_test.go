@@ -50,6 +50,9 @@ type fakeDirectory struct {
 
 	queries    []keycloak.AdminEventQuery
 	eventsFail func(n int) error
+	// onUsername, when set, runs first in UserIDByUsername (outside the
+	// lock): a slow or failing search for one user.
+	onUsername func(ctx context.Context, name string) error
 }
 
 func newFakeDirectory(realm string) *fakeDirectory {
@@ -147,9 +150,14 @@ func (d *fakeDirectory) OrganizationGroupsSupported(context.Context) (bool, erro
 	return !d.noOrgGroups && d.orgGroupsProbeErr == nil, d.orgGroupsProbeErr
 }
 
-func (d *fakeDirectory) UserIDByUsername(_ context.Context, name string) (string, error) {
+func (d *fakeDirectory) UserIDByUsername(ctx context.Context, name string) (string, error) {
 	if err := d.begin(); err != nil {
 		return "", err
+	}
+	if d.onUsername != nil {
+		if err := d.onUsername(ctx, name); err != nil {
+			return "", err
+		}
 	}
 	return name, nil
 }

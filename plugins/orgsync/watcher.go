@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
@@ -313,20 +314,24 @@ func (w *Watcher) poll(ctx context.Context) error {
 			return fmt.Errorf("orgsync: admin events since %d came newest first (Keycloak before 26 ignores direction=asc)", pos.at)
 		}
 		pageFrom := pos.at
-		for _, ev := range page {
+		handledBefore := func(ev keycloak.AdminEvent) bool {
 			ms := ev.Time.UnixMilli()
-			if ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID] {
+			return ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID]
+		}
+		resolved := w.resolve(ctx, page, handledBefore)
+		for i, ev := range page {
+			if handledBefore(ev) {
 				continue
 			}
+			ms := ev.Time.UnixMilli()
 			// The revocation comes first: it is what ends a session at the
 			// gateway; an invalidation only refreshes claims.
-			err := w.revoke(ctx, ev)
-			var users []string
+			err := resolved[i].err
 			if err == nil {
-				users, err = affectedUsers(ctx, kc, ev)
+				err = w.revoke(ctx, ev, resolved[i].end)
 			}
 			if err == nil {
-				err = invalidateUsers(ctx, *w.deps, dedupe(users), InvalidatedByEvents)
+				err = invalidateUsers(ctx, *w.deps, dedupe(resolved[i].users), InvalidatedByEvents)
 			}
 			if err != nil {
 				// Keep the position before this event: it is handled again next time.
@@ -443,17 +448,94 @@ func disabledUser(ctx context.Context, kc Directory, id, representation string) 
 	return nil, nil
 }
 
-// revoke records the sessions ev ends, if any, in the fleet's revocations:
-// one session by its id, or every session of a user issued at or before the
-// event (a new login after it is not affected). An error fails the poll, and
-// the event is handled again (revoking twice changes nothing).
-func (w *Watcher) revoke(ctx context.Context, ev keycloak.AdminEvent) error {
-	if w.deps.Revocations == nil {
-		return nil
+// resolveConcurrency bounds the Keycloak reads in flight while one page of
+// events is resolved. A bulk change is a backlog of events that each need a
+// read (Keycloak 26.5 names the member an ORGANIZATION_MEMBERSHIP CREATE adds
+// only by username): read one after another, a thousand members added by a
+// script held every later change behind them for seconds.
+const resolveConcurrency = 8
+
+// resolvedEvent is what Keycloak says about one admin event: the sessions it
+// ends (nil: none) and the users whose cached claims it makes wrong.
+type resolvedEvent struct {
+	end   *sessionEnd
+	users []string
+	err   error
+}
+
+// resolve reads from Keycloak, for each event of page that skip does not
+// leave out, the sessions it ends and the users it touches, with up to
+// resolveConcurrency reads in flight; the answers are in page order, for the
+// caller to apply in that order. Once one event fails, the events after it are
+// not asked about: the poll stops at the failed one and handles them again
+// next time.
+func (w *Watcher) resolve(ctx context.Context, page []keycloak.AdminEvent, skip func(keycloak.AdminEvent) bool) []resolvedEvent {
+	out := make([]resolvedEvent, len(page))
+	// failed is the lowest index that failed: events after it are not asked
+	// about, the ones before it still are (their reads are not cut short, so
+	// the poll keeps the progress up to the failed event).
+	var failed atomic.Int64
+	failed.Store(int64(len(page)))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(resolveConcurrency, len(page)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if int64(i) > failed.Load() {
+					out[i].err = errAfterFailedEvent
+					continue
+				}
+				out[i] = w.resolveEvent(ctx, page[i])
+				if out[i].err != nil {
+					lowerTo(&failed, int64(i))
+				}
+			}
+		}()
 	}
-	end, err := endedSessions(ctx, w.deps.Keycloak, ev)
-	if err != nil || end == nil {
-		return err
+	for i, ev := range page {
+		if !skip(ev) {
+			next <- i
+		}
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// lowerTo sets v to i unless it holds a lower value already.
+func lowerTo(v *atomic.Int64, i int64) {
+	for {
+		cur := v.Load()
+		if i >= cur || v.CompareAndSwap(cur, i) {
+			return
+		}
+	}
+}
+
+// errAfterFailedEvent marks an event not asked about because an earlier one
+// of its page failed; the poll never gets to it.
+var errAfterFailedEvent = errors.New("orgsync: an earlier event of the page failed")
+
+func (w *Watcher) resolveEvent(ctx context.Context, ev keycloak.AdminEvent) resolvedEvent {
+	var r resolvedEvent
+	if w.deps.Revocations != nil {
+		if r.end, r.err = endedSessions(ctx, w.deps.Keycloak, ev); r.err != nil {
+			return r
+		}
+	}
+	r.users, r.err = affectedUsers(ctx, w.deps.Keycloak, ev)
+	return r
+}
+
+// revoke records end, the sessions ev ends, in the fleet's revocations: one
+// session by its id, or every session of a user issued at or before the event
+// (a new login after it is not affected). An error fails the poll, and the
+// event is handled again (revoking twice changes nothing).
+func (w *Watcher) revoke(ctx context.Context, ev keycloak.AdminEvent, end *sessionEnd) error {
+	if w.deps.Revocations == nil || end == nil {
+		return nil
 	}
 	lifetime := w.deps.RevocationLifetime
 	if lifetime <= 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,4 +238,95 @@ func TestWatcherResumesAtMost24hBack(t *testing.T) {
 	// The position saved is within 24 h: the next poll does not clamp again.
 	require.NoError(t, w.poll(t.Context()))
 	assert.Equal(t, 1, logs.Count(clamped))
+}
+
+// addMemberEvents adds, for each of n users (m-000, m-001, ...), the event
+// Keycloak 26.5 records when a member is added to an organization: the
+// representation is the organization, the member is named only by username,
+// so handling it takes a user search.
+func (d *fakeDirectory) addMemberEvents(n int, at time.Time) []string {
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("m-%03d", i)
+		d.addEvent(keycloak.AdminEvent{ID: "ev-" + users[i], Time: at.Add(time.Duration(i) * time.Millisecond),
+			OperationType: "CREATE", ResourceType: keycloak.ResourceOrganizationMembership,
+			ResourcePath:   "organizations/org-1/members",
+			Representation: `{"id":"org-1","name":"Acme","alias":"acme"}`,
+			Details:        map[string]string{"username": users[i]}})
+	}
+	return users
+}
+
+// A bulk change (members added by a script) is a backlog of events that each
+// need a Keycloak read. They are read several at a time, never more than
+// resolveConcurrency, and every member is still invalidated once. Read one
+// after another, 60 reads of 20 ms held every later change behind them for
+// over a second.
+func TestWatcherResolvesABacklogConcurrently(t *testing.T) {
+	h := newHarness(t)
+	users := h.dir.addMemberEvents(60, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
+	var (
+		mu             sync.Mutex
+		inFlight, most int
+	)
+	h.dir.onUsername = func(context.Context, string) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	}
+	w, counter := newPoller(t, h, time.Now().Add(-2*time.Minute).UnixMilli())
+
+	require.NoError(t, w.poll(t.Context()))
+	for _, u := range users {
+		assert.Equal(t, 1, counter.of(u), "member %s invalidated once", u)
+	}
+	assert.Greater(t, most, 1, "the searches overlapped")
+	assert.LessOrEqual(t, most, resolveConcurrency, "at most resolveConcurrency searches at once")
+}
+
+// When one event of a page cannot be resolved, the events before it are
+// handled (their reads still in flight are not cut short) and none after it:
+// the position stays before the failed event, and the next poll handles it and
+// the rest, each once.
+func TestWatcherStopsAtTheEventThatFailed(t *testing.T) {
+	h := newHarness(t)
+	users := h.dir.addMemberEvents(30, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
+	var failing atomic.Bool
+	failing.Store(true)
+	h.dir.onUsername = func(ctx context.Context, name string) error {
+		if name == users[9] && failing.Load() {
+			return errKeycloakDown
+		}
+		if name < users[9] {
+			// The events before the failed one answer after it failed.
+			select {
+			case <-time.After(30 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	w, counter := newPoller(t, h, time.Now().Add(-2*time.Minute).UnixMilli())
+
+	require.ErrorIs(t, w.poll(t.Context()), errKeycloakDown)
+	for i, u := range users {
+		want := 0
+		if i < 9 {
+			want = 1
+		}
+		assert.Equal(t, want, counter.of(u), "member %d invalidated by the failing poll", i)
+	}
+
+	failing.Store(false)
+	require.NoError(t, w.poll(t.Context()))
+	for i, u := range users {
+		assert.Equal(t, 1, counter.of(u), "member %d invalidated once in all", i)
+	}
 }
