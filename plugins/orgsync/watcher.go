@@ -314,37 +314,14 @@ func (w *Watcher) poll(ctx context.Context) error {
 			return fmt.Errorf("orgsync: admin events since %d came newest first (Keycloak before 26 ignores direction=asc)", pos.at)
 		}
 		pageFrom := pos.at
-		handledBefore := func(ev keycloak.AdminEvent) bool {
-			ms := ev.Time.UnixMilli()
-			return ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID]
-		}
-		resolved := w.resolve(ctx, page, handledBefore)
-		for i, ev := range page {
-			if handledBefore(ev) {
-				continue
-			}
-			ms := ev.Time.UnixMilli()
-			// The revocation comes first: it is what ends a session at the
-			// gateway; an invalidation only refreshes claims.
-			err := resolved[i].err
-			if err == nil {
-				err = w.revoke(ctx, ev, resolved[i].end)
-			}
-			if err == nil {
-				err = invalidateUsers(ctx, *w.deps, dedupe(resolved[i].users), InvalidatedByEvents)
-			}
-			if err != nil {
-				// Keep the position before this event: it is handled again next time.
-				// A failure to save it too is part of the same failing poll.
-				_ = w.save(ctx, pos)
-				return err
-			}
-			if ms > pos.at {
-				pos = position{at: ms, ids: map[string]bool{}}
-			}
-			pos.ids[ev.ID] = true
-			handled++
-			metricWatcherLag.Set(time.Since(ev.Time).Seconds())
+		n, err := w.handlePage(ctx, page, &pos)
+		handled += n
+		if err != nil {
+			// Keep the position before the event that failed: it is handled
+			// again next time. A failure to save it too is part of the same
+			// failing poll.
+			_ = w.save(ctx, pos)
+			return err
 		}
 		// An unsaved position fails the poll: it is reported (and its recovery)
 		// as "admin event poll failing", and the events are handled again.
@@ -369,7 +346,59 @@ func (w *Watcher) poll(ctx context.Context) error {
 	return nil
 }
 
+// handlePage handles the events of page not handled before pos, in order,
+// moving pos past each one handled; the first that fails ends the page with
+// its error. Keycloak is read for up to resolveConcurrency events at a time,
+// ahead of the event being applied.
+func (w *Watcher) handlePage(ctx context.Context, page []keycloak.AdminEvent, pos *position) (handled int, err error) {
+	handledBefore := func(ev keycloak.AdminEvent) bool {
+		ms := ev.Time.UnixMilli()
+		return ms < pos.at || ms == pos.at && ev.ID != "" && pos.ids[ev.ID]
+	}
+	reads := w.startResolving(ctx, page, handledBefore)
+	defer reads.stop()
+	for i, ev := range page {
+		if handledBefore(ev) {
+			continue
+		}
+		r := reads.wait(i)
+		// The revocation comes first: it is what ends a session at the
+		// gateway; an invalidation only refreshes claims.
+		err := r.err
+		if err == nil {
+			err = w.revoke(ctx, ev, r.end)
+		}
+		if err == nil {
+			err = invalidateUsers(ctx, *w.deps, dedupe(r.users), InvalidatedByEvents)
+		}
+		if err != nil {
+			return handled, err
+		}
+		if ms := ev.Time.UnixMilli(); ms > pos.at {
+			*pos = position{at: ms, ids: map[string]bool{}}
+		}
+		pos.ids[ev.ID] = true
+		handled++
+		metricWatcherLag.Set(time.Since(ev.Time).Seconds())
+	}
+	return handled, nil
+}
+
+// positionSaveTimeout bounds the save of the position of a poll that ran out
+// of time.
+const positionSaveTimeout = time.Second
+
+// save records pos in the shared cache. A poll that ran out of time still
+// saves what it did, with a budget of its own: saved with the poll's expired
+// context, the save failed, and a page slower than one poll was started over
+// on every poll and never finished. A poll cancelled because the watcher
+// stops does not wait on the save; the next holder handles those events again.
 func (w *Watcher) save(ctx context.Context, pos position) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), positionSaveTimeout)
+		defer cancel()
+	}
 	if err := w.deps.Cache.SetState(ctx, watcherPosition, pos.String()); err != nil {
 		return fmt.Errorf("orgsync: watcher position not saved: %w", err)
 	}
@@ -463,45 +492,62 @@ type resolvedEvent struct {
 	err   error
 }
 
-// resolve reads from Keycloak, for each event of page that skip does not
-// leave out, the sessions it ends and the users it touches, with up to
-// resolveConcurrency reads in flight; the answers are in page order, for the
-// caller to apply in that order. Once one event fails, the events after it are
-// not asked about: the poll stops at the failed one and handles them again
-// next time.
-func (w *Watcher) resolve(ctx context.Context, page []keycloak.AdminEvent, skip func(keycloak.AdminEvent) bool) []resolvedEvent {
-	out := make([]resolvedEvent, len(page))
-	// failed is the lowest index that failed: events after it are not asked
-	// about, the ones before it still are (their reads are not cut short, so
-	// the poll keeps the progress up to the failed event).
-	var failed atomic.Int64
-	failed.Store(int64(len(page)))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(resolveConcurrency, len(page)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if int64(i) > failed.Load() {
-					out[i].err = errAfterFailedEvent
-					continue
-				}
-				out[i] = w.resolveEvent(ctx, page[i])
-				if out[i].err != nil {
-					lowerTo(&failed, int64(i))
-				}
-			}
-		}()
-	}
+// eventReads are the Keycloak reads of one page's events, made by up to
+// resolveConcurrency goroutines in the events' order, so that the caller
+// applies each event as soon as it and the ones before it are read. Once one
+// event fails, the events after it are not asked about (the page stops at the
+// failed one and they are handled again next time); the reads of the events
+// before it are not cut short.
+type eventReads struct {
+	out  []resolvedEvent
+	done []chan struct{}
+	// failed is the lowest index that failed (len(page): none yet).
+	failed atomic.Int64
+	wg     sync.WaitGroup
+}
+
+// startResolving starts the reads of the events of page that skip does not
+// leave out.
+func (w *Watcher) startResolving(ctx context.Context, page []keycloak.AdminEvent, skip func(keycloak.AdminEvent) bool) *eventReads {
+	r := &eventReads{out: make([]resolvedEvent, len(page)), done: make([]chan struct{}, len(page))}
+	r.failed.Store(int64(len(page)))
+	next := make(chan int, len(page))
 	for i, ev := range page {
-		if !skip(ev) {
+		r.done[i] = make(chan struct{})
+		if skip(ev) {
+			close(r.done[i])
+		} else {
 			next <- i
 		}
 	}
 	close(next)
-	wg.Wait()
-	return out
+	for range min(resolveConcurrency, len(next)) {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for i := range next {
+				if int64(i) > r.failed.Load() {
+					r.out[i].err = errAfterFailedEvent
+				} else if r.out[i] = w.resolveEvent(ctx, page[i]); r.out[i].err != nil {
+					lowerTo(&r.failed, int64(i))
+				}
+				close(r.done[i])
+			}
+		}()
+	}
+	return r
+}
+
+// wait returns the answer for the i-th event once it is read.
+func (r *eventReads) wait(i int) resolvedEvent {
+	<-r.done[i]
+	return r.out[i]
+}
+
+// stop asks about no more events and waits for the reads in flight.
+func (r *eventReads) stop() {
+	lowerTo(&r.failed, -1)
+	r.wg.Wait()
 }
 
 // lowerTo sets v to i unless it holds a lower value already.
@@ -515,7 +561,7 @@ func lowerTo(v *atomic.Int64, i int64) {
 }
 
 // errAfterFailedEvent marks an event not asked about because an earlier one
-// of its page failed; the poll never gets to it.
+// of its page failed, or because the page was left; nothing applies it.
 var errAfterFailedEvent = errors.New("orgsync: an earlier event of the page failed")
 
 func (w *Watcher) resolveEvent(ctx context.Context, ev keycloak.AdminEvent) resolvedEvent {

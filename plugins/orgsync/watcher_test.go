@@ -12,8 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/keycloak"
 )
 
@@ -328,5 +330,46 @@ func TestWatcherStopsAtTheEventThatFailed(t *testing.T) {
 	require.NoError(t, w.poll(t.Context()))
 	for i, u := range users {
 		assert.Equal(t, 1, counter.of(u), "member %d invalidated once in all", i)
+	}
+}
+
+// A poll cut short by its deadline keeps what it did: the position is saved
+// past the events it handled, in the shared cache (Redis), although the poll's
+// own context has expired by then. Saved with that context, the save failed,
+// and a page slower than one poll's budget was started over on every poll:
+// the same members invalidated again and again, the page never finished.
+func TestWatcherKeepsProgressOfAPollCutShort(t *testing.T) {
+	srv := redistest.Start(t)
+	store, err := cache.New(t.Context(), &cache.Options{RedisURL: srv.URL(),
+		ValueSecret: []byte("orgsync test value secret 32 byt")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	h := newHarness(t)
+	h.store = store
+	users := h.dir.addMemberEvents(60, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
+	h.dir.onUsername = func(ctx context.Context, _ string) error {
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	w, counter := newPoller(t, h, time.Now().Add(-2*time.Minute).UnixMilli())
+
+	polls := 0
+	for ; polls < 10; polls++ {
+		// Each poll has time for about 3 rounds of 8 searches: 60 need 3 polls.
+		ctx, cancel := context.WithTimeout(t.Context(), 350*time.Millisecond)
+		err := w.poll(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	require.Less(t, polls, 10, "the page is finished")
+	for i, u := range users {
+		assert.Equal(t, 1, counter.of(u), "member %d invalidated once", i)
 	}
 }
