@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 )
@@ -20,13 +19,7 @@ import (
 // in its in-process tier) serves Keycloak's answer instead, because the cache refuses the value.
 func TestForgedSnapshotInRedisIsNotServed(t *testing.T) {
 	srv := redistest.Start(t)
-	store, err := cache.New(t.Context(), &cache.Options{RedisURL: srv.URL(),
-		ValueSecret: []byte("orgsync test value secret 32 byt")})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	h := newHarness(t)
-	h.store = store
-	h.plugin = New(Deps{Cache: store, Keycloak: h.dir, Emitter: h.emitter})
+	h := newRedisHarness(t, srv.URL(), "")
 	o, err := redis.ParseURL(srv.URL())
 	require.NoError(t, err)
 	rdb := redis.NewClient(o)

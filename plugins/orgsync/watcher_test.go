@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/identity"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
@@ -339,13 +338,7 @@ func TestWatcherStopsAtTheEventThatFailed(t *testing.T) {
 // and a page slower than one poll's budget was started over on every poll:
 // the same members invalidated again and again, the page never finished.
 func TestWatcherKeepsProgressOfAPollCutShort(t *testing.T) {
-	srv := redistest.Start(t)
-	store, err := cache.New(t.Context(), &cache.Options{RedisURL: srv.URL(),
-		ValueSecret: []byte("orgsync test value secret 32 byt")})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	h := newHarness(t)
-	h.store = store
+	h := newRedisHarness(t, redistest.Start(t).URL(), "")
 	users := h.dir.addMemberEvents(60, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
 	h.dir.onUsername = func(ctx context.Context, _ string) error {
 		select {
