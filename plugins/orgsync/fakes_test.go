@@ -53,6 +53,9 @@ type fakeDirectory struct {
 	// onUsername, when set, runs first in UserIDByUsername (outside the
 	// lock): a slow or failing search for one user.
 	onUsername func(ctx context.Context, name string) error
+	// onMembers, when set, runs first in OrganizationMemberIDs (outside the
+	// lock): a large organization, slow to list.
+	onMembers func(ctx context.Context, orgID string) error
 }
 
 func newFakeDirectory(realm string) *fakeDirectory {
@@ -162,9 +165,14 @@ func (d *fakeDirectory) UserIDByUsername(ctx context.Context, name string) (stri
 	return name, nil
 }
 
-func (d *fakeDirectory) OrganizationMemberIDs(_ context.Context, orgID string) ([]string, error) {
+func (d *fakeDirectory) OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error) {
 	if err := d.begin(); err != nil {
 		return nil, err
+	}
+	if d.onMembers != nil {
+		if err := d.onMembers(ctx, orgID); err != nil {
+			return nil, err
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

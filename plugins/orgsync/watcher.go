@@ -64,7 +64,11 @@ type Watcher struct {
 	orgGroupsProbed time.Time
 	orgGroupsLogged bool
 	leaseFor        time.Duration // the lease's ttl; 0 is leaseTTL(interval) (tests shorten it to lose the lease)
+	pollBudget      time.Duration // a poll's time at first; 0 is interval + 5 s (tests shorten it)
 }
+
+// maxPollBudget is the most time one poll gets (see nextBudget).
+const maxPollBudget = 2 * time.Minute
 
 // resources are the event types this poll asks for.
 func (w *Watcher) resources(ctx context.Context) []string {
@@ -148,11 +152,19 @@ func (w *Watcher) run() {
 	// Runs before the lease's release above: the end of what this runner
 	// reported comes before the hand-over it makes.
 	defer st.stopped()
+	firstBudget := w.pollBudget
+	if firstBudget <= 0 {
+		firstBudget = w.interval + 5*time.Second
+	}
+	budget := firstBudget
 	for {
-		ctx, cancel := context.WithTimeout(base, w.interval+5*time.Second)
+		ctx, cancel := context.WithTimeout(base, budget)
 		lease = w.holdLease(ctx, lease, ttl, &st)
 		if lease != nil {
-			err := w.poll(ctx)
+			renewing := keepLease(ctx, cancel, lease, ttl)
+			handled, err := w.pollEvents(ctx)
+			renewing.stop()
+			budget = nextBudget(budget, firstBudget, handled, ctx.Err())
 			if base.Err() != nil {
 				cancel()
 				return // stopping: a cancelled poll is not a failure
@@ -278,7 +290,70 @@ func parsePosition(s string) (position, error) {
 // spend its polls on events that change nothing.
 const maxListAge = 24 * time.Hour
 
+// nextBudget is the time the poll after one that had budget gets. A poll that
+// ran out of time without handling an event is stuck on one that needs longer
+// (the members of a large organization, listed page by page): the next gets
+// twice the time, up to maxPollBudget, where a fixed budget would stop the
+// watcher for good. A poll that finished brings it back to first.
+func nextBudget(budget, first time.Duration, handled int, pollErr error) time.Duration {
+	switch {
+	case errors.Is(pollErr, context.DeadlineExceeded) && handled == 0:
+		next := min(2*budget, maxPollBudget)
+		if next > budget {
+			logger().Warn("admin event poll ran out of time on one event; the next poll gets longer",
+				"budget", budget.String(), "next_budget", next.String())
+		}
+		return next
+	case pollErr == nil:
+		return first
+	}
+	return budget
+}
+
+// leaseKeeper renews the watcher's lease while a poll runs.
+type leaseKeeper struct {
+	quit, done chan struct{}
+}
+
+// keepLease renews lease every third of its ttl until stop, so that a poll
+// longer than the lease (see nextBudget) keeps it: another runner would poll
+// the same events meanwhile. A lease found lost cancels the poll.
+func keepLease(ctx context.Context, cancelPoll context.CancelFunc, lease *cache.Lease, ttl time.Duration) *leaseKeeper {
+	k := &leaseKeeper{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(k.done)
+		tick := time.NewTicker(ttl / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-k.quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if ok, err := lease.Renew(ctx); !ok && err == nil {
+					cancelPoll() // the next holdLease reports the loss
+					return
+				}
+			}
+		}
+	}()
+	return k
+}
+
+func (k *leaseKeeper) stop() {
+	close(k.quit)
+	<-k.done
+}
+
+// poll handles the admin events since the saved position.
 func (w *Watcher) poll(ctx context.Context) error {
+	_, err := w.pollEvents(ctx)
+	return err
+}
+
+// pollEvents is poll, and how many events it handled.
+func (w *Watcher) pollEvents(ctx context.Context) (handled int, _ error) {
 	c, kc := w.deps.Cache, w.deps.Keycloak
 	now := time.Now()
 	pos := position{at: now.Add(-w.interval).UnixMilli(), ids: map[string]bool{}}
@@ -287,7 +362,7 @@ func (w *Watcher) poll(ctx context.Context) error {
 			pos = p
 		}
 	} else if !errors.Is(err, cache.ErrMiss) {
-		return fmt.Errorf("orgsync: watcher position: %w", err)
+		return 0, fmt.Errorf("orgsync: watcher position: %w", err)
 	}
 	if horizon := now.Add(-maxListAge).UnixMilli(); pos.at < horizon {
 		logger().Info("admin event watcher position too old: events older than any list still served are skipped",
@@ -295,7 +370,6 @@ func (w *Watcher) poll(ctx context.Context) error {
 			"resumes_from", time.UnixMilli(horizon).UTC().Format(time.RFC3339))
 		pos = position{at: horizon, ids: map[string]bool{}}
 	}
-	handled := 0
 	resources := w.resources(ctx)
 	// Each page is handled and the position saved before the next is asked
 	// for: a poll cut short by its deadline or a failure keeps what it did,
@@ -304,14 +378,14 @@ func (w *Watcher) poll(ctx context.Context) error {
 		page, err := kc.AdminEvents(ctx, keycloak.AdminEventQuery{ResourceTypes: resources,
 			From: time.UnixMilli(pos.at), First: first, Max: eventsPage, Ascending: true})
 		if err != nil {
-			return fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)
+			return handled, fmt.Errorf("orgsync: admin events since %d: %w", pos.at, err)
 		}
 		if !slices.IsSortedFunc(page, func(a, b keycloak.AdminEvent) int {
 			return cmp.Compare(a.Time.UnixMilli(), b.Time.UnixMilli())
 		}) {
 			// Newest first, handling this page would move the position past
 			// the older events of the pages still to come.
-			return fmt.Errorf("orgsync: admin events since %d came newest first (Keycloak before 26 ignores direction=asc)", pos.at)
+			return handled, fmt.Errorf("orgsync: admin events since %d came newest first (Keycloak before 26 ignores direction=asc)", pos.at)
 		}
 		pageFrom := pos.at
 		n, err := w.handlePage(ctx, page, &pos)
@@ -321,12 +395,12 @@ func (w *Watcher) poll(ctx context.Context) error {
 			// again next time. A failure to save it too is part of the same
 			// failing poll.
 			_ = w.save(ctx, pos)
-			return err
+			return handled, err
 		}
 		// An unsaved position fails the poll: it is reported (and its recovery)
 		// as "admin event poll failing", and the events are handled again.
 		if err := w.save(ctx, pos); err != nil {
-			return err
+			return handled, err
 		}
 		if len(page) < eventsPage {
 			break
@@ -343,7 +417,7 @@ func (w *Watcher) poll(ctx context.Context) error {
 	if handled == 0 {
 		metricWatcherLag.Set(0)
 	}
-	return nil
+	return handled, nil
 }
 
 // handlePage handles the events of page not handled before pos, in order,

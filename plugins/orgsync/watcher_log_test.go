@@ -1,6 +1,7 @@
 package orgsync
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -10,11 +11,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apisix-identity-runner/apisix-identity-runner/cache"
 	"github.com/apisix-identity-runner/apisix-identity-runner/internal/logtest"
+	"github.com/apisix-identity-runner/apisix-identity-runner/internal/redistest"
 )
 
 // warnings counts the lines logged at warn that contain msg.
@@ -42,25 +45,26 @@ func TestWatcherStopEndsStandingFailure(t *testing.T) {
 	assert.Equal(t, 1, warnings(logs, "admin event poll failing"), "reported once:\n%s", logs.String())
 }
 
-// The same when the lease is lost while the poll fails (a renewal too late: another runner took it),
-// and the lost lease ends too when the watcher stops.
+// The same when the lease is lost while the poll fails (its key gone from Redis, a restart or a
+// failover, and another runner took it), and the lost lease ends too when the watcher stops.
 func TestWatcherLostLeaseEndsStandingFailure(t *testing.T) {
-	h := newHarness(t)
+	srv := redistest.Start(t)
+	prefix := fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+	h := newRedisHarness(t, srv.URL(), prefix)
+	o, err := redis.ParseURL(srv.URL())
+	require.NoError(t, err)
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
 	logs := logtest.Capture(t, slog.LevelWarn)
 	const leaseFor = 150 * time.Millisecond
 	var stall atomic.Bool
 	stolen := make(chan *cache.Lease, 1)
 	h.dir.eventsFail = func(int) error {
 		if stall.CompareAndSwap(true, false) {
-			// The poll outlasts the lease; another runner takes it meanwhile.
-			deadline := time.Now().Add(2 * time.Second)
-			for time.Now().Before(deadline) {
-				l, ok, err := h.store.AcquireLease(t.Context(), watcherLease, time.Minute)
-				if err == nil && ok {
+			if rdb.Del(t.Context(), prefix+"lease:"+watcherLease).Err() == nil {
+				if l, ok, err := h.store.AcquireLease(t.Context(), watcherLease, time.Minute); err == nil && ok {
 					stolen <- l
-					break
 				}
-				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		return errKeycloakDown

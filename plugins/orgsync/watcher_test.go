@@ -366,3 +366,94 @@ func TestWatcherKeepsProgressOfAPollCutShort(t *testing.T) {
 		assert.Equal(t, 1, counter.of(u), "member %d invalidated once", i)
 	}
 }
+
+// slowOrganizationEvent adds three members of acme and an UPDATE of acme,
+// whose members the watcher lists to invalidate them; listing them takes
+// listFor (a large organization, page by page). It returns the members and
+// the most listings seen at once.
+func slowOrganizationEvent(h *harness, listFor time.Duration) ([]string, func() int) {
+	members := []string{"u-big-1", "u-big-2", "u-big-3"}
+	for _, u := range members {
+		h.dir.addUser(u, true, acme)
+	}
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-acme", Time: time.Now().Add(-time.Second), OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
+	var (
+		mu             sync.Mutex
+		inFlight, most int
+	)
+	h.dir.onMembers = func(ctx context.Context, _ string) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		select {
+		case <-time.After(listFor):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return members, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return most
+	}
+}
+
+// startWatcher runs a watcher as StartWatcher does, with the test's lease
+// ttl and first poll budget.
+func startWatcher(t *testing.T, h *harness, leaseFor, budget time.Duration) *Watcher {
+	t.Helper()
+	w := &Watcher{deps: &h.plugin.deps, interval: 20 * time.Millisecond, leaseFor: leaseFor, pollBudget: budget,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	t.Cleanup(w.Stop)
+	return w
+}
+
+// An event that needs longer than a poll's time (the members of a large
+// organization) does not stop the watcher for good: each poll that runs out
+// of time on it gives the next twice the time, until it is handled. With a
+// fixed budget every poll failed on it, and no later change got through.
+func TestWatcherGivesASlowEventMoreTime(t *testing.T) {
+	h := newHarness(t)
+	logs := logtest.Capture(t, slog.LevelWarn)
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
+		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	members, _ := slowOrganizationEvent(h, 300*time.Millisecond)
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	h.plugin.deps.Cache = counter
+	startWatcher(t, h, 0, 100*time.Millisecond)
+
+	require.Eventually(t, func() bool { return counter.of(members[0]) > 0 }, 5*time.Second, 10*time.Millisecond,
+		"the organization's members are invalidated:\n%s", logs.String())
+	for _, u := range members {
+		assert.Equal(t, 1, counter.of(u), "member %s invalidated once", u)
+	}
+	assert.GreaterOrEqual(t, warnings(logs, "the next poll gets longer"), 1, "a poll ran out of time:\n%s", logs.String())
+}
+
+// A poll longer than the watcher's lease keeps the lease (it is renewed while
+// the poll runs): another runner does not take it and poll the same events at
+// the same time.
+func TestWatcherKeepsItsLeaseThroughALongPoll(t *testing.T) {
+	h := newHarness(t)
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
+		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	members, most := slowOrganizationEvent(h, 900*time.Millisecond)
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	h.plugin.deps.Cache = counter
+	const leaseFor = 300 * time.Millisecond
+	startWatcher(t, h, leaseFor, 2*time.Second)
+	require.Eventually(t, func() bool { return most() == 1 }, 2*time.Second, time.Millisecond, "the first runner lists the members")
+	startWatcher(t, h, leaseFor, 2*time.Second) // a second runner of the fleet
+
+	require.Eventually(t, func() bool { return counter.of(members[0]) > 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, most(), "one runner at a time lists the members")
+}
