@@ -164,7 +164,7 @@ func (w *Watcher) run() {
 			renewing := keepLease(ctx, cancel, lease, ttl)
 			handled, err := w.pollEvents(ctx)
 			renewing.stop()
-			budget = nextBudget(budget, firstBudget, handled, ctx.Err())
+			budget = nextBudget(budget, firstBudget, handled, err, errors.Is(ctx.Err(), context.DeadlineExceeded))
 			if base.Err() != nil {
 				cancel()
 				return // stopping: a cancelled poll is not a failure
@@ -294,10 +294,11 @@ const maxListAge = 24 * time.Hour
 // ran out of time without handling an event is stuck on one that needs longer
 // (the members of a large organization, listed page by page): the next gets
 // twice the time, up to maxPollBudget, where a fixed budget would stop the
-// watcher for good. A poll that finished brings it back to first.
-func nextBudget(budget, first time.Duration, handled int, pollErr error) time.Duration {
+// watcher for good. A poll that succeeded brings it back to first; one that
+// failed otherwise (Keycloak down) leaves it as it is.
+func nextBudget(budget, first time.Duration, handled int, pollErr error, ranOut bool) time.Duration {
 	switch {
-	case errors.Is(pollErr, context.DeadlineExceeded) && handled == 0:
+	case ranOut && handled == 0:
 		next := min(2*budget, maxPollBudget)
 		if next > budget {
 			logger().Warn("admin event poll ran out of time on one event; the next poll gets longer",

@@ -457,3 +457,23 @@ func TestWatcherKeepsItsLeaseThroughALongPoll(t *testing.T) {
 	require.Eventually(t, func() bool { return counter.of(members[0]) > 0 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 1, most(), "one runner at a time lists the members")
 }
+
+func TestNextPollBudget(t *testing.T) {
+	first := 5 * time.Second
+	for _, c := range []struct {
+		name    string
+		budget  time.Duration
+		handled int
+		err     error
+		ranOut  bool
+		want    time.Duration
+	}{
+		{"ran out on one event", 5 * time.Second, 0, context.DeadlineExceeded, true, 10 * time.Second},
+		{"at most maxPollBudget", 90 * time.Second, 0, context.DeadlineExceeded, true, maxPollBudget},
+		{"ran out after progress", 10 * time.Second, 3, context.DeadlineExceeded, true, 10 * time.Second},
+		{"failed otherwise", 40 * time.Second, 0, errKeycloakDown, false, 40 * time.Second},
+		{"succeeded", 40 * time.Second, 1, nil, false, first},
+	} {
+		assert.Equal(t, c.want, nextBudget(c.budget, first, c.handled, c.err, c.ranOut), c.name)
+	}
+}
