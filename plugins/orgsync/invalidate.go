@@ -310,21 +310,40 @@ func bareUserID(rep string) string {
 	return rep
 }
 
-// invalidateUsers drops every cached snapshot of the users, on every runner.
+// invalidateBatch is how many users one invalidation names. An UPDATE of an
+// organization invalidates every member: 50 000 members are 400 000 keys,
+// and in one message (about 22 MB) they come near the 32 MB Redis lets a
+// subscriber fall behind by before it cuts it off.
+const invalidateBatch = 1000
+
+// loggedUsers is how many of the users invalidated at once the log line names.
+const loggedUsers = 20
+
+// invalidateUsers drops every cached snapshot of the users, on every runner,
+// invalidateBatch users at a time. A batch that fails fails the call; the
+// ones before it are done, and doing them again changes nothing.
 func invalidateUsers(ctx context.Context, d Deps, users []string, source string) error {
 	if len(users) == 0 {
 		return nil
 	}
 	realm := d.Keycloak.Realm()
-	keys := make([]string, 0, len(users)*8)
-	for _, u := range users {
-		keys = append(keys, userKeys(realm, u)...)
-	}
-	if err := d.Cache.Invalidate(ctx, keys...); err != nil {
-		return fmt.Errorf("orgsync: invalidating %d users: %w", len(users), err)
+	for start := 0; start < len(users); start += invalidateBatch {
+		batch := users[start:min(start+invalidateBatch, len(users))]
+		keys := make([]string, 0, len(batch)*8)
+		for _, u := range batch {
+			keys = append(keys, userKeys(realm, u)...)
+		}
+		if err := d.Cache.Invalidate(ctx, keys...); err != nil {
+			return fmt.Errorf("orgsync: invalidating %d users: %w", len(users), err)
+		}
 	}
 	metricInvalidations.WithLabelValues(source).Add(float64(len(users)))
-	logger().Info("cached memberships invalidated", "users", users, "source", source)
+	if len(users) <= loggedUsers {
+		logger().Info("cached memberships invalidated", "users", users, "source", source)
+	} else {
+		logger().Info("cached memberships invalidated", "count", len(users), "first_users", users[:loggedUsers],
+			"source", source)
+	}
 	return nil
 }
 

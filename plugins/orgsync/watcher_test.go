@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,6 +97,7 @@ type invalidationCounter struct {
 	Store
 	mu    sync.Mutex
 	byKey map[string]int
+	sizes []int // keys per call, in order
 }
 
 func (c *invalidationCounter) Invalidate(ctx context.Context, keys ...string) error {
@@ -104,6 +106,7 @@ func (c *invalidationCounter) Invalidate(ctx context.Context, keys ...string) er
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sizes = append(c.sizes, len(keys))
 	for _, k := range keys {
 		c.byKey[k]++
 	}
@@ -476,4 +479,35 @@ func TestNextPollBudget(t *testing.T) {
 	} {
 		assert.Equal(t, c.want, nextBudget(c.budget, first, c.handled, c.err, c.ranOut), c.name)
 	}
+}
+
+// An UPDATE of a large organization invalidates its members in batches of
+// invalidateBatch users, each its own Redis pipeline and pub/sub message, and
+// its log line gives the count and a few of them rather than every id (50 000
+// members were one 22 MB message and a 1.9 MB log line).
+func TestWatcherInvalidatesALargeOrganizationInBatches(t *testing.T) {
+	h := newHarness(t)
+	logs := logtest.Capture(t, slog.LevelInfo)
+	const members = 2500
+	for i := range members {
+		h.dir.addUser(fmt.Sprintf("u-%05d", i), true, acme)
+	}
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-acme", Time: time.Now().Add(-time.Second), OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
+	w, counter := newPoller(t, h, time.Now().Add(-time.Minute).UnixMilli())
+
+	require.NoError(t, w.poll(t.Context()))
+	for i := range members {
+		require.Equal(t, 1, counter.of(fmt.Sprintf("u-%05d", i)), "member %d invalidated once", i)
+	}
+	perUser := len(userKeys(testRealm, "u-00000"))
+	assert.Equal(t, []int{1000 * perUser, 1000 * perUser, 500 * perUser}, counter.sizes, "batches of 1000 users")
+	line := ""
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "cached memberships invalidated") {
+			line = l
+		}
+	}
+	assert.Contains(t, line, fmt.Sprintf("count=%d", members))
+	assert.Less(t, len(line), 2000, "the log line names a few members, not all: %.300s", line)
 }
