@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -71,6 +72,7 @@ func TestWatcherWorksOffABulkMembershipChange(t *testing.T) {
 	deps := &orgsync.Deps{Cache: store, Keycloak: kc}
 
 	org := kctest.CreateOrganization(t, fmt.Sprintf("bulk-%d", time.Now().UnixNano()))
+	kctest.CheapPasswords(t) // nobody logs in: the import need not hash at full cost
 	users := kctest.CreateUsers(t, "bulk", members)
 
 	// The watcher saves its position, then stops; the members are added
@@ -97,4 +99,88 @@ func TestWatcherWorksOffABulkMembershipChange(t *testing.T) {
 	}
 	t.Logf("%d member additions worked off in %d ms by a watcher started after them; the same %d user searches one after another: %d ms",
 		members, backlog.Milliseconds(), members, time.Since(start).Milliseconds())
+}
+
+// addMembers adds the users to the organization orgID with eight admin calls
+// at a time (one call adds one member), as a script onboarding a customer does.
+func addMembers(t *testing.T, orgID string, users []*kctest.TestUser) {
+	t.Helper()
+	s := kctest.Env(t)
+	token := kctest.AdminToken(t)
+	endpoint := s.URL + "/admin/realms/" + s.Realm + "/organizations/" + orgID + "/members"
+	next := make(chan *kctest.TestUser, len(users))
+	for _, u := range users {
+		next <- u
+	}
+	close(next)
+	failures := make(chan error, len(users))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range next {
+				req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(u.ID))
+				if err == nil {
+					req.Header.Set("Authorization", "Bearer "+token)
+					req.Header.Set("Content-Type", "application/json")
+					var resp *http.Response
+					if resp, err = http.DefaultClient.Do(req); err == nil {
+						_ = resp.Body.Close()
+						if resp.StatusCode != http.StatusCreated {
+							err = fmt.Errorf("add %s: status %d", u.Username, resp.StatusCode)
+						}
+					}
+				}
+				if err != nil {
+					failures <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		require.NoError(t, err)
+	}
+}
+
+// An organization with more members than one page of Keycloak's member list
+// (100) and than one invalidation batch (1000) is changed (its description
+// edited): the watcher lists every member, page by page, from the real
+// Keycloak and invalidates each, in batches, through the real Redis.
+func TestWatcherInvalidatesEveryMemberOfALargeOrganization(t *testing.T) {
+	const members = 1100
+	kc := runnerKeycloak(t)
+	c, err := cache.New(t.Context(), &cache.Options{RedisURL: redisURL(t), ValueSecret: []byte(redisValueSecret),
+		KeyPrefix: fmt.Sprintf("it-large-org-%d:", time.Now().UnixNano())})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	store := &invalidationLog{Store: c}
+
+	alias := fmt.Sprintf("large-%d", time.Now().UnixNano())
+	org := kctest.CreateOrganization(t, alias)
+	kctest.CheapPasswords(t) // nobody logs in: the import need not hash at full cost
+	users := kctest.CreateUsers(t, "large", members)
+	start := time.Now()
+	addMembers(t, org, users)
+	t.Logf("%d members added in %d ms", members, time.Since(start).Milliseconds())
+
+	// Started well after the additions: it does not read them (no position
+	// saved, it starts an interval back), only the change below.
+	time.Sleep(2 * time.Second)
+	w := orgsync.StartWatcher(&orgsync.Deps{Cache: store, Keycloak: kc}, 200*time.Millisecond)
+	t.Cleanup(w.Stop)
+	time.Sleep(time.Second)
+	require.Equal(t, members, len(store.missing(users)), "the additions were before the watcher")
+
+	admin := kctest.AdminToken(t)
+	rep, ok := adminJSON(t, admin, http.MethodGet, "/organizations/"+org, nil).(map[string]any)
+	require.True(t, ok)
+	rep["description"] = "edited by " + t.Name()
+	start = time.Now()
+	adminJSON(t, admin, http.MethodPut, "/organizations/"+org, rep)
+	eventually(t, 60*time.Second, "every member invalidated", func() bool { return len(store.missing(users)) == 0 })
+	t.Logf("an UPDATE of an organization of %d members: all invalidated %d ms after the admin call",
+		members, time.Since(start).Milliseconds())
 }
