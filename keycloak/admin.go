@@ -158,23 +158,38 @@ func (c *Client) UserIDByUsername(ctx context.Context, username string) (string,
 // organization orgID (its id, not its alias), all pages.
 // Errors: ErrOrganizationNotFound, ErrOrganizationsDisabled, ErrCoolingOff, *StatusError.
 func (c *Client) OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error) {
-	if orgID == "" {
-		return nil, fmt.Errorf("keycloak: members of organization: %w", ErrOrganizationNotFound)
-	}
 	ids := []string{}
 	for first := 0; ; first += pageSize {
-		var page []struct {
-			ID string `json:"id"`
+		page, more, err := c.OrganizationMemberPage(ctx, orgID, first)
+		if err != nil {
+			return nil, err
 		}
-		q := url.Values{"briefRepresentation": {"true"}, "first": {strconv.Itoa(first)}, "max": {strconv.Itoa(pageSize)}}
-		if err := c.getJSON(ctx, EndpointOrganizationMembers, "organizations/"+url.PathEscape(orgID)+"/members", q, &page); err != nil {
-			return nil, fmt.Errorf("keycloak: members of organization %s: %w", orgID, translate404(err, ErrOrganizationNotFound))
-		}
-		for _, m := range page {
-			ids = append(ids, m.ID)
-		}
-		if len(page) < pageSize {
+		ids = append(ids, page...)
+		if !more {
 			return ids, nil
 		}
 	}
+}
+
+// OrganizationMemberPage returns the user ids of up to 100 members of the
+// organization orgID from the first-th on, in Keycloak's order, and whether
+// more may follow. Keycloak 26.5 took about 0.6 s per page on a 2-core test
+// machine (a few milliseconds a member), so a large organization is read page
+// by page by a caller that can stop in between. Errors: as OrganizationMemberIDs.
+func (c *Client) OrganizationMemberPage(ctx context.Context, orgID string, first int) (ids []string, more bool, err error) {
+	if orgID == "" {
+		return nil, false, fmt.Errorf("keycloak: members of organization: %w", ErrOrganizationNotFound)
+	}
+	var page []struct {
+		ID string `json:"id"`
+	}
+	q := url.Values{"briefRepresentation": {"true"}, "first": {strconv.Itoa(first)}, "max": {strconv.Itoa(pageSize)}}
+	if err := c.getJSON(ctx, EndpointOrganizationMembers, "organizations/"+url.PathEscape(orgID)+"/members", q, &page); err != nil {
+		return nil, false, fmt.Errorf("keycloak: members of organization %s: %w", orgID, translate404(err, ErrOrganizationNotFound))
+	}
+	ids = make([]string, 0, len(page))
+	for _, m := range page {
+		ids = append(ids, m.ID)
+	}
+	return ids, len(page) == pageSize, nil
 }

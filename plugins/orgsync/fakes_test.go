@@ -53,8 +53,8 @@ type fakeDirectory struct {
 	// onUsername, when set, runs first in UserIDByUsername (outside the
 	// lock): a slow or failing search for one user.
 	onUsername func(ctx context.Context, name string) error
-	// onMembers, when set, runs first in OrganizationMemberIDs (outside the
-	// lock): a large organization, slow to list.
+	// onMembers, when set, runs before each page of OrganizationMemberPage
+	// (outside the lock): a large organization, slow to list.
 	onMembers func(ctx context.Context, orgID string) error
 }
 
@@ -165,19 +165,42 @@ func (d *fakeDirectory) UserIDByUsername(ctx context.Context, name string) (stri
 	return name, nil
 }
 
+// OrganizationMemberIDs lists the members page by page, as the client does.
 func (d *fakeDirectory) OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error) {
+	ids := []string{}
+	for first := 0; ; first += fakePageSize {
+		page, more, err := d.OrganizationMemberPage(ctx, orgID, first)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, page...)
+		if !more {
+			return ids, nil
+		}
+	}
+}
+
+// OrganizationMemberPage answers like Keycloak, in pages of fakePageSize;
+// onMembers runs once per page.
+func (d *fakeDirectory) OrganizationMemberPage(ctx context.Context, orgID string, first int) ([]string, bool, error) {
 	if err := d.begin(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if d.onMembers != nil {
 		if err := d.onMembers(ctx, orgID); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.members[orgID]...), nil
+	all := d.members[orgID]
+	page := slices.Clone(all[min(first, len(all)):])
+	d.mu.Unlock()
+	page = page[:min(fakePageSize, len(page))]
+	return page, len(page) == fakePageSize, nil
 }
+
+// fakePageSize is Keycloak's page of organization members as the client asks for it.
+const fakePageSize = 100
 
 // AdminEvents answers like Keycloak: events at or after From's millisecond,
 // ordered by time (events of one millisecond in the order they were added),

@@ -253,23 +253,15 @@ func affectedUsers(ctx context.Context, kc Directory, ev keycloak.AdminEvent) ([
 			return []string{id}, nil
 		}
 		return nil, nil
-	case keycloak.ResourceOrganization:
-		if len(parts) >= 2 && parts[0] == "organizations" {
-			return organizationMembers(ctx, kc, parts[1])
+	case keycloak.ResourceOrganization, keycloak.ResourceOrganizationGroup:
+		if org, ok := orgWideEvent(ev); ok {
+			return organizationMembers(ctx, kc, org)
 		}
 	case keycloak.ResourceOrganizationGroupMembership:
 		// organizations/{org}/groups/{group}/members/{user}, CREATE and DELETE
 		// alike (Keycloak 26.6+).
 		if len(parts) == 6 && parts[0] == "organizations" && parts[2] == "groups" && parts[4] == "members" {
 			return []string{parts[5]}, nil
-		}
-	case keycloak.ResourceOrganizationGroup:
-		// organizations/{org}/groups[/{group}[/children]]: a group created,
-		// renamed, moved or deleted changes the paths its members see, and
-		// after a deletion its members cannot be listed: every member of the
-		// organization is refreshed.
-		if len(parts) >= 2 && parts[0] == "organizations" {
-			return organizationMembers(ctx, kc, parts[1])
 		}
 	case keycloak.ResourceUser, keycloak.ResourceGroupMembership, keycloak.ResourceRealmRoleMapping,
 		keycloak.ResourceClientRoleMapping:
@@ -281,6 +273,22 @@ func affectedUsers(ctx context.Context, kc Directory, ev keycloak.AdminEvent) ([
 		}
 	}
 	return nil, nil
+}
+
+// orgWideEvent reads an event that touches every member of an organization:
+// the organization updated or deleted (organizations/{org}), or one of its
+// groups created, renamed, moved or deleted (organizations/{org}/groups[/...]:
+// that changes the paths its members see, and after a deletion the group's
+// members cannot be listed, so every member of the organization is refreshed).
+func orgWideEvent(ev keycloak.AdminEvent) (orgID string, ok bool) {
+	if ev.ResourceType != keycloak.ResourceOrganization && ev.ResourceType != keycloak.ResourceOrganizationGroup {
+		return "", false
+	}
+	parts := strings.Split(strings.Trim(ev.ResourcePath, "/"), "/")
+	if len(parts) < 2 || parts[0] != "organizations" || parts[1] == "" {
+		return "", false
+	}
+	return parts[1], true
 }
 
 func organizationMembers(ctx context.Context, kc Directory, orgID string) ([]string, error) {

@@ -164,6 +164,7 @@ type Directory interface {
 	OrganizationGroupsSupported(ctx context.Context) (bool, error)
 	UserIDByUsername(ctx context.Context, username string) (string, error)
 	OrganizationMemberIDs(ctx context.Context, orgID string) ([]string, error)
+	OrganizationMemberPage(ctx context.Context, orgID string, first int) (ids []string, more bool, err error)
 	AdminEvents(ctx context.Context, q keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error)
 }
 

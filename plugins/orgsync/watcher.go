@@ -163,6 +163,9 @@ func (w *Watcher) run() {
 		if lease != nil {
 			renewing := keepLease(ctx, cancel, lease, ttl)
 			handled, err := w.pollEvents(ctx)
+			if err == nil {
+				err = w.refreshOrgs(ctx, orgRefreshSlice)
+			}
 			renewing.stop()
 			budget = nextBudget(budget, firstBudget, handled, err, errors.Is(ctx.Err(), context.DeadlineExceeded))
 			if base.Err() != nil {
@@ -443,6 +446,9 @@ func (w *Watcher) handlePage(ctx context.Context, page []keycloak.AdminEvent, po
 		if err == nil {
 			err = w.revoke(ctx, ev, r.end)
 		}
+		if err == nil && r.refreshOrg != "" {
+			err = w.queueOrgRefresh(ctx, r.refreshOrg)
+		}
 		if err == nil {
 			err = invalidateUsers(ctx, *w.deps, dedupe(r.users), InvalidatedByEvents)
 		}
@@ -457,6 +463,116 @@ func (w *Watcher) handlePage(ctx context.Context, page []keycloak.AdminEvent, po
 		metricWatcherLag.Set(time.Since(ev.Time).Seconds())
 	}
 	return handled, nil
+}
+
+// watcherOrgRefreshes names, in the shared cache, the organizations whose
+// members the watcher has still to invalidate, and how far it got.
+const watcherOrgRefreshes = "orgsync:events:org-refreshes"
+
+// orgRefreshSlice is about how long, after each poll, the watcher works on the
+// organizations whose members it has to invalidate (at least one page of 100).
+const orgRefreshSlice = time.Second
+
+// orgRefresh is an organization whose members are being invalidated page by
+// page; Next is the first member not done yet.
+type orgRefresh struct {
+	Org  string `json:"org"`
+	Next int    `json:"next"`
+}
+
+func (w *Watcher) orgRefreshes(ctx context.Context) ([]orgRefresh, error) {
+	s, err := w.deps.Cache.GetState(ctx, watcherOrgRefreshes)
+	if errors.Is(err, cache.ErrMiss) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("orgsync: organizations to refresh: %w", err)
+	}
+	var list []orgRefresh
+	if err := json.Unmarshal([]byte(s), &list); err != nil {
+		// Written by this code only (the cache seals its state): another
+		// version's. The organizations left in it fall back to fresh_ttl.
+		logger().Warn("organizations to refresh unreadable; their members fall back to fresh_ttl", "error", err)
+		return nil, nil
+	}
+	return list, nil
+}
+
+func (w *Watcher) saveOrgRefreshes(ctx context.Context, list []orgRefresh) error {
+	if list == nil {
+		list = []orgRefresh{}
+	}
+	b, err := json.Marshal(list)
+	if err == nil {
+		err = w.deps.Cache.SetState(ctx, watcherOrgRefreshes, string(b))
+	}
+	if err != nil {
+		return fmt.Errorf("orgsync: organizations to refresh not saved: %w", err)
+	}
+	return nil
+}
+
+// queueOrgRefresh records that every member of org is to be invalidated: from
+// the first member again if it was under way, since the members already done
+// may have cached the organization as it was before this change.
+func (w *Watcher) queueOrgRefresh(ctx context.Context, org string) error {
+	list, err := w.orgRefreshes(ctx)
+	if err != nil {
+		return err
+	}
+	queued := false
+	for i := range list {
+		if list[i].Org == org {
+			list[i].Next, queued = 0, true
+		}
+	}
+	if !queued {
+		list = append(list, orgRefresh{Org: org})
+	}
+	return w.saveOrgRefreshes(ctx, list)
+}
+
+// refreshOrgs invalidates the members of the queued organizations a page at a
+// time, for about slice, saving how far it got after each page. An event that
+// touches every member of an organization is queued rather than listed where
+// it is read: Keycloak 26.5 answered about 170 members a second here (0.6 s
+// a page), so listing 20 000 members took two minutes, and every event behind
+// it waited, an admin's sign-outs among them.
+func (w *Watcher) refreshOrgs(ctx context.Context, slice time.Duration) error {
+	list, err := w.orgRefreshes(ctx)
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	end := time.Now().Add(slice)
+	for len(list) > 0 {
+		cur := &list[0]
+		ids, more, err := w.deps.Keycloak.OrganizationMemberPage(ctx, cur.Org, cur.Next)
+		switch {
+		case errors.Is(err, keycloak.ErrOrganizationNotFound):
+			// Deleted with its members: they are not listed any more; the
+			// fresh_ttl backstop covers them.
+			more = false
+		case err != nil:
+			return fmt.Errorf("orgsync: members of organization %s: %w", cur.Org, err)
+		default:
+			if err := invalidateUsers(ctx, *w.deps, ids, InvalidatedByEvents); err != nil {
+				return err
+			}
+		}
+		if more {
+			cur.Next += len(ids)
+		} else {
+			logger().Info("organization's members invalidated", "organization", cur.Org, "members", cur.Next+len(ids))
+			list = list[1:]
+		}
+		if err := w.saveOrgRefreshes(ctx, list); err != nil {
+			return err
+		}
+		if !time.Now().Before(end) {
+			break
+		}
+	}
+	return nil
 }
 
 // positionSaveTimeout bounds the save of the position of a poll that ran out
@@ -564,7 +680,10 @@ const resolveConcurrency = 8
 type resolvedEvent struct {
 	end   *sessionEnd
 	users []string
-	err   error
+	// refreshOrg: every member of this organization is to be invalidated,
+	// page by page after the poll (refreshOrgs), not listed here.
+	refreshOrg string
+	err        error
 }
 
 // eventReads are the Keycloak reads of one page's events, made by up to
@@ -645,6 +764,10 @@ func (w *Watcher) resolveEvent(ctx context.Context, ev keycloak.AdminEvent) reso
 		if r.end, r.err = endedSessions(ctx, w.deps.Keycloak, ev); r.err != nil {
 			return r
 		}
+	}
+	if org, ok := orgWideEvent(ev); ok {
+		r.refreshOrg = org
+		return r
 	}
 	r.users, r.err = affectedUsers(ctx, w.deps.Keycloak, ev)
 	return r

@@ -371,9 +371,8 @@ func TestWatcherKeepsProgressOfAPollCutShort(t *testing.T) {
 }
 
 // slowOrganizationEvent adds three members of acme and an UPDATE of acme,
-// whose members the watcher lists to invalidate them; listing them takes
-// listFor (a large organization, page by page). It returns the members and
-// the most listings seen at once.
+// whose members the watcher lists to invalidate them; a page of them takes
+// listFor. It returns the members and the most listings seen at once.
 func slowOrganizationEvent(h *harness, listFor time.Duration) ([]string, func() int) {
 	members := []string{"u-big-1", "u-big-2", "u-big-3"}
 	for _, u := range members {
@@ -420,10 +419,11 @@ func startWatcher(t *testing.T, h *harness, leaseFor, budget time.Duration) *Wat
 	return w
 }
 
-// An event that needs longer than a poll's time (the members of a large
-// organization) does not stop the watcher for good: each poll that runs out
-// of time on it gives the next twice the time, until it is handled. With a
-// fixed budget every poll failed on it, and no later change got through.
+// Work that needs longer than a poll's time (here a page of an
+// organization's members from a Keycloak under load) does not stop the
+// watcher for good: each poll that runs out of time on it gives the next twice
+// the time, until it is done. With a fixed budget every poll failed on it, and
+// no later change got through.
 func TestWatcherGivesASlowEventMoreTime(t *testing.T) {
 	h := newHarness(t)
 	logs := logtest.Capture(t, slog.LevelWarn)
@@ -481,24 +481,24 @@ func TestNextPollBudget(t *testing.T) {
 	}
 }
 
-// An UPDATE of a large organization invalidates its members in batches of
-// invalidateBatch users, each its own Redis pipeline and pub/sub message, and
-// its log line gives the count and a few of them rather than every id (50 000
-// members were one 22 MB message and a 1.9 MB log line).
-func TestWatcherInvalidatesALargeOrganizationInBatches(t *testing.T) {
+// Many users are invalidated in batches of invalidateBatch, each its own Redis
+// pipeline and pub/sub message, and the log line gives the count and a few of
+// them rather than every id (an organization of 50 000 members was one 22 MB
+// message and a 1.9 MB log line).
+func TestInvalidatingManyUsersGoesInBatches(t *testing.T) {
 	h := newHarness(t)
 	logs := logtest.Capture(t, slog.LevelInfo)
-	const members = 2500
-	for i := range members {
-		h.dir.addUser(fmt.Sprintf("u-%05d", i), true, acme)
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	deps := h.plugin.deps
+	deps.Cache = counter
+	users := make([]string, 2500)
+	for i := range users {
+		users[i] = fmt.Sprintf("u-%05d", i)
 	}
-	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-acme", Time: time.Now().Add(-time.Second), OperationType: "UPDATE",
-		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
-	w, counter := newPoller(t, h, time.Now().Add(-time.Minute).UnixMilli())
 
-	require.NoError(t, w.poll(t.Context()))
-	for i := range members {
-		require.Equal(t, 1, counter.of(fmt.Sprintf("u-%05d", i)), "member %d invalidated once", i)
+	require.NoError(t, invalidateUsers(t.Context(), deps, users, InvalidatedByWebhook))
+	for i, u := range users {
+		require.Equal(t, 1, counter.of(u), "user %d invalidated once", i)
 	}
 	perUser := len(userKeys(testRealm, "u-00000"))
 	assert.Equal(t, []int{1000 * perUser, 1000 * perUser, 500 * perUser}, counter.sizes, "batches of 1000 users")
@@ -508,6 +508,94 @@ func TestWatcherInvalidatesALargeOrganizationInBatches(t *testing.T) {
 			line = l
 		}
 	}
-	assert.Contains(t, line, fmt.Sprintf("count=%d", members))
-	assert.Less(t, len(line), 2000, "the log line names a few members, not all: %.300s", line)
+	assert.Contains(t, line, "count=2500")
+	assert.Less(t, len(line), 2000, "the log line names a few users, not all: %.300s", line)
+}
+
+// addOrganizationUpdate adds n members of acme (u-00000, ...) and an UPDATE of
+// acme at time at: an event that touches every member.
+func (d *fakeDirectory) addOrganizationUpdate(n int, at time.Time) []string {
+	members := make([]string, n)
+	for i := range members {
+		members[i] = fmt.Sprintf("u-%05d", i)
+		d.addUser(members[i], true, acme)
+	}
+	d.addEvent(keycloak.AdminEvent{ID: "ev-acme-update", Time: at, OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
+	return members
+}
+
+// An event that touches every member of an organization is queued, not listed
+// where the events are read: the members are invalidated a page at a time
+// after the poll, and how far it got is kept in the shared cache, so that
+// another runner taking the lease over goes on from there.
+func TestWatcherRefreshesAnOrganizationPageByPage(t *testing.T) {
+	h := newHarness(t)
+	members := h.dir.addOrganizationUpdate(250, time.Now().Add(-time.Second))
+	w, counter := newPoller(t, h, time.Now().Add(-time.Minute).UnixMilli())
+
+	require.NoError(t, w.poll(t.Context()))
+	assert.Equal(t, 0, counter.of(members[0]), "the poll lists no member")
+	require.NoError(t, w.refreshOrgs(t.Context(), 0), "one page")
+	assert.Equal(t, 1, counter.of(members[99]))
+	assert.Equal(t, 0, counter.of(members[100]))
+
+	other := &Watcher{deps: w.deps, interval: time.Second} // the lease's next holder
+	require.NoError(t, other.refreshOrgs(t.Context(), time.Minute))
+	for i, u := range members {
+		assert.Equal(t, 1, counter.of(u), "member %d invalidated once", i)
+	}
+	left, err := other.orgRefreshes(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, left)
+}
+
+// A second change to an organization whose members are being invalidated
+// starts them over: the members done before it may have cached the
+// organization as it was.
+func TestWatcherRestartsAnOrganizationChangedAgain(t *testing.T) {
+	h := newHarness(t)
+	members := h.dir.addOrganizationUpdate(250, time.Now().Add(-2*time.Second))
+	w, counter := newPoller(t, h, time.Now().Add(-time.Minute).UnixMilli())
+	require.NoError(t, w.poll(t.Context()))
+	require.NoError(t, w.refreshOrgs(t.Context(), 0))
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-acme-again", Time: time.Now().Add(-time.Second), OperationType: "UPDATE",
+		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
+
+	require.NoError(t, w.poll(t.Context()))
+	require.NoError(t, w.refreshOrgs(t.Context(), time.Minute))
+	assert.Equal(t, 2, counter.of(members[0]), "done before the second change, done again")
+	assert.Equal(t, 1, counter.of(members[249]))
+}
+
+// The members of a large organization (Keycloak lists about 170 a second)
+// do not hold up the events behind its change: an admin's sign-out is revoked
+// while they are still being invalidated.
+func TestWatcherRevokesWhileAnOrganizationIsRefreshed(t *testing.T) {
+	h := newHarness(t)
+	rev := newRecordingRevoker(t, h.store)
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	h.plugin.deps.Cache = counter
+	h.plugin.deps.Revocations = rev
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
+		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	members := h.dir.addOrganizationUpdate(1000, time.Now().Add(-2*time.Second))
+	h.dir.onMembers = func(ctx context.Context, _ string) error {
+		select {
+		case <-time.After(300 * time.Millisecond): // a page
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-logout", Time: time.Now().Add(-time.Second), OperationType: "ACTION",
+		ResourceType: keycloak.ResourceUser, ResourcePath: "users/u-alice/logout"})
+	startWatcher(t, h, 0, 0)
+
+	issued := time.Now().Add(-time.Minute)
+	require.Eventually(t, func() bool { return rev.Revoked(testIssuer, "sid", "u-alice", issued) },
+		2*time.Second, 10*time.Millisecond, "the sign-out is revoked")
+	assert.Equal(t, 0, counter.of(members[999]), "while the organization's last page is still to come")
+	require.Eventually(t, func() bool { return counter.of(members[999]) == 1 }, 10*time.Second, 10*time.Millisecond,
+		"every member is invalidated in the end")
 }

@@ -184,6 +184,9 @@ func (benchDirectory) UserIDByUsername(context.Context, string) (string, error) 
 func (benchDirectory) OrganizationMemberIDs(context.Context, string) ([]string, error) {
 	return nil, nil
 }
+func (benchDirectory) OrganizationMemberPage(context.Context, string, int) ([]string, bool, error) {
+	return nil, false, nil
+}
 func (benchDirectory) AdminEvents(context.Context, keycloak.AdminEventQuery) ([]keycloak.AdminEvent, error) {
 	return nil, nil
 }
