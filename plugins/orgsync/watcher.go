@@ -163,8 +163,10 @@ func (w *Watcher) run() {
 		if lease != nil {
 			renewing := keepLease(ctx, cancel, lease, ttl)
 			handled, err := w.pollEvents(ctx)
-			if err == nil {
-				err = w.refreshOrgs(ctx, orgRefreshSlice)
+			// Also after a failed poll: an event that fails every time must
+			// not starve the organizations queued before it.
+			if rerr := w.refreshOrgs(ctx, orgRefreshSlice); err == nil {
+				err = rerr
 			}
 			renewing.stop()
 			budget = nextBudget(budget, firstBudget, handled, err, errors.Is(ctx.Err(), context.DeadlineExceeded))

@@ -599,3 +599,21 @@ func TestWatcherRevokesWhileAnOrganizationIsRefreshed(t *testing.T) {
 	require.Eventually(t, func() bool { return counter.of(members[999]) == 1 }, 10*time.Second, 10*time.Millisecond,
 		"every member is invalidated in the end")
 }
+
+// An event that fails every time (here a user search Keycloak keeps failing)
+// stops the events behind it, by design, but not the organizations queued
+// before it: their members are still invalidated.
+func TestWatcherRefreshesOrganizationsBehindAFailingEvent(t *testing.T) {
+	h := newHarness(t)
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
+		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	members := h.dir.addOrganizationUpdate(3, time.Now().Add(-2*time.Second))
+	h.dir.addMemberEvents(1, time.Now().Add(-time.Second))
+	h.dir.onUsername = func(context.Context, string) error { return errKeycloakDown }
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	h.plugin.deps.Cache = counter
+	startWatcher(t, h, 0, 0)
+
+	require.Eventually(t, func() bool { return counter.of(members[2]) == 1 }, 3*time.Second, 10*time.Millisecond,
+		"the organization's members are invalidated although the poll keeps failing")
+}
