@@ -318,10 +318,11 @@ func bareUserID(rep string) string {
 	return rep
 }
 
-// invalidateBatch is how many users one invalidation names. An UPDATE of an
-// organization invalidates every member: 50 000 members are 400 000 keys,
-// and in one message (about 22 MB) they come near the 32 MB Redis lets a
-// subscriber fall behind by before it cuts it off.
+// invalidateBatch is how many users one invalidation names. The invalidation
+// webhook naming an organization invalidates every member: 50 000 members are
+// 400 000 keys, and in one message (about 22 MB) they come near the 32 MB
+// Redis lets a subscriber fall behind by before it cuts it off. (The watcher
+// invalidates an organization's members a page of 100 at a time.)
 const invalidateBatch = 1000
 
 // loggedUsers is how many of the users invalidated at once the log line names.

@@ -296,8 +296,8 @@ func parsePosition(s string) (position, error) {
 const maxListAge = 24 * time.Hour
 
 // nextBudget is the time the poll after one that had budget gets. A poll that
-// ran out of time without handling an event is stuck on one that needs longer
-// (the members of a large organization, listed page by page): the next gets
+// ran out of time without handling an event is stuck on work that needs longer
+// (a user search or a page of members from a Keycloak under load): the next gets
 // twice the time, up to maxPollBudget, where a fixed budget would stop the
 // watcher for good. A poll that succeeded brings it back to first; one that
 // failed otherwise (Keycloak down) leaves it as it is.
@@ -352,13 +352,8 @@ func (k *leaseKeeper) stop() {
 	<-k.done
 }
 
-// poll handles the admin events since the saved position.
-func (w *Watcher) poll(ctx context.Context) error {
-	_, err := w.pollEvents(ctx)
-	return err
-}
-
-// pollEvents is poll, and how many events it handled.
+// pollEvents handles the admin events since the saved position, and returns
+// how many it handled.
 func (w *Watcher) pollEvents(ctx context.Context) (handled int, _ error) {
 	c, kc := w.deps.Cache, w.deps.Keycloak
 	now := time.Now()
@@ -537,9 +532,9 @@ func (w *Watcher) queueOrgRefresh(ctx context.Context, org string) error {
 // refreshOrgs invalidates the members of the queued organizations a page at a
 // time, for about slice, saving how far it got after each page. An event that
 // touches every member of an organization is queued rather than listed where
-// it is read: Keycloak 26.5 answered about 170 members a second here (0.6 s
-// a page), so listing 20 000 members took two minutes, and every event behind
-// it waited, an admin's sign-outs among them.
+// it is read: Keycloak 26.5 answered about 170 members a second on a 2-core
+// test machine (0.6 s a page), so 20 000 members would take about two minutes,
+// and every event behind them waited, an admin's sign-outs among them.
 func (w *Watcher) refreshOrgs(ctx context.Context, slice time.Duration) error {
 	list, err := w.orgRefreshes(ctx)
 	if err != nil || len(list) == 0 {

@@ -120,6 +120,13 @@ func (c *invalidationCounter) of(user string) int {
 	return c.byKey[userKeys(testRealm, user)[0]]
 }
 
+// poll is one poll of the watcher's loop (pollEvents), for the tests that run
+// the polls themselves.
+func (w *Watcher) poll(ctx context.Context) error {
+	_, err := w.pollEvents(ctx)
+	return err
+}
+
 // newPoller is a watcher whose polls the test runs itself, one at a time,
 // from position at (unix ms).
 func newPoller(t *testing.T, h *harness, at int64) (*Watcher, *invalidationCounter) {
