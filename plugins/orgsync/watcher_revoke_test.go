@@ -62,8 +62,7 @@ func (r *recordingRevoker) revocations() []cache.Revocation {
 func newRevokingPoller(t *testing.T, h *harness, lifetime time.Duration) (*Watcher, *recordingRevoker) {
 	t.Helper()
 	rev := newRecordingRevoker(t, h.store)
-	at := time.Now().Add(-time.Minute).UnixMilli()
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition, position{at: at, ids: map[string]bool{}}.String()))
+	savePosition(t, h, time.Now().Add(-time.Minute).UnixMilli())
 	return &Watcher{deps: &Deps{Cache: h.store, Keycloak: h.dir, Revocations: rev, RevocationLifetime: lifetime},
 		interval: time.Second}, rev
 }

@@ -132,8 +132,58 @@ func (w *Watcher) poll(ctx context.Context) error {
 func newPoller(t *testing.T, h *harness, at int64) (*Watcher, *invalidationCounter) {
 	t.Helper()
 	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition, position{at: at, ids: map[string]bool{}}.String()))
+	savePosition(t, h, at)
 	return &Watcher{deps: &Deps{Cache: counter, Keycloak: h.dir}, interval: time.Second}, counter
+}
+
+// savePosition saves the watcher's position at (unix ms) in h's cache.
+func savePosition(t *testing.T, h *harness, at int64) {
+	t.Helper()
+	require.NoError(t, h.store.SetState(t.Context(), watcherPosition, position{at: at, ids: map[string]bool{}}.String()))
+}
+
+// countInvalidations makes h's plugin (and so a watcher started on its deps)
+// count the invalidations it asks for.
+func countInvalidations(h *harness) *invalidationCounter {
+	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
+	h.plugin.deps.Cache = counter
+	return counter
+}
+
+// overlap counts calls in flight and the most seen at once.
+type overlap struct {
+	mu             sync.Mutex
+	inFlight, most int
+}
+
+// enter counts a call in; the function it returns counts it out.
+func (o *overlap) enter() (leave func()) {
+	o.mu.Lock()
+	o.inFlight++
+	o.most = max(o.most, o.inFlight)
+	o.mu.Unlock()
+	return func() {
+		o.mu.Lock()
+		o.inFlight--
+		o.mu.Unlock()
+	}
+}
+
+func (o *overlap) highest() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.most
+}
+
+// pause waits d, or less if ctx ends first (then its error): a slow Keycloak
+// answer that a cancelled call does not wait for.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // addUserEvents adds one USER event for each of n users (u-000, u-001, ...),
@@ -276,19 +326,10 @@ func (d *fakeDirectory) addMemberEvents(n int, at time.Time) []string {
 func TestWatcherResolvesABacklogConcurrently(t *testing.T) {
 	h := newHarness(t)
 	users := h.dir.addMemberEvents(60, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
-	var (
-		mu             sync.Mutex
-		inFlight, most int
-	)
+	var searches overlap
 	h.dir.onUsername = func(context.Context, string) error {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
+		defer searches.enter()()
 		time.Sleep(20 * time.Millisecond)
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
 		return nil
 	}
 	w, counter := newPoller(t, h, time.Now().Add(-2*time.Minute).UnixMilli())
@@ -297,8 +338,8 @@ func TestWatcherResolvesABacklogConcurrently(t *testing.T) {
 	for _, u := range users {
 		assert.Equal(t, 1, counter.of(u), "member %s invalidated once", u)
 	}
-	assert.Greater(t, most, 1, "the searches overlapped")
-	assert.LessOrEqual(t, most, resolveConcurrency, "at most resolveConcurrency searches at once")
+	assert.Greater(t, searches.highest(), 1, "the searches overlapped")
+	assert.LessOrEqual(t, searches.highest(), resolveConcurrency, "at most resolveConcurrency searches at once")
 }
 
 // When one event of a page cannot be resolved, the events before it are
@@ -316,11 +357,7 @@ func TestWatcherStopsAtTheEventThatFailed(t *testing.T) {
 		}
 		if name < users[9] {
 			// The events before the failed one answer after it failed.
-			select {
-			case <-time.After(30 * time.Millisecond):
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			return pause(ctx, 30*time.Millisecond)
 		}
 		return nil
 	}
@@ -350,14 +387,7 @@ func TestWatcherStopsAtTheEventThatFailed(t *testing.T) {
 func TestWatcherKeepsProgressOfAPollCutShort(t *testing.T) {
 	h := newRedisHarness(t, redistest.Start(t).URL(), "")
 	users := h.dir.addMemberEvents(60, time.Now().Add(-time.Minute).Truncate(time.Millisecond))
-	h.dir.onUsername = func(ctx context.Context, _ string) error {
-		select {
-		case <-time.After(100 * time.Millisecond):
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	h.dir.onUsername = func(ctx context.Context, _ string) error { return pause(ctx, 100*time.Millisecond) }
 	w, counter := newPoller(t, h, time.Now().Add(-2*time.Minute).UnixMilli())
 
 	polls := 0
@@ -387,32 +417,12 @@ func slowOrganizationEvent(h *harness, listFor time.Duration) ([]string, func() 
 	}
 	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-acme", Time: time.Now().Add(-time.Second), OperationType: "UPDATE",
 		ResourceType: keycloak.ResourceOrganization, ResourcePath: "organizations/" + acme.ID})
-	var (
-		mu             sync.Mutex
-		inFlight, most int
-	)
+	listings := &overlap{}
 	h.dir.onMembers = func(ctx context.Context, _ string) error {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-		}()
-		select {
-		case <-time.After(listFor):
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		defer listings.enter()()
+		return pause(ctx, listFor)
 	}
-	return members, func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return most
-	}
+	return members, listings.highest
 }
 
 // startWatcher runs a watcher as StartWatcher does, with the test's lease
@@ -434,11 +444,9 @@ func startWatcher(t *testing.T, h *harness, leaseFor, budget time.Duration) *Wat
 func TestWatcherGivesASlowEventMoreTime(t *testing.T) {
 	h := newHarness(t)
 	logs := logtest.Capture(t, slog.LevelWarn)
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
-		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	savePosition(t, h, time.Now().Add(-time.Minute).UnixMilli())
 	members, _ := slowOrganizationEvent(h, 300*time.Millisecond)
-	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	h.plugin.deps.Cache = counter
+	counter := countInvalidations(h)
 	startWatcher(t, h, 0, 100*time.Millisecond)
 
 	require.Eventually(t, func() bool { return counter.of(members[0]) > 0 }, 5*time.Second, 10*time.Millisecond,
@@ -454,11 +462,9 @@ func TestWatcherGivesASlowEventMoreTime(t *testing.T) {
 // the same time.
 func TestWatcherKeepsItsLeaseThroughALongPoll(t *testing.T) {
 	h := newHarness(t)
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
-		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	savePosition(t, h, time.Now().Add(-time.Minute).UnixMilli())
 	members, most := slowOrganizationEvent(h, 900*time.Millisecond)
-	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	h.plugin.deps.Cache = counter
+	counter := countInvalidations(h)
 	const leaseFor = 300 * time.Millisecond
 	startWatcher(t, h, leaseFor, 2*time.Second)
 	require.Eventually(t, func() bool { return most() == 1 }, 2*time.Second, time.Millisecond, "the first runner lists the members")
@@ -495,15 +501,13 @@ func TestNextPollBudget(t *testing.T) {
 func TestInvalidatingManyUsersGoesInBatches(t *testing.T) {
 	h := newHarness(t)
 	logs := logtest.Capture(t, slog.LevelInfo)
-	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	deps := h.plugin.deps
-	deps.Cache = counter
+	counter := countInvalidations(h)
 	users := make([]string, 2500)
 	for i := range users {
 		users[i] = fmt.Sprintf("u-%05d", i)
 	}
 
-	require.NoError(t, invalidateUsers(t.Context(), deps, users, InvalidatedByWebhook))
+	require.NoError(t, invalidateUsers(t.Context(), h.plugin.deps, users, InvalidatedByWebhook))
 	for i, u := range users {
 		require.Equal(t, 1, counter.of(u), "user %d invalidated once", i)
 	}
@@ -581,20 +585,11 @@ func TestWatcherRestartsAnOrganizationChangedAgain(t *testing.T) {
 func TestWatcherRevokesWhileAnOrganizationIsRefreshed(t *testing.T) {
 	h := newHarness(t)
 	rev := newRecordingRevoker(t, h.store)
-	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	h.plugin.deps.Cache = counter
+	counter := countInvalidations(h)
 	h.plugin.deps.Revocations = rev
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
-		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	savePosition(t, h, time.Now().Add(-time.Minute).UnixMilli())
 	members := h.dir.addOrganizationUpdate(1000, time.Now().Add(-2*time.Second))
-	h.dir.onMembers = func(ctx context.Context, _ string) error {
-		select {
-		case <-time.After(300 * time.Millisecond): // a page
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	h.dir.onMembers = func(ctx context.Context, _ string) error { return pause(ctx, 300*time.Millisecond) } // a page
 	h.dir.addEvent(keycloak.AdminEvent{ID: "ev-logout", Time: time.Now().Add(-time.Second), OperationType: "ACTION",
 		ResourceType: keycloak.ResourceUser, ResourcePath: "users/u-alice/logout"})
 	startWatcher(t, h, 0, 0)
@@ -612,13 +607,11 @@ func TestWatcherRevokesWhileAnOrganizationIsRefreshed(t *testing.T) {
 // before it: their members are still invalidated.
 func TestWatcherRefreshesOrganizationsBehindAFailingEvent(t *testing.T) {
 	h := newHarness(t)
-	require.NoError(t, h.store.SetState(t.Context(), watcherPosition,
-		position{at: time.Now().Add(-time.Minute).UnixMilli(), ids: map[string]bool{}}.String()))
+	savePosition(t, h, time.Now().Add(-time.Minute).UnixMilli())
 	members := h.dir.addOrganizationUpdate(3, time.Now().Add(-2*time.Second))
 	h.dir.addMemberEvents(1, time.Now().Add(-time.Second))
 	h.dir.onUsername = func(context.Context, string) error { return errKeycloakDown }
-	counter := &invalidationCounter{Store: h.store, byKey: map[string]int{}}
-	h.plugin.deps.Cache = counter
+	counter := countInvalidations(h)
 	startWatcher(t, h, 0, 0)
 
 	require.Eventually(t, func() bool { return counter.of(members[2]) == 1 }, 3*time.Second, 10*time.Millisecond,
