@@ -34,6 +34,18 @@ func (l *invalidationLog) Invalidate(ctx context.Context, keys ...string) error 
 	return l.Store.Invalidate(ctx, keys...)
 }
 
+// newInvalidationLog is a cache on the test Redis, under a prefix of its own
+// (so a watcher started on it has its own lease and position), that records
+// what it is asked to invalidate.
+func newInvalidationLog(t *testing.T) *invalidationLog {
+	t.Helper()
+	c, err := cache.New(t.Context(), &cache.Options{RedisURL: redisURL(t), ValueSecret: []byte(redisValueSecret),
+		KeyPrefix: fmt.Sprintf("it-%s-%d:", t.Name(), time.Now().UnixNano())})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return &invalidationLog{Store: c}
+}
+
 // missing lists the users none of whose keys was invalidated yet.
 func (l *invalidationLog) missing(users []*kctest.TestUser) []string {
 	l.mu.Lock()
@@ -64,11 +76,7 @@ func (l *invalidationLog) missing(users []*kctest.TestUser) []string {
 func TestWatcherWorksOffABulkMembershipChange(t *testing.T) {
 	const members = 80
 	kc := runnerKeycloak(t)
-	c, err := cache.New(t.Context(), &cache.Options{RedisURL: redisURL(t), ValueSecret: []byte(redisValueSecret),
-		KeyPrefix: fmt.Sprintf("it-bulk-%d:", time.Now().UnixNano())})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	store := &invalidationLog{Store: c}
+	store := newInvalidationLog(t)
 	deps := &orgsync.Deps{Cache: store, Keycloak: kc}
 
 	org := kctest.CreateOrganization(t, fmt.Sprintf("bulk-%d", time.Now().UnixNano()))
@@ -101,50 +109,6 @@ func TestWatcherWorksOffABulkMembershipChange(t *testing.T) {
 		members, backlog.Milliseconds(), members, time.Since(start).Milliseconds())
 }
 
-// addMembers adds the users to the organization orgID with eight admin calls
-// at a time (one call adds one member), as a script onboarding a customer does.
-func addMembers(t *testing.T, orgID string, users []*kctest.TestUser) {
-	t.Helper()
-	s := kctest.Env(t)
-	token := kctest.AdminToken(t)
-	endpoint := s.URL + "/admin/realms/" + s.Realm + "/organizations/" + orgID + "/members"
-	next := make(chan *kctest.TestUser, len(users))
-	for _, u := range users {
-		next <- u
-	}
-	close(next)
-	failures := make(chan error, len(users))
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range next {
-				req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(u.ID))
-				if err == nil {
-					req.Header.Set("Authorization", "Bearer "+token)
-					req.Header.Set("Content-Type", "application/json")
-					var resp *http.Response
-					if resp, err = http.DefaultClient.Do(req); err == nil {
-						_ = resp.Body.Close()
-						if resp.StatusCode != http.StatusCreated {
-							err = fmt.Errorf("add %s: status %d", u.Username, resp.StatusCode)
-						}
-					}
-				}
-				if err != nil {
-					failures <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(failures)
-	for err := range failures {
-		require.NoError(t, err)
-	}
-}
-
 // An organization of several pages of Keycloak's member list (100 a page) is
 // changed (its description edited): the watcher lists every member, page by
 // page across its polls, from the real Keycloak and invalidates each through
@@ -152,18 +116,14 @@ func addMembers(t *testing.T, orgID string, users []*kctest.TestUser) {
 func TestWatcherInvalidatesEveryMemberOfALargeOrganization(t *testing.T) {
 	const members = 600
 	kc := runnerKeycloak(t)
-	c, err := cache.New(t.Context(), &cache.Options{RedisURL: redisURL(t), ValueSecret: []byte(redisValueSecret),
-		KeyPrefix: fmt.Sprintf("it-large-org-%d:", time.Now().UnixNano())})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	store := &invalidationLog{Store: c}
+	store := newInvalidationLog(t)
 
 	alias := fmt.Sprintf("large-%d", time.Now().UnixNano())
 	org := kctest.CreateOrganization(t, alias)
 	kctest.CheapPasswords(t) // nobody logs in: the import need not hash at full cost
 	users := kctest.CreateUsers(t, "large", members)
 	start := time.Now()
-	addMembers(t, org, users)
+	kctest.AddMembers(t, org, users)
 	t.Logf("%d members added in %d ms", members, time.Since(start).Milliseconds())
 
 	// Started well after the additions: it does not read them (no position

@@ -231,14 +231,20 @@ func importUsers(t testing.TB, importURL string, deadline time.Duration, reps []
 
 // deleteUsers deletes users, eight at a time.
 func deleteUsers(t testing.TB, users []*TestUser) {
+	eightAtATime(len(users), func(i int) { deleteTestUser(t, users[i]) })
+}
+
+// eightAtATime calls fn(0) to fn(n-1), eight calls at a time, and returns when
+// all have.
+func eightAtATime(n int, fn func(i int)) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
-	for _, u := range users {
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			deleteTestUser(t, u)
+			fn(i)
 		}()
 	}
 	wg.Wait()
@@ -380,11 +386,31 @@ func looksLikeUUID(s string) bool {
 // organizations/{org}/members with the bare user id as the JSON body.
 func AddMember(t testing.TB, org, userID string) {
 	t.Helper()
-	r := send(t, http.MethodPost, adminURL(t, "organizations/"+url.PathEscape(orgID(t, org))+"/members"),
-		AdminToken(t), "application/json", strings.NewReader(userID))
-	if r.status != http.StatusCreated {
-		t.Fatalf("kctest: add %s to organization %s: status %d: %s", userID, org, r.status, r.body)
+	if err := addMember(adminURL(t, "organizations/"+url.PathEscape(orgID(t, org))+"/members"), AdminToken(t), userID); err != nil {
+		t.Fatalf("kctest: add %s to organization %s: %v", userID, org, err)
 	}
+}
+
+// AddMembers adds the users to org (alias or id) as AddMember does, eight
+// calls at a time, as a script onboarding a customer does.
+func AddMembers(t testing.TB, org string, users []*TestUser) {
+	t.Helper()
+	members, token := adminURL(t, "organizations/"+url.PathEscape(orgID(t, org))+"/members"), AdminToken(t)
+	errs := make([]error, len(users))
+	eightAtATime(len(users), func(i int) { errs[i] = addMember(members, token, users[i].ID) })
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("kctest: add %s to organization %s: %v", users[i].Username, org, err)
+		}
+	}
+}
+
+func addMember(membersURL, token, userID string) error {
+	r, err := sendWith(httpClient, http.MethodPost, membersURL, token, "application/json", strings.NewReader(userID))
+	if err == nil && r.status != http.StatusCreated {
+		err = fmt.Errorf("status %d: %s", r.status, r.body)
+	}
+	return err
 }
 
 // RemoveMember removes userID from org (alias or id).
